@@ -1,0 +1,272 @@
+"""The command line: parse, call :mod:`vnode.api`, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Annotated
+
+import cyclopts
+from cyclopts import App, Parameter
+
+from vnode import __version__
+from vnode.errors import VnodeError
+
+app = App(
+    name="vnode",
+    help="Boot fresh libvirt/QEMU nodes from cloud images, many at once; ready when SSH answers.",
+    version=__version__,
+    exit_on_error=False,
+    print_error=False,
+    help_on_error=False,
+)
+plugins_app = App(name="plugins", help="Plugins found through entry points.")
+images_app = App(name="images", help="Base images of the distros.")
+app.command(plugins_app)
+app.command(images_app)
+
+
+def _emit_json(data: object) -> None:
+    print(json.dumps(data, indent=2))
+
+
+@app.default
+@app.command(name="up")
+def up(
+    *specs: str,
+    distro: Annotated[str | None, Parameter(name=["--distro", "-d"])] = None,
+    timeout: float | None = None,
+    memory: int | None = None,
+    vcpus: int | None = None,
+    disk_size: int | None = None,
+    virt_type: str | None = None,
+    network: str | None = None,
+    bridge: str | None = None,
+    direct: str | None = None,
+    wait: bool = True,
+    keep_failed: bool = False,
+    json: bool = False,
+    verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
+) -> int:
+    """Create or re-create nodes in parallel and wait until all answer SSH.
+
+    Parameters
+    ----------
+    specs
+        Nodes as [STEM]NUM[:DISTRO], e.g. 3, vnode04, vnode18:u24.04.
+    distro
+        Distro of nodes whose spec names none (default: the configured one).
+    timeout
+        Seconds to wait for SSH, counted from the command's start (default 120).
+    memory
+        Memory per node in MiB.
+    vcpus
+        Virtual CPUs per node.
+    disk_size
+        Disk size per node in GiB.
+    virt_type
+        auto, kvm or qemu (plain emulation, works where nested KVM does not).
+    network
+        KIND[:ARG] (libvirt, libvirt:NAME, bridge:br0, direct:eth0) or a libvirt network name.
+    bridge
+        Shorthand for --network bridge:BRIDGE.
+    direct
+        Shorthand for --network direct:DEVICE (macvtap).
+    wait
+        Wait for SSH (--no-wait returns once the domains run).
+    keep_failed
+        Keep nodes that failed or timed out, for inspection.
+    json
+        Print one JSON object per node instead of the table.
+    verbose
+        Debug logs on stderr.
+    """
+    from vnode import api, logs
+    from vnode.progress import LiveReporter, results_table
+
+    logs.configure(verbose)
+    chosen = [n for n in (network, bridge and f"bridge:{bridge}", direct and f"direct:{direct}") if n]
+    if len(chosen) > 1:
+        raise _usage("give one of --network, --bridge, --direct")
+    options = api.UpOptions(
+        distro=distro, memory=memory, vcpus=vcpus, disk=disk_size, timeout=timeout,
+        virt_type=virt_type, network=chosen[0] if chosen else None, wait=wait,
+        keep_failed=keep_failed,
+    )
+    results = api.up(list(specs), options, reporter=LiveReporter(list(_names(specs))))
+    if json:
+        _emit_json([r.to_dict() for r in results])
+    else:
+        print(results_table(results))
+    return 0 if all(r.state in ("ready", "started") for r in results) else 1
+
+
+def _names(specs: tuple[str, ...]) -> list[str]:
+    from vnode.config import load_config
+    from vnode.spec import parse_specs
+
+    return [ref.name for ref in parse_specs(list(specs), load_config().pools)]
+
+
+@app.command(name="list")
+def list_(json: bool = False) -> int:
+    """List the nodes vnode made, with state and address."""
+    from vnode import api
+    from vnode.progress import format_table
+
+    nodes = api.list_nodes()
+    if json:
+        _emit_json([n.to_dict() for n in nodes])
+    else:
+        rows = [(n.name, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
+        print(format_table(rows, ("NODE", "DISTRO", "STATE", "IP", "MAC", "NETWORK")))
+    return 0
+
+
+@app.command
+def destroy(*specs: str, all: bool = False) -> int:  # noqa: A002 - the flag is --all
+    """Destroy nodes vnode made (domain, disk, seed, reservation, known_hosts entry).
+
+    Parameters
+    ----------
+    specs
+        Nodes to destroy, e.g. 3 vnode04.
+    all
+        Destroy every node vnode made.
+    """
+    from vnode import api
+
+    if not specs and not all:
+        raise _usage("name nodes to destroy, or --all")
+    for name, outcome in api.destroy(list(specs), all_nodes=all).items():
+        print(f"{name}: {outcome}")
+    return 0
+
+
+@app.command
+def ssh(node: str, *command: str) -> int:
+    """Open SSH to a node as root (host key checked strictly), or run COMMAND there.
+
+    Parameters
+    ----------
+    node
+        The node, e.g. 3 or vnode03.
+    command
+        A command to run instead of a login shell.
+    """
+    from vnode import api
+
+    argv = api.ssh_argv(node, list(command))
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+    return 1  # not reached
+
+
+@app.command
+def log(node: str, follow: Annotated[bool, Parameter(name=["--follow", "-f"])] = False) -> int:
+    """Show the node's serial console, captured from boot on.
+
+    Parameters
+    ----------
+    node
+        The node, e.g. 3 or vnode03.
+    follow
+        Keep printing what the console prints, like tail -f.
+    """
+    from vnode import api
+
+    path = api.console_log(node)
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif follow:
+                time.sleep(0.5)
+            else:
+                return 0
+
+
+@plugins_app.command(name="list")
+def plugins_list(json: bool = False) -> int:
+    """Each plugin: name, kind, version, distribution, entry point, status."""
+    from vnode import api
+    from vnode.progress import format_table
+
+    infos = api.plugins()
+    if json:
+        _emit_json([info.to_dict() for info in infos])
+        return 0
+    rows = [
+        (i.name, ",".join(i.kinds) or "-", i.version, i.distribution, i.entry_point,
+         i.status if i.status == "ok" else f"broken: {i.reason}")
+        for i in infos
+    ]
+    print(format_table(rows, ("NAME", "KIND", "VERSION", "DISTRIBUTION", "ENTRY POINT", "STATUS")))
+    return 0
+
+
+@images_app.command(name="list")
+def images_list(json: bool = False) -> int:
+    """Per distro the plugins know: whether its image is present, and its size."""
+    from vnode import images
+    from vnode.progress import format_table
+
+    entries = images.list_images()
+    if json:
+        _emit_json([e.to_dict() for e in entries])
+        return 0
+    rows = [(e.distro, e.title, "yes" if e.present else "no", e.size_human, str(e.path)) for e in entries]
+    print(format_table(rows, ("DISTRO", "TITLE", "PRESENT", "SIZE", "PATH")))
+    return 0
+
+
+@images_app.command(name="build")
+def images_build(*distros: str, force: bool = False) -> int:
+    """Build images locally from a distro mirror (no download), e.g. d12.
+
+    Parameters
+    ----------
+    distros
+        Distros to build, e.g. d12.
+    force
+        Rebuild even if the image is present.
+    """
+    from vnode import images, logs
+
+    logs.configure()
+    if not distros:
+        raise _usage("name a distro to build, e.g. d12")
+    for distro in distros:
+        path, built = images.build_image(distro, force=force)
+        print(f"{distro}: {'built' if built else 'present'} at {path}")
+    return 0
+
+
+def _usage(message: str) -> VnodeError:
+    from vnode.errors import UsageError
+
+    return UsageError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = app(argv if argv is not None else sys.argv[1:], result_action="return_value")
+    except cyclopts.CycloptsError as exc:
+        message = " ".join(str(exc).split())
+        print(f"vnode: {message}", file=sys.stderr)
+        return 2
+    except VnodeError as exc:
+        print(f"vnode: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vnode: interrupted", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Cloud-init NoCloud data for one node, and the seed image that carries it."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import attrs
+
+from vnode.keys import KeyPair
+from vnode.model import NodePlan, StaticAddress
+from vnode.templating import render_yaml
+
+# ISO9660 names are 8.3 upper case; Rock Ridge and Joliet carry the names cloud-init reads.
+_ISO_NAMES = {"user-data": "USERDATA", "meta-data": "METADATA", "network-config": "NETCFG"}
+
+
+@attrs.frozen
+class SeedFiles:
+    user_data: str
+    meta_data: str
+    network_config: str
+
+    def items(self) -> list[tuple[str, str]]:
+        return [
+            ("user-data", self.user_data),
+            ("meta-data", self.meta_data),
+            ("network-config", self.network_config),
+        ]
+
+
+def render_seed(
+    node: NodePlan,
+    *,
+    authorized_key: str,
+    host_key: KeyPair,
+    address: StaticAddress | None,
+    domain: str | None = None,
+) -> SeedFiles:
+    fqdn = f"{node.name}.{domain}" if domain else node.name
+    user_data = render_yaml(
+        "user-data.j2",
+        hostname=node.name,
+        fqdn=fqdn,
+        authorized_keys=[authorized_key],
+        host_key_private=host_key.private_openssh,
+        host_key_public=host_key.public_openssh,
+    )
+    # A new instance-id per creation makes cloud-init treat a re-created node as new.
+    meta_data = render_yaml(
+        "meta-data.j2", instance_id=f"{node.name}-{uuid.uuid4().hex[:12]}", hostname=node.name
+    )
+    network_config = render_yaml(
+        "network-config.j2", mac=node.mac, address=address, set_name=None
+    )
+    return SeedFiles(user_data=user_data, meta_data=meta_data, network_config=network_config)
+
+
+def write_seed_iso(path: Path, seed: SeedFiles) -> None:
+    """Write the NoCloud seed (volume label ``cidata``) as 0600: it holds the host private key."""
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
+    for name, text in seed.items():
+        data = text.encode()
+        iso.add_fp(
+            io.BytesIO(data),
+            len(data),
+            f"/{_ISO_NAMES[name]}.;1",
+            rr_name=name,
+            joliet_path=f"/{name}",
+        )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        iso.write_fp(handle)
+    iso.close()

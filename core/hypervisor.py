@@ -1,0 +1,171 @@
+"""The libvirt side: connecting, the virt type, and vnode's own domains (marked in <metadata>)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import attrs
+
+from vnode.errors import EnvironmentProblem, UsageError
+
+NAMESPACE = "urn:x-vnode:node:1"
+_NS = {"vnode": NAMESPACE}
+
+_STATE_NAMES = {
+    0: "nostate",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
+# Why a domain paused (VIR_DOMAIN_PAUSED_*); an emulation failure under KVM shows as IOERROR
+# or UNKNOWN, a crash as CRASHED.
+_PAUSE_REASONS = {0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump", 5: "I/O error",
+                  6: "watchdog", 7: "from snapshot", 8: "shutting down", 9: "snapshot",
+                  10: "crashed", 11: "starting up", 12: "post-copy", 13: "post-copy failed"}
+
+
+@functools.cache
+def _libvirt() -> Any:
+    import libvirt
+
+    # libvirt prints every error to stderr by default; vnode reports them itself.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt
+
+
+_connections: dict[str, Any] = {}
+_connect_lock = threading.Lock()
+
+
+def connect(uri: str) -> Any:
+    """One shared libvirt connection per URI (libvirt connections are thread-safe)."""
+    libvirt = _libvirt()
+    with _connect_lock:
+        conn = _connections.get(uri)
+        if conn is not None and conn.isAlive():
+            return conn
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise EnvironmentProblem(
+                f"cannot reach libvirtd at {uri} ({exc.get_error_message()}): start it with "
+                "`libvirtd -d` (and `virtlogd -d`) or `systemctl start libvirtd`"
+            ) from None
+        _connections[uri] = conn
+        return conn
+
+
+def libvirt_error() -> type[Exception]:
+    return _libvirt().libvirtError
+
+
+def resolve_virt_type(conn: Any, wanted: str) -> str:
+    """auto means kvm where libvirt offers it for x86_64, plain emulation (TCG) elsewhere."""
+    if wanted in ("kvm", "qemu"):
+        if wanted == "kvm" and not _kvm_offered(conn):
+            raise EnvironmentProblem(
+                "--virt-type kvm: libvirt offers no KVM here (is /dev/kvm present and "
+                "group kvm, mode 0660?); use --virt-type qemu"
+            )
+        return wanted
+    if wanted != "auto":
+        raise UsageError(f"unknown virt type {wanted!r}: use auto, kvm or qemu")
+    return "kvm" if _kvm_offered(conn) else "qemu"
+
+
+def _kvm_offered(conn: Any) -> bool:
+    caps = ET.fromstring(conn.getCapabilities())
+    for guest in caps.findall("guest"):
+        arch = guest.find("arch")
+        if arch is not None and arch.get("name") == "x86_64":
+            return any(d.get("type") == "kvm" for d in arch.findall("domain"))
+    return False
+
+
+@attrs.frozen
+class DomainMark:
+    """What vnode wrote into a domain's <metadata>; its presence means vnode made the domain."""
+
+    name: str
+    distro: str
+    mac: str
+    ip: str
+    network: str
+    node_dir: str
+    console: str
+    created: str
+    pool: str
+    number: int
+
+
+def read_mark(domain: Any) -> DomainMark | None:
+    root = ET.fromstring(domain.XMLDesc(0))
+    node = root.find("metadata/vnode:node", _NS)
+    if node is None or node.findtext("vnode:created-by", namespaces=_NS) != "vnode":
+        return None
+
+    def text(tag: str) -> str:
+        return node.findtext(f"vnode:{tag}", default="", namespaces=_NS)
+
+    return DomainMark(
+        name=domain.name(),
+        distro=text("distro"),
+        mac=text("mac"),
+        ip=text("ip"),
+        network=text("network"),
+        node_dir=text("dir"),
+        console=text("console"),
+        created=text("created"),
+        pool=text("pool"),
+        number=int(text("number") or -1),
+    )
+
+
+def lookup(conn: Any, name: str) -> Any | None:
+    libvirt = _libvirt()
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def vnode_domains(conn: Any) -> list[tuple[Any, DomainMark]]:
+    """Every domain vnode made, on this connection."""
+    found = []
+    for domain in conn.listAllDomains(0):
+        mark = read_mark(domain)
+        if mark is not None:
+            found.append((domain, mark))
+    return sorted(found, key=lambda pair: pair[1].name)
+
+
+def state_of(domain: Any) -> tuple[str, str | None]:
+    """The domain's state name and, when paused, why."""
+    state, reason = domain.state()
+    name = _STATE_NAMES.get(state, str(state))
+    return name, _PAUSE_REASONS.get(reason) if name == "paused" else None
+
+
+def remove_domain(domain: Any) -> None:
+    """Power off (if running) and undefine; a domain already gone is fine."""
+    libvirt = _libvirt()
+    try:
+        if domain.isActive():
+            domain.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+            raise
+    try:
+        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise

@@ -1,0 +1,104 @@
+"""SSH keys: the client key root accepts, per-node host keys, and vnode's own known_hosts.
+
+Host keys are generated here, so the host key of a node is known before it boots: the wait
+and ``vnode ssh`` check it strictly, and re-creating a node replaces its entry instead of
+tripping "host key changed".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from vnode.errors import UsageError
+from vnode.locks import file_lock
+
+KEY_TYPE = "ssh-ed25519"
+
+
+@attrs.frozen
+class KeyPair:
+    private_openssh: str = attrs.field(repr=False)
+    public_openssh: str  # "ssh-ed25519 AAAA... comment"
+
+
+def generate_keypair(comment: str) -> KeyPair:
+    import asyncssh  # slow to import; only the commands that make nodes need it
+
+    key = asyncssh.generate_private_key(KEY_TYPE, comment=comment)
+    return KeyPair(
+        private_openssh=key.export_private_key("openssh").decode(),
+        public_openssh=key.export_public_key("openssh").decode().strip(),
+    )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret 0600 from the first byte, never world-readable even briefly."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+@attrs.frozen
+class ClientKey:
+    private_path: Path
+    public_openssh: str
+
+
+def client_key(ssh_dir: Path, configured: Path | None) -> ClientKey:
+    """The user's configured key, or vnode's own, generated on first use."""
+    if configured is not None:
+        private = configured.expanduser()
+        public = private.with_name(private.name + ".pub")
+        if not private.is_file() or not public.is_file():
+            raise UsageError(f"ssh.key {private}: need both the private key and {public.name}")
+        return ClientKey(private_path=private, public_openssh=public.read_text().strip())
+    private = ssh_dir / "id_ed25519"
+    public = ssh_dir / "id_ed25519.pub"
+    with file_lock(ssh_dir / ".lock"):
+        if not private.exists():
+            pair = generate_keypair("vnode")
+            write_private(private, pair.private_openssh)
+            public.write_text(pair.public_openssh + "\n")
+    return ClientKey(private_path=private, public_openssh=public.read_text().strip())
+
+
+class KnownHosts:
+    """vnode's known_hosts: one line per node, keyed by node name (ssh uses HostKeyAlias)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def set(self, name: str, public_openssh: str) -> None:
+        key = " ".join(public_openssh.split()[:2])
+        self._rewrite(name, f"{name} {key}")
+
+    def remove(self, name: str) -> None:
+        self._rewrite(name, None)
+
+    def get(self, name: str) -> str | None:
+        for line in self._lines():
+            host, _, key = line.partition(" ")
+            if host == name:
+                return key
+        return None
+
+    def _lines(self) -> list[str]:
+        try:
+            return [line for line in self.path.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def _rewrite(self, name: str, replacement: str | None) -> None:
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            lines = [line for line in self._lines() if line.partition(" ")[0] != name]
+            if replacement:
+                lines.append(replacement)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in lines))
+            os.replace(tmp, self.path)

@@ -1,0 +1,79 @@
+"""Naming pools: a stem, a zero-padded number, and the MAC and address derived from it."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from vnode.errors import UsageError
+
+_MAC_BYTE = re.compile(r"^[0-9a-f]{2}$")
+
+
+def _check_mac_prefix(pool: Pool, attribute: attrs.Attribute, value: str) -> None:
+    parts = value.lower().split(":")
+    if not all(_MAC_BYTE.match(p) for p in parts):
+        raise UsageError(f"pool {pool.stem}: mac_prefix {value!r} is not colon-separated hex bytes")
+    if len(parts) + pool.mac_suffix_bytes != 6:
+        raise UsageError(
+            f"pool {pool.stem}: mac_prefix {value!r} has {len(parts)} bytes; with width "
+            f"{pool.width} it needs {6 - pool.mac_suffix_bytes}"
+        )
+    if int(parts[0], 16) & 1:
+        raise UsageError(f"pool {pool.stem}: mac_prefix {value!r} is a multicast address")
+
+
+@attrs.frozen
+class Pool:
+    """A disjoint family of node names such as ``vnode00`` .. ``vnode30``."""
+
+    stem: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9-]*[a-z-]$|^[a-z]$"))
+    width: int = attrs.field(default=2, validator=[attrs.validators.ge(1), attrs.validators.le(6)])
+    first: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    last: int = attrs.field(default=30)
+    mac_prefix: str = attrs.field(default="52:54:00:00:00", validator=_check_mac_prefix)
+    # Host index of number 0 inside a libvirt network's subnet.
+    address_offset: int = attrs.field(default=100, validator=attrs.validators.ge(2))
+
+    @last.validator
+    def _check_last(self, attribute: attrs.Attribute, value: int) -> None:
+        if value < self.first:
+            raise UsageError(f"pool {self.stem}: last ({value}) is below first ({self.first})")
+        if len(str(value)) > self.width:
+            raise UsageError(f"pool {self.stem}: last ({value}) does not fit width {self.width}")
+
+    @property
+    def mac_suffix_bytes(self) -> int:
+        # The number's decimal digits are written as hex digit pairs, so 18 -> ":18".
+        return (self.width + 1) // 2
+
+    def name(self, number: int) -> str:
+        return f"{self.stem}{number:0{self.width}d}"
+
+    def mac(self, number: int) -> str:
+        digits = f"{number:0{self.mac_suffix_bytes * 2}d}"
+        pairs = [digits[i : i + 2] for i in range(0, len(digits), 2)]
+        return ":".join([self.mac_prefix.lower(), *pairs])
+
+    def contains(self, number: int) -> bool:
+        return self.first <= number <= self.last
+
+    def numbers(self) -> range:
+        return range(self.first, self.last + 1)
+
+
+def check_disjoint(pools: tuple[Pool, ...]) -> None:
+    """Pools must never hand out the same name or MAC twice."""
+    stems = [p.stem for p in pools]
+    for stem in stems:
+        clashes = [other for other in stems if other != stem and other.startswith(stem)]
+        if stems.count(stem) > 1 or any(c[len(stem) :].isdigit() for c in clashes):
+            raise UsageError(f"pool stem {stem!r} is used twice or overlaps another stem")
+    seen: dict[str, str] = {}
+    for pool in pools:
+        for number in pool.numbers():
+            mac = pool.mac(number)
+            if mac in seen:
+                raise UsageError(f"pools {seen[mac]} and {pool.stem} both derive MAC {mac}")
+            seen[mac] = pool.stem

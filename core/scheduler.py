@@ -1,0 +1,125 @@
+"""Making many nodes at once: create in worker threads, then wait for all of them concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from typing import Any
+
+import structlog
+
+from vnode import hypervisor
+from vnode.console import qemu_error, tail
+from vnode.keys import ClientKey
+from vnode.model import NodePlan, NodeResult
+from vnode.network import NetworkBackend
+from vnode.nodes import CreatedNode, Workspace, create_node, remove_node
+from vnode.progress import Reporter
+from vnode.sshwait import WaitTarget, wait_ready
+
+log = structlog.get_logger("vnode.scheduler")
+
+
+def run_up(
+    ws: Workspace,
+    plans: list[NodePlan],
+    backend: NetworkBackend,
+    client: ClientKey,
+    *,
+    started: float,
+    timeout: float,
+    wait: bool,
+    keep_failed: bool,
+    reporter: Reporter,
+) -> list[NodeResult]:
+    scheduler = _Scheduler(ws, backend, client, started, timeout, wait, keep_failed, reporter)
+    return asyncio.run(scheduler.run(plans))
+
+
+class _Scheduler:
+    def __init__(
+        self, ws: Workspace, backend: NetworkBackend, client: ClientKey, started: float,
+        timeout: float, wait: bool, keep_failed: bool, reporter: Reporter,
+    ) -> None:
+        self.ws = ws
+        self.backend = backend
+        self.client = client
+        self.started = started
+        self.deadline = started + timeout
+        self.wait = wait
+        self.keep_failed = keep_failed
+        self.reporter = reporter
+
+    async def run(self, plans: list[NodePlan]) -> list[NodeResult]:
+        # One thread per node: creation is mostly waiting on libvirt and qemu-img.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(64, len(plans) + 4))
+        asyncio.get_running_loop().set_default_executor(pool)
+        try:
+            return list(await asyncio.gather(*(self._one(plan) for plan in plans)))
+        finally:
+            pool.shutdown(wait=True)
+
+    async def _one(self, plan: NodePlan) -> NodeResult:
+        bound = log.bind(node=plan.name)
+        self.reporter.phase(plan.name, "creating")
+        try:
+            created = await asyncio.to_thread(
+                create_node, self.ws, plan, self.backend, self.client
+            )
+        except Exception as exc:
+            bound.warning("create failed", error=str(exc))
+            return self._result(plan, None, "failed", f"create failed: {exc}")
+        if not self.wait:
+            return self._result(plan, created.ip, "started", None)
+        outcome = await wait_ready(
+            self._target(created), self.deadline, lambda text: self.reporter.phase(plan.name, text)
+        )
+        detail = outcome.detail
+        if outcome.state != "ready":
+            detail = self._explain(created, detail)
+            if not self.keep_failed:
+                await asyncio.to_thread(remove_node, self.ws, created.domain)
+                detail += " (node removed; --keep-failed keeps it)"
+        return self._result(plan, outcome.ip, outcome.state, detail)
+
+    def _result(self, plan: NodePlan, ip: str | None, state: str, detail: str | None) -> NodeResult:
+        seconds = round(time.monotonic() - self.started, 2)
+        self.reporter.phase(plan.name, state if not detail else f"{state}: {detail.splitlines()[0]}")
+        return NodeResult(
+            name=plan.name, distro=plan.distro.name, mac=plan.mac, ip=ip, state=state,
+            seconds=seconds if state in ("ready", "started") else None, detail=detail,
+        )
+
+    def _target(self, created: CreatedNode) -> WaitTarget:
+        plan = created.plan
+        return WaitTarget(
+            name=plan.name,
+            host_key=created.host_key,
+            client_key=self.client.private_path,
+            domain_problem=lambda: domain_problem(created.domain, plan.virt_type),
+            address=lambda: self.backend.discover_address(plan),
+        )
+
+    def _explain(self, created: CreatedNode, detail: str | None) -> str:
+        lines = tail(created.plan.node_dir / "console.log", 5)
+        console = "\n".join(f"    console| {line}" for line in lines) or "    (console is empty)"
+        return f"{detail}\n{console}"
+
+
+def domain_problem(domain: Any, virt_type: str) -> str | None:
+    """Why a started domain is no longer running, in words a user can act on; None if fine."""
+    try:
+        state, reason = hypervisor.state_of(domain)
+    except hypervisor.libvirt_error() as exc:
+        return f"domain vanished: {exc}"
+    if state in ("running", "blocked"):
+        return None
+    name = domain.name()
+    words = f"domain {state}" + (f" ({reason})" if reason else "")
+    if error := qemu_error(name):
+        words += f": {error}"
+    if virt_type == "kvm":
+        words += "; KVM may not work for guests on this host (nested?): try --virt-type qemu"
+    return words
+

@@ -1,0 +1,53 @@
+"""Jinja2 environments that escape every value they print.
+
+XML templates autoescape. YAML templates pass every ``{{ value }}`` through JSON, whose
+strings, numbers, lists and maps are valid YAML flow scalars and collections, so a value with
+quotes, colons or newlines stays one value.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import jinja2
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return json.dumps(value, ensure_ascii=True)
+
+
+@functools.cache
+def _xml_env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("vnode.templates", "."),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@functools.cache
+def _yaml_env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("vnode.templates", "."),
+        autoescape=False,
+        finalize=_yaml_value,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_xml(template: str, **values: Any) -> str:
+    return _xml_env().get_template(template).render(**values)
+
+
+def render_yaml(template: str, **values: Any) -> str:
+    return _yaml_env().get_template(template).render(**values)

@@ -1,0 +1,472 @@
+"""Build a bootable Debian cloud image (qcow2) from a Debian mirror.
+
+Meant for offline labs: the only network access is to the apt mirror while
+building, and the resulting guest never reaches out on its own (no apt
+timers, cloud-init pinned to the NoCloud seed).  Needs root, mmdebstrap,
+sfdisk, losetup, mkfs.ext4, extlinux, syslinux-common and qemu-img.
+
+    python3 plugins/debian_build.py DEST [--release 12] [--mirror URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+RELEASES: dict[str, str] = {
+    "12": "bookworm",
+    "13": "trixie",
+}
+
+PACKAGES: tuple[str, ...] = (
+    "linux-image-cloud-amd64",
+    "systemd-sysv",
+    "udev",
+    "cloud-init",
+    "openssh-server",
+    "ifupdown",
+    "isc-dhcp-client",
+    "netbase",
+    "iproute2",
+    # fsck.ext4 for the initramfs/boot-time check; not guaranteed by minbase.
+    "e2fsprogs",
+    # growpart lets cloud-init grow the root partition when a VM's disk is
+    # bigger than the image; without it only the (full) filesystem resizes.
+    "cloud-guest-utils",
+    # ifupdown only honours the `dns-nameservers` lines cloud-init's eni
+    # renderer writes for static addresses when resolvconf is installed.
+    "resolvconf",
+)
+
+# Timers that reach the network; everything else in a minbase system
+# (man-db, logrotate, fstrim, e2scrub, dpkg-db-backup) is local-only.
+NETWORK_TIMERS: tuple[str, ...] = ("apt-daily.timer", "apt-daily-upgrade.timer")
+# e2scrub_reap cleans up LVM snapshots; there is no LVM, yet under TCG it
+# costs seconds of boot.
+UNNEEDED_UNITS: tuple[str, ...] = ("e2scrub_reap.service",)
+
+MBR_BIN = pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin")
+PART_START = 1 << 20  # 1 MiB: conventional alignment, leaves room for the MBR
+FS_LABEL = "vnode-root"
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------
+# Mirror discovery from the host's apt configuration
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class AptSource:
+    types: list[str] = field(default_factory=list)
+    uris: list[str] = field(default_factory=list)
+    suites: list[str] = field(default_factory=list)
+
+
+def _parse_deb822(text: str) -> list[AptSource]:
+    sources: list[AptSource] = []
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in stanza.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if line[0].isspace() and key:  # continuation line
+                fields[key] += " " + line.strip()
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                fields[key] = value.strip()
+        if fields.get("enabled", "yes").lower() == "no":
+            continue
+        if fields.get("uris"):
+            sources.append(
+                AptSource(
+                    fields.get("types", "").split(),
+                    fields["uris"].split(),
+                    fields.get("suites", "").split(),
+                )
+            )
+    return sources
+
+
+def _parse_one_line(text: str) -> list[AptSource]:
+    sources: list[AptSource] = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) < 3 or words[0] not in ("deb", "deb-src"):
+            continue
+        if words[1].startswith("["):  # skip "[arch=... signed-by=...]" options
+            end = next(i for i, w in enumerate(words) if w.endswith("]"))
+            words = [words[0], *words[end + 1 :]]
+        if len(words) >= 3:
+            sources.append(AptSource([words[0]], [words[1]], [words[2]]))
+    return sources
+
+
+def _host_apt_sources(root: pathlib.Path = pathlib.Path("/")) -> list[AptSource]:
+    apt = root / "etc/apt"
+    sources: list[AptSource] = []
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        sources += _parse_deb822(path.read_text(errors="replace"))
+    one_line = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]
+    for path in one_line:
+        if path.is_file():
+            sources += _parse_one_line(path.read_text(errors="replace"))
+    return [s for s in sources if "deb" in s.types]
+
+
+def _is_main_archive_suite(suite: str) -> bool:
+    # "bookworm-security", "bookworm-updates", "bookworm/updates" live in
+    # other archives (or are partial), so they say nothing about where the
+    # release itself is mirrored.
+    return "-" not in suite and "/" not in suite
+
+
+def find_host_mirror(suite: str, root: pathlib.Path = pathlib.Path("/")) -> str | None:
+    """Mirror URL from the host's apt config: the entry carrying `suite`
+    itself, else any main-archive entry (a bookworm host building trixie)."""
+    sources = _host_apt_sources(root)
+    for src in sources:
+        if suite in src.suites:
+            return src.uris[0].rstrip("/")
+    for src in sources:
+        if any(_is_main_archive_suite(s) for s in src.suites):
+            return src.uris[0].rstrip("/")
+    return None
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], **kwargs: Any) -> str:
+    """Run a command, returning stdout; on failure raise with its stderr so
+    the caller sees why (mmdebstrap/sfdisk errors are otherwise lost)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-30:])
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return proc.stdout
+
+
+def _check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise PermissionError("building an image needs root (loop devices, mount)")
+    tools = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "extlinux", "qemu-img", "tar")
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not MBR_BIN.is_file():
+        missing.append(f"{MBR_BIN} (syslinux-common)")
+    if missing:
+        raise RuntimeError("missing build tools: " + ", ".join(missing))
+
+
+def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+# --------------------------------------------------------------------------
+# Build steps
+# --------------------------------------------------------------------------
+
+
+def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, log: Log) -> None:
+    log(f"mmdebstrap {suite} from {mirror} (this takes a few minutes)")
+    # mmdebstrap stages the chroot in $TMPDIR; keep it next to the output so
+    # a small /tmp does not matter.
+    env = {**os.environ, "TMPDIR": str(tarball.parent)}
+    _run(
+        [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--components=main",
+            "--include=" + ",".join(PACKAGES),
+            suite,
+            str(tarball),
+            mirror,
+        ],
+        env=env,
+    )
+
+
+def _create_disk(raw: pathlib.Path, size_gb: int) -> tuple[int, int]:
+    """Sparse raw disk with one bootable Linux partition; returns its
+    (offset, size) in bytes."""
+    with raw.open("wb") as f:
+        f.truncate(size_gb << 30)
+    _run(["sfdisk", "--quiet", str(raw)], input="label: dos\nstart=2048, type=83, bootable\n")
+    table = json.loads(_run(["sfdisk", "--json", str(raw)]))["partitiontable"]
+    part = table["partitions"][0]
+    sector = table.get("sectorsize", 512)
+    return part["start"] * sector, part["size"] * sector
+
+
+@contextlib.contextmanager
+def _loop_device(raw: pathlib.Path, offset: int, size: int) -> Iterator[str]:
+    # No udev here, so a partitioned loop would have no /dev/loopNp1 node:
+    # map the partition alone through an offset loop instead.
+    dev = _run(
+        ["losetup", "--find", "--show", "-o", str(offset), "--sizelimit", str(size), str(raw)]
+    ).strip()
+    try:
+        yield dev
+    finally:
+        _run(["losetup", "-d", dev])
+
+
+@contextlib.contextmanager
+def _mounted(dev: str, mnt: pathlib.Path) -> Iterator[pathlib.Path]:
+    mnt.mkdir(exist_ok=True)
+    _run(["mount", dev, str(mnt)])
+    try:
+        yield mnt
+    finally:
+        os.sync()
+        try:
+            _run(["umount", str(mnt)])
+        except RuntimeError:
+            # Something still holds the mount (e.g. a stray process from a
+            # failed step): detach it lazily rather than leak it.
+            _run(["umount", "--lazy", str(mnt)])
+
+
+def _make_filesystem(dev: str, fs_uuid: str) -> None:
+    # syslinux 6.04 cannot reliably read ext4 with the 64bit feature; a few
+    # GiB root never needs it (resize2fs still grows to 16 TiB without).
+    _run(["mkfs.ext4", "-q", "-O", "^64bit", "-L", FS_LABEL, "-U", fs_uuid, dev])
+
+
+def _extract(tarball: pathlib.Path, root: pathlib.Path) -> None:
+    _run(
+        [
+            "tar",
+            "--extract",
+            "--file",
+            str(tarball),
+            "--directory",
+            str(root),
+            "--numeric-owner",
+            "--preserve-permissions",
+            "--xattrs",
+            "--xattrs-include=*",
+        ]
+    )
+
+
+def _ensure_kernel_links(root: pathlib.Path) -> None:
+    # extlinux.conf points at /vmlinuz and /initrd.img so kernel upgrades
+    # inside the guest keep booting; create them if the release's
+    # linux-base did not.
+    for name in ("vmlinuz", "initrd.img"):
+        link = root / name
+        if link.exists():
+            continue
+        found = sorted(root.glob(f"boot/{name}-*"))
+        if not found:
+            raise RuntimeError(f"no /boot/{name}-* in the root filesystem")
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(found[-1].relative_to(root))
+
+
+def _install_bootloader(root: pathlib.Path, fs_uuid: str) -> None:
+    _ensure_kernel_links(root)
+    # ttyS0 last so it becomes /dev/console: boot logs land on the serial
+    # port the labs capture; getty then runs on both consoles.
+    _write_file(
+        root / "boot/extlinux/extlinux.conf",
+        "SERIAL 0 115200\n"
+        "DEFAULT debian\n"
+        "PROMPT 0\n"
+        "TIMEOUT 1\n"
+        "LABEL debian\n"
+        "  LINUX /vmlinuz\n"
+        "  INITRD /initrd.img\n"
+        f"  APPEND root=UUID={fs_uuid} ro console=tty0 console=ttyS0,115200\n",
+    )
+    _run(["extlinux", "--install", str(root / "boot/extlinux")])
+
+
+def _write_mbr(raw: pathlib.Path) -> None:
+    # Only the 440 bytes of boot code: the rest of sector 0 is the disk
+    # signature and the partition table sfdisk wrote.
+    code = MBR_BIN.read_bytes()[:440]
+    with raw.open("r+b") as f:
+        f.write(code)
+
+
+def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
+    system = root / "etc/systemd/system"
+    system.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        link = system / unit
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to("/dev/null")
+
+
+def _customize(root: pathlib.Path, fs_uuid: str) -> None:
+    """Turn the bootstrap into a clonable, quiet, cloud-init driven image."""
+    _write_file(root / "etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
+    # mmdebstrap copies the build host's hostname and resolver; neither
+    # belongs in a VM (cloud-init sets the hostname, DHCP/resolvconf DNS).
+    _write_file(root / "etc/hostname", "debian\n")
+    _write_file(
+        root / "etc/hosts",
+        "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+        "ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n",
+    )
+    resolv = root / "etc/resolv.conf"
+    if not resolv.is_symlink():  # resolvconf manages it via a symlink
+        _write_file(resolv, "")
+    # Only the seed ISO: probing other datasources wastes boot time and
+    # would try link-local metadata services.
+    _write_file(
+        root / "etc/cloud/cloud.cfg.d/90-vnode-datasource.cfg",
+        "datasource_list: [ NoCloud, None ]\n",
+    )
+    # Offline labs: never touch the mirror at boot.  cloud-init's default
+    # locale (en_US.UTF-8) is not generated in a minbase system, so its
+    # locale module fails and marks the boot as errored; C.UTF-8 is built in.
+    _write_file(
+        root / "etc/cloud/cloud.cfg.d/91-vnode-defaults.cfg",
+        "package_update: false\npackage_upgrade: false\nlocale: C.UTF-8\n",
+    )
+    _mask_units(root, NETWORK_TIMERS + UNNEEDED_UNITS)
+    _write_file(
+        root / "etc/ssh/sshd_config.d/50-vnode.conf",
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+    )
+    _lock_root(root)
+    _make_unique_per_clone(root)
+
+
+def _lock_root(root: pathlib.Path) -> None:
+    # "*" rather than "!": no password can ever match, yet sshd never treats
+    # the account as locked, so key login keeps working whatever UsePAM says.
+    shadow = root / "etc/shadow"
+    lines = shadow.read_text().splitlines()
+    for i, line in enumerate(lines):
+        parts = line.split(":")
+        if parts[0] == "root":
+            parts[1] = "*"
+            lines[i] = ":".join(parts)
+    shadow.write_text("\n".join(lines) + "\n")
+
+
+def _make_unique_per_clone(root: pathlib.Path) -> None:
+    # Every VM must get its own SSH host keys (cloud-init generates them on
+    # first boot) and its own machine-id (systemd generates an empty one).
+    for key in glob.glob(str(root / "etc/ssh/ssh_host_*")):
+        os.unlink(key)
+    (root / "etc/machine-id").write_text("")
+    dbus_id = root / "var/lib/dbus/machine-id"
+    if dbus_id.is_file() and not dbus_id.is_symlink():
+        dbus_id.unlink()
+
+
+def _convert(raw: pathlib.Path, dest: pathlib.Path, log: Log) -> None:
+    partial = dest.with_name(dest.name + ".partial")
+    log(f"converting to qcow2: {dest}")
+    try:
+        _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(partial)])
+        partial.chmod(0o644)
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _populate(
+    raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int, log: Log
+) -> None:
+    offset, size = _create_disk(raw, size_gb)
+    fs_uuid = str(uuid.uuid4())
+    with _loop_device(raw, offset, size) as dev:
+        _make_filesystem(dev, fs_uuid)
+        with _mounted(dev, work / "mnt") as root:
+            log("extracting root filesystem")
+            _extract(tarball, root)
+            _customize(root, fs_uuid)
+            log("installing extlinux")
+            _install_bootloader(root, fs_uuid)
+    _write_mbr(raw)
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def resolve_suite(release: str) -> str:
+    if release in RELEASES:
+        return RELEASES[release]
+    if release in RELEASES.values():
+        return release
+    raise ValueError(f"unknown Debian release {release!r}; known: {', '.join(RELEASES)}")
+
+
+def build_debian_image(
+    dest: pathlib.Path,
+    release: str = "12",
+    mirror: str | None = None,
+    size_gb: int = 3,
+    log: Callable[[str], None] = print,
+) -> pathlib.Path:
+    """Build a Debian `release` cloud image into `dest` (qcow2) and return it."""
+    dest = pathlib.Path(dest).absolute()
+    suite = resolve_suite(release)
+    _check_prerequisites()
+    mirror = mirror or find_host_mirror(suite)
+    if not mirror:
+        raise RuntimeError("no Debian mirror in the host's apt sources; pass mirror=")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    # Work next to dest: /tmp may be a small tmpfs, and dest's filesystem
+    # has to hold the result anyway.
+    work = pathlib.Path(tempfile.mkdtemp(prefix=".debian-build-", dir=dest.parent))
+    try:
+        tarball = work / "rootfs.tar"
+        _bootstrap(suite, mirror, tarball, log)
+        raw = work / "disk.raw"
+        _populate(raw, tarball, work, size_gb, log)
+        _convert(raw, dest, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"built {dest} in {time.monotonic() - started:.0f}s")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", type=pathlib.Path, help="output qcow2 path")
+    parser.add_argument("--release", default="12", help="Debian release: " + ", ".join(RELEASES))
+    parser.add_argument("--mirror", help="Debian mirror URL (default: from host apt sources)")
+    parser.add_argument("--size-gb", type=int, default=3, help="virtual disk size (GiB)")
+    args = parser.parse_args(argv)
+    try:
+        build_debian_image(args.dest, args.release, args.mirror, args.size_gb)
+    except (RuntimeError, ValueError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

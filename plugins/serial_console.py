@@ -1,0 +1,11 @@
+"""Capture each node's serial console to a file from boot on (via virtlogd)."""
+
+from __future__ import annotations
+
+from vnode.hookspecs import hookimpl
+from vnode.model import ConsoleSetup, NodePlan
+
+
+@hookimpl(trylast=True)
+def vnode_console_setup(node: NodePlan) -> ConsoleSetup | None:
+    return ConsoleSetup(log_path=node.node_dir / "console.log")

@@ -1,0 +1,42 @@
+"""Ubuntu LTS cloud images. The table is data: bump LATEST when an LTS ships."""
+
+from __future__ import annotations
+
+from vnode.catalog import catalog
+from vnode.hookspecs import hookimpl
+from vnode.model import Distro
+
+LATEST = "u24.04"
+_BASE = "https://cloud-images.ubuntu.com/releases/{v}/release"
+_LTS = {"18.04": "bionic", "20.04": "focal", "22.04": "jammy", "24.04": "noble"}
+
+
+def _distro(version: str, codename: str) -> Distro:
+    base = _BASE.format(v=version)
+    return Distro(
+        name=f"u{version}",
+        family="ubuntu",
+        release=version,
+        title=f"Ubuntu {version} LTS",
+        osinfo=f"ubuntu{version}",
+        image_url=f"{base}/ubuntu-{version}-server-cloudimg-amd64.img",
+        checksum_url=f"{base}/SHA256SUMS",
+        checksum_format="sha256sums",
+        disk_gb=10,
+        interface_name="enp1s0",
+        network_renderer="netplan",
+        aliases=(codename, f"ubuntu{version}", f"ubuntu-{version}"),
+    )
+
+
+CATALOG = catalog("ubuntu", LATEST, (_distro(v, c) for v, c in _LTS.items()))
+
+
+@hookimpl(trylast=True)
+def vnode_distro_resolve(name: str) -> Distro | None:
+    return CATALOG.resolve(name)
+
+
+@hookimpl(trylast=True)
+def vnode_distro_names() -> list[str]:
+    return CATALOG.names()
