@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import attrs
-
 from vnode import hypervisor
 from vnode.config import Config, Defaults, load_config
 from vnode.disks import unreadable_by_qemu
@@ -68,13 +67,21 @@ def up(
     client = client_key(config.paths.ssh, config.ssh.key)
     backend.prepare(plans)
     return run_up(
-        ws, plans, backend, client,
-        started=started, timeout=defaults.timeout, wait=options.wait,
-        keep_failed=options.keep_failed, reporter=reporter or SilentReporter(),
+        ws,
+        plans,
+        backend,
+        client,
+        started=started,
+        timeout=defaults.timeout,
+        wait=options.wait,
+        keep_failed=options.keep_failed,
+        reporter=reporter or SilentReporter(),
     )
 
 
-def destroy(specs: list[str], *, all_nodes: bool = False, config: Config | None = None) -> dict[str, str]:
+def destroy(
+    specs: list[str], *, all_nodes: bool = False, config: Config | None = None
+) -> dict[str, str]:
     """Destroy nodes vnode made; returns {name: "destroyed" | "absent"}. Idempotent.
 
     A named domain vnode did not make is a UsageError, raised before anything is destroyed.
@@ -82,10 +89,17 @@ def destroy(specs: list[str], *, all_nodes: bool = False, config: Config | None 
     config = config or load_config()
     if all_nodes and specs:
         raise UsageError("give node names or --all, not both")
-    names = [] if all_nodes else [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
+    names = (
+        []
+        if all_nodes
+        else [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
+    )
     ws = Workspace.open(config)
     if all_nodes:
-        targets = {mark.name: domain for domain, mark in hypervisor.vnode_domains(ws.conn)}
+        targets = {
+            mark.name: domain
+            for domain, mark in hypervisor.vnode_domains(ws.conn, config.paths.nodes)
+        }
     else:
         targets = {name: hypervisor.lookup(ws.conn, name) for name in names}
         for name, domain in targets.items():
@@ -106,11 +120,18 @@ def list_nodes(config: Config | None = None) -> list[NodeInfo]:
     config = config or load_config()
     ws = Workspace.open(config)
     nodes = []
-    for domain, mark in hypervisor.vnode_domains(ws.conn):
+    for domain, mark in hypervisor.vnode_domains(ws.conn, config.paths.nodes):
         state, _ = hypervisor.state_of(domain)
         nodes.append(
-            NodeInfo(name=mark.name, distro=mark.distro, state=state, mac=mark.mac,
-                     ip=_known_address(mark, config), network=mark.network, created=mark.created)
+            NodeInfo(
+                name=mark.name,
+                distro=mark.distro,
+                state=state,
+                mac=mark.mac,
+                ip=_known_address(mark, config),
+                network=mark.network,
+                created=mark.created,
+            )
         )
     return nodes
 
@@ -125,13 +146,20 @@ def ssh_argv(node: str, command: list[str], config: Config | None = None) -> lis
     key = client_key(config.paths.ssh, config.ssh.key)
     return [
         "ssh",
-        "-i", str(key.private_path),
-        "-o", "IdentitiesOnly=yes",
-        "-o", f"UserKnownHostsFile={config.paths.ssh / 'known_hosts'}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"HostKeyAlias={mark.name}",
-        "-o", "PasswordAuthentication=no",
-        "-o", "LogLevel=ERROR",
+        "-i",
+        str(key.private_path),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={config.paths.ssh / 'known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"HostKeyAlias={mark.name}",
+        "-o",
+        "PasswordAuthentication=no",
+        "-o",
+        "LogLevel=ERROR",
         f"root@{address}",
         *command,
     ]
@@ -212,15 +240,23 @@ def _preflight(ws: Workspace, plans: list[NodePlan], backend: NetworkBackend) ->
     for plan in plans:
         domain = hypervisor.lookup(ws.conn, plan.name)
         if domain is not None and hypervisor.read_mark(domain) is None:
-            raise UsageError(f"domain {plan.name} exists and vnode did not create it; refusing to replace it")
+            raise UsageError(
+                f"domain {plan.name} exists and vnode did not create it; refusing to replace it"
+            )
     for distro in {plan.distro for plan in plans}:
         image = ws.config.paths.images / distro.image_filename
         if not image.exists():
-            how = f"vnode images build {distro.name}" if distro.buildable else f"vnode images fetch {distro.name}"
+            how = (
+                f"vnode images build {distro.name}"
+                if distro.buildable
+                else f"vnode images fetch {distro.name}"
+            )
             raise EnvironmentProblem(f"no image for {distro.name} at {image}: run `{how}`")
         if problem := unreadable_by_qemu(image):
             raise EnvironmentProblem(f"image for {distro.name}: {problem}")
     state = ws.config.paths.state.resolve()
     if state == Path("/root") or Path("/root") in state.parents:
-        raise EnvironmentProblem(f"paths.state {state} is under /root, which the qemu user cannot read")
+        raise EnvironmentProblem(
+            f"paths.state {state} is under /root, which the qemu user cannot read"
+        )
     backend.check(plans)

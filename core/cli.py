@@ -10,7 +10,6 @@ from typing import Annotated
 
 import cyclopts
 from cyclopts import App, Parameter
-
 from vnode import __version__
 from vnode.errors import VnodeError
 
@@ -87,12 +86,20 @@ def up(
     from vnode.progress import LiveReporter, results_table
 
     logs.configure(verbose)
-    chosen = [n for n in (network, bridge and f"bridge:{bridge}", direct and f"direct:{direct}") if n]
+    chosen = [
+        n for n in (network, bridge and f"bridge:{bridge}", direct and f"direct:{direct}") if n
+    ]
     if len(chosen) > 1:
         raise _usage("give one of --network, --bridge, --direct")
     options = api.UpOptions(
-        distro=distro, memory=memory, vcpus=vcpus, disk=disk_size, timeout=timeout,
-        virt_type=virt_type, network=chosen[0] if chosen else None, wait=wait,
+        distro=distro,
+        memory=memory,
+        vcpus=vcpus,
+        disk=disk_size,
+        timeout=timeout,
+        virt_type=virt_type,
+        network=chosen[0] if chosen else None,
+        wait=wait,
         keep_failed=keep_failed,
     )
     results = api.up(list(specs), options, reporter=LiveReporter(list(_names(specs))))
@@ -126,7 +133,7 @@ def list_(json: bool = False) -> int:
 
 
 @app.command
-def destroy(*specs: str, all: bool = False) -> int:  # noqa: A002 - the flag is --all
+def destroy(*specs: str, all: bool = False) -> int:
     """Destroy nodes vnode made (domain, disk, seed, reservation, known_hosts entry).
 
     Parameters
@@ -201,8 +208,14 @@ def plugins_list(json: bool = False) -> int:
         _emit_json([info.to_dict() for info in infos])
         return 0
     rows = [
-        (i.name, ",".join(i.kinds) or "-", i.version, i.distribution, i.entry_point,
-         i.status if i.status == "ok" else f"broken: {i.reason}")
+        (
+            i.name,
+            ",".join(i.kinds) or "-",
+            i.version,
+            i.distribution,
+            i.entry_point,
+            i.status if i.status == "ok" else f"broken: {i.reason}",
+        )
         for i in infos
     ]
     print(format_table(rows, ("NAME", "KIND", "VERSION", "DISTRIBUTION", "ENTRY POINT", "STATUS")))
@@ -219,7 +232,10 @@ def images_list(json: bool = False) -> int:
     if json:
         _emit_json([e.to_dict() for e in entries])
         return 0
-    rows = [(e.distro, e.title, "yes" if e.present else "no", e.size_human, str(e.path)) for e in entries]
+    rows = [
+        (e.distro, e.title, "yes" if e.present else "no", e.size_human, str(e.path))
+        for e in entries
+    ]
     print(format_table(rows, ("DISTRO", "TITLE", "PRESENT", "SIZE", "PATH")))
     return 0
 

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import attrs
-
 from vnode.keys import KeyPair
 from vnode.model import NodePlan, StaticAddress
 from vnode.templating import render_yaml
@@ -52,9 +51,7 @@ def render_seed(
     meta_data = render_yaml(
         "meta-data.j2", instance_id=f"{node.name}-{uuid.uuid4().hex[:12]}", hostname=node.name
     )
-    network_config = render_yaml(
-        "network-config.j2", mac=node.mac, address=address, set_name=None
-    )
+    network_config = render_yaml("network-config.j2", mac=node.mac, address=address, set_name=None)
     return SeedFiles(user_data=user_data, meta_data=meta_data, network_config=network_config)
 
 

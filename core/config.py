@@ -1,4 +1,4 @@
-"""Configuration from TOML: built-in defaults, then /etc, then the user's file, then VNODE_CONFIG."""
+"""Configuration from TOML: defaults, then /etc, then the user's file, then VNODE_CONFIG."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from vnode.errors import UsageError
 from vnode.pools import Pool, check_disjoint
 
@@ -70,7 +69,9 @@ def _check_subnet(instance: Any, attribute: attrs.Attribute, value: str) -> None
     try:
         net = ipaddress.IPv4Network(value)
     except ValueError as exc:
-        raise UsageError(f"libvirt_network.subnet {value!r} is not an IPv4 network: {exc}") from None
+        raise UsageError(
+            f"libvirt_network.subnet {value!r} is not an IPv4 network: {exc}"
+        ) from None
     if net.num_addresses < 16:
         raise UsageError(f"libvirt_network.subnet {value!r} is too small")
 
@@ -79,11 +80,15 @@ def _check_subnet(instance: Any, attribute: attrs.Attribute, value: str) -> None
 class LibvirtNetworkSettings:
     """vnode's own libvirt network, created on first use."""
 
-    name: str = attrs.field(default="vnode", validator=attrs.validators.matches_re(r"^[A-Za-z0-9_.-]+$"))
+    name: str = attrs.field(
+        default="vnode", validator=attrs.validators.matches_re(r"^[A-Za-z0-9_.-]+$")
+    )
     subnet: str = attrs.field(default="192.168.150.0/24", validator=_check_subnet)
     # "nat" gives nodes the outside world through the host; "none" keeps the network isolated.
     forward: str = attrs.field(default="nat", validator=attrs.validators.in_(("nat", "none")))
-    domain: str = attrs.field(default="vnode", validator=attrs.validators.matches_re(r"^[a-z0-9.-]+$"))
+    domain: str = attrs.field(
+        default="vnode", validator=attrs.validators.matches_re(r"^[a-z0-9.-]+$")
+    )
 
 
 @attrs.frozen

@@ -27,9 +27,22 @@ def create_overlay(base: Path, overlay: Path, size_gb: int) -> None:
     """A copy-on-write disk: the base image stays pristine, so every node starts fresh."""
     size = max(size_gb * GIB, qcow2_virtual_size(base))
     result = subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
-         str(overlay), str(size)],
-        capture_output=True, text=True, check=False,
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            str(base),
+            str(overlay),
+            str(size),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         overlay.unlink(missing_ok=True)

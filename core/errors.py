@@ -8,7 +8,7 @@ class VnodeError(Exception):
 
 
 class UsageError(VnodeError):
-    """Bad input: malformed spec, unknown distro, broken config. Nothing was created or destroyed."""
+    """Bad input (malformed spec, unknown distro, broken config); nothing was touched."""
 
     exit_code = 2
 

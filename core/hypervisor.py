@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import threading
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import attrs
-
 from vnode.errors import EnvironmentProblem, UsageError
 
 NAMESPACE = "urn:x-vnode:node:1"
@@ -26,9 +26,22 @@ _STATE_NAMES = {
 }
 # Why a domain paused (VIR_DOMAIN_PAUSED_*); an emulation failure under KVM shows as IOERROR
 # or UNKNOWN, a crash as CRASHED.
-_PAUSE_REASONS = {0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump", 5: "I/O error",
-                  6: "watchdog", 7: "from snapshot", 8: "shutting down", 9: "snapshot",
-                  10: "crashed", 11: "starting up", 12: "post-copy", 13: "post-copy failed"}
+_PAUSE_REASONS = {
+    0: "unknown",
+    1: "user",
+    2: "migration",
+    3: "save",
+    4: "dump",
+    5: "I/O error",
+    6: "watchdog",
+    7: "from snapshot",
+    8: "shutting down",
+    9: "snapshot",
+    10: "crashed",
+    11: "starting up",
+    12: "post-copy",
+    13: "post-copy failed",
+}
 
 
 @functools.cache
@@ -138,12 +151,12 @@ def lookup(conn: Any, name: str) -> Any | None:
         raise
 
 
-def vnode_domains(conn: Any) -> list[tuple[Any, DomainMark]]:
-    """Every domain vnode made, on this connection."""
+def vnode_domains(conn: Any, nodes_dir: Path) -> list[tuple[Any, DomainMark]]:
+    """The domains vnode made with this state directory (another one's nodes are not listed)."""
     found = []
     for domain in conn.listAllDomains(0):
         mark = read_mark(domain)
-        if mark is not None:
+        if mark is not None and Path(mark.node_dir).parent == nodes_dir:
             found.append((domain, mark))
     return sorted(found, key=lambda pair: pair[1].name)
 
@@ -162,7 +175,10 @@ def remove_domain(domain: Any) -> None:
         if domain.isActive():
             domain.destroy()
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+        if exc.get_error_code() not in (
+            libvirt.VIR_ERR_NO_DOMAIN,
+            libvirt.VIR_ERR_OPERATION_INVALID,
+        ):
             raise
     try:
         domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import attrs
-
 from vnode.config import Config, load_config
 from vnode.errors import UsageError
 from vnode.plugins import load_plugins, resolve_distro
@@ -41,7 +40,9 @@ def list_images(config: Config | None = None) -> list[ImageEntry]:
     return entries
 
 
-def build_image(name: str, *, force: bool = False, config: Config | None = None) -> tuple[Path, bool]:
+def build_image(
+    name: str, *, force: bool = False, config: Config | None = None
+) -> tuple[Path, bool]:
     """Build a distro's image with the plugin that can; returns (path, whether it was built)."""
     config = config or load_config()
     distro = resolve_distro(name)

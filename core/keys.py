@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import attrs
-
 from vnode.errors import UsageError
 from vnode.locks import file_lock
 

@@ -1,4 +1,4 @@
-"""The data that crosses plugin hooks. Plugins build and read these; they never see libvirt objects."""
+"""The data that crosses plugin hooks; plugins build and read these, never libvirt objects."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import attrs
 import structlog
-
 from vnode import hypervisor
 from vnode.cloudinit import render_seed, write_seed_iso
 from vnode.config import Config
@@ -36,7 +35,9 @@ class Workspace:
     @classmethod
     def open(cls, config: Config) -> Workspace:
         conn = hypervisor.connect(config.defaults.uri)
-        return cls(config=config, conn=conn, known_hosts=KnownHosts(config.paths.ssh / "known_hosts"))
+        return cls(
+            config=config, conn=conn, known_hosts=KnownHosts(config.paths.ssh / "known_hosts")
+        )
 
 
 @attrs.frozen
@@ -67,7 +68,9 @@ def create_node(
             raise
 
 
-def _build(ws: Workspace, plan: NodePlan, backend: NetworkBackend, client: ClientKey) -> CreatedNode:
+def _build(
+    ws: Workspace, plan: NodePlan, backend: NetworkBackend, client: ClientKey
+) -> CreatedNode:
     _fresh_dir(plan.node_dir)
     base = ws.config.paths.images / plan.distro.image_filename
     disk = plan.node_dir / "disk.qcow2"
@@ -105,7 +108,9 @@ def _build(ws: Workspace, plan: NodePlan, backend: NetworkBackend, client: Clien
     domain.create()
     log.debug("started", node=plan.name, virt_type=plan.virt_type)
     return CreatedNode(
-        plan=plan, domain=domain, ip=address.ip if address else None,
+        plan=plan,
+        domain=domain,
+        ip=address.ip if address else None,
         host_key=host_key.public_openssh,
     )
 

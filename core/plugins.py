@@ -8,7 +8,6 @@ from typing import Any
 
 import attrs
 import pluggy
-
 from vnode import hookspecs
 from vnode.errors import UsageError
 

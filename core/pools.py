@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import attrs
-
 from vnode.errors import UsageError
 
 _MAC_BYTE = re.compile(r"^[0-9a-f]{2}$")
@@ -28,7 +27,9 @@ def _check_mac_prefix(pool: Pool, attribute: attrs.Attribute, value: str) -> Non
 class Pool:
     """A disjoint family of node names such as ``vnode00`` .. ``vnode30``."""
 
-    stem: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9-]*[a-z-]$|^[a-z]$"))
+    stem: str = attrs.field(
+        validator=attrs.validators.matches_re(r"^[a-z][a-z0-9-]*[a-z-]$|^[a-z]$")
+    )
     width: int = attrs.field(default=2, validator=[attrs.validators.ge(1), attrs.validators.le(6)])
     first: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     last: int = attrs.field(default=30)

@@ -54,14 +54,22 @@ class LiveReporter:
 
 def format_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
     widths = [max(len(str(v)) for v in column) for column in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-             for row in [headers, *rows]]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
     return "\n".join(lines)
 
 
 def results_table(results: Sequence[NodeResult]) -> str:
     rows = [
-        (r.name, r.distro, r.ip or "-", r.state, f"{r.seconds:.1f}" if r.seconds is not None else "-")
+        (
+            r.name,
+            r.distro,
+            r.ip or "-",
+            r.state,
+            f"{r.seconds:.1f}" if r.seconds is not None else "-",
+        )
         for r in results
     ]
     table = format_table(rows, ("NODE", "DISTRO", "IP", "STATE", "SECONDS"))

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import structlog
-
 from vnode import hypervisor
 from vnode.console import qemu_error, tail
 from vnode.keys import ClientKey
@@ -39,8 +38,15 @@ def run_up(
 
 class _Scheduler:
     def __init__(
-        self, ws: Workspace, backend: NetworkBackend, client: ClientKey, started: float,
-        timeout: float, wait: bool, keep_failed: bool, reporter: Reporter,
+        self,
+        ws: Workspace,
+        backend: NetworkBackend,
+        client: ClientKey,
+        started: float,
+        timeout: float,
+        wait: bool,
+        keep_failed: bool,
+        reporter: Reporter,
     ) -> None:
         self.ws = ws
         self.backend = backend
@@ -64,9 +70,7 @@ class _Scheduler:
         bound = log.bind(node=plan.name)
         self.reporter.phase(plan.name, "creating")
         try:
-            created = await asyncio.to_thread(
-                create_node, self.ws, plan, self.backend, self.client
-            )
+            created = await asyncio.to_thread(create_node, self.ws, plan, self.backend, self.client)
         except Exception as exc:
             bound.warning("create failed", error=str(exc))
             return self._result(plan, None, "failed", f"create failed: {exc}")
@@ -85,10 +89,17 @@ class _Scheduler:
 
     def _result(self, plan: NodePlan, ip: str | None, state: str, detail: str | None) -> NodeResult:
         seconds = round(time.monotonic() - self.started, 2)
-        self.reporter.phase(plan.name, state if not detail else f"{state}: {detail.splitlines()[0]}")
+        self.reporter.phase(
+            plan.name, state if not detail else f"{state}: {detail.splitlines()[0]}"
+        )
         return NodeResult(
-            name=plan.name, distro=plan.distro.name, mac=plan.mac, ip=ip, state=state,
-            seconds=seconds if state in ("ready", "started") else None, detail=detail,
+            name=plan.name,
+            distro=plan.distro.name,
+            mac=plan.mac,
+            ip=ip,
+            state=state,
+            seconds=seconds if state in ("ready", "started") else None,
+            detail=detail,
         )
 
     def _target(self, created: CreatedNode) -> WaitTarget:
@@ -122,4 +133,3 @@ def domain_problem(domain: Any, virt_type: str) -> str | None:
     if virt_type == "kvm":
         words += "; KVM may not work for guests on this host (nested?): try --virt-type qemu"
     return words
-

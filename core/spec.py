@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import attrs
-
 from vnode.errors import UsageError
 from vnode.pools import Pool
 
@@ -34,7 +33,9 @@ def parse_spec(text: str, pools: tuple[Pool, ...], *, allow_distro: bool = True)
     """Parse one spec; a bare number belongs to the first pool."""
     match = _SPEC.match(text.strip())
     if not match:
-        raise UsageError(f"bad node spec {text!r}: expected [STEM]NUM[:DISTRO], e.g. 3, vnode03:d12")
+        raise UsageError(
+            f"bad node spec {text!r}: expected [STEM]NUM[:DISTRO], e.g. 3, vnode03:d12"
+        )
     stem, digits, distro = match["stem"], match["digits"], match["distro"]
     if distro is not None:
         if not allow_distro:
@@ -44,15 +45,20 @@ def parse_spec(text: str, pools: tuple[Pool, ...], *, allow_distro: bool = True)
     pool = _pool_for(stem, pools, text)
     number = int(digits)
     if len(digits) > pool.width:
-        raise UsageError(f"bad node spec {text!r}: pool {pool.stem} numbers have {pool.width} digits")
+        raise UsageError(
+            f"bad node spec {text!r}: pool {pool.stem} numbers have {pool.width} digits"
+        )
     if not pool.contains(number):
         raise UsageError(
-            f"bad node spec {text!r}: {number} is outside pool {pool.stem} ({pool.first}..{pool.last})"
+            f"bad node spec {text!r}: {number} is outside pool {pool.stem} "
+            f"({pool.first}..{pool.last})"
         )
     return NodeRef(pool=pool, number=number, distro=distro)
 
 
-def parse_specs(texts: list[str], pools: tuple[Pool, ...], *, allow_distro: bool = True) -> list[NodeRef]:
+def parse_specs(
+    texts: list[str], pools: tuple[Pool, ...], *, allow_distro: bool = True
+) -> list[NodeRef]:
     """Parse specs and refuse to name one node twice (``3 vnode03``)."""
     if not texts:
         raise UsageError("no nodes given: name at least one, e.g. `vnode up 3`")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -94,7 +94,7 @@ async def _port_open(ip: str, deadline: float) -> bool:
     return True
 
 
-async def _run_hostname(asyncssh, ip, host_key, client_key, deadline: float) -> str:  # noqa: ANN001
+async def _run_hostname(asyncssh, ip, host_key, client_key, deadline: float) -> str:
     timeout = max(1.0, deadline - time.monotonic())
     async with asyncio.timeout(timeout):
         async with asyncssh.connect(

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import jinja2
+import markupsafe
 
 
 def _yaml_value(value: Any) -> str:
@@ -20,11 +21,23 @@ def _yaml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True)
 
 
+def _xml_value(value: Any) -> Any:
+    # Parsers normalise raw newlines and tabs in attributes to spaces; character references
+    # keep the value exactly what it was.
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    escaped = markupsafe.escape(value)
+    for raw, reference in (("\n", "&#10;"), ("\r", "&#13;"), ("\t", "&#9;")):
+        escaped = escaped.replace(raw, markupsafe.Markup(reference))
+    return escaped
+
+
 @functools.cache
 def _xml_env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("vnode.templates", "."),
         autoescape=True,
+        finalize=_xml_value,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -69,13 +69,17 @@ def neighbour_address(mac: str, device: str) -> str | None:
     try:
         out = subprocess.run(
             ["ip", "-4", "neigh", "show", "dev", device],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in out.splitlines():
         fields = line.split()
-        if "lladdr" in fields and fields[fields.index("lladdr") + 1].lower() == mac.lower():
-            if "FAILED" not in fields and "INCOMPLETE" not in fields:
-                return fields[0]
+        if "lladdr" not in fields or "FAILED" in fields or "INCOMPLETE" in fields:
+            continue
+        if fields[fields.index("lladdr") + 1].lower() == mac.lower():
+            return fields[0]
     return None

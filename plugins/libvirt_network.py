@@ -94,8 +94,11 @@ class LibvirtNetwork(NetworkBackend):
             (libvirt.VIR_NETWORK_SECTION_DNS_HOST, "dns-host.xml.j2"),
         ):
             network.update(
-                libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1,
-                render_xml(template, **values), flags,
+                libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                section,
+                -1,
+                render_xml(template, **values),
+                flags,
             )
 
     def release(self, node: NodeIdentity) -> None:
@@ -191,14 +194,19 @@ class LibvirtNetwork(NetworkBackend):
             if node.mac == (host.get("mac") or "").lower() or address == host.get("ip"):
                 network.update(
                     libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                    libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, ET.tostring(host, "unicode"),
+                    libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                    -1,
+                    ET.tostring(host, "unicode"),
                     flags,
                 )
         for host in root.findall("dns/host"):
             if host.get("ip") == address or node.name in [h.text for h in host.findall("hostname")]:
                 network.update(
                     libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                    libvirt.VIR_NETWORK_SECTION_DNS_HOST, -1, ET.tostring(host, "unicode"), flags,
+                    libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+                    -1,
+                    ET.tostring(host, "unicode"),
+                    flags,
                 )
 
 

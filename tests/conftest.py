@@ -1,0 +1,147 @@
+"""Shared fixtures. Integration tests run vnode for real against the local libvirtd."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VNODE = [sys.executable, "-m", "vnode.cli"]
+IMAGE_STORE = Path(os.environ.get("VNODE_TEST_IMAGES", "/var/lib/vnode/images"))
+TEST_DISTRO = os.environ.get("VNODE_TEST_DISTRO", "d12")
+VIRT_TYPE = os.environ.get("VNODE_TEST_VIRT_TYPE", "qemu")
+
+
+@attrs.frozen
+class Lab:
+    """An isolated vnode installation: its own state dir, pool stem and isolated network."""
+
+    config_path: Path
+    state: Path
+    network: str
+    subnet_prefix: str  # "10.231.N"
+    stem: str
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "VNODE_CONFIG": str(self.config_path)}
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*VNODE, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def run_json(self, *args: str, timeout: float = 600) -> tuple[int, list[dict]]:
+        result = self.run(*args, "--json", timeout=timeout)
+        assert result.stdout.strip(), f"no JSON output; stderr:\n{result.stderr}"
+        return result.returncode, json.loads(result.stdout)
+
+    def ssh(self, node: str, command: str) -> subprocess.CompletedProcess[str]:
+        return self.run("ssh", node, command, timeout=60)
+
+    def ip_of(self, number: int) -> str:
+        return f"{self.subnet_prefix}.{100 + number}"
+
+    def name(self, number: int) -> str:
+        return f"{self.stem}{number:02d}"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state / "ssh" / "known_hosts"
+
+
+def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", *args], capture_output=True, text=True, check=False
+    )
+
+
+def _cleanup(lab: Lab) -> None:
+    """Remove everything the lab made, whatever state the tests left it in."""
+    lab.run("destroy", "--all", timeout=300)
+    # Belt and braces: any domain whose disks live in the lab's state dir.
+    for name in _virsh("list", "--all", "--name").stdout.split():
+        if name.startswith(lab.stem) and str(lab.state) in _virsh("dumpxml", name).stdout:
+            _virsh("destroy", name)
+            _virsh("undefine", name, "--nvram")
+    _virsh("net-destroy", lab.network)
+    _virsh("net-undefine", lab.network)
+    shutil.rmtree(lab.state, ignore_errors=True)
+
+
+def _free_octet() -> int:
+    """A 10.231.N.0/24 that no host route uses yet, so the lab network can start."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    free = [n for n in range(16, 250) if f"10.231.{n}." not in routes]
+    return random.choice(free)
+
+
+def make_lab(stem: str) -> Lab:
+    token = uuid.uuid4().hex[:6]
+    state = Path(f"/var/lib/vnode-test-{token}")
+    state.mkdir(mode=0o755, parents=True)
+    octet = _free_octet()
+    network = f"vnt-{token}"
+    config = state / "config.toml"
+    config.write_text(
+        f"""
+[defaults]
+distro = "{TEST_DISTRO}"
+virt_type = "{VIRT_TYPE}"
+timeout = 240
+
+[paths]
+state = "{state}"
+image_store = "{IMAGE_STORE}"
+
+[[pools]]
+stem = "{stem}"
+width = 2
+first = 0
+last = 30
+mac_prefix = "52:54:00:ee:{octet:02x}"
+
+[libvirt_network]
+name = "{network}"
+subnet = "10.231.{octet}.0/24"
+forward = "none"
+domain = "lab"
+"""
+    )
+    return Lab(
+        config_path=config, state=state, network=network, subnet_prefix=f"10.231.{octet}", stem=stem
+    )
+
+
+@pytest.fixture(scope="session")
+def host_ready() -> None:
+    """Integration tests need libvirtd and the test image; `make test` provides both."""
+    if _virsh("version").returncode != 0:
+        pytest.fail("libvirtd is not reachable on qemu:///system: run `make setup` first")
+    image = IMAGE_STORE / f"{TEST_DISTRO}.qcow2"
+    if not image.exists():
+        pytest.fail(f"{image} is missing: run `make image` first")
+
+
+@pytest.fixture(scope="module")
+def lab(host_ready: None) -> Iterator[Lab]:
+    """A fresh isolated lab per test module, removed afterwards even if tests fail."""
+    made = make_lab("vt")
+    try:
+        yield made
+    finally:
+        _cleanup(made)
