@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import attrs
+
 from vnode import hypervisor
 from vnode.config import Config, Defaults, load_config
 from vnode.disks import unreadable_by_qemu
@@ -20,7 +21,13 @@ from vnode.keys import client_key
 from vnode.model import NodeInfo, NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import Workspace, remove_node
-from vnode.plugins import PluginInfo, load_plugins, network_backend, resolve_distro
+from vnode.plugins import (
+    PluginInfo,
+    all_answers,
+    load_plugins,
+    network_backend,
+    resolve_distro,
+)
 from vnode.progress import Reporter, SilentReporter
 from vnode.scheduler import run_up
 from vnode.spec import NodeRef, parse_specs
@@ -214,7 +221,7 @@ def _network_choice(network: str) -> str:
     """``--network NAME`` names a libvirt network unless it says ``KIND:ARG`` or a bare kind."""
     if ":" in network:
         return network
-    kinds = {k for ks in load_plugins().hook.vnode_network_kinds() for k in ks}
+    kinds = all_answers("vnode_network_kinds")
     return network if network in kinds else f"libvirt:{network}"
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import cyclopts
 from cyclopts import App, Parameter
+
 from vnode import __version__
 from vnode.errors import VnodeError
 
@@ -215,10 +216,12 @@ def plugins_list(json: bool = False) -> int:
             i.distribution,
             i.entry_point,
             i.status if i.status == "ok" else f"broken: {i.reason}",
+            "; ".join(i.notes),
         )
         for i in infos
     ]
-    print(format_table(rows, ("NAME", "KIND", "VERSION", "DISTRIBUTION", "ENTRY POINT", "STATUS")))
+    headers = ("NAME", "KIND", "VERSION", "DISTRIBUTION", "ENTRY POINT", "STATUS", "NOTES")
+    print(format_table(rows, headers))
     return 0
 
 

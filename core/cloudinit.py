@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import attrs
+
 from vnode.keys import KeyPair
 from vnode.model import NodePlan, StaticAddress
 from vnode.templating import render_yaml

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from vnode.errors import UsageError
 from vnode.pools import Pool, check_disjoint
 

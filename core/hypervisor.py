@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from vnode.errors import EnvironmentProblem, UsageError
 
 NAMESPACE = "urn:x-vnode:node:1"

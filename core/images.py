@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import attrs
+
 from vnode.config import Config, load_config
 from vnode.errors import UsageError
 from vnode.plugins import load_plugins, resolve_distro

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import attrs
+
 from vnode.errors import UsageError
 from vnode.locks import file_lock
 

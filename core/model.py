@@ -27,10 +27,13 @@ class Distro:
     aliases: tuple[str, ...] = ()
     # A plugin that can build the image locally (no download) says so here.
     buildable: bool = False
+    # The image's file in the image store; by default named after the distro. A plugin may
+    # point at another distro's file to reuse its image.
+    image_file: str | None = None
 
     @property
     def image_filename(self) -> str:
-        return f"{self.name}.qcow2"
+        return self.image_file or f"{self.name}.qcow2"
 
 
 @attrs.frozen

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import structlog
+
 from vnode import hypervisor
 from vnode.cloudinit import render_seed, write_seed_iso
 from vnode.config import Config
@@ -18,7 +19,7 @@ from vnode.keys import ClientKey, KnownHosts, generate_keypair
 from vnode.locks import node_lock
 from vnode.model import ConsoleSetup, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
-from vnode.plugins import load_plugins, network_backend
+from vnode.plugins import first_answer, network_backend
 from vnode.templating import render_xml
 
 log = structlog.get_logger("vnode.nodes")
@@ -86,9 +87,9 @@ def _build(
     )
     seed_path = plan.node_dir / "seed.iso"
     write_seed_iso(seed_path, seed)
-    console = load_plugins().hook.vnode_console_setup(node=plan) or ConsoleSetup(
-        log_path=plan.node_dir / "console.log"
-    )
+    console = first_answer(
+        "vnode_console_setup", lambda c: isinstance(c, ConsoleSetup), node=plan
+    ) or ConsoleSetup(log_path=plan.node_dir / "console.log")
     backend.reserve(plan)
     xml = render_xml(
         "domain.xml.j2",

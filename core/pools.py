@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import attrs
+
 from vnode.errors import UsageError
 
 _MAC_BYTE = re.compile(r"^[0-9a-f]{2}$")

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import structlog
+
 from vnode import hypervisor
 from vnode.console import qemu_error, tail
 from vnode.keys import ClientKey

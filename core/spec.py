@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import attrs
+
 from vnode.errors import UsageError
 from vnode.pools import Pool
 

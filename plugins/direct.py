@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
+
 from vnode.errors import UsageError
 from vnode.hookspecs import hookimpl
 from vnode.model import Interface, NodeIdentity, NodePlan

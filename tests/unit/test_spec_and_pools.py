@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vnode.config import build_config
 from vnode.errors import UsageError
 from vnode.pools import Pool, check_disjoint

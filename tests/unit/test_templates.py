@@ -9,6 +9,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 import yaml
+
 from vnode import hypervisor
 from vnode.cloudinit import render_seed, write_seed_iso
 from vnode.keys import KeyPair, generate_keypair
