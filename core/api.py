@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -16,8 +17,11 @@ import attrs
 from vnode import hypervisor
 from vnode.config import Config, Defaults, load_config
 from vnode.disks import unreadable_by_qemu
+from vnode.doctor import Verdict, run_checks
 from vnode.errors import EnvironmentProblem, UsageError
+from vnode.hostbridge import BridgePlan, Step, apply_plan, plan_for_host
 from vnode.keys import client_key
+from vnode.locks import file_lock, node_lock_path
 from vnode.model import NodeInfo, NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import Workspace, remove_node
@@ -103,23 +107,22 @@ def destroy(
     )
     ws = Workspace.open(config)
     if all_nodes:
-        targets = {
-            mark.name: domain
-            for domain, mark in hypervisor.vnode_domains(ws.conn, config.paths.nodes)
-        }
-    else:
-        targets = {name: hypervisor.lookup(ws.conn, name) for name in names}
-        for name, domain in targets.items():
-            if domain is not None and hypervisor.read_mark(domain) is None:
-                raise UsageError(f"domain {name} was not made by vnode; not touching it")
-    outcome = {}
-    for name, domain in targets.items():
+        names = [mark.name for _, mark in hypervisor.vnode_domains(ws.conn, config.paths.nodes)]
+    for name in names:
+        domain = hypervisor.lookup(ws.conn, name)
+        if domain is not None and hypervisor.read_mark(domain) is None:
+            raise UsageError(f"domain {name} was not made by vnode; not touching it")
+    return {name: _destroy_one(ws, name) for name in names}
+
+
+def _destroy_one(ws: Workspace, name: str) -> str:
+    # The node's lock makes destroy wait for an `up` still working on the same node.
+    with file_lock(node_lock_path(ws.config.paths.locks, name)):
+        domain = hypervisor.lookup(ws.conn, name)
         if domain is None:
-            outcome[name] = "absent"
-            continue
+            return "absent"
         remove_node(ws, domain)
-        outcome[name] = "destroyed"
-    return outcome
+        return "destroyed"
 
 
 def list_nodes(config: Config | None = None) -> list[NodeInfo]:
@@ -181,6 +184,23 @@ def console_log(node: str, config: Config | None = None) -> Path:
 def plugins() -> list[PluginInfo]:
     """Every plugin found through the ``vnode.plugins`` entry points, broken ones included."""
     return list(load_plugins().infos)
+
+
+def doctor(network: str | None = None, config: Config | None = None) -> list[Verdict]:
+    """One verdict (ok, warn, fail) per host check; ``network`` overrides the configured one."""
+    return run_checks(config, network)
+
+
+def bridge_plan(iface: str, name: str = "br0", zone: str | None = None) -> BridgePlan:
+    """The commands that make bridge ``name`` out of host NIC ``iface``; nothing is run."""
+    return plan_for_host(iface, name, zone)
+
+
+def bridge_create(
+    plan: BridgePlan, on_step: Callable[[Step, str], None] = lambda step, outcome: None
+) -> None:
+    """Run a :func:`bridge_plan` through NetworkManager (EnvironmentProblem if it is absent)."""
+    apply_plan(plan, on_step)
 
 
 def _mark_of(node: str, config: Config) -> hypervisor.DomainMark:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from typing import Annotated
@@ -103,12 +104,27 @@ def up(
         wait=wait,
         keep_failed=keep_failed,
     )
-    results = api.up(list(specs), options, reporter=LiveReporter(list(_names(specs))))
+    names = _names(specs)
+    try:
+        results = api.up(list(specs), options, reporter=LiveReporter(names))
+    except KeyboardInterrupt:
+        print(f"vnode: interrupted; {_left_behind(names)}", file=sys.stderr)
+        return 130
     if json:
         _emit_json([r.to_dict() for r in results])
     else:
         print(results_table(results))
     return 0 if all(r.state in ("ready", "started") for r in results) else 1
+
+
+def _left_behind(names: list[str]) -> str:
+    """Every node is whole or absent after an interrupt; say which, so the user can act."""
+    from vnode import api
+
+    existing = {node.name: node.state for node in api.list_nodes() if node.name in names}
+    whole = ", ".join(f"{name} ({state})" for name, state in existing.items()) or "none"
+    absent = ", ".join(name for name in names if name not in existing) or "none"
+    return f"nodes left whole: {whole}; absent: {absent}; `vnode destroy` removes them"
 
 
 def _names(specs: tuple[str, ...]) -> list[str]:
@@ -271,7 +287,13 @@ def _usage(message: str) -> VnodeError:
     return UsageError(message)
 
 
+def _terminate_like_interrupt(signum: int, frame: object) -> None:
+    # SIGTERM takes the same orderly path as Ctrl-C: no node is left half-made.
+    signal.raise_signal(signal.SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     try:
         code = app(argv if argv is not None else sys.argv[1:], result_action="return_value")
     except cyclopts.CycloptsError as exc:

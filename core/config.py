@@ -92,6 +92,31 @@ class LibvirtNetworkSettings:
     )
 
 
+def _check_dns_server(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise UsageError(f"site.dns {value!r} is not an IP address") from None
+
+
+_DNS_DOMAIN = r"^$|^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+@attrs.frozen
+class SiteSettings:
+    """The site's network that bridge and direct nodes join: whose DNS knows their names."""
+
+    # The host's resolver may not know the site's names (a lab DNS on the bridge); empty means
+    # ask the host's resolver.
+    dns: str = attrs.field(default="", validator=_check_dns_server)
+    dns_port: int = attrs.field(
+        default=53, validator=[attrs.validators.ge(1), attrs.validators.le(65535)]
+    )
+    # Names are looked up as NAME.DOMAIN when set, else as NAME.
+    domain: str = attrs.field(default="", validator=attrs.validators.matches_re(_DNS_DOMAIN))
+
+
 @attrs.frozen
 class Config:
     defaults: Defaults = Defaults()
@@ -99,6 +124,7 @@ class Config:
     paths: Paths = Paths()
     ssh: SSHSettings = SSHSettings()
     libvirt_network: LibvirtNetworkSettings = LibvirtNetworkSettings()
+    site: SiteSettings = SiteSettings()
     sources: tuple[Path, ...] = ()
 
 
@@ -107,6 +133,7 @@ _SECTIONS: dict[str, type] = {
     "paths": Paths,
     "ssh": SSHSettings,
     "libvirt_network": LibvirtNetworkSettings,
+    "site": SiteSettings,
 }
 
 

@@ -16,7 +16,6 @@ from vnode.config import Config
 from vnode.disks import create_overlay
 from vnode.errors import EnvironmentProblem, UsageError
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
-from vnode.locks import node_lock
 from vnode.model import ConsoleSetup, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode.plugins import first_answer, network_backend
@@ -54,19 +53,19 @@ def create_node(
 ) -> CreatedNode:
     """Replace any earlier incarnation vnode made, then build and start this one.
 
-    On failure everything this call made is removed again, so a node is whole or absent.
+    The caller holds the node's lock. On failure everything this call made is removed
+    again, so a node is whole or absent.
     """
-    with node_lock(ws.config.paths.locks, plan.name):
-        existing = hypervisor.lookup(ws.conn, plan.name)
-        if existing is not None:
-            if hypervisor.read_mark(existing) is None:
-                raise UsageError(f"domain {plan.name} exists and vnode did not create it")
-            remove_node(ws, existing)
-        try:
-            return _build(ws, plan, backend, client)
-        except BaseException:
-            _discard(ws, plan, backend)
-            raise
+    existing = hypervisor.lookup(ws.conn, plan.name)
+    if existing is not None:
+        if hypervisor.read_mark(existing) is None:
+            raise UsageError(f"domain {plan.name} exists and vnode did not create it")
+        remove_node(ws, existing)
+    try:
+        return _build(ws, plan, backend, client)
+    except BaseException:
+        _discard(ws, plan, backend)
+        raise
 
 
 def _build(

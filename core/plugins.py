@@ -156,14 +156,22 @@ def first_answer(hook_name: str, accept: Callable[[Any], bool], **kwargs: Any) -
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            log.warning("plugin failed; skipped", plugin=impl.plugin_name, hook=hook_name,
-                        error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "plugin failed; skipped",
+                plugin=impl.plugin_name,
+                hook=hook_name,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             continue
         if answer is None:
             continue
         if not accept(answer):
-            log.warning("plugin answered with the wrong type; skipped",
-                        plugin=impl.plugin_name, hook=hook_name, answer=repr(answer)[:80])
+            log.warning(
+                "plugin answered with the wrong type; skipped",
+                plugin=impl.plugin_name,
+                hook=hook_name,
+                answer=repr(answer)[:80],
+            )
             continue
         return answer
     return None
@@ -190,8 +198,11 @@ def network_backend(network: str, config: Any) -> Any:
 
     kind, _, arg = network.partition(":")
     backend = first_answer(
-        "vnode_network_backend", lambda b: isinstance(b, NetworkBackend),
-        kind=kind, arg=arg or None, config=config,
+        "vnode_network_backend",
+        lambda b: isinstance(b, NetworkBackend),
+        kind=kind,
+        arg=arg or None,
+        config=config,
     )
     if backend is None:
         kinds = all_answers("vnode_network_kinds")

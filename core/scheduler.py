@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import structlog
 
 from vnode import hypervisor
 from vnode.console import qemu_error, tail
 from vnode.keys import ClientKey
+from vnode.locks import FileLock, node_lock_path
 from vnode.model import NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import CreatedNode, Workspace, create_node, remove_node
@@ -19,6 +22,7 @@ from vnode.progress import Reporter
 from vnode.sshwait import WaitTarget, wait_ready
 
 log = structlog.get_logger("vnode.scheduler")
+T = TypeVar("T")
 
 
 def run_up(
@@ -68,10 +72,22 @@ class _Scheduler:
             pool.shutdown(wait=True)
 
     async def _one(self, plan: NodePlan) -> NodeResult:
+        lock = FileLock(node_lock_path(self.ws.config.paths.locks, plan.name))
+        if not lock.try_acquire():
+            self.reporter.phase(plan.name, "waiting for another vnode working on it")
+            await asyncio.to_thread(lock.acquire)
+        try:
+            return await self._make_and_wait(plan)
+        finally:
+            lock.release()
+
+    async def _make_and_wait(self, plan: NodePlan) -> NodeResult:
         bound = log.bind(node=plan.name)
         self.reporter.phase(plan.name, "creating")
         try:
-            created = await asyncio.to_thread(create_node, self.ws, plan, self.backend, self.client)
+            created = await _finish_even_if_cancelled(
+                asyncio.to_thread(create_node, self.ws, plan, self.backend, self.client)
+            )
         except Exception as exc:
             bound.warning("create failed", error=str(exc))
             return self._result(plan, None, "failed", f"create failed: {exc}")
@@ -117,6 +133,22 @@ class _Scheduler:
         lines = tail(created.plan.node_dir / "console.log", 5)
         console = "\n".join(f"    console| {line}" for line in lines) or "    (console is empty)"
         return f"{detail}\n{console}"
+
+
+async def _finish_even_if_cancelled(work: Awaitable[T]) -> T:
+    """Await work that must not be abandoned half-way (a thread making a node).
+
+    On Ctrl-C the waiting task is cancelled, but the node's lock may only be released once
+    the thread has finished, so that the node is whole (or rolled back) before anyone else
+    can touch it.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 def domain_problem(domain: Any, virt_type: str) -> str | None:

@@ -70,7 +70,7 @@ def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _cleanup(lab: Lab) -> None:
+def cleanup_lab(lab: Lab) -> None:
     """Remove everything the lab made, whatever state the tests left it in."""
     lab.run("destroy", "--all", timeout=300)
     # Belt and braces: any domain whose disks live in the lab's state dir.
@@ -90,10 +90,11 @@ def _free_octet() -> int:
     return random.choice(free)
 
 
-def make_lab(stem: str) -> Lab:
+def make_lab(stem: str, image_store: Path = IMAGE_STORE, state: Path | None = None) -> Lab:
+    """A lab config; ``state`` may be a directory the caller prepared (e.g. a small tmpfs)."""
     token = uuid.uuid4().hex[:6]
-    state = Path(f"/var/lib/vnode-test-{token}")
-    state.mkdir(mode=0o755, parents=True)
+    state = state or Path(f"/var/lib/vnode-test-{token}")
+    state.mkdir(mode=0o755, parents=True, exist_ok=True)
     octet = _free_octet()
     network = f"vnt-{token}"
     config = state / "config.toml"
@@ -106,7 +107,7 @@ timeout = 240
 
 [paths]
 state = "{state}"
-image_store = "{IMAGE_STORE}"
+image_store = "{image_store}"
 
 [[pools]]
 stem = "{stem}"
@@ -144,4 +145,4 @@ def lab(host_ready: None) -> Iterator[Lab]:
     try:
         yield made
     finally:
-        _cleanup(made)
+        cleanup_lab(made)

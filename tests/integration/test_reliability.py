@@ -1,0 +1,280 @@
+"""The reliability matrix: bad input, faults and concurrent use, each tried for real.
+
+README's troubleshooting section lists the same cases with what vnode does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IMAGE_STORE, TEST_DISTRO, VNODE, Lab, cleanup_lab, make_lab
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An image store with the real test image and a blank disk that never boots ("d11")."""
+    path = Path(f"/var/lib/vnode-test-store-{os.getpid()}")
+    path.mkdir(mode=0o755)
+    try:
+        (path / "d12.qcow2").symlink_to(IMAGE_STORE / f"{TEST_DISTRO}.qcow2")
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(path / "d11.qcow2"), "1G"], check=True
+        )
+        (path / "d11.qcow2").chmod(0o644)
+        private = path / "u24.04.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(private), "1G"], check=True)
+        private.chmod(0o600)
+        yield path
+    finally:
+        subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture(scope="module")
+def rlab(host_ready: None, store: Path) -> Iterator[Lab]:
+    lab = make_lab("vr", image_store=store)
+    try:
+        yield lab
+    finally:
+        cleanup_lab(lab)
+
+
+def _domains() -> set[str]:
+    out = subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+def _snapshot(lab: Lab) -> tuple[set[str], set[str], str]:
+    nodes = lab.state / "nodes"
+    files = {str(p) for p in nodes.rglob("*")} if nodes.exists() else set()
+    network = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "net-dumpxml", lab.network],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return _domains(), files, network
+
+
+BAD_INPUT = [
+    ["x"],
+    ["3:"],
+    [":f43"],
+    ["31"],
+    ["vr003"],
+    ["3", "vr03"],
+    ["3:nosuchdistro"],
+    ["zz3"],
+    ["3", "--memory", "-1"],
+    ["3", "--memory", "99999999"],
+    ["3", "--disk-size", "0"],
+    ["3", "--timeout", "-5"],
+    ["3", "--timeout", "999999"],
+    ["3", "--vcpus", "0"],
+    ["3", "--virt-type", "xen"],
+    ["3", "--network", "nosuchkind:x"],
+    ["3", "--bridge", "nosuchbr0"],
+    ["3", "--bridge", "br0", "--direct", "eth0"],
+    ["3", "--memory", "lots"],
+    ["3", "--no-such-option"],
+]
+
+
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(rlab: Lab) -> None:
+    assert rlab.run("list").returncode == 0  # the lab itself works
+    before = _snapshot(rlab)
+    for args in BAD_INPUT:
+        result = rlab.run("up", *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert _snapshot(rlab) == before
+
+
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        ("[defaults]\nmemroy = 512\n", "unknown key"),
+        ("[defaults\n", "not valid TOML"),
+        ('[defaults]\nmemory = "lots"\n', "wrong type"),
+        ('[[pools]]\nstem = "vr"\nmac_prefix = "52:54"\n', "mac_prefix"),
+        ("[nonsense]\n", "unknown config section"),
+    ],
+)
+def test_a_broken_config_is_bad_input(rlab: Lab, config_text: str, message: str) -> None:
+    path = rlab.state / "broken.toml"
+    path.write_text(config_text)
+    env = {**rlab.env(), "VNODE_CONFIG": str(path)}
+    result = subprocess.run(
+        [*VNODE, "up", "3"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_config_file_named_by_vnode_config_is_bad_input(rlab: Lab) -> None:
+    env = {**rlab.env(), "VNODE_CONFIG": str(rlab.state / "absent.toml")}
+    result = subprocess.run(
+        [*VNODE, "list"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_missing_or_unreadable_images_are_caught_before_start(rlab: Lab) -> None:
+    before = _snapshot(rlab)
+    missing = rlab.run("up", "3:d13")
+    assert missing.returncode == 1
+    assert "no image for d13" in missing.stderr and "vnode images" in missing.stderr
+    private = rlab.run("up", "3:u24.04")
+    assert private.returncode == 1
+    assert "not world-readable" in private.stderr
+    assert _snapshot(rlab) == before
+
+
+def test_a_state_dir_under_root_is_refused(rlab: Lab) -> None:
+    text = rlab.config_path.read_text().replace(f'state = "{rlab.state}"', 'state = "/root/vnode"')
+    path = rlab.state / "under-root.toml"
+    path.write_text(text)
+    env = {**rlab.env(), "VNODE_CONFIG": str(path)}
+    result = subprocess.run(
+        [*VNODE, "up", "3"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert "under /root" in result.stderr
+    assert not Path("/root/vnode").exists()
+
+
+def test_a_node_that_never_answers_times_out_alone(rlab: Lab) -> None:
+    code, nodes = rlab.run_json("up", "1", "2:d11", "--timeout", "100")
+    assert code == 1
+    by_name = {n["name"]: n for n in nodes}
+    ready, stuck = by_name[rlab.name(1)], by_name[rlab.name(2)]
+    assert ready["state"] == "ready"
+    assert stuck["state"] == "timeout"
+    assert "console|" in stuck["detail"]  # the last lines of its console
+    assert rlab.name(2) not in _domains()
+    assert not (rlab.state / "nodes" / rlab.name(2)).exists()
+    assert rlab.name(2) not in rlab.known_hosts.read_text()
+    assert rlab.ssh("1", "hostname").stdout.strip() == rlab.name(1)
+
+
+def test_key_files_are_private(rlab: Lab) -> None:
+    assert (rlab.state / "ssh" / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    seed = rlab.state / "nodes" / rlab.name(1) / "seed.iso"  # holds the host private key
+    assert seed.stat().st_mode & 0o777 == 0o600
+    assert seed.owner() in ("root", "libvirt-qemu")
+
+
+def test_interrupting_up_leaves_every_node_whole_or_absent(rlab: Lab) -> None:
+    numbers = (4, 5, 6)
+    process = subprocess.Popen(
+        [*VNODE, "up", *map(str, numbers)],
+        env=rlab.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "booting" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=120)
+    stderr = "".join(seen) + rest
+    assert process.returncode == 130, stderr
+    assert "nodes left whole" in stderr
+    network = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "net-dumpxml", rlab.network],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    listed = {n["name"] for n in rlab.run_json("list")[1]}
+    known = rlab.known_hosts.read_text()
+    for number in numbers:
+        name = rlab.name(number)
+        node_dir = rlab.state / "nodes" / name
+        parts = {
+            "domain": name in _domains(),
+            "listed": name in listed,
+            "disk": (node_dir / "disk.qcow2").exists(),
+            "seed": (node_dir / "seed.iso").exists(),
+            "reservation": f"name='{name}'" in network,
+            "known_host": f"{name} " in known,
+        }
+        assert len(set(parts.values())) == 1, f"{name} is half-made: {parts}"
+    assert any(rlab.name(n) in listed for n in numbers), "the interrupt came too late to test"
+    assert rlab.run("destroy", *map(str, numbers)).returncode == 0
+
+
+def test_two_ups_of_one_node_take_turns(rlab: Lab) -> None:
+    first = subprocess.Popen(
+        [*VNODE, "up", "7", "--json"],
+        env=rlab.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    second = subprocess.Popen(
+        [*VNODE, "up", "7", "--no-wait", "--json"],
+        env=rlab.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out1, err1 = first.communicate(timeout=400)
+    out2, err2 = second.communicate(timeout=400)
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    assert json.loads(out1)[0]["state"] == "ready"  # not destroyed under its feet
+    assert json.loads(out2)[0]["state"] == "started"
+    assert "waiting for another vnode" in err2
+    name = rlab.name(7)
+    assert [d for d in _domains() if d == name] == [name]
+    xml = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "dumpxml", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(rlab.state / "nodes" / name / "disk.qcow2") in xml
+    assert rlab.run("destroy", "7").returncode == 0
+
+
+def test_disk_full_while_creating_is_reported_and_cleaned(host_ready: None, store: Path) -> None:
+    mount = Path(f"/var/lib/vnode-test-full-{os.getpid()}")
+    mount.mkdir(mode=0o755)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160k,mode=0755", "tmpfs", str(mount)], check=True
+    )
+    lab = make_lab("vf", image_store=store, state=mount)
+    try:
+        code, nodes = lab.run_json("up", "1")
+        assert code == 1
+        assert nodes[0]["state"] == "failed"
+        assert "No space left" in nodes[0]["detail"]
+        assert lab.name(1) not in _domains()
+        assert not (mount / "nodes" / lab.name(1)).exists()
+    finally:
+        cleanup_lab(lab)
+        subprocess.run(["umount", str(mount)], check=False)
+        mount.rmdir()
