@@ -8,7 +8,14 @@ IMAGE_DIR := /var/lib/vnode/images
 VIRT_TYPE ?= qemu
 DEMO_DISTRO ?= d12
 
-.PHONY: setup host venv image demo test unit lint
+# cloud-init's own validator, for the tests: Debian's package unpacked (never installed: that
+# would enable cloud-init's boot services on this host) and run by Debian's python3 with the
+# libraries it imports. Kept in the venv, so later runs need no network.
+CLOUD_INIT      := $(VENV)/cloud-init
+CLOUD_INIT_LIBS := python3-yaml python3-jsonschema python3-jinja2 python3-requests \
+                   python3-configobj python3-jsonpatch
+
+.PHONY: setup host venv image demo test unit lint cloud-init
 
 setup: host venv image
 
@@ -29,7 +36,16 @@ demo: setup
 	$(VNODE) up 1 2 --distro $(DEMO_DISTRO) --virt-type $(VIRT_TYPE)
 	$(VNODE) list
 
-test: setup
+cloud-init: venv
+	/usr/bin/python3 -c 'import yaml, jsonschema, jinja2, requests, configobj, jsonpatch' 2>/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	       apt-get install -y -qq --no-install-recommends $(CLOUD_INIT_LIBS) >/dev/null; }
+	test -f $(CLOUD_INIT)/.unpacked || { rm -rf $(CLOUD_INIT) && mkdir -p $(CLOUD_INIT) \
+	  && cd $(CLOUD_INIT) && { apt-get download -qq cloud-init || \
+	       { apt-get update -qq && apt-get download -qq cloud-init; }; } \
+	  && dpkg-deb -x cloud-init_*.deb root && touch .unpacked; }
+
+test: setup cloud-init
 	$(VENV)/bin/ruff check core plugins tests
 	$(VENV)/bin/python -m pytest -v tests
 

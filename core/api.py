@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
-from vnode import hypervisor
+from vnode import hypervisor, images
 from vnode.config import Config, Defaults, load_config
 from vnode.disks import unreadable_by_qemu
 from vnode.doctor import Verdict, run_checks
@@ -50,6 +51,8 @@ class UpOptions:
     network: str | None = None
     wait: bool = True
     keep_failed: bool = False
+    # Download missing images (verified) before anything is created.
+    fetch: bool = False
 
 
 def up(
@@ -74,7 +77,7 @@ def up(
     ws = Workspace.open(config)
     virt_type = hypervisor.resolve_virt_type(ws.conn, defaults.virt_type)
     plans = [attrs.evolve(plan, virt_type=virt_type) for plan in plans]
-    _preflight(ws, plans, backend)
+    _preflight(ws, plans, backend, fetch=options.fetch, reporter=reporter)
     client = client_key(config.paths.ssh, config.ssh.key)
     backend.prepare(plans)
     return run_up(
@@ -110,9 +113,12 @@ def destroy(
         names = [mark.name for _, mark in hypervisor.vnode_domains(ws.conn, config.paths.nodes)]
     for name in names:
         domain = hypervisor.lookup(ws.conn, name)
-        if domain is not None and hypervisor.read_mark(domain) is None:
-            raise UsageError(f"domain {name} was not made by vnode; not touching it")
-    return {name: _destroy_one(ws, name) for name in names}
+        if domain is not None and hypervisor.owned_mark(domain, config.paths.nodes) is None:
+            raise UsageError(f"domain {name} was not made by vnode here; not touching it")
+    # Each removal mostly waits on libvirt (QEMU's exit, dnsmasq's reload): do them together.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
+        outcomes = pool.map(lambda name: _destroy_one(ws, name), names)
+        return dict(zip(names, outcomes, strict=True))
 
 
 def _destroy_one(ws: Workspace, name: str) -> str:
@@ -207,7 +213,7 @@ def _mark_of(node: str, config: Config) -> hypervisor.DomainMark:
     ref = parse_specs([node], config.pools, allow_distro=False)[0]
     ws = Workspace.open(config)
     domain = hypervisor.lookup(ws.conn, ref.name)
-    mark = hypervisor.read_mark(domain) if domain is not None else None
+    mark = hypervisor.owned_mark(domain, config.paths.nodes) if domain is not None else None
     if mark is None:
         raise UsageError(f"no node {ref.name} made by vnode")
     return mark
@@ -262,23 +268,28 @@ def _plan(ref: NodeRef, defaults: Defaults, config: Config, backend: NetworkBack
     )
 
 
-def _preflight(ws: Workspace, plans: list[NodePlan], backend: NetworkBackend) -> None:
+def _preflight(
+    ws: Workspace,
+    plans: list[NodePlan],
+    backend: NetworkBackend,
+    *,
+    fetch: bool = False,
+    reporter: Reporter | None = None,
+) -> None:
     """Everything that can be known wrong before anything is created or destroyed."""
     for plan in plans:
         domain = hypervisor.lookup(ws.conn, plan.name)
-        if domain is not None and hypervisor.read_mark(domain) is None:
+        if domain is not None and hypervisor.owned_mark(domain, ws.config.paths.nodes) is None:
             raise UsageError(
                 f"domain {plan.name} exists and vnode did not create it; refusing to replace it"
             )
-    for distro in {plan.distro for plan in plans}:
-        image = ws.config.paths.images / distro.image_filename
+    distros = {plan.distro for plan in plans}
+    if fetch:
+        images.ensure_images(distros, ws.config, reporter)
+    for distro in distros:
+        image = images.image_path(distro, ws.config)
         if not image.exists():
-            how = (
-                f"vnode images build {distro.name}"
-                if distro.buildable
-                else f"vnode images fetch {distro.name}"
-            )
-            raise EnvironmentProblem(f"no image for {distro.name} at {image}: run `{how}`")
+            raise EnvironmentProblem(images.missing_message(distro, image))
         if problem := unreadable_by_qemu(image):
             raise EnvironmentProblem(f"image for {distro.name}: {problem}")
     state = ws.config.paths.state.resolve()

@@ -27,6 +27,8 @@ plugins_app = App(name="plugins", help="Plugins found through entry points.")
 images_app = App(name="images", help="Base images of the distros.")
 app.command(plugins_app)
 app.command(images_app)
+bridge_app = App(name="bridge", help="One-time host set-up of a bridge for --bridge nodes.")
+app.command(bridge_app)
 
 
 def _emit_json(data: object) -> None:
@@ -48,6 +50,7 @@ def up(
     direct: str | None = None,
     wait: bool = True,
     keep_failed: bool = False,
+    fetch: bool = False,
     json: bool = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
 ) -> int:
@@ -79,6 +82,8 @@ def up(
         Wait for SSH (--no-wait returns once the domains run).
     keep_failed
         Keep nodes that failed or timed out, for inspection.
+    fetch
+        Download missing images (verified) before creating anything.
     json
         Print one JSON object per node instead of the table.
     verbose
@@ -103,6 +108,7 @@ def up(
         network=chosen[0] if chosen else None,
         wait=wait,
         keep_failed=keep_failed,
+        fetch=fetch,
     )
     names = _names(specs)
     try:
@@ -243,7 +249,7 @@ def plugins_list(json: bool = False) -> int:
 
 @images_app.command(name="list")
 def images_list(json: bool = False) -> int:
-    """Per distro the plugins know: whether its image is present, and its size."""
+    """Per distro the plugins know: whether its image is present, its size, how it was verified."""
     from vnode import images
     from vnode.progress import format_table
 
@@ -252,10 +258,68 @@ def images_list(json: bool = False) -> int:
         _emit_json([e.to_dict() for e in entries])
         return 0
     rows = [
-        (e.distro, e.title, "yes" if e.present else "no", e.size_human, str(e.path))
+        (e.distro, e.title, "yes" if e.present else "no", e.size_human, e.status, str(e.path))
         for e in entries
     ]
-    print(format_table(rows, ("DISTRO", "TITLE", "PRESENT", "SIZE", "PATH")))
+    print(format_table(rows, ("DISTRO", "TITLE", "PRESENT", "SIZE", "STATUS", "PATH")))
+    return 0
+
+
+@images_app.command(name="fetch")
+def images_fetch(*distros: str, force: bool = False, json: bool = False) -> int:
+    """Download images in parallel, each verified against the distro's published checksum.
+
+    Parameters
+    ----------
+    distros
+        Distros to fetch, e.g. f43 u24.04 d12.
+    force
+        Download again even if the image is present (it is replaced only once verified).
+    json
+        Print one JSON object per distro instead of one line each.
+    """
+    from vnode import images, logs
+    from vnode.progress import LiveReporter
+
+    logs.configure()
+    if not distros:
+        raise _usage("name distros to fetch, e.g. f43 u24.04 d12")
+    outcomes = images.fetch_images(distros, force=force, reporter=LiveReporter([]))
+    failed = [o for o in outcomes if o.state == "failed"]
+    if json:
+        _emit_json([o.to_dict() for o in outcomes])
+    else:
+        for o in outcomes:
+            print(f"{o.distro}: {o.state}" + ("" if o in failed else f" at {o.path}"))
+    for o in failed:
+        print(f"vnode: {o.distro}: {o.detail}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+@images_app.command(name="import")
+def images_import(
+    path: str,
+    as_: Annotated[str, Parameter(name="--as")],
+    force: bool = False,
+) -> int:
+    """Register your own image (qcow2, or any format qemu-img converts) as a distro's image.
+
+    Parameters
+    ----------
+    path
+        The image file.
+    as_
+        The distro it is (f43, u24.04, d12, ...); the image is stored under its name.
+    force
+        Replace an image already in the store.
+    """
+    from pathlib import Path
+
+    from vnode import images
+
+    dest, record = images.import_image(Path(path), as_, force=force)
+    how = f"converted from {record.converted_from}" if record.converted_from else "copied"
+    print(f"{dest.name.removesuffix('.qcow2')}: imported at {dest} ({how}, sha256 {record.sha256})")
     return 0
 
 
@@ -278,6 +342,57 @@ def images_build(*distros: str, force: bool = False) -> int:
     for distro in distros:
         path, built = images.build_image(distro, force=force)
         print(f"{distro}: {'built' if built else 'present'} at {path}")
+    return 0
+
+
+@app.command
+def doctor(network: str | None = None, json: bool = False) -> int:
+    """Check the host: one verdict per line (ok, warn, fail); exit 1 if anything fails.
+
+    Parameters
+    ----------
+    network
+        Check this network (KIND[:ARG], e.g. bridge:br0) instead of the configured one.
+    json
+        Print the verdicts as JSON.
+    """
+    from vnode import api
+    from vnode.doctor import healthy
+
+    verdicts = api.doctor(network)
+    if json:
+        _emit_json([v.to_dict() for v in verdicts])
+    else:
+        for v in verdicts:
+            print(f"{v.status:<5} {v.check:<10} {v.message}")
+    return 0 if healthy(verdicts) else 1
+
+
+@bridge_app.command(name="create")
+def bridge_create(
+    *, iface: str, name: str = "br0", zone: str | None = None, dry_run: bool = False
+) -> int:
+    """Make a host bridge out of a NIC with NetworkManager; the host keeps its DHCP address.
+
+    Parameters
+    ----------
+    iface
+        The host NIC to put into the bridge, e.g. eno1.
+    name
+        The bridge's name.
+    zone
+        The firewalld zone of the bridge (default: firewalld's default zone).
+    dry_run
+        Print the commands (a shell script) instead of running them.
+    """
+    from vnode import api
+
+    plan = api.bridge_plan(iface, name, zone)
+    if dry_run:
+        print(plan.script(), end="")
+        return 0
+    api.bridge_create(plan, lambda step, outcome: print(f"{outcome}: {step.shell}", flush=True))
+    print(f"bridge {plan.bridge} is up; undo with: {plan.undo}")
     return 0
 
 

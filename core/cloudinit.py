@@ -63,6 +63,8 @@ def write_seed_iso(path: Path, seed: SeedFiles) -> None:
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
     for name, text in seed.items():
+        if not text:  # an empty network-config would be read as "no network at all"
+            continue
         data = text.encode()
         iso.add_fp(
             io.BytesIO(data),

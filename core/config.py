@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -117,6 +119,36 @@ class SiteSettings:
     domain: str = attrs.field(default="", validator=attrs.validators.matches_re(_DNS_DOMAIN))
 
 
+_FAMILY = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def _mirrors(value: Any) -> tuple[tuple[str, str], ...]:
+    """``mirror.FAMILY = URL`` pairs, checked; a tuple keeps the frozen config hashable."""
+    if isinstance(value, tuple):
+        return value
+    if not isinstance(value, dict):
+        raise UsageError("config: [images] mirror must be a table: mirror.FAMILY = URL")
+    pairs = []
+    for family, url in sorted(value.items()):
+        if not _FAMILY.fullmatch(family):
+            raise UsageError(f"config: [images] mirror.{family}: not a distro family name")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(f"config: [images] mirror.{family} = {url!r} is not an http(s) URL")
+        pairs.append((family, url))
+    return tuple(pairs)
+
+
+@attrs.frozen
+class ImagesSettings:
+    """Where ``vnode images fetch`` downloads from: per family, a mirror of upstream's layout."""
+
+    mirror: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_mirrors)
+
+    def mirror_for(self, family: str) -> str | None:
+        return dict(self.mirror).get(family)
+
+
 @attrs.frozen
 class Config:
     defaults: Defaults = Defaults()
@@ -125,6 +157,7 @@ class Config:
     ssh: SSHSettings = SSHSettings()
     libvirt_network: LibvirtNetworkSettings = LibvirtNetworkSettings()
     site: SiteSettings = SiteSettings()
+    images: ImagesSettings = ImagesSettings()
     sources: tuple[Path, ...] = ()
 
 
@@ -134,6 +167,7 @@ _SECTIONS: dict[str, type] = {
     "ssh": SSHSettings,
     "libvirt_network": LibvirtNetworkSettings,
     "site": SiteSettings,
+    "images": ImagesSettings,
 }
 
 

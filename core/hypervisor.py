@@ -120,7 +120,14 @@ class DomainMark:
 
 
 def read_mark(domain: Any) -> DomainMark | None:
-    root = ET.fromstring(domain.XMLDesc(0))
+    """The mark vnode left on a domain, or None (not vnode's, or gone meanwhile)."""
+    libvirt = _libvirt()
+    try:
+        root = ET.fromstring(domain.XMLDesc(0))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
     node = root.find("metadata/vnode:node", _NS)
     if node is None or node.findtext("vnode:created-by", namespaces=_NS) != "vnode":
         return None
@@ -152,12 +159,22 @@ def lookup(conn: Any, name: str) -> Any | None:
         raise
 
 
+def owned_mark(domain: Any, nodes_dir: Path) -> DomainMark | None:
+    """The mark, if vnode made the domain with this state directory.
+
+    Another vnode installation's nodes (another state directory, e.g. a test lab) are
+    someone else's: never replaced or destroyed from here.
+    """
+    mark = read_mark(domain)
+    return mark if mark is not None and Path(mark.node_dir).parent == nodes_dir else None
+
+
 def vnode_domains(conn: Any, nodes_dir: Path) -> list[tuple[Any, DomainMark]]:
-    """The domains vnode made with this state directory (another one's nodes are not listed)."""
+    """The domains vnode made with this state directory."""
     found = []
     for domain in conn.listAllDomains(0):
-        mark = read_mark(domain)
-        if mark is not None and Path(mark.node_dir).parent == nodes_dir:
+        mark = owned_mark(domain, nodes_dir)
+        if mark is not None:
             found.append((domain, mark))
     return sorted(found, key=lambda pair: pair[1].name)
 

@@ -1,15 +1,60 @@
-"""The image store: one qcow2 per distro under paths.images, readable by the qemu user."""
+"""The image store: one qcow2 per distro under paths.images, readable by the qemu user.
+
+Images arrive three ways, and each leaves a record beside the image (``d12.qcow2.json``):
+``verified`` (downloaded and matched against the distro's published checksum), ``built``
+(made locally by a plugin) or ``imported`` (a user's own file). A record holds the image's
+sha256 and source; it vouches for the image only while the image's size and mtime are the
+ones recorded, so an image replaced by hand lists as ``unverified``.
+
+New images are written next to their final name and moved into place with ``os.replace``:
+a reader (a node being created) sees the old image or the new one, never half of either.
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import attrs
 
+from vnode import fetch
+from vnode.checksums import hash_file
 from vnode.config import Config, load_config
-from vnode.errors import UsageError
+from vnode.errors import EnvironmentProblem, UsageError, VnodeError
+from vnode.locks import file_lock
+from vnode.model import Distro
 from vnode.plugins import load_plugins, resolve_distro
+from vnode.progress import Reporter, SilentReporter
+
+QCOW2_MAGIC = b"QFI\xfb"
+MAX_PARALLEL_FETCHES = 4
+
+
+@attrs.frozen
+class ImageRecord:
+    """How an image got into the store; written as ``<image>.json``."""
+
+    status: str  # "verified", "built" or "imported"
+    source: str  # the URL downloaded, the file imported, or the builder
+    sha256: str  # of the stored qcow2
+    size: int
+    mtime_ns: int
+    recorded: str
+    # The digest the source was checked against: the distro's published checksum (fetch) or
+    # the imported file's own sha256 (import); with the checksum file's URL when there is one.
+    source_checksum: dict[str, str] | None = None
+    converted_from: str | None = None  # the source's format when it was not qcow2
+
+    def describes(self, image: Path) -> bool:
+        stat = image.stat()
+        return stat.st_size == self.size and stat.st_mtime_ns == self.mtime_ns
 
 
 @attrs.frozen
@@ -19,6 +64,8 @@ class ImageEntry:
     path: Path
     present: bool
     size: int | None
+    status: str  # "verified", "built", "imported", "unverified", or "-" when absent
+    source: str | None = None
 
     @property
     def size_human(self) -> str:
@@ -28,17 +75,115 @@ class ImageEntry:
         return {**attrs.asdict(self), "path": str(self.path)}
 
 
+@attrs.frozen
+class FetchOutcome:
+    distro: str
+    path: Path
+    state: str  # "fetched", "present" or "failed"
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {**attrs.asdict(self), "path": str(self.path)}
+
+
+def image_path(distro: Distro, config: Config) -> Path:
+    return config.paths.images / distro.image_filename
+
+
+def record_path(image: Path) -> Path:
+    return image.with_name(image.name + ".json")
+
+
+def read_record(image: Path) -> ImageRecord | None:
+    try:
+        data = json.loads(record_path(image).read_text())
+        return ImageRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def image_status(image: Path) -> tuple[str, str | None]:
+    """(status, source) as ``images list`` shows them."""
+    if not image.exists():
+        return "-", None
+    record = read_record(image)
+    if record is None or not record.describes(image):
+        return "unverified", None
+    return record.status, record.source
+
+
+def how_to_get(distro: Distro) -> str:
+    """The commands that put ``distro``'s image in the store, for error messages."""
+    ways = []
+    if fetch.downloadable(distro):
+        ways.append(f"`vnode images fetch {distro.name}`")
+    if distro.buildable:
+        ways.append(f"`vnode images build {distro.name}`")
+    if not ways:
+        return f"`vnode images import FILE --as {distro.name}`"
+    return " or ".join(ways)
+
+
+def missing_message(distro: Distro, image: Path) -> str:
+    """What ``up`` says when an image is missing: the command that gets it."""
+    hint = " (or `vnode up --fetch`)" if fetch.downloadable(distro) else ""
+    return f"no image for {distro.name} at {image}: run {how_to_get(distro)}{hint}"
+
+
 def list_images(config: Config | None = None) -> list[ImageEntry]:
+    """Every distro the plugins list, and any other image in the store a plugin resolves."""
     config = config or load_config()
     hook = load_plugins().hook
     names = {n for names in hook.vnode_distro_names() for n in names}
-    distros = {d.name: d for n in names if (d := hook.vnode_distro_resolve(name=n))}
+    store = config.paths.images
+    if store.is_dir():
+        names |= {p.name.removesuffix(".qcow2") for p in store.glob("*.qcow2")}
+    distros = {d.name: d for n in names if (d := hook.vnode_distro_resolve(name=n.lower()))}
     entries = []
     for distro in sorted(distros.values(), key=lambda d: (d.family, d.name)):
-        path = config.paths.images / distro.image_filename
+        path = image_path(distro, config)
         size = path.stat().st_size if path.exists() else None
-        entries.append(ImageEntry(distro.name, distro.title, path, size is not None, size))
+        status, source = image_status(path)
+        entries.append(
+            ImageEntry(distro.name, distro.title, path, size is not None, size, status, source)
+        )
     return entries
+
+
+def fetch_images(
+    names: Iterable[str],
+    *,
+    force: bool = False,
+    config: Config | None = None,
+    reporter: Reporter | None = None,
+) -> list[FetchOutcome]:
+    """Download the distros' images in parallel, each verified before it enters the store.
+
+    Unknown or undownloadable distros are a UsageError before any download starts; a failed
+    download is reported in its outcome and leaves the store as it was.
+    """
+    config = config or load_config()
+    reporter = reporter or SilentReporter()
+    distros = _unique(resolve_distro(name) for name in names)
+    for distro in distros:
+        if not fetch.downloadable(distro):
+            raise UsageError(f"no download is known for {distro.name}; use {how_to_get(distro)}")
+    store = _prepare_store(config)
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(distros) or 1)) as pool:
+        futures = [pool.submit(_fetch_outcome, d, store, force, config, reporter) for d in distros]
+    return [future.result() for future in futures]
+
+
+def ensure_images(
+    distros: Iterable[Distro], config: Config, reporter: Reporter | None = None
+) -> None:
+    """Fetch the images that are missing (``up --fetch``); the first failure is raised."""
+    missing = [d.name for d in _unique(distros) if not image_path(d, config).exists()]
+    if not missing:
+        return
+    failed = [o for o in fetch_images(missing, config=config, reporter=reporter) if o.detail]
+    if failed:
+        raise fetch.FetchError(f"fetching {failed[0].distro} failed: {failed[0].detail}")
 
 
 def build_image(
@@ -47,13 +192,204 @@ def build_image(
     """Build a distro's image with the plugin that can; returns (path, whether it was built)."""
     config = config or load_config()
     distro = resolve_distro(name)
-    dest = config.paths.images / distro.image_filename
+    dest = image_path(distro, config)
     if dest.exists() and not force:
         return dest, False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(dest.parent, 0o755)
+    _prepare_store(config)
     built = load_plugins().hook.vnode_image_build(distro=distro, dest=dest, config=config)
     if not built:
-        raise UsageError(f"no plugin can build {distro.name} locally; fetch it instead")
+        raise UsageError(f"no plugin can build {distro.name} locally; use {how_to_get(distro)}")
     os.chmod(dest, 0o644)
+    write_record(dest, status="built", source=f"vnode images build {distro.name}")
     return dest, True
+
+
+def import_image(
+    source: Path, name: str, *, force: bool = False, config: Config | None = None
+) -> tuple[Path, ImageRecord]:
+    """Copy (qcow2) or convert (any format qemu-img reads) a user's image into the store.
+
+    ``name`` must resolve to a distro, whose canonical name the image takes: nodes of that
+    distro then boot from it. An existing image is replaced only with ``force``.
+    """
+    config = config or load_config()
+    distro = resolve_distro(name)
+    if not source.is_file():
+        raise UsageError(f"{source} is not a file")
+    dest = image_path(distro, config)
+    if dest.exists() and not force:
+        raise UsageError(f"{dest} exists; give --force to replace it")
+    info = _image_info(source, fmt=None)
+    if info is None:
+        raise UsageError(f"{source} is not a disk image qemu-img can read")
+    store = _prepare_store(config)
+    staging = dest.with_name(dest.name + ".import")
+    with file_lock(_lock_path(store, dest)):
+        try:
+            converted = _copy_as_qcow2(source, staging, info)
+            source_sha256 = hash_file(source, ["sha256"])["sha256"]
+            _install(staging, dest)
+        finally:
+            staging.unlink(missing_ok=True)
+        record = write_record(
+            dest,
+            status="imported",
+            source=str(source.resolve()),
+            source_checksum={"algorithm": "sha256", "hexdigest": source_sha256},
+            converted_from=converted,
+        )
+    return dest, record
+
+
+def write_record(
+    image: Path,
+    *,
+    status: str,
+    source: str,
+    source_checksum: dict[str, str] | None = None,
+    converted_from: str | None = None,
+) -> ImageRecord:
+    stat = image.stat()
+    record = ImageRecord(
+        status=status,
+        source=source,
+        sha256=hash_file(image, ["sha256"])["sha256"],
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        recorded=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        source_checksum=source_checksum,
+        converted_from=converted_from,
+    )
+    path = record_path(image)
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text(json.dumps(attrs.asdict(record), indent=2) + "\n")
+    os.chmod(staging, 0o644)
+    os.replace(staging, path)
+    return record
+
+
+def _fetch_outcome(
+    distro: Distro, store: Path, force: bool, config: Config, reporter: Reporter
+) -> FetchOutcome:
+    dest = store / distro.image_filename
+    try:
+        fetched = _fetch_one(distro, dest, force, config, reporter)
+    except (VnodeError, OSError) as exc:
+        reporter.phase(distro.name, "failed")
+        return FetchOutcome(distro.name, dest, "failed", _one_line(exc))
+    return FetchOutcome(distro.name, dest, "fetched" if fetched else "present")
+
+
+def _fetch_one(distro: Distro, dest: Path, force: bool, config: Config, reporter: Reporter) -> bool:
+    """Download, verify and store one image; False if it was there already."""
+
+    def progress(text: str) -> None:
+        reporter.phase(distro.name, text)
+
+    # One fetch per image at a time: two would write the same .part.
+    with file_lock(_lock_path(dest.parent, dest)):
+        if dest.exists() and not force:
+            progress("present")
+            return False
+        progress("reading checksums")
+        source = fetch.locate(distro, config.images.mirror_for(distro.family))
+        part = dest.with_name(dest.name + ".part")
+        fetch.download(source, part, progress)
+        converted = _ensure_qcow2(part, progress)
+        _install(part, dest)
+        write_record(
+            dest,
+            status="verified",
+            source=source.image_url,
+            source_checksum={**source.checksum.to_dict(), "checksum_url": source.checksum_url},
+            converted_from=converted,
+        )
+    progress("verified")
+    return True
+
+
+def _ensure_qcow2(part: Path, progress: fetch.Progress) -> str | None:
+    """Make the verified download a standalone qcow2; the format it had if it was not one.
+
+    A download is never format-probed: anything without the qcow2 magic is read as raw
+    (probing would let a crafted file name host files as its extents).
+    """
+    with part.open("rb") as handle:
+        is_qcow2 = handle.read(4) == QCOW2_MAGIC
+    if is_qcow2:
+        info = _image_info(part, fmt="qcow2")
+        if info is None or _external_files(info):
+            part.unlink()
+            raise fetch.FetchError(
+                f"{part.name}: not a standalone qcow2 (backing or data file); discarded"
+            )
+        return None
+    progress("converting raw to qcow2")
+    converted = part.with_name(part.name + ".qcow2")
+    try:
+        _qemu_img("convert", "-f", "raw", "-O", "qcow2", str(part), str(converted))
+        os.replace(converted, part)
+    finally:
+        converted.unlink(missing_ok=True)
+    return "raw"
+
+
+def _copy_as_qcow2(source: Path, staging: Path, info: dict[str, Any]) -> str | None:
+    fmt = str(info.get("format"))
+    if fmt == "qcow2" and not _external_files(info):
+        shutil.copyfile(source, staging)
+        return None
+    # Converting also flattens a backing chain into one standalone image.
+    _qemu_img("convert", "-f", fmt, "-O", "qcow2", str(source), str(staging))
+    return fmt
+
+
+def _image_info(path: Path, fmt: str | None) -> dict[str, Any] | None:
+    argv = ["qemu-img", "info", "--output=json", *(["-f", fmt] if fmt else []), str(path)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return None
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        return None
+
+
+def _external_files(info: dict[str, Any]) -> bool:
+    data = info.get("format-specific", {}).get("data", {})
+    return bool(info.get("backing-filename") or data.get("data-file"))
+
+
+def _qemu_img(*args: str) -> None:
+    result = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise EnvironmentProblem(f"qemu-img {args[0]} failed: {_one_line(result.stderr)}")
+
+
+def _install(staging: Path, dest: Path) -> None:
+    """Move a finished image into place atomically, readable by the qemu user."""
+    with staging.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(staging, 0o644)
+    os.replace(staging, dest)
+
+
+def _prepare_store(config: Config) -> Path:
+    store = config.paths.images
+    store.mkdir(parents=True, exist_ok=True)
+    # libvirt's qemu runs as its own user: the store must be searchable by everyone.
+    if store.stat().st_mode & 0o005 != 0o005:
+        os.chmod(store, 0o755)
+    return store
+
+
+def _lock_path(store: Path, dest: Path) -> Path:
+    return store / f".{dest.name}.lock"
+
+
+def _unique(distros: Iterable[Distro]) -> list[Distro]:
+    return list({d.name: d for d in distros}.values())
+
+
+def _one_line(exc: BaseException | str) -> str:
+    return " ".join(str(exc).split())

@@ -58,13 +58,13 @@ def create_node(
     """
     existing = hypervisor.lookup(ws.conn, plan.name)
     if existing is not None:
-        if hypervisor.read_mark(existing) is None:
+        if hypervisor.owned_mark(existing, ws.config.paths.nodes) is None:
             raise UsageError(f"domain {plan.name} exists and vnode did not create it")
         remove_node(ws, existing)
     try:
         return _build(ws, plan, backend, client)
     except BaseException:
-        _discard(ws, plan, backend)
+        discard_node(ws, plan, backend)
         raise
 
 
@@ -121,10 +121,12 @@ def _fresh_dir(path: Path) -> None:
     path.mkdir(mode=0o755, parents=True)
 
 
-def _discard(ws: Workspace, plan: NodePlan, backend: NetworkBackend) -> None:
-    """Undo a half-made node: domain, reservation, files, known_hosts entry."""
+def discard_node(ws: Workspace, plan: NodePlan, backend: NetworkBackend) -> None:
+    """Remove a node by its plan: domain, reservation, files, known_hosts entry.
+
+    Works on a half-made node, and on one whose domain is already gone."""
     domain = hypervisor.lookup(ws.conn, plan.name)
-    if domain is not None and hypervisor.read_mark(domain) is not None:
+    if domain is not None and hypervisor.owned_mark(domain, ws.config.paths.nodes) is not None:
         hypervisor.remove_domain(domain)
     try:
         backend.release(plan)
@@ -136,7 +138,7 @@ def _discard(ws: Workspace, plan: NodePlan, backend: NetworkBackend) -> None:
 
 def remove_node(ws: Workspace, domain: Any) -> None:
     """Destroy a domain vnode made, with its reservation, files and known_hosts entry."""
-    mark = hypervisor.read_mark(domain)
+    mark = hypervisor.owned_mark(domain, ws.config.paths.nodes)
     if mark is None:
         raise UsageError(f"domain {domain.name()} was not made by vnode; not touching it")
     hypervisor.remove_domain(domain)

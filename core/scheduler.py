@@ -17,7 +17,7 @@ from vnode.keys import ClientKey
 from vnode.locks import FileLock, node_lock_path
 from vnode.model import NodePlan, NodeResult
 from vnode.network import NetworkBackend
-from vnode.nodes import CreatedNode, Workspace, create_node, remove_node
+from vnode.nodes import CreatedNode, Workspace, create_node, discard_node
 from vnode.progress import Reporter
 from vnode.sshwait import WaitTarget, wait_ready
 
@@ -100,7 +100,7 @@ class _Scheduler:
         if outcome.state != "ready":
             detail = self._explain(created, detail)
             if not self.keep_failed:
-                await asyncio.to_thread(remove_node, self.ws, created.domain)
+                await asyncio.to_thread(discard_node, self.ws, plan, self.backend)
                 detail += " (node removed; --keep-failed keeps it)"
         return self._result(plan, outcome.ip, outcome.state, detail)
 

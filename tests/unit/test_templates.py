@@ -72,6 +72,7 @@ def test_domain_xml_escapes_values_and_carries_the_vnode_mark() -> None:
     assert root.find("devices/interface/mac").get("address") == "52:54:00:00:00:03"
     assert root.find("devices/serial/log").get("file") == str(plan.node_dir / "console.log")
     assert root.find("devices/graphics") is None
+    assert root.findtext("sysinfo/system/entry[@name='serial']") == "ds=nocloud"
     assert root.find("devices/controller[@type='usb']").get("model") == "none"
 
 

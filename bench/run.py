@@ -1,0 +1,341 @@
+"""vnode's benchmark: vnode against a bare-QEMU floor, in one run, on the same image.
+
+    .venv/bin/python bench/run.py                # everything, 3 runs each
+    .venv/bin/python bench/run.py --runs 5 --sizes 1,2 --skip control-plane
+
+Measures (medians of --runs, with min and max):
+- floor: N guests started by plain qemu-system-x86_64 (no libvirt, no vnode) with a plain
+  NoCloud seed and DHCP; seconds until every one answers an SSH command;
+- vnode: `vnode up` of N nodes, same image, vCPUs and memory; seconds until all are ready,
+  and the ratio vnode/floor;
+- control plane: `vnode up --no-wait` of N nodes until all domains run, and `vnode destroy`;
+- CLI start-up: `vnode --help` and `vnode list`.
+
+Writes bench/results/<timestamp>.json and bench/results/latest.md. Guests only talk to this
+host: the floor uses QEMU's user network with restrict=on (port forward only), vnode an
+isolated libvirt network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+VNODE = [sys.executable, "-m", "vnode.cli"]
+IMAGE_STORE = Path("/var/lib/vnode/images")
+
+
+def median_row(samples: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(samples), 3),
+        "min": round(min(samples), 3),
+        "max": round(max(samples), 3),
+        "runs": len(samples),
+    }
+
+
+# --- the floor: plain QEMU ------------------------------------------------------------------
+
+
+def _floor_seed(path: Path, public_key: str, name: str) -> None:
+    """The plainest NoCloud seed: a key for root, no network-config (DHCP), no host keys."""
+    from vnode.cloudinit import SeedFiles, write_seed_iso
+
+    user_data = (
+        f"#cloud-config\ndisable_root: false\nssh_authorized_keys: [{json.dumps(public_key)}]\n"
+    )
+    meta_data = f"instance-id: {name}-{uuid.uuid4().hex[:8]}\nlocal-hostname: {name}\n"
+    write_seed_iso(path, SeedFiles(user_data=user_data, meta_data=meta_data, network_config=""))
+
+
+def _ssh_answers(port: int, key: Path) -> bool:
+    result = subprocess.run(
+        [
+            "ssh",
+            "-p",
+            str(port),
+            "-i",
+            str(key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=2",
+            "-o",
+            "LogLevel=ERROR",
+            "root@127.0.0.1",
+            "true",
+        ],
+        capture_output=True,
+        timeout=15,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def floor_run(n: int, args: argparse.Namespace, work: Path, key: Path, pub: str) -> float:
+    base = IMAGE_STORE / f"{args.distro}.qcow2"
+    procs: list[subprocess.Popen] = []
+    ports = [args.port_base + i for i in range(n)]
+    for i in range(n):
+        disk, seed = work / f"floor{i}.qcow2", work / f"floor{i}.iso"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)],
+            check=True,
+        )
+        _floor_seed(seed, pub, f"floor{i}")
+    start = time.monotonic()
+    try:
+        for i, port in enumerate(ports):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "qemu-system-x86_64",
+                        "-accel",
+                        "kvm" if args.virt_type == "kvm" else "tcg",
+                        "-m",
+                        str(args.memory),
+                        "-smp",
+                        str(args.vcpus),
+                        "-display",
+                        "none",
+                        "-serial",
+                        f"file:{work / f'floor{i}.log'}",
+                        "-monitor",
+                        "none",
+                        "-drive",
+                        f"file={work / f'floor{i}.qcow2'},if=virtio,format=qcow2",
+                        "-drive",
+                        f"file={work / f'floor{i}.iso'},if=virtio,format=raw,readonly=on",
+                        "-netdev",
+                        f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+                        "-device",
+                        "virtio-net-pci,netdev=n0",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        pending = set(ports)
+        while pending:
+            if time.monotonic() - start > args.timeout:
+                raise TimeoutError(f"floor guests on ports {sorted(pending)} never answered")
+            pending = {p for p in pending if not _ssh_answers(p, key)}
+            if pending:
+                time.sleep(0.5)
+        return time.monotonic() - start
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        for leftover in work.glob("floor*"):
+            leftover.unlink()
+
+
+# --- vnode ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def bench_lab(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """An isolated vnode installation for the benchmark, removed afterwards."""
+    token = uuid.uuid4().hex[:6]
+    state = Path(f"/var/lib/vnode-bench-{token}")
+    state.mkdir(mode=0o755)
+    network = f"vnb-{token}"
+    config = state / "config.toml"
+    config.write_text(
+        f'[defaults]\ndistro = "{args.distro}"\nvirt_type = "{args.virt_type}"\n'
+        f"memory = {args.memory}\nvcpus = {args.vcpus}\ntimeout = {args.timeout}\n"
+        f'[paths]\nstate = "{state}"\nimage_store = "{IMAGE_STORE}"\n'
+        '[[pools]]\nstem = "vb"\nmac_prefix = "52:54:00:ef:ef"\n'
+        f'[libvirt_network]\nname = "{network}"\nsubnet = "10.232.{args.octet}.0/24"\n'
+        'forward = "none"\ndomain = "bench"\n'
+    )
+    env = {**os.environ, "VNODE_CONFIG": str(config)}
+    try:
+        yield env
+    finally:
+        subprocess.run([*VNODE, "destroy", "--all"], env=env, capture_output=True, check=False)
+        for verb in ("net-destroy", "net-undefine"):
+            subprocess.run(
+                ["virsh", "-q", "-c", "qemu:///system", verb, network],
+                capture_output=True,
+                check=False,
+            )
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.monotonic()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return time.monotonic() - start, result
+
+
+def vnode_run(n: int, env: dict[str, str]) -> float:
+    seconds, result = _timed([*VNODE, "up", *map(str, range(1, n + 1)), "--json"], env)
+    if result.returncode != 0:
+        raise RuntimeError(f"vnode up failed: {result.stdout}{result.stderr}")
+    subprocess.run([*VNODE, "destroy", "--all"], env=env, capture_output=True, check=True)
+    return seconds
+
+
+def control_plane_run(n: int, env: dict[str, str]) -> tuple[float, float]:
+    specs = [str(i) for i in range(n)]
+    up, result = _timed([*VNODE, "up", *specs, "--no-wait", "--memory", "256", "--json"], env)
+    states = [node["state"] for node in json.loads(result.stdout or "[]")]
+    if result.returncode != 0 or states.count("started") != n:
+        raise RuntimeError(f"vnode up --no-wait failed: {result.stdout}{result.stderr}")
+    down, result = _timed([*VNODE, "destroy", *specs], env)
+    if result.returncode != 0:
+        raise RuntimeError(f"vnode destroy failed: {result.stderr}")
+    return up, down
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def repeat(runs: int, once: Callable[[], float], label: str) -> list[float]:
+    samples = []
+    for i in range(runs):
+        samples.append(once())
+        print(f"  {label} run {i + 1}/{runs}: {samples[-1]:.2f}s", file=sys.stderr)
+    return samples
+
+
+def measure(args: argparse.Namespace) -> dict:
+    results: dict = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "settings": {k: v for k, v in vars(args).items() if k != "skip"},
+        "host": {"cpus": os.cpu_count()},
+        "boot": [],
+        "control_plane": [],
+        "cli": {},
+    }
+    with tempfile.TemporaryDirectory(dir="/var/lib") as tmp, bench_lab(args) as env:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        key = work / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        pub = key.with_suffix(".pub").read_text().strip()
+        if "boot" not in args.skip:
+            for n in args.sizes:
+                print(f"boot N={n}", file=sys.stderr)
+                floor = repeat(args.runs, lambda n=n: floor_run(n, args, work, key, pub), "floor")
+                ours = repeat(args.runs, lambda n=n: vnode_run(n, env), "vnode")
+                row = {"n": n, "floor": median_row(floor), "vnode": median_row(ours)}
+                row["ratio"] = round(row["vnode"]["median"] / row["floor"]["median"], 3)
+                results["boot"].append(row)
+        if "control-plane" not in args.skip:
+            for n in args.cp_sizes:
+                print(f"control plane N={n}", file=sys.stderr)
+                pairs = [control_plane_run(n, env) for _ in range(args.runs)]
+                ups, downs = [p[0] for p in pairs], [p[1] for p in pairs]
+                results["control_plane"].append(
+                    {
+                        "n": n,
+                        "up": median_row(ups),
+                        "destroy": median_row(downs),
+                        "up_per_node": round(statistics.median(ups) / n, 3),
+                        "destroy_per_node": round(statistics.median(downs) / n, 3),
+                    }
+                )
+        if "cli" not in args.skip:
+            for label, argv in (("--help", ["--help"]), ("list", ["list"])):
+                command = [str(REPO / ".venv" / "bin" / "vnode"), *argv]
+                samples = [_timed(command, env)[0] for _ in range(max(5, args.runs))]
+                results["cli"][label] = median_row(samples)
+    return results
+
+
+def markdown(results: dict) -> str:
+    def cell(row: dict) -> str:
+        return f"{row['median']:.2f} ({row['min']:.2f}-{row['max']:.2f})"
+
+    s = results["settings"]
+    lines = [
+        f"# vnode benchmark, {results['when']}",
+        "",
+        f"distro {s['distro']}, virt type {s['virt_type']}, {s['vcpus']} vCPU, "
+        f"{s['memory']} MiB, {results['host']['cpus']} host CPUs, {s['runs']} runs; "
+        "seconds as median (min-max).",
+        "",
+    ]
+    if results["boot"]:
+        lines += [
+            "## Ready over SSH",
+            "",
+            "| N | floor (plain QEMU) | vnode up | vnode/floor |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['n']} | {cell(r['floor'])} | {cell(r['vnode'])} | {r['ratio']:.2f} |"
+            for r in results["boot"]
+        ]
+        lines.append("")
+    if results["control_plane"]:
+        lines += [
+            "## Control plane",
+            "",
+            "| N | up --no-wait | per node | destroy | per node |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['n']} | {cell(r['up'])} | {r['up_per_node']:.3f} | "
+            f"{cell(r['destroy'])} | {r['destroy_per_node']:.3f} |"
+            for r in results["control_plane"]
+        ]
+        lines.append("")
+    if results["cli"]:
+        lines += ["## CLI start-up", "", "| command | seconds |", "| --- | --- |"]
+        lines += [f"| vnode {k} | {cell(v)} |" for k, v in results["cli"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", type=_sizes, default=[1, 2, 4])
+    parser.add_argument("--cp-sizes", type=_sizes, default=[1, 10, 30])
+    parser.add_argument("--distro", default="d12")
+    parser.add_argument("--virt-type", default="qemu", choices=("qemu", "kvm"))
+    parser.add_argument("--memory", type=int, default=1024)
+    parser.add_argument("--vcpus", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--port-base", type=int, default=22400)
+    parser.add_argument("--octet", type=int, default=77, help="bench network 10.232.N.0/24")
+    parser.add_argument("--skip", default="", help="comma list: boot,control-plane,cli")
+    args = parser.parse_args()
+    args.skip = set(args.skip.split(","))
+    results = measure(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "").replace("+0000", "Z")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

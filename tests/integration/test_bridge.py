@@ -1,0 +1,230 @@
+"""Nodes on a host bridge, with addresses from the site's DHCP and names from its DNS.
+
+The site is a dnsmasq on a test bridge (see conftest.py). Node 1 has a DHCP reservation and a
+DNS name; node 2 only a DHCP reservation, so vnode has to learn its address without DNS.
+One pair is booted for the module; `vnode bridge create` and `vnode doctor` need no guest.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import SITE_DOMAIN, Site, TokenServer, ip
+from vnode_plugins.bridge import guest_reported_address
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pair(bridge_site: Site) -> dict[str, dict]:
+    """`vnode up 1 2` on the bridge (the lab's default network); the --json objects by name."""
+    code, nodes = bridge_site.lab.run_json("up", "1", "2")
+    assert code == 0, nodes
+    return {node["name"]: node for node in nodes}
+
+
+def test_nodes_are_ready_at_the_addresses_the_site_reserved(bridge_site: Site, pair: dict) -> None:
+    for host in bridge_site.reservations:
+        node = pair[host.name]
+        assert node["state"] == "ready", node
+        assert node["mac"] == host.mac
+        assert node["ip"] == host.ip  # node 1 through DNS, node 2 without it
+
+
+def test_each_node_holds_its_reserved_address_and_its_name(bridge_site: Site, pair: dict) -> None:
+    for host in bridge_site.reservations:
+        result = bridge_site.lab.ssh(str(host.number), "hostname; ip -4 -o addr show scope global")
+        assert result.returncode == 0, result.stderr
+        hostname, addresses = result.stdout.split("\n", 1)
+        assert hostname == host.name
+        assert f"inet {host.ip}/24" in addresses
+        assert addresses.count("inet ") == 1
+
+
+def test_nodes_reach_each_other_and_the_host_on_the_bridge(
+    bridge_site: Site, pair: dict, token_server: TokenServer
+) -> None:
+    first, second = bridge_site.reservation(1), bridge_site.reservation(2)
+    # Node 2 resolves node 1 through the site's DNS (dnsmasq told it where, by DHCP).
+    result = bridge_site.lab.ssh(
+        "2",
+        f"getent hosts {first.name}; "
+        f"timeout 10 bash -c 'exec 3<>/dev/tcp/{first.name}/22; head -c 7 <&3'; echo; "
+        f"timeout 10 bash -c 'exec 3<>/dev/tcp/{bridge_site.host_address}/{token_server.port}; "
+        "head -n 1 <&3'",
+    )
+    assert result.returncode == 0, result.stderr
+    resolved, banner, token = result.stdout.splitlines()
+    assert resolved.split()[0] == first.ip
+    assert banner == "SSH-2.0"
+    assert token == token_server.token
+    # Node 1 reaches node 2 by address: the site's DNS does not know node 2.
+    result = bridge_site.lab.ssh(
+        "1",
+        f"timeout 10 bash -c 'exec 3<>/dev/tcp/{second.ip}/22; head -c 7 <&3'; echo; "
+        f"timeout 10 bash -c 'exec 3<>/dev/tcp/{bridge_site.host_address}/{token_server.port}; "
+        "head -n 1 <&3'",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["SSH-2.0", token_server.token]
+
+
+def test_list_shows_the_learned_addresses_and_ssh_uses_them(bridge_site: Site, pair: dict) -> None:
+    code, nodes = bridge_site.lab.run_json("list")
+    assert code == 0
+    by_name = {n["name"]: n for n in nodes}
+    for host in bridge_site.reservations:
+        assert by_name[host.name]["ip"] == host.ip
+        assert by_name[host.name]["network"] == f"bridge:{bridge_site.device}"
+        spelled = f"{bridge_site.lab.stem}{host.number}"
+        result = bridge_site.lab.ssh(spelled, "hostname")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == host.name
+
+
+def test_the_guest_reports_its_address_on_the_console(bridge_site: Site, pair: dict) -> None:
+    # The fallback for names the site's DNS lacks: cloud-init's table on the serial console.
+    for host in bridge_site.reservations:
+        console = bridge_site.lab.state / "nodes" / host.name / "console.log"
+        assert guest_reported_address(console, host.mac) == host.ip
+
+
+def test_the_site_dns_answered_vnode_by_name(bridge_site: Site, pair: dict) -> None:
+    log = bridge_site.leases.with_suffix(".log").read_text()
+    first = bridge_site.reservation(1)
+    assert f"query[A] {first.name}.{SITE_DOMAIN}" in log
+    assert f"{first.name}.{SITE_DOMAIN} is {first.ip}" in log
+
+
+def test_doctor_checks_the_configured_bridge(bridge_site: Site, pair: dict) -> None:
+    result = bridge_site.lab.run("doctor", "--json")
+    verdicts = {v["check"]: v for v in json.loads(result.stdout)}
+    assert verdicts["bridge"]["status"] == "ok", verdicts["bridge"]
+    assert bridge_site.device in verdicts["bridge"]["message"]
+    assert verdicts["site dns"]["status"] == "ok", verdicts["site dns"]
+    failed = [v for v in verdicts.values() if v["status"] == "fail"]
+    assert result.returncode == (1 if failed else 0)
+    table = bridge_site.lab.run("doctor")
+    assert any(line.split()[:2] == ["ok", "bridge"] for line in table.stdout.splitlines())
+
+
+def test_doctor_fails_for_a_missing_bridge(bridge_site: Site) -> None:
+    result = bridge_site.lab.run("doctor", "--network", "bridge:vtnobr0")
+    assert result.returncode == 1
+    bridge_line = [ln for ln in result.stdout.splitlines() if ln.split()[1:2] == ["bridge"]]
+    assert bridge_line and bridge_line[0].startswith("fail")
+
+
+def test_up_refuses_what_is_not_a_usable_bridge(bridge_site: Site) -> None:
+    before = _domains()
+    for args, words in (
+        (["--bridge", "vtnobr0"], "does not exist"),
+        (["--bridge", "lo"], "not a bridge"),
+        (["--bridge", "../etc"], "not a network device name"),
+        (["--network", "bridge:a b"], "not a network device name"),
+    ):
+        result = bridge_site.lab.run("up", "5", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert words in result.stderr
+    assert _domains() == before
+
+
+def test_bridge_create_dry_run_prints_the_exact_commands(
+    bridge_site: Site, veth: tuple[str, str]
+) -> None:
+    nic, mac = veth
+    result = bridge_site.lab.run("bridge", "create", "--iface", nic, "--name", "br7", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    commands = [ln for ln in result.stdout.splitlines() if not ln.startswith("#")]
+    assert commands == [
+        "nmcli connection add type bridge con-name br7 ifname br7 "
+        f"ethernet.cloned-mac-address {mac} bridge.stp no ipv4.method auto ipv6.method auto",
+        f"nmcli connection add type ethernet con-name br7-port-{nic} ifname {nic} "
+        "master br7 slave-type bridge connection.autoconnect-priority 10",
+        f"nmcli connection up br7-port-{nic}",
+        "firewall-cmd --add-forward",
+        "firewall-cmd --permanent --add-forward",
+    ]
+    assert f"# undo: nmcli connection delete br7-port-{nic} br7" in result.stdout
+    assert "bridge-nf-call-iptables=0" in result.stdout  # says why it is not done
+    zoned = bridge_site.lab.run(
+        "bridge", "create", "--iface", nic, "--name", "br7", "--zone", "lab", "--dry-run"
+    )
+    assert "ipv6.method auto connection.zone lab\n" in zoned.stdout
+    assert "\nfirewall-cmd --permanent --zone=lab --add-forward\n" in zoned.stdout
+    # The wrapper script prints the same.
+    script = Path(__file__).resolve().parents[2] / "install" / "create-bridge.sh"
+    wrapped = subprocess.run(
+        ["sh", str(script), "--iface", nic, "--name", "br7", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=bridge_site.lab.env(),
+        check=False,
+    )
+    assert wrapped.stdout == result.stdout
+
+
+def test_bridge_create_without_networkmanager_fails_clearly(
+    bridge_site: Site, veth: tuple[str, str], tmp_path: Path
+) -> None:
+    nic, _ = veth
+    env = {**bridge_site.lab.env(), "PATH": str(tmp_path)}  # no nmcli on this PATH
+    result = subprocess.run(
+        [sys.executable, "-m", "vnode.cli", "bridge", "create", "--iface", nic, "--name", "br7"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("vnode: nmcli not found")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not Path("/sys/class/net/br7").exists()
+
+
+def test_bridge_create_refuses_bad_input(bridge_site: Site, veth: tuple[str, str]) -> None:
+    nic, _ = veth
+    for args, words in (
+        (["--iface", "vtnonic0"], "no such network device"),
+        (["--iface", bridge_site.device], "is a bridge already"),
+        (["--iface", "lo"], "not an Ethernet device"),
+        (["--iface", nic, "--name", bridge_site.device], "exists already"),
+        (["--iface", nic, "--name", "x/y"], "not a network device name"),
+        (["--iface", nic, "--zone", "bad zone"], "not a firewalld zone"),
+    ):
+        result = bridge_site.lab.run("bridge", "create", *args, "--dry-run")
+        assert result.returncode == 2, (args, result.stderr)
+        assert words in result.stderr, result.stderr
+    # A port of a bridge already belongs to one.
+    ip("link", "set", nic, "master", bridge_site.device)
+    try:
+        result = bridge_site.lab.run("bridge", "create", "--iface", nic, "--dry-run")
+        assert result.returncode == 2
+        assert f"already a port of {bridge_site.device}" in result.stderr
+    finally:
+        ip("link", "set", nic, "nomaster")
+
+
+def test_destroy_leaves_the_site_alone(bridge_site: Site, pair: dict) -> None:
+    result = bridge_site.lab.run("destroy", "1", "2")
+    assert result.returncode == 0, result.stderr
+    remaining = _domains()
+    assert not any(host.name in remaining for host in bridge_site.reservations)
+    assert Path(f"/sys/class/net/{bridge_site.device}/bridge").is_dir()
+    assert not list(Path(f"/sys/class/net/{bridge_site.device}/brif").iterdir())
+
+
+def _domains() -> set[str]:
+    out = subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
