@@ -15,7 +15,7 @@ CLOUD_INIT      := $(VENV)/cloud-init
 CLOUD_INIT_LIBS := python3-yaml python3-jsonschema python3-jinja2 python3-requests \
                    python3-configobj python3-jsonpatch
 
-.PHONY: setup host venv image demo test unit lint cloud-init
+.PHONY: setup host venv image demo test unit lint cloud-init bench
 
 setup: host venv image
 
@@ -46,13 +46,16 @@ cloud-init: venv
 	  && dpkg-deb -x cloud-init_*.deb root && touch .unpacked; }
 
 test: setup cloud-init
-	$(VENV)/bin/ruff check core plugins tests
+	$(VENV)/bin/ruff check core plugins tests bench
 	$(VENV)/bin/python -m pytest -v tests
 
 unit: venv
 	$(VENV)/bin/python -m pytest -v tests/unit
 
 lint: venv
-	$(VENV)/bin/ruff check core plugins tests
-	$(VENV)/bin/ruff format --check core plugins tests
+	$(VENV)/bin/ruff check core plugins tests bench
+	$(VENV)/bin/ruff format --check core plugins tests bench
 
+# Not part of the tests: speed is measured here, against a bare-QEMU floor (see README).
+bench: setup
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)

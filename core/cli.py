@@ -299,6 +299,7 @@ def images_fetch(*distros: str, force: bool = False, json: bool = False) -> int:
 @images_app.command(name="import")
 def images_import(
     path: str,
+    *,
     as_: Annotated[str, Parameter(name="--as")],
     force: bool = False,
 ) -> int:

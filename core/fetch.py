@@ -18,6 +18,7 @@ import fnmatch
 import http.client
 import re
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -91,8 +92,13 @@ def locate(distro: Distro, mirror: str | None = None) -> Source:
     )
 
 
-def download(source: Source, part: Path, progress: Progress) -> None:
+def download(
+    source: Source, part: Path, progress: Progress, stop: threading.Event | None = None
+) -> None:
     """Leave at ``part`` a file whose digest is ``source.checksum``, resuming what is there.
+
+    Setting ``stop`` (Ctrl-C in another thread) ends the transfer at the next chunk; the
+    ``.part`` is kept for the next run.
 
     A file assembled from several transfers that fails verification is downloaded once more
     from scratch (its first bytes may be from an older upload of the image); a single
@@ -100,7 +106,7 @@ def download(source: Source, part: Path, progress: Progress) -> None:
     """
     algorithm = source.checksum.algorithm
     for last_try in (False, True):
-        assembled = _transfer(source.image_url, part, progress)
+        assembled = _transfer(source.image_url, part, progress, stop or threading.Event())
         progress(f"verifying {algorithm}")
         digest = hash_file(part, [algorithm])[algorithm]
         if digest == source.checksum.hexdigest:
@@ -154,13 +160,13 @@ def _choose(pattern: str, names: list[str], where: str) -> str:
     return matches[0]
 
 
-def _transfer(url: str, part: Path, progress: Progress) -> bool:
+def _transfer(url: str, part: Path, progress: Progress, stop: threading.Event) -> bool:
     """Download ``url`` into ``part``, resuming; True if the file was assembled from pieces."""
     stalled = 0
     for _ in range(MAX_ATTEMPTS):
         before = _size(part)
         try:
-            return _get(url, part, progress)
+            return _get(url, part, progress, stop)
         except _Interrupted as exc:
             stalled = 0 if _size(part) > before else stalled + 1
             if stalled >= STALLED_ATTEMPTS:
@@ -172,7 +178,7 @@ def _transfer(url: str, part: Path, progress: Progress) -> bool:
     raise FetchError(f"{url}: gave up after {MAX_ATTEMPTS} interrupted transfers")
 
 
-def _get(url: str, part: Path, progress: Progress) -> bool:
+def _get(url: str, part: Path, progress: Progress, stop: threading.Event) -> bool:
     """One GET from where ``part`` ends; True if the body was appended to earlier bytes."""
     offset = _size(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -191,7 +197,7 @@ def _get(url: str, part: Path, progress: Progress) -> bool:
         if start == 0 and offset:
             progress("the server ignored the range request; starting over")
         _check_space(part, total, start)
-        _stream(response, part, start, total, progress)
+        _stream(response, part, start, total, progress, stop)
     return start > 0
 
 
@@ -212,6 +218,7 @@ def _stream(
     start: int,
     total: int | None,
     progress: Progress,
+    stop: threading.Event,
 ) -> None:
     meter = _Meter(progress, total, start)
     with part.open("r+b" if start else "wb") as out:
@@ -221,6 +228,8 @@ def _stream(
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 meter.add(len(chunk))
+                if stop.is_set():
+                    raise FetchError(f"stopped; {_size(part)} bytes kept in {part} to resume")
         except (OSError, http.client.HTTPException) as exc:
             raise _Interrupted(_reason(exc)) from None
     got = _size(part)

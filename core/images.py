@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,7 +70,7 @@ class ImageEntry:
 
     @property
     def size_human(self) -> str:
-        return f"{self.size / 2**20:.0f} MiB" if self.size is not None else "-"
+        return fetch.human_size(self.size) if self.size is not None else "-"
 
     def to_dict(self) -> dict[str, object]:
         return {**attrs.asdict(self), "path": str(self.path)}
@@ -169,9 +170,19 @@ def fetch_images(
         if not fetch.downloadable(distro):
             raise UsageError(f"no download is known for {distro.name}; use {how_to_get(distro)}")
     store = _prepare_store(config)
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(distros) or 1)) as pool:
-        futures = [pool.submit(_fetch_outcome, d, store, force, config, reporter) for d in distros]
-    return [future.result() for future in futures]
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(distros) or 1))
+    try:
+        futures = [
+            pool.submit(_fetch_outcome, d, store, force, config, reporter, stop) for d in distros
+        ]
+        return [future.result() for future in futures]
+    except BaseException:
+        # Ctrl-C: the downloads stop at their next chunk instead of running to the end.
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ensure_images(
@@ -269,18 +280,30 @@ def write_record(
 
 
 def _fetch_outcome(
-    distro: Distro, store: Path, force: bool, config: Config, reporter: Reporter
+    distro: Distro,
+    store: Path,
+    force: bool,
+    config: Config,
+    reporter: Reporter,
+    stop: threading.Event,
 ) -> FetchOutcome:
     dest = store / distro.image_filename
     try:
-        fetched = _fetch_one(distro, dest, force, config, reporter)
+        fetched = _fetch_one(distro, dest, force, config, reporter, stop)
     except (VnodeError, OSError) as exc:
         reporter.phase(distro.name, "failed")
         return FetchOutcome(distro.name, dest, "failed", _one_line(exc))
     return FetchOutcome(distro.name, dest, "fetched" if fetched else "present")
 
 
-def _fetch_one(distro: Distro, dest: Path, force: bool, config: Config, reporter: Reporter) -> bool:
+def _fetch_one(
+    distro: Distro,
+    dest: Path,
+    force: bool,
+    config: Config,
+    reporter: Reporter,
+    stop: threading.Event,
+) -> bool:
     """Download, verify and store one image; False if it was there already."""
 
     def progress(text: str) -> None:
@@ -294,7 +317,7 @@ def _fetch_one(distro: Distro, dest: Path, force: bool, config: Config, reporter
         progress("reading checksums")
         source = fetch.locate(distro, config.images.mirror_for(distro.family))
         part = dest.with_name(dest.name + ".part")
-        fetch.download(source, part, progress)
+        fetch.download(source, part, progress, stop)
         converted = _ensure_qcow2(part, progress)
         _install(part, dest)
         write_record(

@@ -49,6 +49,9 @@ PACKAGES: tuple[str, ...] = (
     # ifupdown only honours the `dns-nameservers` lines cloud-init's eni
     # renderer writes for static addresses when resolvconf is installed.
     "resolvconf",
+    # cloud-init 22.4's eni renderer turns network-config `routes:` into
+    # `post-up route add ...` lines (net-tools), failing silently without it.
+    "net-tools",
 )
 
 # Timers that reach the network; everything else in a minbase system

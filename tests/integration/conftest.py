@@ -296,6 +296,22 @@ def token_server(bridge_site: Site) -> Iterator[TokenServer]:
         server.close()
 
 
+def settle(lab: Lab, numbers: list[int]) -> None:
+    """Wait until cloud-init has finished on the nodes.
+
+    vnode calls a node ready once an authenticated SSH command ran; cloud-init's later stages
+    may still restart sshd (ssh_pwauth), which refuses connections for a moment. Tests that
+    run many SSH commands wait for cloud-init so that this window cannot hit them.
+    """
+    for number in numbers:
+        for _ in range(20):
+            result = lab.run("ssh", str(number), "cloud-init status --wait", timeout=300)
+            if result.returncode != 255:  # 255: ssh itself failed (sshd restarting)
+                break
+            time.sleep(2)
+        assert "status: done" in result.stdout, result.stdout + result.stderr
+
+
 def in_namespace(netns: str, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ip", "netns", "exec", netns, "bash", "-c", command],

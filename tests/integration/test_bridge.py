@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import SITE_DOMAIN, Site, TokenServer, ip
+from tests.integration.conftest import SITE_DOMAIN, Site, TokenServer, ip, settle
 from vnode_plugins.bridge import guest_reported_address
 
 pytestmark = pytest.mark.integration
@@ -25,6 +25,7 @@ def pair(bridge_site: Site) -> dict[str, dict]:
     """`vnode up 1 2` on the bridge (the lab's default network); the --json objects by name."""
     code, nodes = bridge_site.lab.run_json("up", "1", "2")
     assert code == 0, nodes
+    settle(bridge_site.lab, [1, 2])
     return {node["name"]: node for node in nodes}
 
 

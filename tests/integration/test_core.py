@@ -44,6 +44,17 @@ def test_guest_hostname_and_address_are_the_planned_ones(lab: Lab, pair: dict) -
         assert f"inet {lab.ip_of(number)}/24" in addresses
 
 
+def test_the_address_is_static_from_network_config_not_a_dhcp_lease(lab: Lab, pair: dict) -> None:
+    # The reservation would give the same address over DHCP; no DHCP client must be running,
+    # which shows cloud-init applied vnode's network-config (a rejected one falls back to DHCP).
+    result = lab.ssh(
+        "1", "pgrep -a 'dhclient|dhcpcd|udhcpc' || echo none; cat /etc/network/interfaces.d/*"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("none"), result.stdout
+    assert f"address {lab.ip_of(1)}/24" in result.stdout
+
+
 def test_root_logs_in_by_key_only(lab: Lab, pair: dict) -> None:
     sshd = lab.ssh("1", "sshd -T").stdout.splitlines()
     assert "passwordauthentication no" in sshd

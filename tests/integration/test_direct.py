@@ -10,7 +10,7 @@ import json
 import pytest
 import structlog
 
-from tests.integration.conftest import Site, in_namespace, ip
+from tests.integration.conftest import Site, in_namespace, ip, settle
 from vnode.config import build_config
 from vnode_plugins.bridge import SiteAddresses
 from vnode_plugins.direct import DirectNetwork
@@ -23,6 +23,7 @@ def node(direct_site: Site) -> tuple[dict, str]:
     """`vnode up 1` on the macvtap parent; its --json object and what it said on stderr."""
     result = direct_site.lab.run("up", "1", "--json")
     assert result.returncode == 0, result.stderr
+    settle(direct_site.lab, [1])
     return json.loads(result.stdout)[0], result.stderr
 
 

@@ -117,7 +117,7 @@ def test_cloud_init_documents_parse_and_keep_hostile_values(host_key: KeyPair) -
     nic = net["ethernets"]["vnode0"]
     assert nic["match"] == {"macaddress": "52:54:00:00:00:03"}
     assert nic["addresses"] == ["10.0.0.103/24"]
-    assert nic["routes"] == [{"to": "default", "via": "10.0.0.1"}]
+    assert nic["routes"] == [{"to": "0.0.0.0/0", "via": "10.0.0.1"}]
     assert nic["nameservers"] == {"addresses": ["10.0.0.1"], "search": [HOSTILE]}
 
 

@@ -1,0 +1,588 @@
+"""`vnode images fetch/import/list` and `up --fetch`, against a real HTTP server on 127.0.0.1.
+
+The server serves small qcow2 (and raw) images and checksum files in the distros' own formats
+(Fedora CHECKSUM, Ubuntu SHA256SUMS, Debian SHA512SUMS) under the upstream paths, reached
+through the `[images] mirror.FAMILY` override; it honours Range requests and logs each one, and
+can corrupt, truncate or interrupt a transfer, or ignore Range. Each test has its own
+temporary image store: the real one is never touched, and nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import attrs
+import pytest
+
+from tests.conftest import REPO, VNODE, Lab
+from vnode import images
+from vnode.config import Config, build_config
+from vnode.errors import UsageError
+from vnode.hookspecs import hookimpl
+from vnode.model import Distro
+from vnode.plugins import load_plugins, resolve_distro
+
+pytestmark = pytest.mark.integration
+
+QCOW2_MAGIC = b"QFI\xfb"
+SIGNATURE = """-----BEGIN PGP SIGNATURE-----
+
+iQIzBAEBCAAdFiEEv3KqcNkSlTOiAnOsqLkSlH3nWl0FAmcAAAAACgkQqLkSlH3n
+=abcd
+-----END PGP SIGNATURE-----
+"""
+
+
+@attrs.define
+class Served:
+    body: bytes
+    mode: str = "normal"  # "normal", "ignore-range", "interrupt-once" or "truncate"
+    cut: int = 0  # where "interrupt-once" and "truncate" stop sending
+    requests: int = 0
+
+
+@attrs.frozen
+class Logged:
+    path: str
+    range: str | None
+    status: int
+
+
+class Mirror:
+    """A threaded HTTP server on 127.0.0.1 with Range support; logs every request."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, Served] = {}
+        self.log: list[Logged] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def put(self, path: str, body: bytes | str, **how: object) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        with self.lock:
+            self.files[path] = Served(data, **how)  # type: ignore[arg-type]
+
+    def requests_for(self, path: str) -> list[Logged]:
+        with self.lock:
+            return [entry for entry in self.log if entry.path == path]
+
+    def listing(self, directory: str) -> str:
+        with self.lock:
+            names = [p[len(directory) :] for p in self.files if p.startswith(directory)]
+        links = "".join(f'<a href="{n}">{n}</a>\n' for n in names if "/" not in n)
+        return f'<html><body><a href="?C=M;O=A">Date</a>\n<a href="../">../</a>\n{links}</body>'
+
+
+def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path
+            wanted = self.headers.get("Range")
+            if path.endswith("/"):
+                self._reply(path, wanted, 200, mirror.listing(path).encode(), {})
+                return
+            with mirror.lock:
+                served = mirror.files.get(path)
+                if served is not None:
+                    served.requests += 1
+            if served is None:
+                self._reply(path, wanted, 404, b"not here", {})
+                return
+            self._serve(path, wanted, served)
+
+        def _serve(self, path: str, wanted: str | None, served: Served) -> None:
+            body, start, status, headers = served.body, 0, 200, {}
+            if wanted and served.mode != "ignore-range":
+                start = int(re.fullmatch(r"bytes=(\d+)-", wanted)[1])
+                if start >= len(body):
+                    self._reply(path, wanted, 416, b"", {"Content-Range": f"bytes */{len(body)}"})
+                    return
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+            end = len(body)
+            if served.mode == "truncate" or (
+                served.mode == "interrupt-once" and served.requests == 1
+            ):
+                end = max(start, served.cut)
+            # Content-Length announces the whole rest; the connection closes after `end`.
+            headers["Content-Length"] = str(len(body) - start)
+            self._reply(path, wanted, status, body[start:end], headers, announce=False)
+
+        def _reply(
+            self,
+            path: str,
+            wanted: str | None,
+            status: int,
+            data: bytes,
+            headers: dict[str, str],
+            announce: bool = True,
+        ) -> None:
+            with mirror.lock:
+                mirror.log.append(Logged(path, wanted, status))
+            self.send_response(status)
+            if announce:
+                headers = {**headers, "Content-Length": str(len(data))}
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def mirror() -> Iterator[Mirror]:
+    served = Mirror()
+    served.thread.start()
+    yield served
+    served.server.shutdown()
+    served.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Two different small qcow2 images and a raw one."""
+    work = tmp_path_factory.mktemp("blobs")
+    made = {}
+    for name, size in (("a", "64M"), ("b", "32M")):
+        path = work / f"{name}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
+        made[name] = path.read_bytes()
+    made["raw"] = bytes(range(256)) * 4096  # 1 MiB, no qcow2 header
+    return made
+
+
+@attrs.frozen
+class Store:
+    config: Path
+    images: Path
+
+    def run(self, *args: str, argv: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "VNODE_CONFIG": str(self.config)}
+        return subprocess.run(
+            [*(argv or VNODE), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def image(self, name: str) -> Path:
+        return self.images / f"{name}.qcow2"
+
+    def record(self, name: str) -> dict:
+        return json.loads((self.images / f"{name}.qcow2.json").read_text())
+
+
+def _write_config(path: Path, state: Path, images: Path, mirror: Mirror, extra: str = "") -> None:
+    path.write_text(
+        f"""{extra}
+[paths]
+state = "{state}"
+image_store = "{images}"
+
+[images]
+mirror.fedora = "{mirror.url}/fedora"
+mirror.ubuntu = "{mirror.url}/ubuntu"
+mirror.debian = "{mirror.url}/debian/"
+"""
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path, mirror: Mirror) -> Store:
+    config = tmp_path / "config.toml"
+    _write_config(config, tmp_path / "state", tmp_path / "images", mirror)
+    return Store(config=config, images=tmp_path / "images")
+
+
+def _served_path(family: str, url: str) -> str:
+    return f"/{family}{urlsplit(url).path}"
+
+
+def publish(
+    mirror: Mirror,
+    name: str,
+    body: bytes,
+    *,
+    listed: bytes | None = None,
+    compose: str = "1.6",
+    **how: object,
+) -> str:
+    """Serve ``name``'s image and its checksum file (vouching for ``listed``, default ``body``)
+    in the family's format; returns the image's path on the server."""
+    distro = resolve_distro(name)
+    image_path = _served_path(distro.family, distro.image_url).replace("*", compose)
+    checksum_path = _served_path(distro.family, distro.checksum_url).replace("*", compose)
+    image = image_path.rsplit("/", 1)[1]
+    vouched = listed if listed is not None else body
+    decoy = b"some other artifact"
+    if distro.checksum_format == "fedora-checksum":
+        digest = hashlib.sha256(vouched).hexdigest()
+        text = (
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n"
+            f"# {image}: {len(vouched)} bytes\nSHA256 ({image}) = {digest}\n"
+            f"SHA256 ({image.replace('.qcow2', '.raw.xz')}) = {hashlib.sha256(decoy).hexdigest()}\n"
+            f"SHA256 (Fedora-Cloud-Base-Vagrant-libvirt-{name}.vagrant-libvirt.box) = "
+            f"{hashlib.sha256(decoy).hexdigest()}\n" + SIGNATURE
+        )
+    elif distro.checksum_format == "sha256sums":
+        text = (
+            f"{hashlib.sha256(decoy).hexdigest()} *other-cloudimg-amd64.tar.gz\n"
+            f"{hashlib.sha256(vouched).hexdigest()} *{image}\n"
+        )
+    else:
+        text = (
+            f"{hashlib.sha512(vouched).hexdigest()}  {image}\n"
+            f"{hashlib.sha512(decoy).hexdigest()}  {image.replace('.qcow2', '.raw')}\n"
+        )
+    mirror.put(checksum_path, text)
+    mirror.put(image_path, body, **how)
+    return image_path
+
+
+def _no_leftovers(store: Store) -> None:
+    assert not list(store.images.glob("*.part")), "a .part file was left behind"
+    assert not list(store.images.glob("*.tmp")) and not list(store.images.glob("*.import"))
+
+
+# --- fetch -------------------------------------------------------------------------------------
+
+
+def test_fetch_downloads_every_family_in_parallel_and_verifies(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    paths = {name: publish(mirror, name, blobs["a"]) for name in ("f43", "u24.04", "d12")}
+    script = [str(REPO / "images" / "fetch-images")]
+    result = store.run("f43", "u24.04", "d12", argv=script)
+    assert result.returncode == 0, result.stderr
+    assert "downloading" in result.stderr and "verified" in result.stderr  # progress on stderr
+    assert store.images.stat().st_mode & 0o777 == 0o755
+    expected_algorithm = {"f43": "sha256", "u24.04": "sha256", "d12": "sha512"}
+    for name, path in paths.items():
+        assert f"{name}: fetched at {store.image(name)}" in result.stdout
+        assert store.image(name).read_bytes() == blobs["a"]
+        assert store.image(name).stat().st_mode & 0o777 == 0o644
+        record = store.record(name)
+        assert record["status"] == "verified"
+        assert record["source"] == mirror.url + path
+        assert record["sha256"] == hashlib.sha256(blobs["a"]).hexdigest()
+        assert record["source_checksum"]["algorithm"] == expected_algorithm[name]
+        assert mirror.requests_for(path) == [Logged(path, None, 200)]
+    _no_leftovers(store)
+    listed = json.loads(store.run("images", "list", "--json").stdout)
+    status = {entry["distro"]: entry["status"] for entry in listed}
+    assert status["f43"] == status["u24.04"] == status["d12"] == "verified"
+    assert status["f42"] == "-"
+
+    again = store.run("images", "fetch", "f43")
+    assert again.returncode == 0 and "f43: present" in again.stdout
+    assert len(mirror.requests_for(paths["f43"])) == 1  # present images are not downloaded
+
+
+def test_fedora_release_without_a_known_compose_is_found_through_its_index(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    path = publish(mirror, "f38", blobs["a"], compose="1.6")
+    assert path.endswith("/38/Cloud/x86_64/images/Fedora-Cloud-Base-38-1.6.x86_64.qcow2")
+    result = store.run("images", "fetch", "f38")
+    assert result.returncode == 0, result.stderr
+    assert store.image("f38").read_bytes() == blobs["a"]
+    record = store.record("f38")
+    assert record["source"].endswith("/Fedora-Cloud-Base-38-1.6.x86_64.qcow2")
+    assert record["source_checksum"]["checksum_url"].endswith(
+        "/Fedora-Cloud-38-1.6-x86_64-CHECKSUM"
+    )
+
+
+def test_a_corrupted_body_never_replaces_a_good_image(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    publish(mirror, "u22.04", blobs["a"])
+    assert store.run("images", "fetch", "u22.04").returncode == 0
+    corrupted = bytearray(blobs["b"])
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    publish(mirror, "u22.04", bytes(corrupted), listed=blobs["b"])
+    result = store.run("images", "fetch", "--force", "u22.04")
+    assert result.returncode == 1
+    failure = [line for line in result.stderr.splitlines() if line.startswith("vnode:")]
+    assert len(failure) == 1 and "sha256 mismatch" in failure[0], result.stderr
+    assert store.image("u22.04").read_bytes() == blobs["a"]  # the good image stays
+    assert store.record("u22.04")["sha256"] == hashlib.sha256(blobs["a"]).hexdigest()
+    _no_leftovers(store)
+
+
+def test_an_image_the_checksum_file_does_not_vouch_for_is_refused(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    publish(mirror, "d11", blobs["a"], listed=blobs["b"])
+    result = store.run("images", "fetch", "d11")
+    assert result.returncode == 1
+    assert "sha512 mismatch" in result.stderr and "discarded" in result.stderr
+    assert not store.image("d11").exists()
+    _no_leftovers(store)
+
+
+def test_a_truncated_transfer_is_kept_for_resume_and_never_used(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    cut = len(blobs["a"]) // 2
+    path = publish(mirror, "f42", blobs["a"], mode="truncate", cut=cut)
+    result = store.run("images", "fetch", "f42")
+    assert result.returncode == 1
+    assert f"transfer ended at {cut} of {len(blobs['a'])} bytes" in result.stderr
+    assert not store.image("f42").exists()
+    part = store.images / "f42.qcow2.part"
+    assert part.read_bytes() == blobs["a"][:cut]
+
+    # The next run resumes where the last one stopped, with a Range request.
+    publish(mirror, "f42", blobs["a"])
+    result = store.run("images", "fetch", "f42")
+    assert result.returncode == 0, result.stderr
+    assert mirror.requests_for(path)[-1] == Logged(path, f"bytes={cut}-", 206)
+    assert store.image("f42").read_bytes() == blobs["a"]
+    _no_leftovers(store)
+
+
+def test_an_interrupted_transfer_resumes_with_a_range_request(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    cut = len(blobs["a"]) // 3
+    path = publish(mirror, "u20.04", blobs["a"], mode="interrupt-once", cut=cut)
+    result = store.run("images", "fetch", "u20.04")
+    assert result.returncode == 0, result.stderr
+    assert "interrupted" in result.stderr
+    assert mirror.requests_for(path) == [
+        Logged(path, None, 200),
+        Logged(path, f"bytes={cut}-", 206),
+    ]
+    assert store.image("u20.04").read_bytes() == blobs["a"]
+    assert store.record("u20.04")["status"] == "verified"
+
+
+def test_a_server_ignoring_range_gets_a_clean_restart(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    path = publish(mirror, "u18.04", blobs["a"], mode="ignore-range")
+    store.images.mkdir(parents=True)
+    (store.images / "u18.04.qcow2.part").write_bytes(b"x" * 1000)
+    result = store.run("images", "fetch", "u18.04")
+    assert result.returncode == 0, result.stderr
+    assert "ignored the range" in result.stderr
+    assert mirror.requests_for(path) == [Logged(path, "bytes=1000-", 200)]
+    assert store.image("u18.04").read_bytes() == blobs["a"]
+
+
+def test_a_stale_part_of_another_upload_is_downloaded_again_whole(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    path = publish(mirror, "d13", blobs["a"])
+    store.images.mkdir(parents=True)
+    stale = blobs["b"][: len(blobs["a"]) // 2]
+    (store.images / "d13.qcow2.part").write_bytes(stale)
+    result = store.run("images", "fetch", "d13")
+    assert result.returncode == 0, result.stderr
+    assert mirror.requests_for(path) == [
+        Logged(path, f"bytes={len(stale)}-", 206),
+        Logged(path, None, 200),
+    ]
+    assert store.image("d13").read_bytes() == blobs["a"]
+
+
+def test_a_raw_download_is_converted_to_qcow2(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    publish(mirror, "d12", blobs["raw"])
+    result = store.run("images", "fetch", "d12")
+    assert result.returncode == 0, result.stderr
+    assert "converting raw to qcow2" in result.stderr
+    assert store.image("d12").read_bytes()[:4] == QCOW2_MAGIC
+    assert _virtual_size(store.image("d12")) == len(blobs["raw"])
+    record = store.record("d12")
+    assert record["status"] == "verified" and record["converted_from"] == "raw"
+    assert record["source_checksum"]["hexdigest"] == hashlib.sha512(blobs["raw"]).hexdigest()
+    _no_leftovers(store)
+
+
+def test_bad_fetch_requests_exit_2_with_one_line(store: Store) -> None:
+    for args in (("images", "fetch", "nosuch"), ("images", "fetch")):
+        result = store.run(*args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "known:" in store.run("images", "fetch", "u23.10").stderr
+
+
+# --- import ------------------------------------------------------------------------------------
+
+
+def test_import_registers_a_users_image_under_a_distro_name(
+    store: Store, tmp_path: Path, blobs: dict[str, bytes]
+) -> None:
+    own = tmp_path / "my-debian.qcow2"
+    own.write_bytes(blobs["a"])
+    result = store.run("images", "import", str(own), "--as", "bookworm")
+    assert result.returncode == 0, result.stderr
+    assert store.image("d12").read_bytes() == blobs["a"]
+    record = store.record("d12")
+    assert record["status"] == "imported" and record["source"] == str(own)
+    assert record["source_checksum"]["hexdigest"] == hashlib.sha256(blobs["a"]).hexdigest()
+    assert record["converted_from"] is None
+
+    again = store.run("images", "import", str(own), "--as", "d12")
+    assert again.returncode == 2 and "--force" in again.stderr
+
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(blobs["raw"])
+    result = store.run("images", "import", str(raw), "--as", "d12", "--force")
+    assert result.returncode == 0, result.stderr
+    assert store.image("d12").read_bytes()[:4] == QCOW2_MAGIC
+    assert store.record("d12")["converted_from"] == "raw"
+    listed = json.loads(store.run("images", "list", "--json").stdout)
+    assert {e["distro"]: e["status"] for e in listed}["d12"] == "imported"
+    _no_leftovers(store)
+
+
+def test_import_refuses_bad_input_with_exit_2(store: Store, tmp_path: Path) -> None:
+    own = tmp_path / "x.qcow2"
+    own.write_bytes(b"\0" * 512)
+    for args in (
+        (str(own), "--as", "nosuch"),
+        (str(tmp_path / "missing.qcow2"), "--as", "d12"),
+        (str(own),),
+    ):
+        result = store.run("images", "import", *args)
+        assert result.returncode == 2, result
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not store.images.exists() or not list(store.images.iterdir())
+
+
+def test_an_image_changed_by_hand_lists_as_unverified(
+    store: Store, tmp_path: Path, blobs: dict[str, bytes]
+) -> None:
+    own = tmp_path / "mine.qcow2"
+    own.write_bytes(blobs["a"])
+    assert store.run("images", "import", str(own), "--as", "f43").returncode == 0
+    store.image("f43").write_bytes(blobs["b"])
+    listed = json.loads(store.run("images", "list", "--json").stdout)
+    assert {e["distro"]: e["status"] for e in listed}["f43"] == "unverified"
+
+
+# --- build ---------------------------------------------------------------------------------------
+
+
+class _QemuImgBuilder:
+    """A builder plugin for f43 (which no built-in plugin builds): a blank qcow2."""
+
+    @hookimpl
+    def vnode_image_build(self, distro: Distro, dest: Path, config: Config) -> bool | None:
+        if distro.name != "f43":
+            return None
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(dest), "16M"], check=True)
+        return True
+
+
+def test_a_built_image_is_recorded_as_built(store: Store) -> None:
+    manager = load_plugins().manager
+    builder = _QemuImgBuilder()
+    manager.register(builder, name="test-builder")
+    try:
+        config = build_config(
+            {
+                "paths": {
+                    "state": str(store.images.parent / "state"),
+                    "image_store": str(store.images),
+                }
+            }
+        )
+        path, built = images.build_image("fedora", config=config)
+        assert built and path == store.image("f43")
+        assert images.build_image("f43", config=config) == (path, False)  # present: kept
+        with pytest.raises(UsageError, match=r"no plugin can build u24\.04"):
+            images.build_image("u24.04", config=config)
+    finally:
+        manager.unregister(builder)
+    assert path.stat().st_mode & 0o777 == 0o644
+    record = store.record("f43")
+    assert record["status"] == "built" and record["source"] == "vnode images build f43"
+    listed = json.loads(store.run("images", "list", "--json").stdout)
+    assert {e["distro"]: e["status"] for e in listed}["f43"] == "built"
+
+
+# --- up ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lab_store(lab: Lab, mirror: Mirror) -> Store:
+    """The module's lab with its own image store (qemu-readable) and the test mirror."""
+    images = lab.state / f"images-{uuid.uuid4().hex[:6]}"
+    text = re.sub(
+        r"(?m)^image_store = .*$", f'image_store = "{images}"', lab.config_path.read_text()
+    )
+    config = lab.state / "with-mirror.toml"
+    config.write_text(text + f'\n[images]\nmirror.ubuntu = "{mirror.url}/ubuntu"\n')
+    return Store(config=config, images=images)
+
+
+def test_up_names_the_fetch_command_and_up_fetch_fetches_before_creating(
+    lab: Lab, lab_store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    node = lab.name(7)
+    result = lab_store.run("up", "7:u24.04", "--no-wait")
+    assert result.returncode == 1
+    assert "vnode images fetch u24.04" in result.stderr and "--fetch" in result.stderr
+    assert not _domain_exists(node)
+
+    publish(mirror, "u24.04", blobs["b"], listed=blobs["a"])
+    result = lab_store.run("up", "7:u24.04", "--no-wait", "--fetch")
+    assert result.returncode == 1
+    assert "mismatch" in result.stderr
+    assert not _domain_exists(node) and not lab_store.image("u24.04").exists()
+
+    # A blank image is enough: --no-wait returns once the domain runs.
+    publish(mirror, "u24.04", blobs["a"])
+    result = lab_store.run("up", "7:u24.04", "--no-wait", "--fetch", "--json")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)[0]["state"] == "started"
+        assert lab_store.record("u24.04")["status"] == "verified"
+    finally:
+        assert lab_store.run("destroy", "7").returncode == 0
+
+
+def _domain_exists(name: str) -> bool:
+    result = subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", "domstate", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _virtual_size(path: Path) -> int:
+    info = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(info.stdout)["virtual-size"]
