@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import attrs
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 VNODE = [sys.executable, "-m", "vnode.cli"]
@@ -51,84 +53,125 @@ def median_row(samples: list[float]) -> dict[str, float]:
 # --- the floor: plain QEMU ------------------------------------------------------------------
 
 
-def _floor_seed(path: Path, public_key: str, name: str) -> None:
-    """The plainest NoCloud seed: a key for root, no network-config (DHCP), no host keys."""
+@attrs.frozen
+class Variant:
+    """A bare-QEMU launch with some of vnode's speed-ups, to measure each one on its own."""
+
+    name: str
+    hostkey: bool = False  # a pre-generated ed25519 host key; no key generation at boot
+    static: bool = False  # the address in network-config instead of DHCP
+    rng: bool = False  # a virtio-rng device
+    lean: bool = False  # -nodefaults: no VGA, floppy, cdrom, parallel port
+
+
+NAIVE = Variant("naive")
+VARIANTS = (
+    NAIVE,
+    Variant("+hostkey", hostkey=True),
+    Variant("+static", static=True),
+    Variant("+rng", rng=True),
+    Variant("+lean", lean=True),
+    Variant("all", hostkey=True, static=True, rng=True, lean=True),
+)
+# QEMU's user network: the guest is 10.0.2.15, the gateway 10.0.2.2, DNS 10.0.2.3.
+_STATIC = (
+    'version: 2\nethernets:\n  nic:\n    match: {macaddress: "52:54:00:12:34:56"}\n'
+    "    addresses: [10.0.2.15/24]\n    routes: [{to: 0.0.0.0/0, via: 10.0.2.2}]\n"
+    "    nameservers: {addresses: [10.0.2.3]}\n"
+)
+
+
+def _floor_seed(path: Path, public_key: str, name: str, variant: Variant) -> None:
+    """The plainest NoCloud seed: a key for root, DHCP, host keys made at boot; or a variant."""
     from vnode.cloudinit import SeedFiles, write_seed_iso
+    from vnode.keys import generate_keypair
 
     user_data = (
         f"#cloud-config\ndisable_root: false\nssh_authorized_keys: [{json.dumps(public_key)}]\n"
     )
+    if variant.hostkey:
+        pair = generate_keypair(name)
+        user_data += (
+            "ssh_deletekeys: true\nssh_genkeytypes: [ed25519]\nssh_keys:\n"
+            f"  ed25519_private: {json.dumps(pair.private_openssh)}\n"
+            f"  ed25519_public: {json.dumps(pair.public_openssh)}\n"
+        )
     meta_data = f"instance-id: {name}-{uuid.uuid4().hex[:8]}\nlocal-hostname: {name}\n"
-    write_seed_iso(path, SeedFiles(user_data=user_data, meta_data=meta_data, network_config=""))
+    network = _STATIC if variant.static else ""
+    write_seed_iso(
+        path, SeedFiles(user_data=user_data, meta_data=meta_data, network_config=network)
+    )
 
 
 def _ssh_answers(port: int, key: Path) -> bool:
+    options = [
+        "BatchMode=yes",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "ConnectTimeout=2",
+        "LogLevel=ERROR",
+    ]
+    argv = ["ssh", "-p", str(port), "-i", str(key)]
+    for option in options:
+        argv += ["-o", option]
     result = subprocess.run(
-        [
-            "ssh",
-            "-p",
-            str(port),
-            "-i",
-            str(key),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=2",
-            "-o",
-            "LogLevel=ERROR",
-            "root@127.0.0.1",
-            "true",
-        ],
-        capture_output=True,
-        timeout=15,
-        check=False,
+        [*argv, "root@127.0.0.1", "true"], capture_output=True, timeout=15, check=False
     )
     return result.returncode == 0
 
 
-def floor_run(n: int, args: argparse.Namespace, work: Path, key: Path, pub: str) -> float:
+def _qemu_argv(
+    i: int, port: int, args: argparse.Namespace, work: Path, variant: Variant
+) -> list[str]:
+    argv = [
+        "qemu-system-x86_64",
+        "-accel",
+        "kvm" if args.virt_type == "kvm" else "tcg",
+        "-m",
+        str(args.memory),
+        "-smp",
+        str(args.vcpus),
+        "-display",
+        "none",
+        "-serial",
+        f"file:{work / f'floor{i}.log'}",
+        "-monitor",
+        "none",
+        "-drive",
+        f"file={work / f'floor{i}.qcow2'},if=virtio,format=qcow2",
+        "-drive",
+        f"file={work / f'floor{i}.iso'},if=virtio,format=raw,readonly=on",
+        "-netdev",
+        f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+    ]
+    if variant.rng:
+        argv += ["-device", "virtio-rng-pci"]
+    if variant.lean:
+        argv += ["-nodefaults"]
+    return argv
+
+
+def floor_run(
+    n: int, args: argparse.Namespace, work: Path, key: Path, pub: str, variant: Variant = NAIVE
+) -> float:
     base = IMAGE_STORE / f"{args.distro}.qcow2"
     procs: list[subprocess.Popen] = []
     ports = [args.port_base + i for i in range(n)]
     for i in range(n):
-        disk, seed = work / f"floor{i}.qcow2", work / f"floor{i}.iso"
+        disk = work / f"floor{i}.qcow2"
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)],
             check=True,
         )
-        _floor_seed(seed, pub, f"floor{i}")
+        _floor_seed(work / f"floor{i}.iso", pub, f"floor{i}", variant)
     start = time.monotonic()
     try:
         for i, port in enumerate(ports):
             procs.append(
                 subprocess.Popen(
-                    [
-                        "qemu-system-x86_64",
-                        "-accel",
-                        "kvm" if args.virt_type == "kvm" else "tcg",
-                        "-m",
-                        str(args.memory),
-                        "-smp",
-                        str(args.vcpus),
-                        "-display",
-                        "none",
-                        "-serial",
-                        f"file:{work / f'floor{i}.log'}",
-                        "-monitor",
-                        "none",
-                        "-drive",
-                        f"file={work / f'floor{i}.qcow2'},if=virtio,format=qcow2",
-                        "-drive",
-                        f"file={work / f'floor{i}.iso'},if=virtio,format=raw,readonly=on",
-                        "-netdev",
-                        f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
-                        "-device",
-                        "virtio-net-pci,netdev=n0",
-                    ],
+                    _qemu_argv(i, port, args, work, variant),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -242,6 +285,13 @@ def measure(args: argparse.Namespace) -> dict:
                 row = {"n": n, "floor": median_row(floor), "vnode": median_row(ours)}
                 row["ratio"] = round(row["vnode"]["median"] / row["floor"]["median"], 3)
                 results["boot"].append(row)
+        if "variants" not in args.skip:
+            for variant in VARIANTS:
+                print(f"floor variant {variant.name}", file=sys.stderr)
+                samples = repeat(
+                    args.runs, lambda v=variant: floor_run(1, args, work, key, pub, v), variant.name
+                )
+                results["variants"].append({"variant": variant.name, **median_row(samples)})
         if "control-plane" not in args.skip:
             for n in args.cp_sizes:
                 print(f"control plane N={n}", file=sys.stderr)
@@ -289,6 +339,19 @@ def markdown(results: dict) -> str:
             for r in results["boot"]
         ]
         lines.append("")
+    if results["variants"]:
+        naive = results["variants"][0]["median"]
+        lines += [
+            "## Each speed-up alone, on bare QEMU (N=1)",
+            "",
+            "| floor variant | seconds | vs naive |",
+            "| --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['variant']} | {cell(r)} | {r['median'] - naive:+.2f} |"
+            for r in results["variants"]
+        ]
+        lines.append("")
     if results["control_plane"]:
         lines += [
             "## Control plane",
@@ -325,7 +388,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--port-base", type=int, default=22400)
     parser.add_argument("--octet", type=int, default=77, help="bench network 10.232.N.0/24")
-    parser.add_argument("--skip", default="", help="comma list: boot,control-plane,cli")
+    parser.add_argument("--skip", default="", help="comma list: boot,variants,control-plane,cli")
     args = parser.parse_args()
     args.skip = set(args.skip.split(","))
     results = measure(args)
