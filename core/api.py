@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from vnode import hypervisor, images
+from vnode import hypervisor, images, logs
 from vnode.config import Config, Defaults, load_config
 from vnode.disks import unreadable_by_qemu
 from vnode.doctor import Verdict, run_checks
@@ -36,6 +36,9 @@ from vnode.plugins import (
 from vnode.progress import Reporter, SilentReporter
 from vnode.scheduler import run_up
 from vnode.spec import NodeRef, parse_specs
+
+# structlog prints every level until configured; a library should stay quiet by default.
+logs.ensure_configured()
 
 
 @attrs.frozen

@@ -347,7 +347,7 @@ def images_build(*distros: str, force: bool = False) -> int:
 
 
 @app.command
-def doctor(network: str | None = None, json: bool = False) -> int:
+def doctor(*, network: str | None = None, json: bool = False) -> int:
     """Check the host: one verdict per line (ok, warn, fail); exit 1 if anything fails.
 
     Parameters

@@ -22,3 +22,9 @@ def configure(verbose: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def ensure_configured() -> None:
+    """Quiet defaults for library use; an application's own structlog set-up is kept."""
+    if not structlog.is_configured():
+        configure()

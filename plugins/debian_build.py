@@ -214,7 +214,8 @@ def _create_disk(raw: pathlib.Path, size_gb: int) -> tuple[int, int]:
     (offset, size) in bytes."""
     with raw.open("wb") as f:
         f.truncate(size_gb << 30)
-    _run(["sfdisk", "--quiet", str(raw)], input="label: dos\nstart=2048, type=83, bootable\n")
+    script = f"label: dos\nstart={PART_START // 512}, type=83, bootable\n"
+    _run(["sfdisk", "--quiet", str(raw)], input=script)
     table = json.loads(_run(["sfdisk", "--json", str(raw)]))["partitiontable"]
     part = table["partitions"][0]
     sector = table.get("sectorsize", 512)

@@ -1,20 +1,23 @@
 """vnode's own libvirt network (the default), or any existing libvirt network by name.
 
-On a network vnode created, each node gets a DHCP host reservation and a DNS entry, so its
-address is fixed and known before boot and is handed to the guest statically. On a network
+On a network vnode created, every name of every pool has a DHCP host reservation and a DNS
+entry, made once with the network, so a node's address is fixed and known before boot and is
+handed to the guest statically. On a network
 vnode did not create, nothing is changed: nodes take DHCP and the lease tells the address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import threading
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from vnode import hypervisor
-from vnode.errors import EnvironmentProblem, UsageError
+from vnode.errors import UsageError
 from vnode.hookspecs import hookimpl
 from vnode.model import Interface, NodeIdentity, NodePlan, StaticAddress
 from vnode.network import NetworkBackend
@@ -24,6 +27,15 @@ if TYPE_CHECKING:
     from vnode.config import Config
 
 KIND = "libvirt"
+
+
+@attrs.frozen
+class Reservation:
+    mac: str
+    name: str
+    ip: str
+
+
 _prepare_lock = threading.Lock()
 
 
@@ -47,6 +59,7 @@ class LibvirtNetwork(NetworkBackend):
         self.uri = config.defaults.uri
         self.settings = config.libvirt_network
         self.subnet = ipaddress.IPv4Network(self.settings.subnet)
+        self.pools = config.pools
         self.offsets = {pool.stem: pool.address_offset for pool in config.pools}
         self.marker = config.paths.state / "networks" / f"{name}.uuid"
 
@@ -77,36 +90,18 @@ class LibvirtNetwork(NetworkBackend):
             network = self._lookup()
             if network is None and self.is_ours:
                 network = self._create()
-            if network is not None and not network.isActive():
+            if network is None:
+                return
+            if not network.isActive():
                 network.create()
+            if self.is_ours:
+                self._ensure_reserved(network, nodes)
 
     def reserve(self, node: NodeIdentity) -> None:
-        if not self.is_ours:
-            return
-        address = self._address_for(node)
-        network = self._require()
-        self._drop_entries(network, node, address)
-        libvirt = _libvirt()
-        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        values = {"mac": node.mac, "name": node.name, "ip": address}
-        for section, template in (
-            (libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, "dhcp-host.xml.j2"),
-            (libvirt.VIR_NETWORK_SECTION_DNS_HOST, "dns-host.xml.j2"),
-        ):
-            network.update(
-                libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-                section,
-                -1,
-                render_xml(template, **values),
-                flags,
-            )
+        """Nothing per node: the whole pool was reserved when the network was made (prepare)."""
 
     def release(self, node: NodeIdentity) -> None:
-        if not self.is_ours:
-            return
-        network = self._lookup()
-        if network is not None:
-            self._drop_entries(network, node, self._address_for(node))
+        """Nothing: a reservation belongs to the pool's name, not to one incarnation of it."""
 
     def interface(self, node: NodePlan) -> Interface:
         return Interface(type="network", source=self.name)
@@ -152,12 +147,6 @@ class LibvirtNetwork(NetworkBackend):
                 return None
             raise
 
-    def _require(self) -> Any:
-        network = self._lookup()
-        if network is None:
-            raise EnvironmentProblem(f"libvirt network {self.name!r} vanished")
-        return network
-
     def _created_by_vnode(self, network: Any) -> bool:
         try:
             return self.marker.read_text().strip() == network.UUIDString()
@@ -169,6 +158,7 @@ class LibvirtNetwork(NetworkBackend):
         gateway = self.subnet.network_address + 1
         xml = render_xml(
             "libvirt-network.xml.j2",
+            hosts=self._pool_hosts(),
             name=self.name,
             forward=self.settings.forward,
             domain=self.settings.domain,
@@ -185,37 +175,62 @@ class LibvirtNetwork(NetworkBackend):
         network.create()
         return network
 
-    def _drop_entries(self, network: Any, node: NodePlan, address: str) -> None:
-        """Remove this node's reservation and DNS entry, or any left at its MAC, name or IP."""
+    def _pool_hosts(self) -> list[Reservation]:
+        """Every name of every pool, with its MAC and address: fixed, so reserved up front."""
+        hosts = []
+        for pool in self.pools:
+            for number in pool.numbers():
+                identity = NodeIdentity(
+                    name=pool.name(number), number=number, pool=pool.stem, mac=pool.mac(number)
+                )
+                with contextlib.suppress(UsageError):  # numbers beyond the subnet stay out
+                    hosts.append(
+                        Reservation(identity.mac, identity.name, self._address_for(identity))
+                    )
+        return hosts
+
+    def _ensure_reserved(self, network: Any, nodes: list[NodePlan]) -> None:
+        """Add what is missing, e.g. after a pool was added to the config; usually nothing.
+
+        Updating a live network is slow (libvirt rewrites dnsmasq's files each time), which
+        is why reservations are made once, not per node and per boot.
+        """
+        libvirt = _libvirt()
+        root = ET.fromstring(network.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+        present = {
+            Reservation((h.get("mac") or "").lower(), h.get("name") or "", h.get("ip") or "")
+            for h in root.findall("ip/dhcp/host")
+        }
+        named = {
+            (h.get("ip"), n.text) for h in root.findall("dns/host") for n in h.findall("hostname")
+        }
+        for node in nodes:
+            wanted = Reservation(node.mac, node.name, self._address_for(node))
+            if wanted not in present or (wanted.ip, wanted.name) not in named:
+                self._replace_entries(network, root, wanted)
+
+    def _replace_entries(self, network: Any, root: ET.Element, wanted: Reservation) -> None:
+        """Drop entries at the node's MAC, name or IP, then add the node's own."""
         libvirt = _libvirt()
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        root = ET.fromstring(network.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+        dhcp, dns = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, libvirt.VIR_NETWORK_SECTION_DNS_HOST
+        delete, add = (
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+        )
         for host in root.findall("ip/dhcp/host"):
-            if node.mac == (host.get("mac") or "").lower() or address == host.get("ip"):
-                network.update(
-                    libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                    libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-                    -1,
-                    ET.tostring(host, "unicode"),
-                    flags,
-                )
+            if wanted.mac == (host.get("mac") or "").lower() or wanted.ip == host.get("ip"):
+                network.update(delete, dhcp, -1, ET.tostring(host, "unicode"), flags)
         for host in root.findall("dns/host"):
-            if host.get("ip") == address or node.name in [h.text for h in host.findall("hostname")]:
-                network.update(
-                    libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                    libvirt.VIR_NETWORK_SECTION_DNS_HOST,
-                    -1,
-                    ET.tostring(host, "unicode"),
-                    flags,
-                )
+            names = [h.text for h in host.findall("hostname")]
+            if host.get("ip") == wanted.ip or wanted.name in names:
+                network.update(delete, dns, -1, ET.tostring(host, "unicode"), flags)
+        values = {"mac": wanted.mac, "name": wanted.name, "ip": wanted.ip}
+        network.update(add, dhcp, -1, render_xml("dhcp-host.xml.j2", **values), flags)
+        network.update(add, dns, -1, render_xml("dns-host.xml.j2", **values), flags)
 
 
 def _libvirt() -> Any:
     import libvirt
 
     return libvirt
-
-
-def forget_network(state_dir: Path, name: str) -> None:
-    """Drop the ownership marker (used when a test or user removes vnode's network)."""
-    (state_dir / "networks" / f"{name}.uuid").unlink(missing_ok=True)

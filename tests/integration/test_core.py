@@ -24,6 +24,19 @@ def pair(lab: Lab) -> dict[str, dict]:
     return {node["name"]: node for node in nodes}
 
 
+def test_the_network_reserves_every_pool_name_up_front(lab: Lab, pair: dict) -> None:
+    network = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "net-dumpxml", lab.network],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for number in (0, 17, 30):
+        mac = f"{_mac_prefix(lab)}:{number:02d}"
+        assert f"<host mac='{mac}' name='{lab.name(number)}' ip='{lab.ip_of(number)}'/>" in network
+    assert "<forward" not in network  # the test network is isolated
+
+
 def test_up_reports_every_node_ready_with_its_fixed_address(lab: Lab, pair: dict) -> None:
     assert set(pair) == {lab.name(1), lab.name(2)}
     for number in (1, 2):
@@ -215,7 +228,8 @@ def test_destroy_removes_everything_and_is_idempotent(lab: Lab, pair: dict) -> N
         text=True,
         check=True,
     ).stdout
-    assert "<host" not in network
+    # The address stays reserved for the pool's name: the next vt01 gets it again.
+    assert f"name='{lab.name(1)}' ip='{lab.ip_of(1)}'" in network
     again = lab.run("destroy", "1")
     assert again.returncode == 0
     assert f"{lab.name(1)}: absent" in again.stdout
