@@ -23,7 +23,7 @@ from vnode.errors import EnvironmentProblem, UsageError
 from vnode.hostbridge import BridgePlan, Step, apply_plan, plan_for_host
 from vnode.keys import client_key
 from vnode.locks import file_lock, node_lock_path
-from vnode.model import NodeInfo, NodePlan, NodeResult
+from vnode.model import NodeIdentity, NodeInfo, NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import Workspace, remove_node
 from vnode.plugins import (
@@ -225,8 +225,6 @@ def _mark_of(node: str, config: Config) -> hypervisor.DomainMark:
 def _known_address(mark: hypervisor.DomainMark, config: Config) -> str | None:
     if mark.ip:
         return mark.ip
-    from vnode.model import NodeIdentity
-
     identity = NodeIdentity(name=mark.name, number=mark.number, pool=mark.pool, mac=mark.mac)
     try:
         return network_backend(mark.network, config).discover_address(identity)

@@ -410,8 +410,10 @@ def _terminate_like_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+    tokens = argv if argv is not None else sys.argv[1:]
     try:
-        code = app(argv if argv is not None else sys.argv[1:], result_action="return_value")
+        # A bare `vnode` shows what it can do rather than complaining that no node was named.
+        code = app(tokens or ["--help"], result_action="return_value")
     except cyclopts.CycloptsError as exc:
         message = " ".join(str(exc).split())
         print(f"vnode: {message}", file=sys.stderr)
