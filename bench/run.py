@@ -268,6 +268,7 @@ def measure(args: argparse.Namespace) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "skip"},
         "host": {"cpus": os.cpu_count()},
         "boot": [],
+        "variants": [],
         "control_plane": [],
         "cli": {},
     }
@@ -285,6 +286,7 @@ def measure(args: argparse.Namespace) -> dict:
                 row = {"n": n, "floor": median_row(floor), "vnode": median_row(ours)}
                 row["ratio"] = round(row["vnode"]["median"] / row["floor"]["median"], 3)
                 results["boot"].append(row)
+                save(results)
         if "variants" not in args.skip:
             for variant in VARIANTS:
                 print(f"floor variant {variant.name}", file=sys.stderr)
@@ -292,6 +294,7 @@ def measure(args: argparse.Namespace) -> dict:
                     args.runs, lambda v=variant: floor_run(1, args, work, key, pub, v), variant.name
                 )
                 results["variants"].append({"variant": variant.name, **median_row(samples)})
+                save(results)
         if "control-plane" not in args.skip:
             for n in args.cp_sizes:
                 print(f"control plane N={n}", file=sys.stderr)
@@ -306,6 +309,7 @@ def measure(args: argparse.Namespace) -> dict:
                         "destroy_per_node": round(statistics.median(downs) / n, 3),
                     }
                 )
+                save(results)
         if "cli" not in args.skip:
             for label, argv in (("--help", ["--help"]), ("list", ["list"])):
                 command = [str(REPO / ".venv" / "bin" / "vnode"), *argv]
@@ -372,6 +376,14 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def save(results: dict) -> None:
+    """Written after every section, so a late failure keeps what was measured."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "").replace("+0000", "Z")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(markdown(results))
+
+
 def _sizes(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
@@ -392,10 +404,7 @@ def main() -> int:
     args = parser.parse_args()
     args.skip = set(args.skip.split(","))
     results = measure(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = results["when"].replace(":", "").replace("+0000", "Z")
-    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(markdown(results))
+    save(results)
     print(markdown(results))
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from vnode import hypervisor, images, logs
+from vnode import hypervisor, logs
 from vnode.config import Config, Defaults, load_config
 from vnode.disks import unreadable_by_qemu
 from vnode.doctor import Verdict, run_checks
@@ -278,6 +278,9 @@ def _preflight(
     reporter: Reporter | None = None,
 ) -> None:
     """Everything that can be known wrong before anything is created or destroyed."""
+    # Imported here: the image store pulls in the HTTP client, which `vnode list` never needs.
+    from vnode import images
+
     for plan in plans:
         domain = hypervisor.lookup(ws.conn, plan.name)
         if domain is not None and hypervisor.owned_mark(domain, ws.config.paths.nodes) is None:
