@@ -64,6 +64,18 @@ class Lab:
         return self.state / "ssh" / "known_hosts"
 
 
+def domain_names(prefix: str = "") -> set[str]:
+    """Domains on the host whose names start with ``prefix`` (a lab's stem: others may come
+    and go meanwhile, the host is shared)."""
+    out = subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {name for name in out.split() if name.startswith(prefix)}
+
+
 def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["virsh", "-q", "-c", "qemu:///system", *args], capture_output=True, text=True, check=False

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import domain_names
 from tests.integration.conftest import SITE_DOMAIN, Site, TokenServer, ip, settle
 from vnode_plugins.bridge import guest_reported_address
 
@@ -122,7 +123,7 @@ def test_doctor_fails_for_a_missing_bridge(bridge_site: Site) -> None:
 
 
 def test_up_refuses_what_is_not_a_usable_bridge(bridge_site: Site) -> None:
-    before = _domains(bridge_site.lab.stem)
+    before = domain_names(bridge_site.lab.stem)
     for args, words in (
         (["--bridge", "vtnobr0"], "does not exist"),
         (["--bridge", "lo"], "not a bridge"),
@@ -133,7 +134,7 @@ def test_up_refuses_what_is_not_a_usable_bridge(bridge_site: Site) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert words in result.stderr
-    assert _domains(bridge_site.lab.stem) == before
+    assert domain_names(bridge_site.lab.stem) == before
 
 
 def test_bridge_create_dry_run_prints_the_exact_commands(
@@ -215,18 +216,7 @@ def test_bridge_create_refuses_bad_input(bridge_site: Site, veth: tuple[str, str
 def test_destroy_leaves_the_site_alone(bridge_site: Site, pair: dict) -> None:
     result = bridge_site.lab.run("destroy", "1", "2")
     assert result.returncode == 0, result.stderr
-    remaining = _domains(bridge_site.lab.stem)
+    remaining = domain_names(bridge_site.lab.stem)
     assert not any(host.name in remaining for host in bridge_site.reservations)
     assert Path(f"/sys/class/net/{bridge_site.device}/bridge").is_dir()
     assert not list(Path(f"/sys/class/net/{bridge_site.device}/brif").iterdir())
-
-
-def _domains(stem: str) -> set[str]:
-    """This lab's domains (others may come and go meanwhile: the host is shared)."""
-    out = subprocess.run(
-        ["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {name for name in out.split() if name.startswith(stem)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Lab
+from tests.conftest import Lab, domain_names
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,7 @@ def test_recreating_a_node_gives_a_fresh_disk_and_key_without_warnings(
 
 
 def test_bad_input_exits_2_and_creates_nothing(lab: Lab, pair: dict) -> None:
-    before = _domains()
+    before = domain_names(lab.stem)
     for args in (
         ["x"],
         ["3:"],
@@ -169,7 +169,7 @@ def test_bad_input_exits_2_and_creates_nothing(lab: Lab, pair: dict) -> None:
         result = lab.run("up", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
-    assert _domains() == before
+    assert domain_names(lab.stem) == before
 
 
 def test_a_foreign_domain_is_never_replaced_or_destroyed(lab: Lab, pair: dict) -> None:
@@ -189,7 +189,7 @@ def test_a_foreign_domain_is_never_replaced_or_destroyed(lab: Lab, pair: dict) -
         assert "did not create" in up.stderr
         down = lab.run("destroy", "9")
         assert down.returncode == 2
-        assert name in _domains()
+        assert name in domain_names(lab.stem)
     finally:
         subprocess.run(["virsh", "-c", "qemu:///system", "undefine", name], capture_output=True)
 
@@ -198,7 +198,7 @@ def test_timeout_is_reported_and_leaves_nothing(lab: Lab, pair: dict) -> None:
     code, nodes = lab.run_json("up", "5", "--timeout", "3")
     assert code == 1
     assert nodes[0]["state"] == "timeout"
-    assert lab.name(5) not in _domains()
+    assert lab.name(5) not in domain_names(lab.stem)
     assert not (lab.state / "nodes" / lab.name(5)).exists()
 
 
@@ -218,7 +218,7 @@ def test_destroy_removes_everything_and_is_idempotent(lab: Lab, pair: dict) -> N
     result = lab.run("destroy", "1", f"{lab.stem}02")
     assert result.returncode == 0, result.stderr
     assert f"{lab.name(1)}: destroyed" in result.stdout
-    remaining = _domains()
+    remaining = domain_names(lab.stem)
     assert lab.name(1) not in remaining and lab.name(2) not in remaining
     assert not any((lab.state / "nodes").iterdir())
     assert lab.known_hosts.read_text().strip() == ""
@@ -233,16 +233,6 @@ def test_destroy_removes_everything_and_is_idempotent(lab: Lab, pair: dict) -> N
     again = lab.run("destroy", "1")
     assert again.returncode == 0
     assert f"{lab.name(1)}: absent" in again.stdout
-
-
-def _domains() -> set[str]:
-    out = subprocess.run(
-        ["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return set(out.split())
 
 
 def _known_host_key(lab: Lab, name: str) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IMAGE_STORE, TEST_DISTRO, VNODE, Lab, cleanup_lab, make_lab
+from tests.conftest import IMAGE_STORE, TEST_DISTRO, VNODE, Lab, cleanup_lab, domain_names, make_lab
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +48,6 @@ def rlab(host_ready: None, store: Path) -> Iterator[Lab]:
         cleanup_lab(lab)
 
 
-def _domains() -> set[str]:
-    out = subprocess.run(
-        ["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return set(out.split())
-
-
 def _snapshot(lab: Lab) -> tuple[set[str], set[str], str]:
     nodes = lab.state / "nodes"
     files = {str(p) for p in nodes.rglob("*")} if nodes.exists() else set()
@@ -67,7 +57,7 @@ def _snapshot(lab: Lab) -> tuple[set[str], set[str], str]:
         text=True,
         check=False,
     ).stdout
-    return _domains(), files, network
+    return domain_names(lab.stem), files, network
 
 
 BAD_INPUT = [
@@ -168,7 +158,7 @@ def test_a_node_that_never_answers_times_out_alone(rlab: Lab) -> None:
     assert ready["state"] == "ready"
     assert stuck["state"] == "timeout"
     assert "console|" in stuck["detail"]  # the last lines of its console
-    assert rlab.name(2) not in _domains()
+    assert rlab.name(2) not in domain_names(rlab.stem)
     assert not (rlab.state / "nodes" / rlab.name(2)).exists()
     assert rlab.name(2) not in rlab.known_hosts.read_text()
     assert rlab.ssh("1", "hostname").stdout.strip() == rlab.name(1)
@@ -207,7 +197,7 @@ def test_interrupting_up_leaves_every_node_whole_or_absent(rlab: Lab) -> None:
         name = rlab.name(number)
         node_dir = rlab.state / "nodes" / name
         parts = {
-            "domain": name in _domains(),
+            "domain": name in domain_names(rlab.stem),
             "listed": name in listed,
             "disk": (node_dir / "disk.qcow2").exists(),
             "seed": (node_dir / "seed.iso").exists(),
@@ -242,7 +232,7 @@ def test_two_ups_of_one_node_take_turns(rlab: Lab) -> None:
     assert json.loads(out2)[0]["state"] == "started"
     assert "waiting for another vnode" in err2
     name = rlab.name(7)
-    assert [d for d in _domains() if d == name] == [name]
+    assert [d for d in domain_names(rlab.stem) if d == name] == [name]
     xml = subprocess.run(
         ["virsh", "-c", "qemu:///system", "dumpxml", name],
         capture_output=True,
@@ -265,7 +255,7 @@ def test_disk_full_while_creating_is_reported_and_cleaned(host_ready: None, stor
         assert code == 1
         assert nodes[0]["state"] == "failed"
         assert "No space left" in nodes[0]["detail"]
-        assert lab.name(1) not in _domains()
+        assert lab.name(1) not in domain_names(lab.stem)
         assert not (mount / "nodes" / lab.name(1)).exists()
     finally:
         cleanup_lab(lab)
