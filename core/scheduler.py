@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import attrs
 import structlog
 
 from vnode import hypervisor
@@ -37,30 +38,22 @@ def run_up(
     keep_failed: bool,
     reporter: Reporter,
 ) -> list[NodeResult]:
-    scheduler = _Scheduler(ws, backend, client, started, timeout, wait, keep_failed, reporter)
+    scheduler = _Scheduler(
+        ws, backend, client, started, started + timeout, wait, keep_failed, reporter
+    )
     return asyncio.run(scheduler.run(plans))
 
 
+@attrs.frozen
 class _Scheduler:
-    def __init__(
-        self,
-        ws: Workspace,
-        backend: NetworkBackend,
-        client: ClientKey,
-        started: float,
-        timeout: float,
-        wait: bool,
-        keep_failed: bool,
-        reporter: Reporter,
-    ) -> None:
-        self.ws = ws
-        self.backend = backend
-        self.client = client
-        self.started = started
-        self.deadline = started + timeout
-        self.wait = wait
-        self.keep_failed = keep_failed
-        self.reporter = reporter
+    ws: Workspace
+    backend: NetworkBackend
+    client: ClientKey
+    started: float
+    deadline: float
+    wait: bool
+    keep_failed: bool
+    reporter: Reporter
 
     async def run(self, plans: list[NodePlan]) -> list[NodeResult]:
         # One thread per node: creation is mostly waiting on libvirt and qemu-img.

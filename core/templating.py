@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
@@ -33,24 +34,11 @@ def _xml_value(value: Any) -> Any:
 
 
 @functools.cache
-def _xml_env() -> jinja2.Environment:
+def _environment(finalize: Callable[[Any], Any], autoescape: bool) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("vnode.templates", "."),
-        autoescape=True,
-        finalize=_xml_value,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
-@functools.cache
-def _yaml_env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("vnode.templates", "."),
-        autoescape=False,
-        finalize=_yaml_value,
+        autoescape=autoescape,
+        finalize=finalize,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -59,8 +47,8 @@ def _yaml_env() -> jinja2.Environment:
 
 
 def render_xml(template: str, **values: Any) -> str:
-    return _xml_env().get_template(template).render(**values)
+    return _environment(_xml_value, True).get_template(template).render(**values)
 
 
 def render_yaml(template: str, **values: Any) -> str:
-    return _yaml_env().get_template(template).render(**values)
+    return _environment(_yaml_value, False).get_template(template).render(**values)
