@@ -56,6 +56,7 @@ def run_checks(config: Config | None = None, network: str | None = None) -> list
         lambda: check_virt_type(conn, config.defaults.virt_type),
         lambda: iter([kvm_device_verdict(_kvm_stat())]),
         lambda: check_virtlogd(config.defaults.uri),
+        lambda: check_reaper(config.defaults.uri),
         lambda: check_network(config, network or config.defaults.network),
         lambda: check_images(config.paths.images),
         lambda: check_paths(config),
@@ -178,6 +179,80 @@ def check_virtlogd(uri: str) -> Iterator[Verdict]:
         )
         return
     yield Verdict(name, OK, f"answers on {VIRTLOGD_SOCKET}; consoles are captured")
+
+
+# Parents known to reap exited children at once (libvirtd's QEMU processes end up with them).
+PROMPT_REAPERS = frozenset({"systemd", "init", "tini", "dumb-init", "s6-svscan", "runit"})
+
+
+def check_reaper(uri: str) -> Iterator[Verdict]:
+    if urlparse(uri).hostname:
+        return
+    pid = _pid_of("libvirtd")
+    if pid is None:
+        yield Verdict("reaper", WARN, "not checked: no local libvirtd process found")
+        return
+    parent = _parent_of(pid)
+    delay = None if _comm(parent) in PROMPT_REAPERS else _orphan_reap_delay()
+    yield reaper_verdict(_comm(parent), parent, delay)
+
+
+def reaper_verdict(parent_name: str, parent_pid: int, delay: float | None) -> Verdict:
+    """``delay``: seconds an orphan stayed a zombie (None when the parent is a known init)."""
+    who = f"libvirtd's parent {parent_name} (pid {parent_pid})"
+    if delay is None or delay < 0.1:
+        return Verdict("reaper", OK, f"{who} reaps exited QEMU processes at once")
+    return Verdict(
+        "reaper",
+        WARN,
+        f"{who} reaps exited processes after {delay:.1f} s, so every destroy waits that long; "
+        "run libvirtd under `tini -s -- libvirtd` (make setup does)",
+    )
+
+
+def _pid_of(name: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _comm(int(entry.name)) == name:
+            return int(entry.name)
+    return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _parent_of(pid: int) -> int:
+    stat_line = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat_line.rsplit(")", 1)[1].split()[1])
+
+
+def _orphan_reap_delay(limit: float = 3.0) -> float:
+    """How long an orphaned process stays a zombie here: a double fork, then polling."""
+    import time
+
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        grandchild = os.fork()
+        if grandchild == 0:
+            os._exit(0)
+        os.write(write_end, str(grandchild).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    grandchild = int(os.read(read_end, 32))
+    os.close(read_end)
+    os.close(write_end)
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    return time.monotonic() - started
 
 
 def check_network(config: Config, network: str) -> Iterator[Verdict]:

@@ -5,9 +5,18 @@ set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base
 iptables openssh-client mmdebstrap extlinux syslinux-common fdisk e2fsprogs
-libvirt-dev pkg-config gcc python3-venv"
+libvirt-dev pkg-config gcc python3-venv tini"
 
 say() { printf 'setup: %s\n' "$*"; }
+
+# True if the process's parent is a prompt reaper: PID 1 being a real init, or tini.
+under_reaper() {
+    parent=$(ps -o ppid= -p "$1" | tr -d ' ')
+    case "$(ps -o comm= -p "$parent")" in
+        tini | dumb-init | systemd | init) return 0 ;;
+    esac
+    return 1
+}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: run as root (it installs packages and starts libvirtd)" >&2
@@ -35,7 +44,20 @@ if [ -d /run/systemd/system ]; then
 else
     # No systemd (containers, CI): start the daemons ourselves. virtlogd captures consoles.
     pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
-    pgrep -x libvirtd >/dev/null || { say "starting libvirtd"; libvirtd -d; }
+    # libvirtd daemonizes QEMU, so an exited QEMU is reaped by the nearest subreaper, else by
+    # PID 1. A container's PID 1 may reap late (seen here: 1.6 s), and libvirt waits for
+    # that on every destroy. `tini -s` as libvirtd's parent reaps at once, as systemd does.
+    libvirtd_pid=$(pgrep -x libvirtd | head -n 1 || true)
+    if [ -n "$libvirtd_pid" ] && ! under_reaper "$libvirtd_pid"; then
+        say "restarting libvirtd under a reaper (running domains keep running)"
+        kill "$libvirtd_pid"
+        while kill -0 "$libvirtd_pid" 2>/dev/null; do sleep 0.1; done
+        libvirtd_pid=""
+    fi
+    if [ -z "$libvirtd_pid" ]; then
+        say "starting libvirtd"
+        setsid tini -s -- libvirtd </dev/null >>/var/log/libvirt/libvirtd.out 2>&1 &
+    fi
 fi
 
 tries=0

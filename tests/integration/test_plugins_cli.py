@@ -57,3 +57,12 @@ def test_libvirtd_unreachable_is_one_clear_line(lab: Lab) -> None:
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "libvirtd -d" in result.stderr
+
+
+def test_doctor_passes_the_host_make_setup_prepared(lab: Lab) -> None:
+    result = lab.run("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    verdicts = {v["check"]: v for v in json.loads(result.stdout)}
+    # What install/setup-host.sh is there to guarantee, each of which once cost seconds here.
+    for check in ("libvirtd", "virtlogd", "/dev/kvm", "reaper", "plugins"):
+        assert verdicts[check]["status"] == "ok", verdicts[check]

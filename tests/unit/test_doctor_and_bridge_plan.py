@@ -22,6 +22,7 @@ from vnode.doctor import (
     domain_types,
     healthy,
     kvm_device_verdict,
+    reaper_verdict,
     virt_type_verdict,
 )
 from vnode.errors import UsageError
@@ -291,3 +292,16 @@ def test_site_settings_are_read() -> None:
 def test_bad_site_settings_are_usage_errors(site: dict) -> None:
     with pytest.raises(UsageError):
         build_config({"site": site})
+
+
+def test_a_known_init_as_libvirtds_parent_is_a_prompt_reaper() -> None:
+    verdict = reaper_verdict("tini", 4242, None)
+    assert verdict.status == OK
+    assert "tini (pid 4242)" in verdict.message
+
+
+def test_a_late_reaper_warns_with_the_delay_and_the_fix() -> None:
+    verdict = reaper_verdict("process_api", 1, 1.64)
+    assert verdict.status == WARN
+    assert "after 1.6 s" in verdict.message
+    assert "tini -s" in verdict.message
