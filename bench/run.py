@@ -195,8 +195,14 @@ def floor_run(
 # --- vnode ----------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class BenchLab:
+    env: dict[str, str]  # runs vnode with the lab's config
+    network: str  # the lab's isolated libvirt network (made by vnode's first up)
+
+
 @contextmanager
-def bench_lab(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+def bench_lab(args: argparse.Namespace) -> Iterator[BenchLab]:
     """An isolated vnode installation for the benchmark, removed afterwards."""
     token = uuid.uuid4().hex[:6]
     state = Path(f"/var/lib/vnode-bench-{token}")
@@ -213,7 +219,7 @@ def bench_lab(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     )
     env = {**os.environ, "VNODE_CONFIG": str(config)}
     try:
-        yield env
+        yield BenchLab(env=env, network=network)
     finally:
         subprocess.run([*VNODE, "destroy", "--all"], env=env, capture_output=True, check=False)
         for verb in ("net-destroy", "net-undefine"):
@@ -251,6 +257,72 @@ def control_plane_run(n: int, env: dict[str, str]) -> tuple[float, float]:
     return up, down
 
 
+_FLOOR_DOMAIN = """<domain type="{virt_type}">
+  <name>{name}</name>
+  <memory unit="MiB">256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch="x86_64">hvm</type><boot dev="hd"/></os>
+  <devices>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/><source file="{disk}"/><target dev="vda" bus="virtio"/>
+    </disk>
+    <interface type="network"><source network="{network}"/><model type="virtio"/></interface>
+    <serial type="pty"><log file="{log}"/></serial>
+    <controller type="usb" model="none"/>
+    <memballoon model="none"/>
+  </devices>
+</domain>
+"""
+
+
+def libvirt_floor_run(n: int, args: argparse.Namespace, work: Path, network: str) -> float:
+    """What any libvirt-based tool pays here: define and start N domains from ready disks,
+    one thread each, then destroy them. No vnode code; disks are made before the clock."""
+    import concurrent.futures
+
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    base = IMAGE_STORE / f"{args.distro}.qcow2"
+    xmls = []
+    for i in range(n):
+        disk = work / f"lvfloor{i}.qcow2"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)],
+            check=True,
+        )
+        xmls.append(
+            _FLOOR_DOMAIN.format(
+                virt_type=args.virt_type,
+                name=f"vbfloor{i:02d}",
+                disk=disk,
+                network=network,
+                log=work / f"lvfloor{i}.log",
+            )
+        )
+
+    def start(xml: str) -> None:
+        conn.defineXML(xml).create()
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=n)
+    begin = time.monotonic()
+    try:
+        list(pool.map(start, xmls))
+        return time.monotonic() - begin
+    finally:
+        for i in range(n):
+            try:
+                domain = conn.lookupByName(f"vbfloor{i:02d}")
+            except libvirt.libvirtError:
+                continue
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
+        pool.shutdown()
+        for leftover in work.glob("lvfloor*"):
+            leftover.unlink()
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -272,7 +344,8 @@ def measure(args: argparse.Namespace) -> dict:
         "control_plane": [],
         "cli": {},
     }
-    with tempfile.TemporaryDirectory(dir="/var/lib") as tmp, bench_lab(args) as env:
+    with tempfile.TemporaryDirectory(dir="/var/lib") as tmp, bench_lab(args) as lab:
+        env = lab.env
         work = Path(tmp)
         os.chmod(work, 0o755)
         key = work / "id_ed25519"
@@ -300,9 +373,13 @@ def measure(args: argparse.Namespace) -> dict:
                 print(f"control plane N={n}", file=sys.stderr)
                 pairs = [control_plane_run(n, env) for _ in range(args.runs)]
                 ups, downs = [p[0] for p in pairs], [p[1] for p in pairs]
+                # After vnode's runs: they made the network the floor's domains join.
+                floor = [libvirt_floor_run(n, args, work, lab.network) for _ in range(args.runs)]
                 results["control_plane"].append(
                     {
                         "n": n,
+                        "libvirt_floor": median_row(floor),
+                        "libvirt_floor_per_node": round(statistics.median(floor) / n, 3),
                         "up": median_row(ups),
                         "destroy": median_row(downs),
                         "up_per_node": round(statistics.median(ups) / n, 3),
@@ -360,11 +437,11 @@ def markdown(results: dict) -> str:
         lines += [
             "## Control plane",
             "",
-            "| N | up --no-wait | per node | destroy | per node |",
-            "| --- | --- | --- | --- | --- |",
+            "| N | libvirt alone | per node | vnode up --no-wait | per node | destroy | per node |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {r['n']} | {cell(r['up'])} | {r['up_per_node']:.3f} | "
+            f"| {r['n']} | {_floor_cell(r)} | {cell(r['up'])} | {r['up_per_node']:.3f} | "
             f"{cell(r['destroy'])} | {r['destroy_per_node']:.3f} |"
             for r in results["control_plane"]
         ]
@@ -374,6 +451,16 @@ def markdown(results: dict) -> str:
         lines += [f"| vnode {k} | {cell(v)} |" for k, v in results["cli"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _floor_cell(row: dict) -> str:
+    floor = row.get("libvirt_floor")  # results of older runs have none
+    if not floor:
+        return "- | -"
+    return (
+        f"{floor['median']:.2f} ({floor['min']:.2f}-{floor['max']:.2f}) | "
+        f"{row['libvirt_floor_per_node']:.3f}"
+    )
 
 
 def save(results: dict) -> None:

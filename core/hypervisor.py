@@ -186,6 +186,28 @@ def state_of(domain: Any) -> tuple[str, str | None]:
     return name, _PAUSE_REASONS.get(reason) if name == "paused" else None
 
 
+def start(domain: Any, *, paused: bool) -> None:
+    """Start the domain's QEMU; ``paused`` keeps its vCPUs stopped until :func:`resume`."""
+    libvirt = _libvirt()
+    domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+
+def resume(domain: Any) -> None:
+    """Let a domain started paused run. Only a pause vnode asked for is lifted: a guest that
+    stopped on an error (a KVM emulation failure) stays as it is, for the wait to report."""
+    libvirt = _libvirt()
+    try:
+        if domain.state() == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER]:
+            domain.resume()
+    except libvirt.libvirtError as exc:
+        # Gone or already running: the wait reports what became of it.
+        if exc.get_error_code() not in (
+            libvirt.VIR_ERR_NO_DOMAIN,
+            libvirt.VIR_ERR_OPERATION_INVALID,
+        ):
+            raise
+
+
 def remove_domain(domain: Any) -> None:
     """Power off (if running) and undefine; a domain already gone is fine."""
     libvirt = _libvirt()

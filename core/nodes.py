@@ -49,10 +49,16 @@ class CreatedNode:
 
 
 def create_node(
-    ws: Workspace, plan: NodePlan, backend: NetworkBackend, client: ClientKey
+    ws: Workspace,
+    plan: NodePlan,
+    backend: NetworkBackend,
+    client: ClientKey,
+    *,
+    paused: bool = False,
 ) -> CreatedNode:
     """Replace any earlier incarnation vnode made, then build and start this one.
 
+    ``paused`` starts QEMU with the vCPUs stopped (:func:`hypervisor.resume` lets it run).
     The caller holds the node's lock. On failure everything this call made is removed
     again, so a node is whole or absent.
     """
@@ -62,14 +68,14 @@ def create_node(
             raise UsageError(f"domain {plan.name} exists and vnode did not create it")
         remove_node(ws, existing)
     try:
-        return _build(ws, plan, backend, client)
+        return _build(ws, plan, backend, client, paused)
     except BaseException:
         discard_node(ws, plan, backend)
         raise
 
 
 def _build(
-    ws: Workspace, plan: NodePlan, backend: NetworkBackend, client: ClientKey
+    ws: Workspace, plan: NodePlan, backend: NetworkBackend, client: ClientKey, paused: bool
 ) -> CreatedNode:
     _fresh_dir(plan.node_dir)
     base = ws.config.paths.images / plan.distro.image_filename
@@ -105,8 +111,8 @@ def _build(
     # The host key is trusted before the guest exists, so the first connection is verified.
     ws.known_hosts.set(plan.name, host_key.public_openssh)
     domain = ws.conn.defineXML(xml)
-    domain.create()
-    log.debug("started", node=plan.name, virt_type=plan.virt_type)
+    hypervisor.start(domain, paused=paused)
+    log.debug("started", node=plan.name, virt_type=plan.virt_type, paused=paused)
     return CreatedNode(
         plan=plan,
         domain=domain,

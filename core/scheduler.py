@@ -44,6 +44,30 @@ def run_up(
     return asyncio.run(scheduler.run(plans))
 
 
+class _StartingGate:
+    """Holds started-but-paused nodes until every node of the command has been made.
+
+    Making a node costs host CPU (QEMU's start-up, libvirt's probing of the new guest);
+    guests that already boot would compete for it, and under plain emulation they take
+    all they get. So all nodes are made first and then released together.
+    """
+
+    def __init__(self, nodes: int) -> None:
+        self._left = nodes
+        self._open = asyncio.Event()
+        if nodes == 0:
+            self._open.set()
+
+    def arrive(self) -> None:
+        """One node is made (or failed, or will not wait here)."""
+        self._left -= 1
+        if self._left <= 0:
+            self._open.set()
+
+    async def opened(self) -> None:
+        await self._open.wait()
+
+
 @attrs.frozen
 class _Scheduler:
     ws: Workspace
@@ -59,31 +83,40 @@ class _Scheduler:
         # One thread per node: creation is mostly waiting on libvirt and qemu-img.
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(64, len(plans) + 4))
         asyncio.get_running_loop().set_default_executor(pool)
+        gate = _StartingGate(len(plans))
         try:
-            return list(await asyncio.gather(*(self._one(plan) for plan in plans)))
+            return list(await asyncio.gather(*(self._one(plan, gate) for plan in plans)))
         finally:
             pool.shutdown(wait=True)
 
-    async def _one(self, plan: NodePlan) -> NodeResult:
+    async def _one(self, plan: NodePlan, gate: _StartingGate) -> NodeResult:
         lock = FileLock(node_lock_path(self.ws.config.paths.locks, plan.name))
         if not lock.try_acquire():
+            # Another vnode holds this node, maybe for minutes: the others do not wait for it.
+            gate.arrive()
+            gate = _StartingGate(0)  # open: this node starts as soon as it is made
             self.reporter.phase(plan.name, "waiting for another vnode working on it")
             await asyncio.to_thread(lock.acquire)
         try:
-            return await self._make_and_wait(plan)
+            return await self._make_and_wait(plan, gate)
         finally:
             lock.release()
 
-    async def _make_and_wait(self, plan: NodePlan) -> NodeResult:
+    async def _make_and_wait(self, plan: NodePlan, gate: _StartingGate) -> NodeResult:
         bound = log.bind(node=plan.name)
         self.reporter.phase(plan.name, "creating")
         try:
             created = await _finish_even_if_cancelled(
-                asyncio.to_thread(create_node, self.ws, plan, self.backend, self.client)
+                asyncio.to_thread(
+                    create_node, self.ws, plan, self.backend, self.client, paused=True
+                )
             )
         except Exception as exc:
             bound.warning("create failed", error=str(exc))
             return self._result(plan, None, "failed", f"create failed: {exc}")
+        finally:
+            gate.arrive()
+        await self._start_with_the_others(created, gate)
         if not self.wait:
             return self._result(plan, created.ip, "started", None)
         outcome = await wait_ready(
@@ -96,6 +129,14 @@ class _Scheduler:
                 await asyncio.to_thread(discard_node, self.ws, plan, self.backend)
                 detail += " (node removed; --keep-failed keeps it)"
         return self._result(plan, outcome.ip, outcome.state, detail)
+
+    async def _start_with_the_others(self, created: CreatedNode, gate: _StartingGate) -> None:
+        self.reporter.phase(created.plan.name, "made; starting with the others")
+        try:
+            await gate.opened()
+        finally:
+            # Even on Ctrl-C: a node left behind must run, not sit paused.
+            await _finish_even_if_cancelled(asyncio.to_thread(hypervisor.resume, created.domain))
 
     def _result(self, plan: NodePlan, ip: str | None, state: str, detail: str | None) -> NodeResult:
         seconds = round(time.monotonic() - self.started, 2)
