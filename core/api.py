@@ -12,15 +12,14 @@ import concurrent.futures
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
-from vnode import hypervisor, logs
+from vnode import hypervisor
 from vnode.config import Config, Defaults, load_config
 from vnode.disks import unreadable_by_qemu
-from vnode.doctor import Verdict, run_checks
 from vnode.errors import EnvironmentProblem, UsageError
-from vnode.hostbridge import BridgePlan, Step, apply_plan, plan_for_host
 from vnode.keys import client_key
 from vnode.locks import file_lock, node_lock_path
 from vnode.model import NodeIdentity, NodeInfo, NodePlan, NodeResult
@@ -34,11 +33,12 @@ from vnode.plugins import (
     resolve_distro,
 )
 from vnode.progress import Reporter, SilentReporter
-from vnode.scheduler import run_up
 from vnode.spec import NodeRef, parse_specs
 
-# structlog prints every level until configured; a library should stay quiet by default.
-logs.ensure_configured()
+# Imported where used: a quick command such as `vnode list` should not pay for them.
+if TYPE_CHECKING:
+    from vnode.doctor import Verdict
+    from vnode.hostbridge import BridgePlan, Step
 
 
 @attrs.frozen
@@ -81,6 +81,8 @@ def up(
     virt_type = hypervisor.resolve_virt_type(ws.conn, defaults.virt_type)
     plans = [attrs.evolve(plan, virt_type=virt_type) for plan in plans]
     _preflight(ws, plans, backend, fetch=options.fetch, reporter=reporter)
+    from vnode.scheduler import run_up
+
     client = client_key(config.paths.ssh, config.ssh.key)
     backend.prepare(plans)
     return run_up(
@@ -197,11 +199,15 @@ def plugins() -> list[PluginInfo]:
 
 def doctor(network: str | None = None, config: Config | None = None) -> list[Verdict]:
     """One verdict (ok, warn, fail) per host check; ``network`` overrides the configured one."""
+    from vnode.doctor import run_checks
+
     return run_checks(config, network)
 
 
 def bridge_plan(iface: str, name: str = "br0", zone: str | None = None) -> BridgePlan:
     """The commands that make bridge ``name`` out of host NIC ``iface``; nothing is run."""
+    from vnode.hostbridge import plan_for_host
+
     return plan_for_host(iface, name, zone)
 
 
@@ -209,6 +215,8 @@ def bridge_create(
     plan: BridgePlan, on_step: Callable[[Step, str], None] = lambda step, outcome: None
 ) -> None:
     """Run a :func:`bridge_plan` through NetworkManager (EnvironmentProblem if it is absent)."""
+    from vnode.hostbridge import apply_plan
+
     apply_plan(plan, on_step)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import structlog
 
 from vnode import hypervisor
 from vnode.cloudinit import render_seed, write_seed_iso
@@ -16,12 +15,13 @@ from vnode.config import Config
 from vnode.disks import create_overlay
 from vnode.errors import EnvironmentProblem, UsageError
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
+from vnode.logs import get_logger
 from vnode.model import ConsoleSetup, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode.plugins import first_answer, network_backend
 from vnode.templating import render_xml
 
-log = structlog.get_logger("vnode.nodes")
+log = get_logger("vnode.nodes")
 
 
 @attrs.frozen

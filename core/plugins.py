@@ -15,14 +15,14 @@ from typing import Any
 
 import attrs
 import pluggy
-import structlog
 
 from vnode import hookspecs
 from vnode.errors import UsageError
+from vnode.logs import get_logger
 from vnode.model import Distro
 
 ENTRY_POINT_GROUP = "vnode.plugins"
-log = structlog.get_logger("vnode.plugins")
+log = get_logger("vnode.plugins")
 
 _KIND_OF_HOOK = {
     "vnode_distro_resolve": "distro",

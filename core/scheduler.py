@@ -10,19 +10,19 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import attrs
-import structlog
 
 from vnode import hypervisor
 from vnode.console import qemu_error, tail
 from vnode.keys import ClientKey
 from vnode.locks import FileLock, node_lock_path
+from vnode.logs import get_logger
 from vnode.model import NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import CreatedNode, Workspace, create_node, discard_node
 from vnode.progress import Reporter
 from vnode.sshwait import WaitTarget, wait_ready
 
-log = structlog.get_logger("vnode.scheduler")
+log = get_logger("vnode.scheduler")
 T = TypeVar("T")
 
 

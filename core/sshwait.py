@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-import structlog
 
-log = structlog.get_logger("vnode.wait")
+from vnode.logs import get_logger
+
+log = get_logger("vnode.wait")
 
 _PROBE_INTERVAL = 0.5
 

@@ -3,6 +3,8 @@
 XML templates autoescape. YAML templates pass every ``{{ value }}`` through JSON, whose
 strings, numbers, lists and maps are valid YAML flow scalars and collections, so a value with
 quotes, colons or newlines stays one value.
+
+jinja2 is imported on first render: commands that render nothing (``vnode list``) skip it.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-import markupsafe
+if TYPE_CHECKING:
+    import jinja2
 
 
 def _yaml_value(value: Any) -> str:
+    import jinja2
+
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
     return json.dumps(value, ensure_ascii=True)
@@ -25,6 +29,9 @@ def _yaml_value(value: Any) -> str:
 def _xml_value(value: Any) -> Any:
     # Parsers normalise raw newlines and tabs in attributes to spaces; character references
     # keep the value exactly what it was.
+    import jinja2
+    import markupsafe
+
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
     escaped = markupsafe.escape(value)
@@ -35,6 +42,8 @@ def _xml_value(value: Any) -> Any:
 
 @functools.cache
 def _environment(finalize: Callable[[Any], Any], autoescape: bool) -> jinja2.Environment:
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("vnode.templates", "."),
         autoescape=autoescape,

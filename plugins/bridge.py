@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
-import structlog
 
 from vnode import hypervisor
 from vnode.dnsquery import DnsError, query_a
 from vnode.errors import EnvironmentProblem, UsageError
 from vnode.hookspecs import hookimpl
 from vnode.hostbridge import check_ifname, host_device, ip_json
+from vnode.logs import get_logger
 from vnode.model import Interface, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 KIND = "bridge"
 DEFAULT_BRIDGE = "br0"
-log = structlog.get_logger("vnode.bridge")
+log = get_logger("vnode.bridge")
 
 
 @hookimpl(trylast=True)

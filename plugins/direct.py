@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import structlog
-
 from vnode.errors import EnvironmentProblem, UsageError
 from vnode.hookspecs import hookimpl
 from vnode.hostbridge import check_ifname, host_device, host_macvlans
+from vnode.logs import get_logger
 from vnode.model import Interface, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode_plugins.bridge import SiteAddresses
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from vnode.config import Config
 
 KIND = "direct"
-log = structlog.get_logger("vnode.direct")
+log = get_logger("vnode.direct")
 
 
 @hookimpl(trylast=True)
