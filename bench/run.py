@@ -9,6 +9,8 @@ Measures (medians of --runs, with min and max):
 - vnode: `vnode up` of N nodes, same image, vCPUs and memory; seconds until all are ready,
   and the ratio vnode/floor;
 - control plane: `vnode up --no-wait` of N nodes until all domains run, and `vnode destroy`;
+  beside it, libvirt alone (no vnode) defining and starting N domains from ready disks, as
+  they come and gated (started paused, then all resumed), to show what libvirt itself costs;
 - CLI start-up: `vnode --help` and `vnode list`.
 
 Writes bench/results/<timestamp>.json and bench/results/latest.md. Guests only talk to this
@@ -275,9 +277,12 @@ _FLOOR_DOMAIN = """<domain type="{virt_type}">
 """
 
 
-def libvirt_floor_run(n: int, args: argparse.Namespace, work: Path, network: str) -> float:
+def libvirt_floor_run(
+    n: int, args: argparse.Namespace, work: Path, network: str, *, gate: bool = False
+) -> float:
     """What any libvirt-based tool pays here: define and start N domains from ready disks,
-    one thread each, then destroy them. No vnode code; disks are made before the clock."""
+    one thread each, until all run. No vnode code; disks are made before the clock starts.
+    ``gate`` starts them paused and resumes them all at the end, as vnode does."""
     import concurrent.futures
 
     import libvirt
@@ -301,13 +306,17 @@ def libvirt_floor_run(n: int, args: argparse.Namespace, work: Path, network: str
             )
         )
 
-    def start(xml: str) -> None:
-        conn.defineXML(xml).create()
+    def start(xml: str) -> libvirt.virDomain:
+        domain = conn.defineXML(xml)
+        domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if gate else 0)
+        return domain
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=n)
     begin = time.monotonic()
     try:
-        list(pool.map(start, xmls))
+        domains = list(pool.map(start, xmls))
+        if gate:
+            list(pool.map(lambda domain: domain.resume(), domains))
         return time.monotonic() - begin
     finally:
         for i in range(n):
@@ -375,11 +384,17 @@ def measure(args: argparse.Namespace) -> dict:
                 ups, downs = [p[0] for p in pairs], [p[1] for p in pairs]
                 # After vnode's runs: they made the network the floor's domains join.
                 floor = [libvirt_floor_run(n, args, work, lab.network) for _ in range(args.runs)]
+                gated = [
+                    libvirt_floor_run(n, args, work, lab.network, gate=True)
+                    for _ in range(args.runs)
+                ]
                 results["control_plane"].append(
                     {
                         "n": n,
                         "libvirt_floor": median_row(floor),
                         "libvirt_floor_per_node": round(statistics.median(floor) / n, 3),
+                        "libvirt_gated": median_row(gated),
+                        "libvirt_gated_per_node": round(statistics.median(gated) / n, 3),
                         "up": median_row(ups),
                         "destroy": median_row(downs),
                         "up_per_node": round(statistics.median(ups) / n, 3),
@@ -437,11 +452,13 @@ def markdown(results: dict) -> str:
         lines += [
             "## Control plane",
             "",
-            "| N | libvirt alone | per node | vnode up --no-wait | per node | destroy | per node |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| N | libvirt alone | per node | libvirt alone, gated | per node "
+            "| vnode up --no-wait | per node | vnode destroy | per node |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {r['n']} | {_floor_cell(r)} | {cell(r['up'])} | {r['up_per_node']:.3f} | "
+            f"| {r['n']} | {_floor_cell(r, 'libvirt_floor')} | {_floor_cell(r, 'libvirt_gated')} "
+            f"| {cell(r['up'])} | {r['up_per_node']:.3f} | "
             f"{cell(r['destroy'])} | {r['destroy_per_node']:.3f} |"
             for r in results["control_plane"]
         ]
@@ -453,13 +470,13 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _floor_cell(row: dict) -> str:
-    floor = row.get("libvirt_floor")  # results of older runs have none
+def _floor_cell(row: dict, key: str) -> str:
+    floor = row.get(key)  # results of older runs have none
     if not floor:
         return "- | -"
     return (
         f"{floor['median']:.2f} ({floor['min']:.2f}-{floor['max']:.2f}) | "
-        f"{row['libvirt_floor_per_node']:.3f}"
+        f"{row[key + '_per_node']:.3f}"
     )
 
 

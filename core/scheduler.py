@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -23,7 +21,6 @@ from vnode.progress import Reporter
 from vnode.sshwait import WaitTarget, wait_ready
 
 log = get_logger("vnode.scheduler")
-T = TypeVar("T")
 
 
 def run_up(
@@ -85,7 +82,15 @@ class _Scheduler:
         asyncio.get_running_loop().set_default_executor(pool)
         gate = _StartingGate(len(plans))
         try:
-            return list(await asyncio.gather(*(self._one(plan, gate) for plan in plans)))
+            # return_exceptions: on Ctrl-C, gather then waits for every node's task to finish
+            # its cleanup, instead of ending with the first one cancelled.
+            outcomes = await asyncio.gather(
+                *(self._one(plan, gate) for plan in plans), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            return outcomes
         finally:
             pool.shutdown(wait=True)
 
@@ -103,20 +108,12 @@ class _Scheduler:
             lock.release()
 
     async def _make_and_wait(self, plan: NodePlan, gate: _StartingGate) -> NodeResult:
-        bound = log.bind(node=plan.name)
         self.reporter.phase(plan.name, "creating")
         try:
-            created = await _finish_even_if_cancelled(
-                asyncio.to_thread(
-                    create_node, self.ws, plan, self.backend, self.client, paused=True
-                )
-            )
+            created = await self._make(plan, gate)
         except Exception as exc:
-            bound.warning("create failed", error=str(exc))
+            log.bind(node=plan.name).warning("create failed", error=str(exc))
             return self._result(plan, None, "failed", f"create failed: {exc}")
-        finally:
-            gate.arrive()
-        await self._start_with_the_others(created, gate)
         if not self.wait:
             return self._result(plan, created.ip, "started", None)
         outcome = await wait_ready(
@@ -130,13 +127,27 @@ class _Scheduler:
                 detail += " (node removed; --keep-failed keeps it)"
         return self._result(plan, outcome.ip, outcome.state, detail)
 
-    async def _start_with_the_others(self, created: CreatedNode, gate: _StartingGate) -> None:
-        self.reporter.phase(created.plan.name, "made; starting with the others")
+    async def _make(self, plan: NodePlan, gate: _StartingGate) -> CreatedNode:
+        """Make the node paused, then let it run once the gate opens.
+
+        On Ctrl-C (this task cancelled) the thread making the node still finishes or rolls
+        back, and a node it made is let run: whatever is left behind is whole and running.
+        """
+        making = asyncio.ensure_future(
+            asyncio.to_thread(create_node, self.ws, plan, self.backend, self.client, paused=True)
+        )
         try:
+            try:
+                await asyncio.shield(making)
+            finally:
+                gate.arrive()
+            self.reporter.phase(plan.name, "made; starting with the others")
             await gate.opened()
         finally:
-            # Even on Ctrl-C: a node left behind must run, not sit paused.
-            await _finish_even_if_cancelled(asyncio.to_thread(hypervisor.resume, created.domain))
+            await asyncio.wait([making])
+            if not making.cancelled() and making.exception() is None:
+                await asyncio.shield(asyncio.to_thread(_resume, making.result()))
+        return making.result()
 
     def _result(self, plan: NodePlan, ip: str | None, state: str, detail: str | None) -> NodeResult:
         seconds = round(time.monotonic() - self.started, 2)
@@ -169,20 +180,12 @@ class _Scheduler:
         return f"{detail}\n{console}"
 
 
-async def _finish_even_if_cancelled(work: Awaitable[T]) -> T:
-    """Await work that must not be abandoned half-way (a thread making a node).
-
-    On Ctrl-C the waiting task is cancelled, but the node's lock may only be released once
-    the thread has finished, so that the node is whole (or rolled back) before anyone else
-    can touch it.
-    """
-    task = asyncio.ensure_future(work)
+def _resume(created: CreatedNode) -> None:
     try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
+        hypervisor.resume(created.domain)
+    except hypervisor.libvirt_error() as exc:
+        # The wait sees the domain still paused and fails the node with the reason.
+        log.bind(node=created.plan.name).warning("could not resume", error=str(exc))
 
 
 def domain_problem(domain: Any, virt_type: str) -> str | None:
