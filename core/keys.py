@@ -15,8 +15,6 @@ import attrs
 from vnode.errors import UsageError
 from vnode.locks import file_lock
 
-KEY_TYPE = "ssh-ed25519"
-
 
 @attrs.frozen
 class KeyPair:
@@ -25,12 +23,23 @@ class KeyPair:
 
 
 def generate_keypair(comment: str) -> KeyPair:
-    import asyncssh  # slow to import; only the commands that make nodes need it
+    """A new ed25519 key pair in OpenSSH formats; the comment goes on the public line."""
+    # cryptography directly: importing asyncssh for this costs 0.18 s, cryptography 0.01 s.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    key = asyncssh.generate_private_key(KEY_TYPE, comment=comment)
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     return KeyPair(
-        private_openssh=key.export_private_key("openssh").decode(),
-        public_openssh=key.export_public_key("openssh").decode().strip(),
+        private_openssh=private.decode(),
+        public_openssh=f"{public.decode()} {comment}".strip(),
     )
 
 

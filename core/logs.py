@@ -38,22 +38,49 @@ def _apply(level: int) -> None:
     )
 
 
+# structlog's level methods; a call below the wanted level is dropped without importing it.
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _wanted_level() -> int:
+    if _level is None:
+        configure()
+    assert _level is not None
+    return _level
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
 class _Logger:
     """A structlog logger, made when first used. An application that configured structlog
     itself keeps its set-up; otherwise vnode's quiet default applies."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
         self._name = name
+        self._context = context or {}
+
+    def bind(self, **values: Any) -> _Logger:
+        return _Logger(self._name, {**self._context, **values})
 
     def __getattr__(self, method: str) -> Any:
+        level = _METHOD_LEVELS.get(method)
+        if "structlog" not in sys.modules and level is not None and level < _wanted_level():
+            return _ignore
         import structlog
 
         if not structlog.is_configured():
-            if _level is None:
-                configure()
-            else:
-                _apply(_level)
-        return getattr(structlog.get_logger(self._name), method)
+            _apply(_wanted_level())
+        return getattr(structlog.get_logger(self._name).bind(**self._context), method)
 
 
 def get_logger(name: str) -> Any:
