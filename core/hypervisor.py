@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,32 +198,27 @@ def resume(domain: Any) -> None:
     """Let a domain started paused run. Only a pause vnode asked for is lifted: a guest that
     stopped on an error (a KVM emulation failure) stays as it is, for the wait to report."""
     libvirt = _libvirt()
-    try:
+    # Gone or already running: the wait reports what became of it.
+    with _tolerating(libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
         if domain.state() == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER]:
             domain.resume()
-    except libvirt.libvirtError as exc:
-        # Gone or already running: the wait reports what became of it.
-        if exc.get_error_code() not in (
-            libvirt.VIR_ERR_NO_DOMAIN,
-            libvirt.VIR_ERR_OPERATION_INVALID,
-        ):
-            raise
 
 
 def remove_domain(domain: Any) -> None:
     """Power off (if running) and undefine; a domain already gone is fine."""
     libvirt = _libvirt()
-    try:
+    with _tolerating(libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
         if domain.isActive():
             domain.destroy()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() not in (
-            libvirt.VIR_ERR_NO_DOMAIN,
-            libvirt.VIR_ERR_OPERATION_INVALID,
-        ):
-            raise
-    try:
+    with _tolerating(libvirt.VIR_ERR_NO_DOMAIN):
         domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+
+
+@contextlib.contextmanager
+def _tolerating(*codes: int) -> Iterator[None]:
+    """Ignore libvirt errors with these codes (the state asked for is already there)."""
+    try:
+        yield
+    except _libvirt().libvirtError as exc:
+        if exc.get_error_code() not in codes:
             raise
