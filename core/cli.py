@@ -408,9 +408,18 @@ def _terminate_like_interrupt(signum: int, frame: object) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+def _remote_command_verbatim(tokens: list[str]) -> list[str]:
+    """`vnode ssh NODE uname -a`: as with ssh, all after the node is the remote command,
+    options included, so it is not parsed as vnode's own options."""
+    command_follows = len(tokens) >= 3 and tokens[0] == "ssh" and not tokens[1].startswith("-")
+    if command_follows and tokens[2] != "--":
+        return [*tokens[:2], "--", *tokens[2:]]
+    return tokens
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
-    tokens = argv if argv is not None else sys.argv[1:]
+    tokens = _remote_command_verbatim(argv if argv is not None else sys.argv[1:])
     try:
         # A bare `vnode` shows what it can do rather than complaining that no node was named.
         code = app(tokens or ["--help"], result_action="return_value")

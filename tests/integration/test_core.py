@@ -137,6 +137,16 @@ def test_number_and_both_names_are_one_node(lab: Lab, pair: dict) -> None:
     assert "named twice" in dup.stderr
 
 
+def test_ssh_passes_the_remote_command_through_options_and_all(lab: Lab, pair: dict) -> None:
+    plain = lab.run("ssh", "2", "uname", "-s", "-n")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.split() == ["Linux", lab.name(2)]
+    separated = lab.run("ssh", "2", "--", "uname", "-n")
+    assert separated.stdout.strip() == lab.name(2)
+    failing = lab.run("ssh", "2", "exit 3")
+    assert failing.returncode == 3  # the remote command's status is vnode ssh's
+
+
 def test_recreating_a_node_gives_a_fresh_disk_and_key_without_warnings(
     lab: Lab, pair: dict
 ) -> None:
