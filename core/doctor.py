@@ -188,18 +188,22 @@ PROMPT_REAPERS = frozenset({"systemd", "init", "tini", "dumb-init", "s6-svscan",
 def check_reaper(uri: str) -> Iterator[Verdict]:
     if urlparse(uri).hostname:
         return
-    pid = _pid_of("libvirtd")
-    if pid is None:
-        yield Verdict("reaper", WARN, "not checked: no local libvirtd process found")
+    # The daemon that starts QEMU: virtqemud where libvirt runs as modular daemons.
+    found = [(name, pid) for name in ("libvirtd", "virtqemud") if (pid := _pid_of(name))]
+    if not found:
+        yield Verdict("reaper", WARN, "not checked: no local libvirtd or virtqemud process")
         return
+    daemon, pid = found[0]
     parent = _parent_of(pid)
     delay = None if _comm(parent) in PROMPT_REAPERS else _orphan_reap_delay()
-    yield reaper_verdict(_comm(parent), parent, delay)
+    yield reaper_verdict(_comm(parent), parent, delay, daemon)
 
 
-def reaper_verdict(parent_name: str, parent_pid: int, delay: float | None) -> Verdict:
+def reaper_verdict(
+    parent_name: str, parent_pid: int, delay: float | None, daemon: str = "libvirtd"
+) -> Verdict:
     """``delay``: seconds an orphan stayed a zombie (None when the parent is a known init)."""
-    who = f"libvirtd's parent {parent_name} (pid {parent_pid})"
+    who = f"{daemon}'s parent {parent_name} (pid {parent_pid})"
     if delay is None or delay < 0.1:
         return Verdict("reaper", OK, f"{who} reaps exited QEMU processes at once")
     return Verdict(

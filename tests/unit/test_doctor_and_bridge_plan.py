@@ -305,3 +305,9 @@ def test_a_late_reaper_warns_with_the_delay_and_the_fix() -> None:
     assert verdict.status == WARN
     assert "after 1.6 s" in verdict.message
     assert "tini -s" in verdict.message
+
+
+def test_the_reaper_verdict_names_a_modular_daemon() -> None:
+    verdict = reaper_verdict("systemd", 1, None, "virtqemud")
+    assert verdict.status == OK
+    assert verdict.message.startswith("virtqemud's parent systemd (pid 1)")
