@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base
 iptables openssh-client mmdebstrap extlinux syslinux-common fdisk e2fsprogs
-libvirt-dev pkg-config gcc python3-venv tini"
+libvirt-dev pkg-config gcc python3-venv tini procps"
 
 say() { printf 'setup: %s\n' "$*"; }
 
