@@ -22,6 +22,8 @@ app = App(
     exit_on_error=False,
     print_error=False,
     help_on_error=False,
+    # main() reports Ctrl-C itself (cyclopts would exit 130 without a word).
+    suppress_keyboard_interrupt=False,
 )
 plugins_app = App(name="plugins", help="Plugins found through entry points.")
 images_app = App(name="images", help="Base images of the distros.")
@@ -209,15 +211,18 @@ def log(node: str, follow: Annotated[bool, Parameter(name=["--follow", "-f"])] =
 
     path = api.console_log(node)
     with path.open("rb") as handle:
-        while True:
-            chunk = handle.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-            elif follow:
-                time.sleep(0.5)
-            else:
-                return 0
+        try:
+            while True:
+                chunk = handle.read(65536)
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                elif follow:
+                    time.sleep(0.5)
+                else:
+                    return 0
+        except KeyboardInterrupt:  # Ctrl-C is how following ends, as with tail -f
+            return 0
 
 
 @plugins_app.command(name="list")

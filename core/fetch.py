@@ -225,7 +225,9 @@ def _stream(
         out.seek(start)
         out.truncate()
         try:
-            while chunk := response.read(CHUNK):
+            # read1: whatever has arrived (up to CHUNK), so a stop on a slow mirror is seen
+            # at once rather than after a whole chunk.
+            while chunk := response.read1(CHUNK):
                 out.write(chunk)
                 meter.add(len(chunk))
                 if stop.is_set():

@@ -291,7 +291,7 @@ def _fetch_outcome(
     try:
         fetched = _fetch_one(distro, dest, force, config, reporter, stop)
     except (VnodeError, OSError) as exc:
-        reporter.phase(distro.name, "failed")
+        reporter.phase(distro.name, "stopped" if stop.is_set() else "failed")
         return FetchOutcome(distro.name, dest, "failed", _one_line(exc))
     return FetchOutcome(distro.name, dest, "fetched" if fetched else "present")
 

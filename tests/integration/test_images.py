@@ -13,8 +13,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,8 +48,9 @@ iQIzBAEBCAAdFiEEv3KqcNkSlTOiAnOsqLkSlH3nWl0FAmcAAAAACgkQqLkSlH3n
 @attrs.define
 class Served:
     body: bytes
-    mode: str = "normal"  # "normal", "ignore-range", "interrupt-once" or "truncate"
-    cut: int = 0  # where "interrupt-once" and "truncate" stop sending
+    # "normal", "ignore-range", "interrupt-once", "truncate", or "slow" (a trickle after cut)
+    mode: str = "normal"
+    cut: int = 0  # where "interrupt-once" and "truncate" stop sending, and "slow" slows down
     requests: int = 0
 
 
@@ -121,7 +124,20 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 end = max(start, served.cut)
             # Content-Length announces the whole rest; the connection closes after `end`.
             headers["Content-Length"] = str(len(body) - start)
+            if served.mode == "slow":
+                self._reply(path, wanted, status, body[start : served.cut], headers, False)
+                self._trickle(body[max(start, served.cut) :])
+                return
             self._reply(path, wanted, status, body[start:end], headers, announce=False)
+
+        def _trickle(self, rest: bytes, chunk: int = 16 * 1024) -> None:
+            for offset in range(0, len(rest), chunk):
+                try:
+                    self.wfile.write(rest[offset : offset + chunk])
+                    self.wfile.flush()
+                except OSError:  # the client went away
+                    return
+                time.sleep(0.1)
 
         def _reply(
             self,
@@ -377,6 +393,35 @@ def test_an_interrupted_transfer_resumes_with_a_range_request(
     ]
     assert store.image("u20.04").read_bytes() == blobs["a"]
     assert store.record("u20.04")["status"] == "verified"
+
+
+def test_ctrl_c_during_a_fetch_stops_it_with_one_line_and_the_store_unchanged(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    # Padding after the qcow2 data keeps it a valid image that takes a minute at this rate.
+    body = blobs["a"] + bytes(8 * 1024 * 1024)
+    path = publish(mirror, "u22.04", body, mode="slow", cut=64 * 1024)
+    process = subprocess.Popen(
+        [*VNODE, "images", "fetch", "u22.04"],
+        env={**os.environ, "VNODE_CONFIG": str(store.config)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not mirror.requests_for(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mirror.requests_for(path), "the download never started"
+    time.sleep(0.5)  # well into the trickle: the whole image takes minutes at this rate
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "vnode: interrupted", stderr
+    assert lines[-2].endswith("u22.04: stopped"), stderr
+    assert not store.image("u22.04").exists()
+    # What came is kept for the next fetch to resume from.
+    assert (store.images / "u22.04.qcow2.part").stat().st_size >= 64 * 1024
 
 
 def test_a_server_ignoring_range_gets_a_clean_restart(
