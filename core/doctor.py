@@ -11,6 +11,7 @@ import grp
 import os
 import socket
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -189,14 +190,15 @@ def check_reaper(uri: str) -> Iterator[Verdict]:
     if urlparse(uri).hostname:
         return
     # The daemon that starts QEMU: virtqemud where libvirt runs as modular daemons.
-    found = [(name, pid) for name in ("libvirtd", "virtqemud") if (pid := _pid_of(name))]
-    if not found:
+    found = _process_named(("libvirtd", "virtqemud"))
+    if found is None:
         yield Verdict("reaper", WARN, "not checked: no local libvirtd or virtqemud process")
         return
-    daemon, pid = found[0]
+    daemon, pid = found
     parent = _parent_of(pid)
-    delay = None if _comm(parent) in PROMPT_REAPERS else _orphan_reap_delay()
-    yield reaper_verdict(_comm(parent), parent, delay, daemon)
+    parent_name = _comm(parent)
+    delay = None if parent_name in PROMPT_REAPERS else _orphan_reap_delay()
+    yield reaper_verdict(parent_name, parent, delay, daemon)
 
 
 def reaper_verdict(
@@ -214,10 +216,11 @@ def reaper_verdict(
     )
 
 
-def _pid_of(name: str) -> int | None:
+def _process_named(names: tuple[str, ...]) -> tuple[str, int] | None:
+    """The first process found (one pass over /proc) whose name is one of ``names``."""
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _comm(int(entry.name)) == name:
-            return int(entry.name)
+        if entry.name.isdigit() and (name := _comm(int(entry.name))) in names:
+            return name, int(entry.name)
     return None
 
 
@@ -235,8 +238,6 @@ def _parent_of(pid: int) -> int:
 
 def _orphan_reap_delay(limit: float = 3.0) -> float:
     """How long an orphaned process stays a zombie here: a double fork, then polling."""
-    import time
-
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child

@@ -10,10 +10,11 @@ libvirt-dev pkg-config gcc python3-venv tini procps"
 say() { printf 'setup: %s\n' "$*"; }
 
 # True if the process's parent is a prompt reaper: PID 1 being a real init, or tini.
+# The same names as `vnode doctor`'s reaper check (PROMPT_REAPERS in core/doctor.py).
 under_reaper() {
     parent=$(ps -o ppid= -p "$1" | tr -d ' ')
     case "$(ps -o comm= -p "$parent")" in
-        tini | dumb-init | systemd | init) return 0 ;;
+        systemd | init | tini | dumb-init | s6-svscan | runit) return 0 ;;
     esac
     return 1
 }

@@ -63,6 +63,13 @@ class Lab:
     def known_hosts(self) -> Path:
         return self.state / "ssh" / "known_hosts"
 
+    def network_xml(self, *, missing_ok: bool = False) -> str:
+        """The lab network's live XML; "" if it does not exist and ``missing_ok``."""
+        result = _virsh("net-dumpxml", self.network)
+        if result.returncode != 0 and not missing_ok:
+            raise AssertionError(f"no network {self.network}: {result.stderr.strip()}")
+        return result.stdout
+
 
 def domain_names(prefix: str = "") -> set[str]:
     """Domains on the host whose names start with ``prefix`` (a lab's stem: others may come

@@ -25,12 +25,7 @@ def pair(lab: Lab) -> dict[str, dict]:
 
 
 def test_the_network_reserves_every_pool_name_up_front(lab: Lab, pair: dict) -> None:
-    network = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "net-dumpxml", lab.network],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    network = lab.network_xml()
     for number in (0, 17, 30):
         mac = f"{_mac_prefix(lab)}:{number:02d}"
         assert f"<host mac='{mac}' name='{lab.name(number)}' ip='{lab.ip_of(number)}'/>" in network
@@ -232,12 +227,7 @@ def test_destroy_removes_everything_and_is_idempotent(lab: Lab, pair: dict) -> N
     assert lab.name(1) not in remaining and lab.name(2) not in remaining
     assert not any((lab.state / "nodes").iterdir())
     assert lab.known_hosts.read_text().strip() == ""
-    network = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "net-dumpxml", lab.network],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    network = lab.network_xml()
     # The address stays reserved for the pool's name: the next vt01 gets it again.
     assert f"name='{lab.name(1)}' ip='{lab.ip_of(1)}'" in network
     again = lab.run("destroy", "1")

@@ -51,12 +51,7 @@ def rlab(host_ready: None, store: Path) -> Iterator[Lab]:
 def _snapshot(lab: Lab) -> tuple[set[str], set[str], str]:
     nodes = lab.state / "nodes"
     files = {str(p) for p in nodes.rglob("*")} if nodes.exists() else set()
-    network = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "net-dumpxml", lab.network],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    network = lab.network_xml(missing_ok=True)
     return domain_names(lab.stem), files, network
 
 
