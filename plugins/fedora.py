@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import re
 
-from vnode.catalog import catalog
-from vnode.hookspecs import hookimpl
-from vnode.model import Distro
+from vnode.plugin import Distro, catalog, hookimpl
 
 LATEST = 43
 # The first release published under releases/N/Cloud/x86_64/images (27 and older used

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from vnode.hookspecs import hookimpl
-from vnode.model import ConsoleSetup, NodePlan
+from vnode.plugin import ConsoleSetup, NodePlan, hookimpl
 
 
 @hookimpl(trylast=True)

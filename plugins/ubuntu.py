@@ -7,9 +7,7 @@ releases/, so there is no separate archive location.
 
 from __future__ import annotations
 
-from vnode.catalog import catalog
-from vnode.hookspecs import hookimpl
-from vnode.model import Distro
+from vnode.plugin import Distro, catalog, hookimpl
 
 LATEST = "u24.04"
 _BASE = "https://cloud-images.ubuntu.com/releases/{v}/release"

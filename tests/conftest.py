@@ -109,8 +109,14 @@ def _free_octet() -> int:
     return random.choice(free)
 
 
+# Domain names are global on a libvirtd: runs of the suite side by side (developers' labs)
+# need stems of their own, so every stem carries this run's prefix.
+LAB_PREFIX = os.environ.get("VNODE_TEST_LAB", "")
+
+
 def make_lab(stem: str, image_store: Path = IMAGE_STORE, state: Path | None = None) -> Lab:
     """A lab config; ``state`` may be a directory the caller prepared (e.g. a small tmpfs)."""
+    stem = LAB_PREFIX + stem
     token = uuid.uuid4().hex[:6]
     state = state or Path(f"/var/lib/vnode-test-{token}")
     state.mkdir(mode=0o755, parents=True, exist_ok=True)
