@@ -1,44 +1,57 @@
 """The library: everything the CLI does, as documented Python calls.
 
+Every call takes an optional :class:`~vnode.session.Session` (configuration, plugins, libvirt);
+without one it opens its own from the configuration files and closes it again.
+
 >>> from vnode import api
 >>> results = api.up(["3:d12", "vnode4"], api.UpOptions(timeout=180))
 >>> [r.state for r in results]
 ['ready', 'ready']
+
+``up`` is :func:`plan_up` (everything decided, nothing touched), then :func:`execute_up`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import datetime as dt
+import re
 import time
-from collections.abc import Callable
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
 from vnode import hypervisor
-from vnode.config import Config, Defaults, load_config
+from vnode.config import Defaults
 from vnode.disks import unreadable_by_qemu
 from vnode.errors import EnvironmentProblem, UsageError
-from vnode.keys import client_key
 from vnode.locks import file_lock, node_lock_path
-from vnode.model import NodeIdentity, NodeInfo, NodePlan, NodeResult
-from vnode.network import NetworkBackend
-from vnode.nodes import Workspace, remove_node
-from vnode.plugins import (
-    PluginInfo,
-    all_answers,
-    load_plugins,
-    network_backend,
-    resolve_distro,
+from vnode.model import (
+    ConsoleSetup,
+    Interface,
+    NodeIdentity,
+    NodeInfo,
+    NodePlan,
+    NodeResult,
 )
+from vnode.network import NetworkBackend
+from vnode.nodes import NodeStore, remove_node
+from vnode.plugins import PluginInfo
 from vnode.progress import Reporter, SilentReporter
+from vnode.session import Session
 from vnode.spec import NodeRef, parse_specs
+from vnode.templating import render_xml
 
 # Imported where used: a quick command such as `vnode list` should not pay for them.
 if TYPE_CHECKING:
-    from vnode.doctor import Verdict
-    from vnode.hostbridge import BridgePlan, Step
+    from vnode.images import FetchOutcome, ImageEntry, ImageRecord
+    from vnode.model import Verdict
+
+_INTERFACE_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 @attrs.frozen
@@ -58,11 +71,38 @@ class UpOptions:
     fetch: bool = False
 
 
+@attrs.frozen
+class UpPlan:
+    """Everything ``up`` decided; :func:`execute_up` works from this alone."""
+
+    nodes: tuple[NodePlan, ...]
+    backend: NetworkBackend = attrs.field(eq=False)
+    timeout: float
+    wait: bool
+    keep_failed: bool
+    fetch: bool
+    started: float  # time.monotonic() when the command began: the timeout counts from it
+
+    @property
+    def names(self) -> list[str]:
+        return [node.name for node in self.nodes]
+
+
+@contextlib.contextmanager
+def _session(session: Session | None) -> Iterator[Session]:
+    """The caller's session, or one of our own for the length of the call."""
+    if session is not None:
+        yield session
+        return
+    with Session.open() as own:
+        yield own
+
+
 def up(
     specs: list[str],
     options: UpOptions | None = None,
     *,
-    config: Config | None = None,
+    session: Session | None = None,
     reporter: Reporter | None = None,
 ) -> list[NodeResult]:
     """Create (or re-create) the nodes in parallel; return when all are ready or given up on.
@@ -70,174 +110,279 @@ def up(
     Raises UsageError for bad input and EnvironmentProblem for an unready host, both before
     anything is created or destroyed.
     """
+    with _session(session) as own:
+        plan = plan_up(specs, options, session=own)
+        return execute_up(plan, session=own, reporter=reporter)
+
+
+def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Session) -> UpPlan:
+    """Decide everything about the nodes (distro, network, address, console, domain XML)
+    and check the host; nothing is created or destroyed."""
     started = time.monotonic()
     options = options or UpOptions()
-    config = config or load_config()
+    config = session.config
     defaults = _effective_defaults(config.defaults, options)
     refs = parse_specs(specs, config.pools)
-    backend = network_backend(_network_choice(defaults.network), config)
-    plans = [_plan(ref, defaults, config, backend) for ref in refs]
-    ws = Workspace.open(config)
-    virt_type = hypervisor.resolve_virt_type(ws.conn, defaults.virt_type)
-    plans = [attrs.evolve(plan, virt_type=virt_type) for plan in plans]
-    _preflight(ws, plans, backend, fetch=options.fetch, reporter=reporter)
-    from vnode.scheduler import run_up
-
-    client = client_key(config.paths.ssh, config.ssh.key)
-    backend.prepare(plans)
-    return run_up(
-        ws,
-        plans,
-        backend,
-        client,
-        started=started,
+    context = session.plugin_context()
+    backend = session.plugins.network_backend(_network_choice(session, defaults.network), context)
+    virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
+    nodes = tuple(_plan_node(session, ref, defaults, backend, virt_type) for ref in refs)
+    plan = UpPlan(
+        nodes=nodes,
+        backend=backend,
         timeout=defaults.timeout,
         wait=options.wait,
         keep_failed=options.keep_failed,
-        reporter=reporter or SilentReporter(),
+        fetch=options.fetch,
+        started=started,
+    )
+    _preflight(session, plan)
+    return plan
+
+
+def execute_up(
+    plan: UpPlan, *, session: Session, reporter: Reporter | None = None
+) -> list[NodeResult]:
+    """Make the planned nodes and wait for them; calls no plugin hook."""
+    from vnode.scheduler import run_up
+
+    reporter = reporter or SilentReporter()
+    if plan.fetch:
+        from vnode import images
+
+        images.ensure_images({node.distro for node in plan.nodes}, session, reporter)
+        _check_images(session, plan)
+    client = session.client_key()
+    plan.backend.prepare(plan.nodes)
+    return run_up(
+        _store(session),
+        session.config.paths.locks,
+        list(plan.nodes),
+        plan.backend,
+        client,
+        started=plan.started,
+        timeout=plan.timeout,
+        wait=plan.wait,
+        keep_failed=plan.keep_failed,
+        reporter=reporter,
     )
 
 
 def destroy(
-    specs: list[str], *, all_nodes: bool = False, config: Config | None = None
+    specs: list[str], *, all_nodes: bool = False, session: Session | None = None
 ) -> dict[str, str]:
     """Destroy nodes vnode made; returns {name: "destroyed" | "absent"}. Idempotent.
 
     A named domain vnode did not make is a UsageError, raised before anything is destroyed.
     """
-    config = config or load_config()
-    if all_nodes and specs:
-        raise UsageError("give node names or --all, not both")
-    names = (
-        []
-        if all_nodes
-        else [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
-    )
-    ws = Workspace.open(config)
-    if all_nodes:
-        names = [mark.name for _, mark in hypervisor.vnode_domains(ws.conn, config.paths.nodes)]
-    for name in names:
-        domain = hypervisor.lookup(ws.conn, name)
-        if domain is not None and hypervisor.owned_mark(domain, config.paths.nodes) is None:
-            raise UsageError(f"domain {name} was not made by vnode here; not touching it")
-    # Each removal mostly waits on libvirt (QEMU's exit, dnsmasq's reload): do them together.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
-        outcomes = pool.map(lambda name: _destroy_one(ws, name), names)
-        return dict(zip(names, outcomes, strict=True))
+    with _session(session) as own:
+        if all_nodes and specs:
+            raise UsageError("give node names or --all, not both")
+        config = own.config
+        store = _store(own)
+        if all_nodes:
+            found = hypervisor.vnode_domains(own.conn, config.paths.nodes)
+            names = [mark.name for _, mark in found]
+        else:
+            names = [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
+        marks = {name: found[1] for name in names if (found := store.owned(name)) is not None}
+        backends = _backends_of(own, marks.values())
+
+        def destroy_one(name: str) -> str:
+            # The node's lock makes destroy wait for an `up` still working on the same node.
+            with file_lock(node_lock_path(config.paths.locks, name)):
+                found = store.owned(name)
+                if found is None:
+                    return "absent"
+                mark = found[1]
+                remove_node(store, _identity(mark), backends.get(mark.network), quiet=True)
+                return "destroyed"
+
+        # Each removal mostly waits on libvirt (QEMU's exit, dnsmasq's reload): all at once.
+        workers = min(32, len(names) or 1)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(zip(names, pool.map(destroy_one, names), strict=True))
 
 
-def _destroy_one(ws: Workspace, name: str) -> str:
-    # The node's lock makes destroy wait for an `up` still working on the same node.
-    with file_lock(node_lock_path(ws.config.paths.locks, name)):
-        domain = hypervisor.lookup(ws.conn, name)
-        if domain is None:
-            return "absent"
-        remove_node(ws, domain)
-        return "destroyed"
-
-
-def list_nodes(config: Config | None = None) -> list[NodeInfo]:
+def list_nodes(session: Session | None = None) -> list[NodeInfo]:
     """Every node vnode made on the configured libvirt URI."""
-    config = config or load_config()
-    ws = Workspace.open(config)
-    nodes = []
-    for domain, mark in hypervisor.vnode_domains(ws.conn, config.paths.nodes):
-        state, _ = hypervisor.state_of(domain)
-        nodes.append(
-            NodeInfo(
-                name=mark.name,
-                distro=mark.distro,
-                state=state,
-                mac=mark.mac,
-                ip=_known_address(mark, config),
-                network=mark.network,
-                created=mark.created,
+    with _session(session) as own:
+        nodes = []
+        for domain, mark in hypervisor.vnode_domains(own.conn, own.config.paths.nodes):
+            state, _ = hypervisor.state_of(domain)
+            nodes.append(
+                NodeInfo(
+                    name=mark.name,
+                    distro=mark.distro,
+                    state=state,
+                    mac=mark.mac,
+                    ip=mark.ip or None,
+                    network=mark.network,
+                    created=mark.created,
+                )
             )
-        )
-    return nodes
+        return nodes
 
 
-def ssh_argv(node: str, command: list[str], config: Config | None = None) -> list[str]:
+def ssh_argv(node: str, command: list[str], session: Session | None = None) -> list[str]:
     """The ``ssh`` command line that reaches a node as root, checking its host key strictly."""
-    config = config or load_config()
-    mark = _mark_of(node, config)
-    address = _known_address(mark, config)
-    if not address:
-        raise EnvironmentProblem(f"{mark.name}: its address is not known yet")
-    key = client_key(config.paths.ssh, config.ssh.key)
-    return [
-        "ssh",
-        "-i",
-        str(key.private_path),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={config.paths.ssh / 'known_hosts'}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        f"HostKeyAlias={mark.name}",
-        "-o",
-        "PasswordAuthentication=no",
-        "-o",
-        "LogLevel=ERROR",
-        f"root@{address}",
-        *command,
-    ]
+    with _session(session) as own:
+        mark = _mark_of(node, own)
+        address = mark.ip or _discover(own, mark)
+        if not address:
+            raise EnvironmentProblem(f"{mark.name}: its address is not known yet")
+        key = own.client_key()
+        return [
+            "ssh",
+            "-i",
+            str(key.private_path),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={own.known_hosts.path}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"HostKeyAlias={mark.name}",
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "LogLevel=ERROR",
+            f"root@{address}",
+            *command,
+        ]
 
 
-def console_log(node: str, config: Config | None = None) -> Path:
+def console_log(node: str, session: Session | None = None) -> Path:
     """The file holding the node's serial console since boot."""
-    config = config or load_config()
-    return Path(_mark_of(node, config).console)
+    with _session(session) as own:
+        return Path(_mark_of(node, own).console)
 
 
-def plugins() -> list[PluginInfo]:
-    """Every plugin found through the ``vnode.plugins`` entry points, broken ones included."""
-    return list(load_plugins().infos)
+def plugins(session: Session | None = None) -> list[PluginInfo]:
+    """Every plugin found through the ``vnode.plugins`` entry points, broken and disabled
+    ones included."""
+    with _session(session) as own:
+        return list(own.plugins.infos)
 
 
-def doctor(network: str | None = None, config: Config | None = None) -> list[Verdict]:
+def doctor(network: str | None = None, session: Session | None = None) -> list[Verdict]:
     """One verdict (ok, warn, fail) per host check; ``network`` overrides the configured one."""
     from vnode.doctor import run_checks
 
-    return run_checks(config, network)
+    return run_checks(session, network)
 
 
-def bridge_plan(iface: str, name: str = "br0", zone: str | None = None) -> BridgePlan:
-    """The commands that make bridge ``name`` out of host NIC ``iface``; nothing is run."""
-    from vnode.hostbridge import plan_for_host
+def list_images(session: Session | None = None) -> list[ImageEntry]:
+    """Per distro the plugins know: whether its image is present, its size, its record."""
+    from vnode import images
 
-    return plan_for_host(iface, name, zone)
-
-
-def bridge_create(
-    plan: BridgePlan, on_step: Callable[[Step, str], None] = lambda step, outcome: None
-) -> None:
-    """Run a :func:`bridge_plan` through NetworkManager (EnvironmentProblem if it is absent)."""
-    from vnode.hostbridge import apply_plan
-
-    apply_plan(plan, on_step)
+    with _session(session) as own:
+        return images.list_images(own)
 
 
-def _mark_of(node: str, config: Config) -> hypervisor.DomainMark:
-    ref = parse_specs([node], config.pools, allow_distro=False)[0]
-    ws = Workspace.open(config)
-    domain = hypervisor.lookup(ws.conn, ref.name)
-    mark = hypervisor.owned_mark(domain, config.paths.nodes) if domain is not None else None
-    if mark is None:
-        raise UsageError(f"no node {ref.name} made by vnode")
-    return mark
+def fetch_images(
+    names: list[str],
+    *,
+    force: bool = False,
+    session: Session | None = None,
+    reporter: Reporter | None = None,
+) -> list[FetchOutcome]:
+    """Download images in parallel, each verified against the distro's published checksum."""
+    from vnode import images
+
+    with _session(session) as own:
+        return images.fetch_images(names, own, force=force, reporter=reporter)
 
 
-def _known_address(mark: hypervisor.DomainMark, config: Config) -> str | None:
-    if mark.ip:
-        return mark.ip
-    identity = NodeIdentity(name=mark.name, number=mark.number, pool=mark.pool, mac=mark.mac)
-    try:
-        return network_backend(mark.network, config).discover_address(identity)
-    except (UsageError, EnvironmentProblem):
-        return None
+def build_image(
+    name: str, *, force: bool = False, session: Session | None = None
+) -> tuple[Path, bool]:
+    """Build a distro's image with the plugin that can; (path, whether it was built now)."""
+    from vnode import images
+
+    with _session(session) as own:
+        return images.build_image(name, own, force=force)
+
+
+def import_image(
+    path: Path, name: str, *, force: bool = False, session: Session | None = None
+) -> tuple[Path, ImageRecord]:
+    """Copy or convert a user's image into the store as distro ``name``'s image."""
+    from vnode import images
+
+    with _session(session) as own:
+        return images.import_image(path, name, own, force=force)
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def _plan_node(
+    session: Session,
+    ref: NodeRef,
+    defaults: Defaults,
+    backend: NetworkBackend,
+    virt_type: str,
+) -> NodePlan:
+    distro = session.plugins.resolve_distro(ref.distro or defaults.distro)
+    identity = NodeIdentity(name=ref.name, number=ref.number, pool=ref.pool.stem, mac=ref.mac)
+    interface = backend.interface(identity)
+    if not isinstance(interface, Interface):
+        raise EnvironmentProblem(f"network {backend.describe()}: no interface for {ref.name}")
+    plan = NodePlan(
+        name=ref.name,
+        number=ref.number,
+        pool=ref.pool.stem,
+        mac=ref.mac,
+        distro=distro,
+        memory_mib=defaults.memory,
+        vcpus=defaults.vcpus,
+        disk_gb=max(defaults.disk, distro.disk_gb),
+        network=backend.describe(),
+        virt_type=virt_type,  # type: ignore[arg-type]
+        node_dir=session.config.paths.nodes / ref.name,
+        interface=interface,
+        address=backend.static_address(identity),
+        dns_domain=backend.dns_domain(),
+    )
+    console = session.plugins.console_setup(plan) or ConsoleSetup(
+        log_path=plan.node_dir / "console.log"
+    )
+    plan = attrs.evolve(plan, console=console)
+    return attrs.evolve(plan, domain_xml=_domain_xml(session, plan))
+
+
+def _domain_xml(session: Session, plan: NodePlan) -> str:
+    """The domain as libvirt will get it: the core's template, the NIC the network plugin
+    described, then every plugin's adjustments."""
+    rendered = render_xml(
+        "domain.xml.j2",
+        node=plan,
+        namespace=hypervisor.NAMESPACE,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    root = ET.fromstring(rendered)
+    devices = root.find("devices")
+    assert devices is not None and plan.interface is not None
+    devices.insert(2, _interface_element(plan))
+    session.plugins.adjust_domain(plan, root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _interface_element(plan: NodePlan) -> ET.Element:
+    interface = plan.interface
+    assert interface is not None
+    for attribute in interface.source:
+        if not _INTERFACE_ATTRIBUTE.fullmatch(attribute):
+            raise EnvironmentProblem(
+                f"network {plan.network}: {attribute!r} is not a libvirt <source> attribute"
+            )
+    element = ET.Element("interface", type=interface.type)
+    ET.SubElement(element, "source", dict(interface.source))
+    ET.SubElement(element, "mac", address=plan.mac)
+    ET.SubElement(element, "model", type=interface.model)
+    return element
 
 
 def _effective_defaults(defaults: Defaults, options: UpOptions) -> Defaults:
@@ -249,64 +394,94 @@ def _effective_defaults(defaults: Defaults, options: UpOptions) -> Defaults:
     try:
         return attrs.evolve(defaults, **overrides)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad option: {exc}") from None
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
+        raise UsageError(f"bad option: {message}") from None
 
 
-def _network_choice(network: str) -> str:
+def _network_choice(session: Session, network: str) -> str:
     """``--network NAME`` names a libvirt network unless it says ``KIND:ARG`` or a bare kind."""
     if ":" in network:
         return network
-    kinds = all_answers("vnode_network_kinds")
-    return network if network in kinds else f"libvirt:{network}"
+    return network if network in session.plugins.network_kinds() else f"libvirt:{network}"
 
 
-def _plan(ref: NodeRef, defaults: Defaults, config: Config, backend: NetworkBackend) -> NodePlan:
-    distro = resolve_distro(ref.distro or defaults.distro)
-    return NodePlan(
-        name=ref.name,
-        number=ref.number,
-        pool=ref.pool.stem,
-        mac=ref.mac,
-        distro=distro,
-        memory_mib=defaults.memory,
-        vcpus=defaults.vcpus,
-        disk_gb=defaults.disk,
-        network=backend.describe(),
-        virt_type=defaults.virt_type,
-        node_dir=config.paths.nodes / ref.name,
-    )
-
-
-def _preflight(
-    ws: Workspace,
-    plans: list[NodePlan],
-    backend: NetworkBackend,
-    *,
-    fetch: bool = False,
-    reporter: Reporter | None = None,
-) -> None:
+def _preflight(session: Session, plan: UpPlan) -> None:
     """Everything that can be known wrong before anything is created or destroyed."""
-    # Imported here: the image store pulls in the HTTP client, which `vnode list` never needs.
-    from vnode import images
-
-    for plan in plans:
-        domain = hypervisor.lookup(ws.conn, plan.name)
-        if domain is not None and hypervisor.owned_mark(domain, ws.config.paths.nodes) is None:
-            raise UsageError(
-                f"domain {plan.name} exists and vnode did not create it; refusing to replace it"
-            )
-    distros = {plan.distro for plan in plans}
-    if fetch:
-        images.ensure_images(distros, ws.config, reporter)
-    for distro in distros:
-        image = images.image_path(distro, ws.config)
-        if not image.exists():
-            raise EnvironmentProblem(images.missing_message(distro, image))
-        if problem := unreadable_by_qemu(image):
-            raise EnvironmentProblem(f"image for {distro.name}: {problem}")
-    state = ws.config.paths.state.resolve()
+    store = _store(session)
+    for node in plan.nodes:
+        if hypervisor.lookup(store.conn, node.name) is not None:
+            store.owned(node.name)  # UsageError if vnode did not make it
+    if not plan.fetch:
+        _check_images(session, plan)
+    state = session.config.paths.state.resolve()
     if state == Path("/root") or Path("/root") in state.parents:
         raise EnvironmentProblem(
             f"paths.state {state} is under /root, which the qemu user cannot read"
         )
-    backend.check(plans)
+    plan.backend.check(plan.nodes)
+
+
+def _check_images(session: Session, plan: UpPlan) -> None:
+    # Imported here: the image store pulls in the HTTP client, which `vnode list` never needs.
+    from vnode import images
+
+    for distro in {node.distro for node in plan.nodes}:
+        image = images.image_path(distro, session.config)
+        if not image.exists():
+            raise EnvironmentProblem(images.missing_message(distro, image, session))
+        if problem := unreadable_by_qemu(image):
+            raise EnvironmentProblem(f"image for {distro.name}: {problem}")
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _store(session: Session) -> NodeStore:
+    return NodeStore(
+        conn=session.conn,
+        nodes_dir=session.config.paths.nodes,
+        images_dir=session.config.paths.images,
+        known_hosts=session.known_hosts,
+    )
+
+
+def _identity(mark: hypervisor.DomainMark) -> NodeIdentity:
+    return NodeIdentity(name=mark.name, number=mark.number, pool=mark.pool, mac=mark.mac)
+
+
+def _backends_of(
+    session: Session, marks: Iterable[hypervisor.DomainMark]
+) -> dict[str, NetworkBackend]:
+    """The backend of each network the nodes are on (resolved here, in the main thread)."""
+    backends: dict[str, NetworkBackend] = {}
+    context = session.plugin_context()
+    for mark in marks:
+        if mark.network in backends:
+            continue
+        try:
+            backends[mark.network] = session.plugins.network_backend(mark.network, context)
+        except (UsageError, EnvironmentProblem) as exc:
+            from vnode.logs import get_logger
+
+            get_logger("vnode.api").warning(
+                "reservation left in place", network=mark.network, reason=str(exc)
+            )
+    return backends
+
+
+def _mark_of(node: str, session: Session) -> hypervisor.DomainMark:
+    ref = parse_specs([node], session.config.pools, allow_distro=False)[0]
+    found = _store(session).owned(ref.name)
+    if found is None:
+        raise UsageError(f"no node {ref.name} made by vnode")
+    return found[1]
+
+
+def _discover(session: Session, mark: hypervisor.DomainMark) -> str | None:
+    """A node whose address the wait did not record (``up --no-wait``): ask its network."""
+    try:
+        backend = session.plugins.network_backend(mark.network, session.plugin_context())
+    except (UsageError, EnvironmentProblem):
+        return None
+    console = Path(mark.console) if mark.console else None
+    return backend.discover_address(_identity(mark), console)

@@ -93,6 +93,7 @@ def up(
     """
     from vnode import api, logs
     from vnode.progress import LiveReporter, results_table
+    from vnode.session import Session
 
     logs.configure(verbose)
     chosen = [
@@ -112,12 +113,13 @@ def up(
         keep_failed=keep_failed,
         fetch=fetch,
     )
-    names = _names(specs)
-    try:
-        results = api.up(list(specs), options, reporter=LiveReporter(names))
-    except KeyboardInterrupt:
-        print(f"vnode: interrupted; {_left_behind(names)}", file=sys.stderr)
-        return 130
+    with Session.open() as session:
+        plan = api.plan_up(list(specs), options, session=session)
+        try:
+            results = api.execute_up(plan, session=session, reporter=LiveReporter(plan.names))
+        except KeyboardInterrupt:
+            print(f"vnode: interrupted; {_left_behind(plan.names, session)}", file=sys.stderr)
+            return 130
     if json:
         _emit_json([r.to_dict() for r in results])
     else:
@@ -125,21 +127,15 @@ def up(
     return 0 if all(r.state in ("ready", "started") for r in results) else 1
 
 
-def _left_behind(names: list[str]) -> str:
+def _left_behind(names: list[str], session: object) -> str:
     """Every node is whole or absent after an interrupt; say which, so the user can act."""
     from vnode import api
 
-    existing = {node.name: node.state for node in api.list_nodes() if node.name in names}
+    nodes = api.list_nodes(session)  # type: ignore[arg-type]
+    existing = {node.name: node.state for node in nodes if node.name in names}
     whole = ", ".join(f"{name} ({state})" for name, state in existing.items()) or "none"
     absent = ", ".join(name for name in names if name not in existing) or "none"
     return f"nodes left whole: {whole}; absent: {absent}; `vnode destroy` removes them"
-
-
-def _names(specs: tuple[str, ...]) -> list[str]:
-    from vnode.config import load_config
-    from vnode.spec import parse_specs
-
-    return [ref.name for ref in parse_specs(list(specs), load_config().pools)]
 
 
 @app.command(name="list")
@@ -255,10 +251,10 @@ def plugins_list(json: bool = False) -> int:
 @images_app.command(name="list")
 def images_list(json: bool = False) -> int:
     """Per distro the plugins know: whether its image is present, its size, how it was verified."""
-    from vnode import images
+    from vnode import api
     from vnode.progress import format_table
 
-    entries = images.list_images()
+    entries = api.list_images()
     if json:
         _emit_json([e.to_dict() for e in entries])
         return 0
@@ -283,13 +279,13 @@ def images_fetch(*distros: str, force: bool = False, json: bool = False) -> int:
     json
         Print one JSON object per distro instead of one line each.
     """
-    from vnode import images, logs
+    from vnode import api, logs
     from vnode.progress import LiveReporter
 
     logs.configure()
     if not distros:
         raise _usage("name distros to fetch, e.g. f43 u24.04 d12")
-    outcomes = images.fetch_images(distros, force=force, reporter=LiveReporter([]))
+    outcomes = api.fetch_images(list(distros), force=force, reporter=LiveReporter([]))
     failed = [o for o in outcomes if o.state == "failed"]
     if json:
         _emit_json([o.to_dict() for o in outcomes])
@@ -321,9 +317,9 @@ def images_import(
     """
     from pathlib import Path
 
-    from vnode import images
+    from vnode import api
 
-    dest, record = images.import_image(Path(path), as_, force=force)
+    dest, record = api.import_image(Path(path), as_, force=force)
     how = f"converted from {record.converted_from}" if record.converted_from else "copied"
     print(f"{dest.name.removesuffix('.qcow2')}: imported at {dest} ({how}, sha256 {record.sha256})")
     return 0
@@ -340,13 +336,13 @@ def images_build(*distros: str, force: bool = False) -> int:
     force
         Rebuild even if the image is present.
     """
-    from vnode import images, logs
+    from vnode import api, logs
 
     logs.configure()
     if not distros:
         raise _usage("name a distro to build, e.g. d12")
     for distro in distros:
-        path, built = images.build_image(distro, force=force)
+        path, built = api.build_image(distro, force=force)
         print(f"{distro}: {'built' if built else 'present'} at {path}")
     return 0
 
@@ -422,10 +418,35 @@ def _remote_command_verbatim(tokens: list[str]) -> list[str]:
     return tokens
 
 
+def _add_plugin_commands(tokens: list[str]) -> None:
+    """Plugins' sub-commands (``vnode bridge create`` comes from the bridge plugin), loaded
+    only when the command line asks for a word the core does not know, or for help: quick
+    core commands do not pay for loading every plugin."""
+    first = tokens[0] if tokens else "--help"
+    core_words = set(app)
+    if first not in ("--help", "-h") and (first in core_words or first.startswith("-")):
+        return
+    from vnode.plugins import PluginHost
+
+    try:
+        from vnode.config import read_config
+
+        host = PluginHost.discover(read_config().disabled_plugins())
+    except VnodeError:
+        return  # the command itself reports the broken configuration
+    for plugin_app in host.cli_commands():
+        name = plugin_app.name[0] if isinstance(plugin_app.name, tuple) else plugin_app.name
+        if name in core_words:
+            continue
+        app.command(plugin_app)
+        core_words.add(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     tokens = _remote_command_verbatim(argv if argv is not None else sys.argv[1:])
     try:
+        _add_plugin_commands(tokens)
         # A bare `vnode` shows what it can do rather than complaining that no node was named.
         code = app(tokens or ["--help"], result_action="return_value")
     except cyclopts.CycloptsError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 
 from vnode.keys import KeyPair
-from vnode.model import NodePlan, StaticAddress
+from vnode.model import NodePlan
 from vnode.templating import render_yaml
 
 # ISO9660 names are 8.3 upper case; Rock Ridge and Joliet carry the names cloud-init reads.
@@ -31,15 +31,10 @@ class SeedFiles:
         ]
 
 
-def render_seed(
-    node: NodePlan,
-    *,
-    authorized_key: str,
-    host_key: KeyPair,
-    address: StaticAddress | None,
-    domain: str | None = None,
-) -> SeedFiles:
-    fqdn = f"{node.name}.{domain}" if domain else node.name
+def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> SeedFiles:
+    """The node's NoCloud files, from its plan (address, DNS domain) and its new host key."""
+    address = node.address
+    fqdn = f"{node.name}.{node.dns_domain}" if node.dns_domain else node.name
     user_data = render_yaml(
         "user-data.j2",
         hostname=node.name,

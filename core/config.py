@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,85 +69,33 @@ class SSHSettings:
     key: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 
 
-def _check_subnet(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        net = ipaddress.IPv4Network(value)
-    except ValueError as exc:
-        raise UsageError(
-            f"libvirt_network.subnet {value!r} is not an IPv4 network: {exc}"
-        ) from None
-    if net.num_addresses < 16:
-        raise UsageError(f"libvirt_network.subnet {value!r} is too small")
-
-
-@attrs.frozen
-class LibvirtNetworkSettings:
-    """vnode's own libvirt network, created on first use."""
-
-    name: str = attrs.field(
-        default="vnode", validator=attrs.validators.matches_re(r"^[A-Za-z0-9_.-]+$")
-    )
-    subnet: str = attrs.field(default="192.168.150.0/24", validator=_check_subnet)
-    # "nat" gives nodes the outside world through the host; "none" keeps the network isolated.
-    forward: str = attrs.field(default="nat", validator=attrs.validators.in_(("nat", "none")))
-    domain: str = attrs.field(
-        default="vnode", validator=attrs.validators.matches_re(r"^[a-z0-9.-]+$")
-    )
-
-
-def _check_dns_server(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if value:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise UsageError(f"site.dns {value!r} is not an IP address") from None
-
-
-_DNS_DOMAIN = r"^$|^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-
-
-@attrs.frozen
-class SiteSettings:
-    """The site's network that bridge and direct nodes join: whose DNS knows their names."""
-
-    # The host's resolver may not know the site's names (a lab DNS on the bridge); empty means
-    # ask the host's resolver.
-    dns: str = attrs.field(default="", validator=_check_dns_server)
-    dns_port: int = attrs.field(
-        default=53, validator=[attrs.validators.ge(1), attrs.validators.le(65535)]
-    )
-    # Names are looked up as NAME.DOMAIN when set, else as NAME.
-    domain: str = attrs.field(default="", validator=attrs.validators.matches_re(_DNS_DOMAIN))
-
-
 _FAMILY = re.compile(r"[a-z][a-z0-9_-]*")
 
 
-def _mirrors(value: Any) -> tuple[tuple[str, str], ...]:
-    """``mirror.FAMILY = URL`` pairs, checked; a tuple keeps the frozen config hashable."""
-    if isinstance(value, tuple):
-        return value
-    if not isinstance(value, dict):
-        raise UsageError("config: [images] mirror must be a table: mirror.FAMILY = URL")
-    pairs = []
-    for family, url in sorted(value.items()):
+def _check_mirrors(instance: Any, attribute: attrs.Attribute, value: dict[str, str]) -> None:
+    for family, url in value.items():
         if not _FAMILY.fullmatch(family):
             raise UsageError(f"config: [images] mirror.{family}: not a distro family name")
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(f"config: [images] mirror.{family} = {url!r} is not an http(s) URL")
-        pairs.append((family, url))
-    return tuple(pairs)
 
 
 @attrs.frozen
 class ImagesSettings:
     """Where ``vnode images fetch`` downloads from: per family, a mirror of upstream's layout."""
 
-    mirror: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_mirrors)
+    mirror: dict[str, str] = attrs.field(factory=dict, validator=_check_mirrors, hash=False)
 
     def mirror_for(self, family: str) -> str | None:
-        return dict(self.mirror).get(family)
+        return self.mirror.get(family)
+
+
+@attrs.frozen
+class PluginsSettings:
+    """Which installed plugins vnode leaves out (by entry point name, see `vnode plugins list`)."""
+
+    disable: list[str] = attrs.field(factory=list, hash=False)
 
 
 @attrs.frozen
@@ -155,20 +104,35 @@ class Config:
     pools: tuple[Pool, ...] = (Pool(stem="vnode"),)
     paths: Paths = Paths()
     ssh: SSHSettings = SSHSettings()
-    libvirt_network: LibvirtNetworkSettings = LibvirtNetworkSettings()
-    site: SiteSettings = SiteSettings()
     images: ImagesSettings = ImagesSettings()
+    plugins: PluginsSettings = PluginsSettings()
+    # Plugin-declared sections ([site], [libvirt_network], a third party's own), structured
+    # into each plugin's attrs class; defaults where the files say nothing.
+    sections: dict[str, Any] = attrs.field(factory=dict, hash=False)
     sources: tuple[Path, ...] = ()
 
 
-_SECTIONS: dict[str, type] = {
+CORE_SECTIONS: dict[str, type] = {
     "defaults": Defaults,
     "paths": Paths,
     "ssh": SSHSettings,
-    "libvirt_network": LibvirtNetworkSettings,
-    "site": SiteSettings,
     "images": ImagesSettings,
+    "plugins": PluginsSettings,
 }
+
+
+@attrs.frozen
+class RawConfig:
+    """The merged TOML, before plugins say which sections exist, and where each key came from."""
+
+    data: dict[str, Any]
+    origins: dict[str, Path]  # "section" or "section.key" -> the file that set it last
+    sources: tuple[Path, ...]
+
+    def disabled_plugins(self) -> list[str]:
+        return structure_section(
+            "plugins", PluginsSettings, self.data.get("plugins", {}), self
+        ).disable
 
 
 def config_files() -> list[Path]:
@@ -179,9 +143,10 @@ def config_files() -> list[Path]:
     return files
 
 
-def load_config(files: list[Path] | None = None) -> Config:
-    """Merge the config files; a missing VNODE_CONFIG, unknown key or bad value is a UsageError."""
+def read_config(files: list[Path] | None = None) -> RawConfig:
+    """Merge the config files; a missing VNODE_CONFIG or broken TOML is a UsageError."""
     merged: dict[str, Any] = {}
+    origins: dict[str, Path] = {}
     read: list[Path] = []
     explicit = os.environ.get("VNODE_CONFIG")
     for path in config_files() if files is None else files:
@@ -189,50 +154,155 @@ def load_config(files: list[Path] | None = None) -> Config:
             if explicit and path == Path(explicit):
                 raise UsageError(f"config file {path} (VNODE_CONFIG) does not exist")
             continue
-        _merge(merged, _read_toml(path))
+        data = _read_toml(path)
+        for section, values in data.items():
+            origins[section] = path
+            if isinstance(values, dict):
+                origins.update({f"{section}.{key}": path for key in values})
+        _merge(merged, data)
         read.append(path)
-    return build_config(merged, tuple(read))
+    return RawConfig(data=merged, origins=origins, sources=tuple(read))
 
 
-def build_config(data: dict[str, Any], sources: tuple[Path, ...] = ()) -> Config:
-    unknown = set(data) - {*_SECTIONS, "pools"}
+def load_config(
+    files: list[Path] | None = None, plugin_sections: dict[str, type] | None = None
+) -> Config:
+    """Read and check the configuration; ``plugin_sections`` come from the plugin host (the
+    session passes them; without them only the core's sections are known)."""
+    return build_config_from(read_config(files), plugin_sections or {})
+
+
+def build_config(data: dict[str, Any], plugin_sections: dict[str, type] | None = None) -> Config:
+    """A Config from already-parsed TOML data (tests, the library)."""
+    return build_config_from(RawConfig(data=data, origins={}, sources=()), plugin_sections or {})
+
+
+def build_config_from(raw: RawConfig, plugin_sections: dict[str, type]) -> Config:
+    data = raw.data
+    clash = set(plugin_sections) & {*CORE_SECTIONS, "pools"}
+    if clash:
+        raise UsageError(f"a plugin declares core config section(s): {', '.join(sorted(clash))}")
+    unknown = set(data) - {*CORE_SECTIONS, *plugin_sections, "pools"}
     if unknown:
-        raise UsageError(f"unknown config section(s): {', '.join(sorted(unknown))}")
-    kwargs: dict[str, Any] = {"sources": sources}
-    for section, cls in _SECTIONS.items():
+        first = sorted(unknown)[0]
+        raise UsageError(
+            f"unknown config section(s): {', '.join(sorted(unknown))}{_where(raw, first)}"
+        )
+    kwargs: dict[str, Any] = {"sources": raw.sources}
+    for section, cls in CORE_SECTIONS.items():
         if section in data:
-            kwargs[section] = _build(cls, section, data[section])
+            kwargs[section] = structure_section(section, cls, data[section], raw)
+    kwargs["sections"] = {
+        section: structure_section(section, cls, data.get(section, {}), raw)
+        for section, cls in plugin_sections.items()
+    }
     if "pools" in data:
         if not isinstance(data["pools"], list) or not data["pools"]:
             raise UsageError("config: pools must be a non-empty array of tables ([[pools]])")
-        kwargs["pools"] = tuple(_build(Pool, "pools", entry) for entry in data["pools"])
+        kwargs["pools"] = tuple(
+            structure_section("pools", Pool, entry, raw) for entry in data["pools"]
+        )
         check_disjoint(kwargs["pools"])
     return Config(**kwargs)
 
 
-def _build(cls: type, section: str, values: Any) -> Any:
+def structure_section(section: str, cls: type, values: Any, raw: RawConfig) -> Any:
+    """One table into its attrs class: unknown keys and wrong types are one-line UsageErrors
+    naming the file, the section and the key."""
+    import cattrs
+
     if not isinstance(values, dict):
-        raise UsageError(f"config: [{section}] must be a table")
+        raise UsageError(f"config: [{section}] must be a table{_where(raw, section)}")
     fields = {f.name: f for f in attrs.fields(cls)}
-    unknown = set(values) - set(fields)
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise UsageError(f"config: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
-    for key, value in values.items():
-        _check_type(section, key, value, fields[key])
+        raise UsageError(
+            f"config: unknown key(s) in [{section}]: {', '.join(unknown)}"
+            f"{_where(raw, f'{section}.{unknown[0]}')}"
+        )
     try:
-        return cls(**values)
+        return _converter().structure(values, cls)
     except UsageError:
         raise
+    except cattrs.ClassValidationError as exc:
+        if own := _usage_error_in(exc):  # a validator's own words say it best
+            words = str(own).removeprefix("config: ")
+            raise UsageError(f"config: {words}{_where(raw, section)}") from None
+        key, problem = _first_problem(exc)
+        if key == "?":  # a validator of the class refused the value
+            raise UsageError(
+                f"config: bad value in [{section}]: {problem}{_where(raw, section)}"
+            ) from None
+        value = values.get(key)
+        raise UsageError(
+            f"config: [{section}] {key} = {value!r} has the wrong type: {problem}"
+            f"{_where(raw, f'{section}.{key}')}"
+        ) from None
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"config: bad value in [{section}]: {exc}") from None
+        raise UsageError(f"config: bad value in [{section}]: {exc}{_where(raw, section)}") from None
 
 
-def _check_type(section: str, key: str, value: Any, field: attrs.Attribute) -> None:
-    expected = {"int": int, "float": (int, float), "str": str}.get(str(field.type))
-    if "Path" in str(field.type):
-        expected = str
-    if expected is not None and (isinstance(value, bool) or not isinstance(value, expected)):
-        raise UsageError(f"config: [{section}] {key} = {value!r} has the wrong type")
+def _usage_error_in(exc: BaseException) -> UsageError | None:
+    if isinstance(exc, UsageError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        if found := _usage_error_in(inner):
+            return found
+    return None
+
+
+def _first_problem(exc: Any) -> tuple[str, str]:
+    import cattrs
+
+    for line in cattrs.transform_error(exc, path=""):
+        problem, _, path = line.rpartition(" @ ")
+        key = path.lstrip(".").split(".")[0].split("[")[0]
+        if key:
+            return key, problem
+    leaf: BaseException = exc
+    while getattr(leaf, "exceptions", None):
+        leaf = leaf.exceptions[0]  # type: ignore[attr-defined]
+    words = leaf.args[0] if leaf.args and isinstance(leaf.args[0], str) else str(leaf)
+    return "?", words
+
+
+def _where(raw: RawConfig, key: str) -> str:
+    origin = raw.origins.get(key) or raw.origins.get(key.split(".")[0])
+    return f" (in {origin})" if origin else ""
+
+
+@functools.cache
+def _converter() -> Any:
+    """cattrs, strict: TOML already has types, so a string where a number goes is an error,
+    not something to convert."""
+    import cattrs
+
+    converter = cattrs.Converter(forbid_extra_keys=True)
+
+    def exactly(kind: type) -> Any:
+        def structure(value: Any, _: type) -> Any:
+            if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+                raise TypeError(
+                    f"expected {kind.__name__ if isinstance(kind, type) else 'a number'}"
+                )
+            return value
+
+        return structure
+
+    converter.register_structure_hook(int, exactly(int))
+    converter.register_structure_hook(str, exactly(str))
+    converter.register_structure_hook(bool, exactly(bool))
+    converter.register_structure_hook(float, lambda v, _: float(exactly((int, float))(v, float)))
+
+    def strict_list(value: Any, kind: Any) -> Any:
+        if not isinstance(value, list):
+            raise TypeError("expected an array")
+        (item,) = typing.get_args(kind) or (Any,)
+        return [converter.structure(v, item) for v in value]
+
+    converter.register_structure_hook_func(lambda t: typing.get_origin(t) is list, strict_list)
+    converter.register_structure_hook(Path, lambda v, _: Path(exactly(str)(v, str)))
+    return converter
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -17,51 +17,42 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import attrs
-
-from vnode.config import Config, load_config
+from vnode.config import Config
 from vnode.errors import VnodeError
-from vnode.hostbridge import HostDevice, host_device, host_macvlans
+from vnode.model import Verdict
+from vnode.session import Session
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 KVM_DEVICE = Path("/dev/kvm")
 VIRTLOGD_SOCKET = Path("/run/libvirt/virtlogd-sock")
 
 
-@attrs.frozen
-class Verdict:
-    check: str
-    status: str  # ok, warn or fail
-    message: str  # one sentence
-
-    def to_dict(self) -> dict[str, str]:
-        return attrs.asdict(self)
-
-
 def healthy(verdicts: list[Verdict]) -> bool:
     return all(v.status != FAIL for v in verdicts)
 
 
-def run_checks(config: Config | None = None, network: str | None = None) -> list[Verdict]:
-    """Every check, in the order a user would fix things."""
+def run_checks(session: Session | None = None, network: str | None = None) -> list[Verdict]:
+    """Every check, in the order a user would fix things; plugins add their own."""
     verdicts: list[Verdict] = []
-    if config is None:
+    if session is None:
         try:
-            config = load_config()
-            verdicts.append(Verdict("config", OK, _sources(config)))
+            session = Session.open()
+            verdicts.append(Verdict("config", OK, _sources(session.config)))
         except VnodeError as exc:
             verdicts.append(Verdict("config", FAIL, f"{exc}; the checks below use the defaults"))
-            config = Config()
-    conn = _connect(config, verdicts)
+            session = Session.for_config(Config())
+    config = session.config
+    conn = _connect(session, verdicts)
     checks: list[Callable[[], Iterator[Verdict]]] = [
         lambda: check_virt_type(conn, config.defaults.virt_type),
         lambda: iter([kvm_device_verdict(_kvm_stat())]),
         lambda: check_virtlogd(config.defaults.uri),
         lambda: check_reaper(config.defaults.uri),
-        lambda: check_network(config, network or config.defaults.network),
+        lambda: check_network(session, network or config.defaults.network, conn is not None),
+        lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
         lambda: check_images(config.paths.images),
         lambda: check_paths(config),
-        check_plugins,
+        lambda: check_plugins(session),
     ]
     for check in checks:
         try:
@@ -79,17 +70,15 @@ def _sources(config: Config) -> str:
     return "read " + ", ".join(str(p) for p in config.sources)
 
 
-def _connect(config: Config, verdicts: list[Verdict]) -> Any | None:
-    from vnode import hypervisor
-
-    uri = config.defaults.uri
+def _connect(session: Session, verdicts: list[Verdict]) -> Any | None:
+    uri = session.config.defaults.uri
     try:
-        conn = hypervisor.connect(uri)
+        conn = session.conn
     except VnodeError as exc:
         verdicts.append(Verdict("libvirtd", FAIL, str(exc)))
         return None
     version = _version(conn.getLibVersion())
-    verdicts.append(Verdict("libvirtd", OK, f"libvirtd {version} answers at {uri}"))
+    verdicts.append(Verdict("libvirtd", OK, f"libvirt {version} answers at {uri}"))
     return conn
 
 
@@ -260,65 +249,21 @@ def _orphan_reap_delay(limit: float = 3.0) -> float:
     return time.monotonic() - started
 
 
-def check_network(config: Config, network: str) -> Iterator[Verdict]:
-    kind, _, arg = network.partition(":")
-    if kind not in ("bridge", "direct"):
-        return
+def check_network(session: Session, network: str, connected: bool) -> Iterator[Verdict]:
+    """The network plugin's own diagnosis of the network nodes would join."""
+    if ":" not in network and network not in session.plugins.network_kinds():
+        network = f"libvirt:{network}"
     try:
-        device = host_device(arg or ("br0" if kind == "bridge" else ""))
-    except VnodeError as exc:
-        yield Verdict(kind, FAIL, str(exc))
-        return
-    yield (bridge_verdict if kind == "bridge" else direct_verdict)(device)
-    if config.site.dns:
-        yield _site_dns_verdict(config)
-
-
-def bridge_verdict(device: HostDevice) -> Verdict:
-    name = "bridge"
-    bridge = device.name
-    if not device.exists:
-        return Verdict(name, FAIL, f"{bridge} does not exist: `vnode bridge create --iface NIC`")
-    if not device.is_bridge:
-        return Verdict(name, FAIL, f"{bridge} is not a bridge")
-    if not device.is_up:
-        return Verdict(name, FAIL, f"{bridge} is down: `ip link set {bridge} up`")
-    if not device.ports:
-        return Verdict(name, WARN, f"{bridge} is up but has no ports: nodes reach only the host")
-    return Verdict(name, OK, f"{bridge} is up, ports: {', '.join(device.ports)}")
-
-
-def direct_verdict(device: HostDevice) -> Verdict:
-    name = "direct"
-    parent = device.name
-    if not device.exists:
-        return Verdict(name, FAIL, f"{parent} does not exist")
-    if device.is_bridge or device.is_loopback:
-        return Verdict(name, FAIL, f"{parent} cannot carry macvtap: it is a bridge or loopback")
-    if not device.is_up:
-        return Verdict(name, FAIL, f"{parent} is down")
-    if shims := host_macvlans(parent):
-        return Verdict(name, OK, f"{parent} is up; the host reaches nodes via {shims[0]}")
-    return Verdict(
-        name, WARN, f"{parent} is up, but the host cannot reach macvtap nodes on it (no macvlan)"
-    )
-
-
-def _site_dns_verdict(config: Config) -> Verdict:
-    from vnode.dnsquery import DnsError, query_a
-
-    site = config.site
-    pool = config.pools[0]
-    name = pool.name(pool.first) + (f".{site.domain}" if site.domain else "")
-    server = f"{site.dns}:{site.dns_port}"
-    try:
-        addresses = query_a(name, site.dns, site.dns_port, timeout=2.0)
-    except (DnsError, OSError) as exc:
-        return Verdict(
-            "site dns", FAIL, f"{server} gives no answer ({exc}): node addresses stay unknown"
+        backend = session.plugins.network_backend(
+            network, session.plugin_context(connect=connected)
         )
-    known = f"{name} is {addresses[0]}" if addresses else f"{name} is not defined there"
-    return Verdict("site dns", OK, f"{server} answers ({known})")
+        verdicts = backend.diagnose([])
+    except VnodeError as exc:
+        yield Verdict(network.partition(":")[0], FAIL, str(exc))
+        return
+    for verdict in verdicts:
+        # "bridge input" is how a backend marks bad input for `up`; the doctor shows the thing.
+        yield Verdict(verdict.check.removesuffix(" input"), verdict.status, verdict.message)
 
 
 def check_images(images: Path) -> Iterator[Verdict]:
@@ -350,13 +295,14 @@ def check_paths(config: Config) -> Iterator[Verdict]:
         yield Verdict("paths", OK, f"state in {config.paths.state}, outside /root")
 
 
-def check_plugins() -> Iterator[Verdict]:
-    from vnode.plugins import load_plugins
-
-    infos = load_plugins().infos
-    broken = [i for i in infos if i.status != "ok"]
+def check_plugins(session: Session) -> Iterator[Verdict]:
+    infos = session.plugins.infos
+    broken = [i for i in infos if i.status == "broken"]
     if broken:
         listed = "; ".join(f"{i.name} ({i.reason})" for i in broken)
         yield Verdict("plugins", FAIL, f"broken: {listed}")
     else:
-        yield Verdict("plugins", OK, f"{len(infos)} loaded: {', '.join(i.name for i in infos)}")
+        loaded = [i.name for i in infos if i.status == "ok"]
+        disabled = [i.name for i in infos if i.status == "disabled"]
+        also = f"; disabled: {', '.join(disabled)}" if disabled else ""
+        yield Verdict("plugins", OK, f"{len(loaded)} loaded: {', '.join(loaded)}{also}")

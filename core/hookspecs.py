@@ -1,19 +1,40 @@
-"""The hooks plugins implement. Call order and precedence are documented in CONTRIBUTING.md.
+"""The hooks plugins implement: this file is their contract.
 
-Every built-in implementation is marked ``trylast`` so that a third-party plugin answering the
-same question wins (e.g. a site's own Fedora mirror).
+Plugins import :data:`hookimpl` from :mod:`vnode.plugin` and implement any of the functions
+below by name. vnode calls every hook through one :class:`vnode.plugins.PluginHost`, which
+isolates plugins from each other: an implementation that raises, or answers with the wrong
+type, is skipped and named (in ``vnode plugins list`` and a warning), and the next plugin
+answers as if it had not been there. ``wrapper=True`` implementations work as pluggy defines
+them; an exception from a wrapper is treated like one from the plugin's own answer.
+
+Order: for "first result" hooks the first non-None answer wins. pluggy calls plugins
+registered later first, ``tryfirst`` ones before the rest and ``trylast`` ones after; every
+built-in implementation is ``trylast``, so a third party answering the same question (a site's
+own Fedora mirror, its own network kind) wins over vnode's own.
+
+Threads: every hook is called in the command's main thread, during planning or from ``vnode
+doctor``/``plugins list``, never while nodes are being made; the executor calls no hook. The
+objects some hooks return (a :class:`~vnode.network.NetworkBackend`, an image builder) are
+called later, as their own documentation says.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from vnode.config import Config
-    from vnode.model import ConsoleSetup, Distro, NodePlan
+    import xml.etree.ElementTree as ET
+
+    from vnode.model import (
+        ConsoleSetup,
+        Distro,
+        ImageBuilder,
+        NodePlan,
+        PluginContext,
+        Verdict,
+    )
     from vnode.network import NetworkBackend
 
 PROJECT = "vnode"
@@ -23,31 +44,125 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec(firstresult=True)
 def vnode_distro_resolve(name: str) -> Distro | None:
-    """Return the :class:`~vnode.model.Distro` for a short name or alias (``f43``, ``ubuntu``),
-    or ``None`` if this plugin does not know it. The first non-None answer wins."""
+    """Say which release a short name means.
+
+    :param name: what the user typed, lower-cased: ``f44``, ``fedora``, ``u24.04``, ``noble``.
+    :return: the :class:`~vnode.model.Distro`, or None if this plugin does not know the name.
+
+    First result: stops at the first non-None answer. Called once per distinct name during
+    planning (``up``), and by ``images`` commands and ``plugins list``.
+    """
 
 
 @hookspec
 def vnode_distro_names() -> list[str]:
-    """Return the names this plugin resolves, for listings and error messages."""
+    """List the names this plugin resolves (families and releases), for listings and errors.
+
+    :return: a list of str; every plugin's lists are joined.
+
+    All results. Called when plugins load (to check the plugin) and by listings.
+    """
 
 
 @hookspec(firstresult=True)
-def vnode_image_build(distro: Distro, dest: Path, config: Config) -> bool | None:
-    """Build ``distro``'s image at ``dest`` without downloading it; return True if done,
-    None if this plugin cannot build it."""
+def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder | None:
+    """Offer to build ``distro``'s image locally instead of downloading it.
+
+    :param distro: a Distro some plugin resolved.
+    :param context: the plugin's view of the configuration (its own sections, paths, mirrors).
+    :return: an :class:`~vnode.model.ImageBuilder` (whose ``build(dest)`` is called later,
+        in the main thread, by ``vnode images build``), or None if this plugin cannot build it.
+
+    First result. Called by ``images build`` and ``images list`` (to say how to get an image).
+    """
 
 
 @hookspec
 def vnode_network_kinds() -> list[str]:
-    """Return the network kinds this plugin attaches nodes to (``libvirt``, ``bridge``...)."""
+    """List the network kinds this plugin attaches nodes to (``libvirt``, ``bridge``, ...).
+
+    :return: a list of str; every plugin's lists are joined. ``--network KIND[:ARG]`` picks one.
+
+    All results. Called when plugins load and when a ``--network`` value is interpreted.
+    """
 
 
 @hookspec(firstresult=True)
-def vnode_network_backend(kind: str, arg: str | None, config: Config) -> NetworkBackend | None:
-    """Return a :class:`~vnode.network.NetworkBackend` for ``KIND[:ARG]``, or None."""
+def vnode_network_backend(
+    kind: str, arg: str | None, context: PluginContext
+) -> NetworkBackend | None:
+    """Give the backend that attaches nodes to network ``KIND[:ARG]``.
+
+    :param kind: the network kind, e.g. ``bridge``.
+    :param arg: what followed the colon (``br0``), or None.
+    :param context: the plugin's view of the configuration, and a libvirt connection.
+    :return: a :class:`~vnode.network.NetworkBackend`, or None if ``kind`` is not this plugin's.
+
+    First result. Called once per command that needs the network (``up``, ``destroy``,
+    ``doctor``), in the main thread; see NetworkBackend for when its methods run.
+    """
 
 
 @hookspec(firstresult=True)
 def vnode_console_setup(node: NodePlan) -> ConsoleSetup | None:
-    """Return where the node's serial console is captured from boot on."""
+    """Say where the node's serial console is captured from boot on.
+
+    :param node: the node's plan so far (its ``console`` is not decided yet).
+    :return: a :class:`~vnode.model.ConsoleSetup`, or None to leave it to another plugin.
+
+    First result. Called once per node during planning.
+    """
+
+
+@hookspec
+def vnode_config_sections() -> dict[str, type]:
+    """Declare the configuration tables this plugin reads.
+
+    :return: ``{"section": AttrsClass}``; each attrs class's fields (with types and
+        defaults) are the keys allowed in ``[section]``. The core checks every section
+        (unknown key or wrong type: exit 2 naming file, section and key) and hands the
+        structured instances to the plugin through ``PluginContext.section(name)``. Two
+        plugins may declare the same section only with the same class.
+
+    All results. Called once per command, when the configuration is loaded.
+    """
+
+
+@hookspec
+def vnode_doctor_checks(context: PluginContext) -> list[Verdict]:
+    """Check what this plugin needs on the host, for ``vnode doctor``.
+
+    :param context: the plugin's view of the configuration, and a libvirt connection (may
+        be None when libvirt is unreachable).
+    :return: a list of :class:`~vnode.model.Verdict` (ok, warn or fail, one sentence each).
+        Network backends are checked through their own ``diagnose()``; this hook is for the
+        rest (a site DNS server, a tool the plugin runs).
+
+    All results. Called once by ``vnode doctor``.
+    """
+
+
+@hookspec
+def vnode_cli_commands() -> list[Any]:
+    """Contribute sub-commands to the ``vnode`` command line.
+
+    :return: a list of ``cyclopts.App`` objects, each named (``App(name="bridge")``); its
+        commands appear as ``vnode NAME ...``. A name the core or another plugin already uses
+        is skipped and named.
+
+    All results. Called when the command line starts with a word the core does not know, and
+    for ``vnode --help``.
+    """
+
+
+@hookspec
+def vnode_domain_xml(node: NodePlan, domain: ET.Element) -> None:
+    """Adjust a node's libvirt domain before it is defined (a second NIC, a virtiofs share).
+
+    :param node: the node's plan.
+    :param domain: the parsed ``<domain>`` element rendered by the core; change it in place.
+    :return: nothing.
+
+    All implementations are called, once per node during planning; the result is the
+    domain XML kept in the plan.
+    """

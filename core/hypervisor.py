@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ import attrs
 from vnode.errors import EnvironmentProblem, UsageError
 
 NAMESPACE = "urn:x-vnode:node:1"
-_NS = {"vnode": NAMESPACE}
 
 _STATE_NAMES = {
     0: "nostate",
@@ -56,26 +54,31 @@ def _libvirt() -> Any:
     return libvirt
 
 
-_connections: dict[str, Any] = {}
-_connect_lock = threading.Lock()
+class HypervisorError(EnvironmentProblem):
+    """libvirt said no; the message is libvirt's own. Callers never see libvirt's exceptions."""
+
+
+@contextlib.contextmanager
+def libvirt_errors(doing: str) -> Iterator[None]:
+    """Turn a libvirt error into a HypervisorError saying what vnode was doing."""
+    try:
+        yield
+    except _libvirt().libvirtError as exc:
+        raise HypervisorError(f"{doing}: {exc.get_error_message()}") from None
 
 
 def connect(uri: str) -> Any:
-    """One shared libvirt connection per URI (libvirt connections are thread-safe)."""
+    """A new libvirt connection (thread-safe; the session keeps one per host)."""
     libvirt = _libvirt()
-    with _connect_lock:
-        conn = _connections.get(uri)
-        if conn is not None and conn.isAlive():
-            return conn
-        try:
-            conn = libvirt.open(uri)
-        except libvirt.libvirtError as exc:
-            raise EnvironmentProblem(
-                f"cannot reach libvirtd at {uri} ({exc.get_error_message()}): start it with "
-                "`libvirtd -d` (and `virtlogd -d`) or `systemctl start libvirtd`"
-            ) from None
-        _connections[uri] = conn
-        return conn
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise EnvironmentProblem(
+            f"cannot reach libvirt at {uri} ({exc.get_error_message()}): start it with "
+            "`systemctl start virtqemud.socket virtnetworkd.socket virtstoraged.socket "
+            "virtlogd.socket` (modular daemons), `systemctl start libvirtd`, or, without "
+            "systemd, `virtlogd -d; libvirtd -d`"
+        ) from None
 
 
 def libvirt_error() -> type[Exception]:
@@ -121,34 +124,65 @@ class DomainMark:
     number: int
 
 
+_MARK_FIELDS = ("distro", "mac", "ip", "network", "dir", "console", "created", "pool", "number")
+
+
 def read_mark(domain: Any) -> DomainMark | None:
-    """The mark vnode left on a domain, or None (not vnode's, or gone meanwhile)."""
+    """The mark vnode left on a domain, or None (not vnode's, or gone meanwhile).
+
+    Read through libvirt's metadata call: one element, not the whole domain XML.
+    """
     libvirt = _libvirt()
     try:
-        root = ET.fromstring(domain.XMLDesc(0))
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
+        name = domain.name()
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_METADATA):
             return None
-        raise
-    node = root.find("metadata/vnode:node", _NS)
-    if node is None or node.findtext("vnode:created-by", namespaces=_NS) != "vnode":
+        raise HypervisorError(f"reading {domain.name()}'s metadata: {exc}") from None
+    # libvirt hands the element back without its namespace prefix: plain tags.
+    node = ET.fromstring(text)
+    if node.findtext("created-by") != "vnode":
         return None
 
-    def text(tag: str) -> str:
-        return node.findtext(f"vnode:{tag}", default="", namespaces=_NS)
+    def text_of(tag: str) -> str:
+        return node.findtext(tag, default="")
 
     return DomainMark(
-        name=domain.name(),
-        distro=text("distro"),
-        mac=text("mac"),
-        ip=text("ip"),
-        network=text("network"),
-        node_dir=text("dir"),
-        console=text("console"),
-        created=text("created"),
-        pool=text("pool"),
-        number=int(text("number") or -1),
+        name=name,
+        distro=text_of("distro"),
+        mac=text_of("mac"),
+        ip=text_of("ip"),
+        network=text_of("network"),
+        node_dir=text_of("dir"),
+        console=text_of("console"),
+        created=text_of("created"),
+        pool=text_of("pool"),
+        number=int(text_of("number") or -1),
     )
+
+
+def record_address(domain: Any, ip: str) -> None:
+    """Keep the address the wait learned on the domain itself, so `list` and `ssh` need not
+    learn it again."""
+    libvirt = _libvirt()
+    text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
+    node = ET.fromstring(text)
+    field = node.find("ip")
+    if field is None:
+        field = ET.SubElement(node, "ip")
+    field.text = ip
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if domain.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    with libvirt_errors(f"recording {domain.name()}'s address"):
+        domain.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            ET.tostring(node, encoding="unicode"),
+            "vnode",
+            NAMESPACE,
+            flags,
+        )
 
 
 def lookup(conn: Any, name: str) -> Any | None:
@@ -158,7 +192,12 @@ def lookup(conn: Any, name: str) -> Any | None:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None
-        raise
+        raise HypervisorError(f"looking up {name}: {exc.get_error_message()}") from None
+
+
+def define(conn: Any, xml: str, name: str) -> Any:
+    with libvirt_errors(f"defining {name}"):
+        return conn.defineXML(xml)
 
 
 def owned_mark(domain: Any, nodes_dir: Path) -> DomainMark | None:
@@ -174,7 +213,9 @@ def owned_mark(domain: Any, nodes_dir: Path) -> DomainMark | None:
 def vnode_domains(conn: Any, nodes_dir: Path) -> list[tuple[Any, DomainMark]]:
     """The domains vnode made with this state directory."""
     found = []
-    for domain in conn.listAllDomains(0):
+    with libvirt_errors("listing domains"):
+        domains = conn.listAllDomains(0)
+    for domain in domains:
         mark = owned_mark(domain, nodes_dir)
         if mark is not None:
             found.append((domain, mark))
@@ -183,7 +224,8 @@ def vnode_domains(conn: Any, nodes_dir: Path) -> list[tuple[Any, DomainMark]]:
 
 def state_of(domain: Any) -> tuple[str, str | None]:
     """The domain's state name and, when paused, why."""
-    state, reason = domain.state()
+    with libvirt_errors(f"reading {domain.name()}'s state"):
+        state, reason = domain.state()
     name = _STATE_NAMES.get(state, str(state))
     return name, _PAUSE_REASONS.get(reason) if name == "paused" else None
 
@@ -191,7 +233,8 @@ def state_of(domain: Any) -> tuple[str, str | None]:
 def start(domain: Any, *, paused: bool) -> None:
     """Start the domain's QEMU; ``paused`` keeps its vCPUs stopped until :func:`resume`."""
     libvirt = _libvirt()
-    domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+    with libvirt_errors(f"starting {domain.name()}"):
+        domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
 
 
 def resume(domain: Any) -> None:
@@ -216,9 +259,10 @@ def remove_domain(domain: Any) -> None:
 
 @contextlib.contextmanager
 def _tolerating(*codes: int) -> Iterator[None]:
-    """Ignore libvirt errors with these codes (the state asked for is already there)."""
+    """Ignore libvirt errors with these codes (the state asked for is already there); any
+    other is a HypervisorError."""
     try:
         yield
     except _libvirt().libvirtError as exc:
         if exc.get_error_code() not in codes:
-            raise
+            raise HypervisorError(exc.get_error_message()) from None

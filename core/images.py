@@ -27,12 +27,12 @@ import attrs
 
 from vnode import fetch
 from vnode.checksums import hash_file
-from vnode.config import Config, load_config
+from vnode.config import Config
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.locks import file_lock
 from vnode.model import Distro
-from vnode.plugins import load_plugins, resolve_distro
 from vnode.progress import Reporter, SilentReporter
+from vnode.session import Session
 
 QCOW2_MAGIC = b"QFI\xfb"
 MAX_PARALLEL_FETCHES = 4
@@ -113,33 +113,32 @@ def image_status(image: Path) -> tuple[str, str | None]:
     return record.status, record.source
 
 
-def how_to_get(distro: Distro) -> str:
+def how_to_get(distro: Distro, session: Session) -> str:
     """The commands that put ``distro``'s image in the store, for error messages."""
     ways = []
     if fetch.downloadable(distro):
         ways.append(f"`vnode images fetch {distro.name}`")
-    if distro.buildable:
+    if session.plugins.image_builder(distro, session.plugin_context(connect=False)):
         ways.append(f"`vnode images build {distro.name}`")
     if not ways:
         return f"`vnode images import FILE --as {distro.name}`"
     return " or ".join(ways)
 
 
-def missing_message(distro: Distro, image: Path) -> str:
+def missing_message(distro: Distro, image: Path, session: Session) -> str:
     """What ``up`` says when an image is missing: the command that gets it."""
     hint = " (or `vnode up --fetch`)" if fetch.downloadable(distro) else ""
-    return f"no image for {distro.name} at {image}: run {how_to_get(distro)}{hint}"
+    return f"no image for {distro.name} at {image}: run {how_to_get(distro, session)}{hint}"
 
 
-def list_images(config: Config | None = None) -> list[ImageEntry]:
+def list_images(session: Session) -> list[ImageEntry]:
     """Every distro the plugins list, and any other image in the store a plugin resolves."""
-    config = config or load_config()
-    hook = load_plugins().hook
-    names = {n for names in hook.vnode_distro_names() for n in names}
+    config = session.config
+    names = set(session.plugins.distro_names())
     store = config.paths.images
     if store.is_dir():
         names |= {p.name.removesuffix(".qcow2") for p in store.glob("*.qcow2")}
-    distros = {d.name: d for n in names if (d := hook.vnode_distro_resolve(name=n.lower()))}
+    distros = {d.name: d for n in names if (d := session.plugins.find_distro(n))}
     entries = []
     for distro in sorted(distros.values(), key=lambda d: (d.family, d.name)):
         path = image_path(distro, config)
@@ -153,9 +152,9 @@ def list_images(config: Config | None = None) -> list[ImageEntry]:
 
 def fetch_images(
     names: Iterable[str],
+    session: Session,
     *,
     force: bool = False,
-    config: Config | None = None,
     reporter: Reporter | None = None,
 ) -> list[FetchOutcome]:
     """Download the distros' images in parallel, each verified before it enters the store.
@@ -163,12 +162,14 @@ def fetch_images(
     Unknown or undownloadable distros are a UsageError before any download starts; a failed
     download is reported in its outcome and leaves the store as it was.
     """
-    config = config or load_config()
+    config = session.config
     reporter = reporter or SilentReporter()
-    distros = _unique(resolve_distro(name) for name in names)
+    distros = _unique(session.plugins.resolve_distro(name) for name in names)
     for distro in distros:
         if not fetch.downloadable(distro):
-            raise UsageError(f"no download is known for {distro.name}; use {how_to_get(distro)}")
+            raise UsageError(
+                f"no download is known for {distro.name}; use {how_to_get(distro, session)}"
+            )
     store = _prepare_store(config)
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(distros) or 1))
@@ -186,45 +187,46 @@ def fetch_images(
 
 
 def ensure_images(
-    distros: Iterable[Distro], config: Config, reporter: Reporter | None = None
+    distros: Iterable[Distro], session: Session, reporter: Reporter | None = None
 ) -> None:
     """Fetch the images that are missing (``up --fetch``); the first failure is raised."""
-    missing = [d.name for d in _unique(distros) if not image_path(d, config).exists()]
+    missing = [d.name for d in _unique(distros) if not image_path(d, session.config).exists()]
     if not missing:
         return
-    failed = [o for o in fetch_images(missing, config=config, reporter=reporter) if o.detail]
+    failed = [o for o in fetch_images(missing, session, reporter=reporter) if o.detail]
     if failed:
         raise fetch.FetchError(f"fetching {failed[0].distro} failed: {failed[0].detail}")
 
 
-def build_image(
-    name: str, *, force: bool = False, config: Config | None = None
-) -> tuple[Path, bool]:
+def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Path, bool]:
     """Build a distro's image with the plugin that can; returns (path, whether it was built)."""
-    config = config or load_config()
-    distro = resolve_distro(name)
+    config = session.config
+    distro = session.plugins.resolve_distro(name)
     dest = image_path(distro, config)
     if dest.exists() and not force:
         return dest, False
+    builder = session.plugins.image_builder(distro, session.plugin_context(connect=False))
+    if builder is None:
+        raise UsageError(
+            f"no plugin can build {distro.name} locally; use {how_to_get(distro, session)}"
+        )
     _prepare_store(config)
-    built = load_plugins().hook.vnode_image_build(distro=distro, dest=dest, config=config)
-    if not built:
-        raise UsageError(f"no plugin can build {distro.name} locally; use {how_to_get(distro)}")
+    builder.build(dest)
     os.chmod(dest, 0o644)
-    write_record(dest, status="built", source=f"vnode images build {distro.name}")
+    write_record(dest, status="built", source=f"vnode images build {distro.name} ({builder.how})")
     return dest, True
 
 
 def import_image(
-    source: Path, name: str, *, force: bool = False, config: Config | None = None
+    source: Path, name: str, session: Session, *, force: bool = False
 ) -> tuple[Path, ImageRecord]:
     """Copy (qcow2) or convert (any format qemu-img reads) a user's image into the store.
 
     ``name`` must resolve to a distro, whose canonical name the image takes: nodes of that
     distro then boot from it. An existing image is replaced only with ``force``.
     """
-    config = config or load_config()
-    distro = resolve_distro(name)
+    config = session.config
+    distro = session.plugins.resolve_distro(name)
     if not source.is_file():
         raise UsageError(f"{source} is not a file")
     dest = image_path(distro, config)

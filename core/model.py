@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import attrs
+
+VirtType = Literal["kvm", "qemu"]
+NodeState = Literal["ready", "timeout", "failed", "started"]
+VerdictStatus = Literal["ok", "warn", "fail"]
 
 
 @attrs.frozen
@@ -15,18 +21,14 @@ class Distro:
     family: str  # "fedora", "ubuntu", "debian", or a third party's own
     release: str
     title: str
-    osinfo: str  # libosinfo id, e.g. "fedora43"
+    osinfo: str  # libosinfo OS id, written into the domain: "http://fedoraproject.org/fedora/44"
     image_url: str | None = None
     checksum_url: str | None = None
     # How to read checksum_url: "fedora-checksum", "sha256sums" or "sha512sums".
     checksum_format: str | None = None
+    # The smallest disk the image needs, in GiB: a node gets at least this much.
     disk_gb: int = 10
-    # Guest quirks that cloud-init network-config must respect.
-    interface_name: str = "eth0"
-    network_renderer: str = "auto"
     aliases: tuple[str, ...] = ()
-    # A plugin that can build the image locally (no download) says so here.
-    buildable: bool = False
     # The image's file in the image store; by default named after the distro. A plugin may
     # point at another distro's file to reuse its image.
     image_file: str | None = None
@@ -47,28 +49,6 @@ class NodeIdentity:
 
 
 @attrs.frozen
-class NodePlan(NodeIdentity):
-    """Everything decided about one node before anything is created."""
-
-    distro: Distro
-    memory_mib: int
-    vcpus: int
-    disk_gb: int
-    network: str  # "KIND[:ARG]", e.g. "libvirt", "bridge:br0", "direct:eth0"
-    virt_type: str  # "kvm" or "qemu" (auto is resolved before planning ends)
-    node_dir: Path
-
-    @property
-    def network_kind(self) -> str:
-        return self.network.split(":", 1)[0]
-
-    @property
-    def network_arg(self) -> str | None:
-        parts = self.network.split(":", 1)
-        return parts[1] if len(parts) == 2 and parts[1] else None
-
-
-@attrs.frozen
 class StaticAddress:
     """An address the network knows before boot, given to the guest through network-config."""
 
@@ -79,21 +59,59 @@ class StaticAddress:
     search: tuple[str, ...] = ()
 
 
+InterfaceType = Literal["network", "bridge", "direct", "user", "ethernet", "vhostuser"]
+INTERFACE_TYPES: tuple[str, ...] = InterfaceType.__args__  # type: ignore[attr-defined]
+
+
 @attrs.frozen
 class Interface:
-    """How the node's NIC attaches: rendered into the domain XML by the core."""
+    """How the node's NIC attaches, as libvirt's ``<interface type=...>`` says it.
 
-    type: str  # libvirt interface type: "network", "bridge" or "direct"
-    source: str  # network name, bridge name or parent device
-    mode: str | None = None  # macvtap mode for "direct"
+    ``source`` holds the attributes of ``<source>`` (e.g. ``{"network": "vnode"}``,
+    ``{"bridge": "br0"}``, ``{"dev": "eth0", "mode": "bridge"}``), so any libvirt interface
+    type can be described; a type libvirt does not have is refused when the plan is made.
+    """
+
+    type: str = attrs.field(validator=attrs.validators.in_(INTERFACE_TYPES))
+    source: dict[str, str] = attrs.field(factory=dict, hash=False)
     model: str = "virtio"
 
 
 @attrs.frozen
 class ConsoleSetup:
-    """Where the serial console is captured from boot on."""
+    """Where the serial console is captured from boot on (virtlogd writes the file)."""
 
     log_path: Path
+
+
+@attrs.frozen
+class NodePlan(NodeIdentity):
+    """Everything decided about one node before anything is created.
+
+    The executor works from this alone: it calls no plugin.
+    """
+
+    distro: Distro
+    memory_mib: int
+    vcpus: int
+    disk_gb: int
+    network: str  # "KIND[:ARG]" as the network plugin describes it, e.g. "bridge:br0"
+    virt_type: VirtType
+    node_dir: Path
+    host: str = "local"  # the hypervisor host's name (see [[hosts]])
+    interface: Interface | None = None
+    address: StaticAddress | None = None  # known before boot; None: learned while waiting
+    dns_domain: str | None = None  # the node's FQDN is NAME.DOMAIN when set
+    console: ConsoleSetup | None = None
+    domain_xml: str = ""  # the domain as it will be defined, plugins' adjustments applied
+
+    @property
+    def disk_path(self) -> Path:
+        return self.node_dir / "disk.qcow2"
+
+    @property
+    def seed_path(self) -> Path:
+        return self.node_dir / "seed.iso"
 
 
 @attrs.frozen
@@ -104,7 +122,7 @@ class NodeResult:
     distro: str
     mac: str
     ip: str | None
-    state: str  # "ready", "timeout", "failed" or "started" (with --no-wait)
+    state: NodeState
     seconds: float | None
     detail: str | None = None
 
@@ -126,3 +144,42 @@ class NodeInfo:
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
+
+
+@attrs.frozen
+class Verdict:
+    """One line of ``vnode doctor``: a check's name, ok/warn/fail, and one sentence."""
+
+    check: str
+    status: VerdictStatus
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class ImageBuilder:
+    """A plugin's offer to build a distro's image locally (see ``vnode_image_builder``)."""
+
+    how: str  # one phrase for listings, e.g. "built from the Debian mirror with mmdebstrap"
+    build: Callable[[Path], None] = attrs.field(eq=False)  # writes a qcow2 at the path given
+
+
+@attrs.frozen
+class PluginContext:
+    """What a plugin sees of vnode's configuration and host, handed to its hooks.
+
+    ``sections`` holds every plugin-declared config section, structured into the plugin's
+    own attrs class (defaults where the user wrote nothing).
+    """
+
+    sections: Mapping[str, Any] = attrs.field(hash=False)
+    pools: tuple[Any, ...]  # vnode.pools.Pool: name, number, MAC of every node name
+    state_dir: Path
+    uri: str
+    mirrors: Mapping[str, str] = attrs.field(factory=dict, hash=False)  # family -> URL
+    connection: Any = attrs.field(default=None, eq=False, repr=False)  # libvirt, or None
+
+    def section(self, name: str) -> Any:
+        return self.sections[name]

@@ -1,43 +1,85 @@
-"""The contract a network plugin's backend fulfils. The core calls these in order:
-``check`` (before anything is created), ``prepare`` (once per ``up``), then per node
-``reserve``, ``interface``, ``static_address``; ``discover_address`` while waiting;
-``release`` when a node is destroyed.
+"""The contract a network plugin's backend fulfils (plugins subclass :class:`NetworkBackend`).
 
-``release`` and the address methods get a :class:`~vnode.model.NodeIdentity` (a node being
-destroyed has no plan); the others get the full :class:`~vnode.model.NodePlan`."""
+A backend comes from the ``vnode_network_backend`` hook, once per command. The core calls:
+
+- ``diagnose`` for ``vnode doctor``, and through ``check`` before ``up`` creates anything;
+- during planning (main thread): ``describe``, ``interface``, ``static_address``,
+  ``dns_domain`` per node; the answers go into each node's plan;
+- ``prepare`` once per ``up`` (main thread), after the checks, before any node is made;
+- while nodes are made, in worker threads, one per node: ``reserve`` before the domain is
+  defined, ``release`` when a node is removed (also by ``destroy``, with no plan: it gets a
+  :class:`~vnode.model.NodeIdentity`);
+- while waiting for SSH, in worker threads, repeatedly: ``discover_address``, for nodes
+  whose address was not known before boot.
+
+Methods that run in worker threads may run for several nodes at once.
+"""
 
 from __future__ import annotations
 
-from vnode.model import Interface, NodeIdentity, NodePlan, StaticAddress
+from collections.abc import Sequence
+from pathlib import Path
+
+from vnode.errors import EnvironmentProblem, UsageError
+from vnode.logs import get_logger
+from vnode.model import Interface, NodeIdentity, NodePlan, StaticAddress, Verdict
+
+log = get_logger("vnode.network")
 
 
 class NetworkBackend:
     kind = "abstract"
 
     def describe(self) -> str:
-        """The network as ``vnode list`` shows it."""
+        """The network as ``KIND[:ARG]``, as ``vnode list`` shows it."""
         return self.kind
 
-    def check(self, nodes: list[NodePlan]) -> None:
-        """Raise UsageError or EnvironmentProblem if nodes cannot attach; change nothing."""
+    def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
+        """Can nodes attach? One verdict per thing checked; change nothing.
 
-    def prepare(self, nodes: list[NodePlan]) -> None:
-        """Create what the nodes share (e.g. the libvirt network), idempotently."""
+        A ``fail`` verdict whose check name ends in ``input`` means the user named something
+        unusable (``up`` exits 2); any other ``fail`` is a host problem (exit 1). ``warn``
+        verdicts are logged as warnings by ``up``.
+        """
+        return []
 
-    def reserve(self, node: NodeIdentity) -> None:
-        """Record the node's address (e.g. a DHCP host reservation)."""
+    def check(self, nodes: Sequence[NodeIdentity]) -> None:
+        """Raise UsageError or EnvironmentProblem for the first failing verdict of
+        :meth:`diagnose`; log its warnings."""
+        for verdict in self.diagnose(nodes):
+            if verdict.status == "fail":
+                error = UsageError if verdict.check.endswith("input") else EnvironmentProblem
+                raise error(verdict.message)
+            if verdict.status == "warn":
+                log.warning(verdict.message)
 
-    def interface(self, node: NodePlan) -> Interface:
+    def prepare(self, nodes: Sequence[NodePlan]) -> None:
+        """Create what the nodes share (e.g. a libvirt network), idempotently."""
+
+    def interface(self, node: NodeIdentity) -> Interface:
+        """How the node's NIC attaches."""
         raise NotImplementedError
 
     def static_address(self, node: NodeIdentity) -> StaticAddress | None:
-        """The node's address if it is known before boot, else None (DHCP)."""
+        """The node's address if it is known before boot (given to the guest statically),
+        else None: the guest takes DHCP and :meth:`discover_address` finds it."""
         return None
 
-    def discover_address(self, node: NodeIdentity) -> str | None:
-        """The node's address once it is up, learned without guessing; None if not yet known."""
+    def dns_domain(self) -> str | None:
+        """The DNS domain nodes on this network are named in (FQDN = NAME.DOMAIN), if any."""
+        return None
+
+    def reserve(self, node: NodePlan) -> None:
+        """Record the node's address where the network needs it (e.g. a DHCP reservation)."""
+
+    def discover_address(self, node: NodeIdentity, console: Path | None) -> str | None:
+        """The node's address once it is up, learned without guessing; None if not known yet.
+
+        ``console`` is the file the node's serial console is captured to (a guest may report
+        its address there), or None.
+        """
         address = self.static_address(node)
         return address.ip if address else None
 
     def release(self, node: NodeIdentity) -> None:
-        """Undo ``reserve``; called when the node is destroyed."""
+        """Undo :meth:`reserve`; called when the node is removed."""

@@ -1,8 +1,8 @@
-"""Making and removing one node. Runs in worker threads; the scheduler runs many at once."""
+"""Making and removing one node from its plan. Runs in worker threads, many at once; calls no
+plugin hook (the network backend's per-node duties are documented in :mod:`vnode.network`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,45 +11,46 @@ import attrs
 
 from vnode import hypervisor
 from vnode.cloudinit import render_seed, write_seed_iso
-from vnode.config import Config
 from vnode.disks import create_overlay
-from vnode.errors import EnvironmentProblem, UsageError
+from vnode.errors import UsageError
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
 from vnode.logs import get_logger
-from vnode.model import ConsoleSetup, NodeIdentity, NodePlan
+from vnode.model import NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
-from vnode.plugins import first_answer, network_backend
-from vnode.templating import render_xml
 
 log = get_logger("vnode.nodes")
 
 
 @attrs.frozen
-class Workspace:
-    """What every node operation of one command shares."""
+class NodeStore:
+    """What making and removing nodes shares within one command: libvirt, where node files
+    live, and vnode's known_hosts."""
 
-    config: Config
     conn: Any
+    nodes_dir: Path
+    images_dir: Path
     known_hosts: KnownHosts
 
-    @classmethod
-    def open(cls, config: Config) -> Workspace:
-        conn = hypervisor.connect(config.defaults.uri)
-        return cls(
-            config=config, conn=conn, known_hosts=KnownHosts(config.paths.ssh / "known_hosts")
-        )
+    def owned(self, name: str) -> tuple[Any, hypervisor.DomainMark] | None:
+        """The domain named ``name`` if this vnode made it; UsageError if someone else did."""
+        domain = hypervisor.lookup(self.conn, name)
+        if domain is None:
+            return None
+        mark = hypervisor.owned_mark(domain, self.nodes_dir)
+        if mark is None:
+            raise UsageError(f"domain {name} exists and vnode did not create it; not touching it")
+        return domain, mark
 
 
 @attrs.frozen
 class CreatedNode:
     plan: NodePlan
     domain: Any
-    ip: str | None
     host_key: str
 
 
 def create_node(
-    ws: Workspace,
+    store: NodeStore,
     plan: NodePlan,
     backend: NetworkBackend,
     client: ClientKey,
@@ -62,63 +63,31 @@ def create_node(
     The caller holds the node's lock. On failure everything this call made is removed
     again, so a node is whole or absent.
     """
-    existing = hypervisor.lookup(ws.conn, plan.name)
-    if existing is not None:
-        if hypervisor.owned_mark(existing, ws.config.paths.nodes) is None:
-            raise UsageError(f"domain {plan.name} exists and vnode did not create it")
-        remove_node(ws, existing)
+    if store.owned(plan.name) is not None:
+        remove_node(store, plan, backend)
     try:
-        return _build(ws, plan, backend, client, paused)
+        return _build(store, plan, backend, client, paused)
     except BaseException:
-        discard_node(ws, plan, backend)
+        remove_node(store, plan, backend, quiet=True)
         raise
 
 
 def _build(
-    ws: Workspace, plan: NodePlan, backend: NetworkBackend, client: ClientKey, paused: bool
+    store: NodeStore, plan: NodePlan, backend: NetworkBackend, client: ClientKey, paused: bool
 ) -> CreatedNode:
     _fresh_dir(plan.node_dir)
-    base = ws.config.paths.images / plan.distro.image_filename
-    disk = plan.node_dir / "disk.qcow2"
-    create_overlay(base, disk, plan.disk_gb)
+    base = store.images_dir / plan.distro.image_filename
+    create_overlay(base, plan.disk_path, plan.disk_gb)
     host_key = generate_keypair(f"{plan.name} host key")
-    address = backend.static_address(plan)
-    seed = render_seed(
-        plan,
-        authorized_key=client.public_openssh,
-        host_key=host_key,
-        address=address,
-        domain=ws.config.libvirt_network.domain if address else None,
-    )
-    seed_path = plan.node_dir / "seed.iso"
-    write_seed_iso(seed_path, seed)
-    console = first_answer(
-        "vnode_console_setup", lambda c: isinstance(c, ConsoleSetup), node=plan
-    ) or ConsoleSetup(log_path=plan.node_dir / "console.log")
+    seed = render_seed(plan, authorized_key=client.public_openssh, host_key=host_key)
+    write_seed_iso(plan.seed_path, seed)
     backend.reserve(plan)
-    xml = render_xml(
-        "domain.xml.j2",
-        node=plan,
-        virt_type=plan.virt_type,
-        namespace=hypervisor.NAMESPACE,
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        ip=address.ip if address else None,
-        disk=disk,
-        seed=seed_path,
-        interface=backend.interface(plan),
-        console=console,
-    )
     # The host key is trusted before the guest exists, so the first connection is verified.
-    ws.known_hosts.set(plan.name, host_key.public_openssh)
-    domain = ws.conn.defineXML(xml)
+    store.known_hosts.set(plan.name, host_key.public_openssh)
+    domain = hypervisor.define(store.conn, plan.domain_xml, plan.name)
     hypervisor.start(domain, paused=paused)
     log.debug("started", node=plan.name, virt_type=plan.virt_type, paused=paused)
-    return CreatedNode(
-        plan=plan,
-        domain=domain,
-        ip=address.ip if address else None,
-        host_key=host_key.public_openssh,
-    )
+    return CreatedNode(plan=plan, domain=domain, host_key=host_key.public_openssh)
 
 
 def _fresh_dir(path: Path) -> None:
@@ -127,40 +96,49 @@ def _fresh_dir(path: Path) -> None:
     path.mkdir(mode=0o755, parents=True)
 
 
-def discard_node(ws: Workspace, plan: NodePlan, backend: NetworkBackend) -> None:
-    """Remove a node by its plan: domain, reservation, files, known_hosts entry.
+def remove_node(
+    store: NodeStore,
+    node: NodeIdentity,
+    backend: NetworkBackend | None,
+    *,
+    node_dir: Path | None = None,
+    console: Path | None = None,
+    quiet: bool = False,
+) -> None:
+    """Remove a node vnode made: domain, reservation, files, console log, known_hosts entry.
 
-    Works on a half-made node, and on one whose domain is already gone."""
-    domain = hypervisor.lookup(ws.conn, plan.name)
-    if domain is not None and hypervisor.owned_mark(domain, ws.config.paths.nodes) is not None:
+    The one way nodes are removed (destroy, re-create, a failed or interrupted create): works
+    on a half-made node and on one whose domain is already gone. ``quiet``: a failure to
+    release the reservation is logged, not raised (an earlier failure matters more).
+    """
+    owned = store.owned(node.name)
+    if owned is not None:
+        domain, mark = owned
+        node_dir = node_dir or (Path(mark.node_dir) if mark.node_dir else None)
+        console = console or (Path(mark.console) if mark.console else None)
         hypervisor.remove_domain(domain)
-    try:
-        backend.release(plan)
-    except Exception as exc:  # the original failure matters more
-        log.warning("could not release the reservation", node=plan.name, error=str(exc))
-    _remove_dir(ws.config, plan.node_dir)
-    ws.known_hosts.remove(plan.name)
+    if isinstance(node, NodePlan):
+        node_dir = node_dir or node.node_dir
+        console = console or (node.console.log_path if node.console else None)
+    if backend is not None:
+        try:
+            backend.release(node)
+        except Exception as exc:
+            if not quiet:
+                raise
+            log.warning("could not release the reservation", node=node.name, error=str(exc))
+    if node_dir is not None:
+        _remove_inside(store.nodes_dir, node_dir)
+    # A console kept outside the node's directory (where virtlogd may write) goes too, but
+    # only a file named after this node.
+    outside = console is not None and node_dir is not None and console.parent != node_dir
+    if outside and console.name.startswith(node.name) and console.is_file():
+        console.unlink(missing_ok=True)
+    store.known_hosts.remove(node.name)
 
 
-def remove_node(ws: Workspace, domain: Any) -> None:
-    """Destroy a domain vnode made, with its reservation, files and known_hosts entry."""
-    mark = hypervisor.owned_mark(domain, ws.config.paths.nodes)
-    if mark is None:
-        raise UsageError(f"domain {domain.name()} was not made by vnode; not touching it")
-    hypervisor.remove_domain(domain)
-    identity = NodeIdentity(name=mark.name, number=mark.number, pool=mark.pool, mac=mark.mac)
-    try:
-        network_backend(mark.network, ws.config).release(identity)
-    except (UsageError, EnvironmentProblem) as exc:
-        log.warning("reservation left in place", node=mark.name, reason=str(exc))
-    if mark.node_dir:
-        _remove_dir(ws.config, Path(mark.node_dir))
-    ws.known_hosts.remove(mark.name)
-
-
-def _remove_dir(config: Config, path: Path) -> None:
+def _remove_inside(nodes_dir: Path, path: Path) -> None:
     # Only ever delete inside vnode's own node directory, whatever the metadata says.
-    nodes = config.paths.nodes.resolve()
     target = path.resolve()
-    if target.parent == nodes and target.exists():
+    if target.parent == nodes_dir.resolve() and target.exists():
         shutil.rmtree(target, ignore_errors=True)

@@ -15,10 +15,13 @@ from vnode.logs import get_logger
 from vnode.model import (
     ConsoleSetup,
     Distro,
+    ImageBuilder,
     Interface,
     NodeIdentity,
     NodePlan,
+    PluginContext,
     StaticAddress,
+    Verdict,
 )
 from vnode.network import NetworkBackend
 from vnode.templating import render_xml
@@ -28,12 +31,15 @@ __all__ = [
     "ConsoleSetup",
     "Distro",
     "EnvironmentProblem",
+    "ImageBuilder",
     "Interface",
     "NetworkBackend",
     "NodeIdentity",
     "NodePlan",
+    "PluginContext",
     "StaticAddress",
     "UsageError",
+    "Verdict",
     "VnodeError",
     "catalog",
     "get_logger",

@@ -1,15 +1,22 @@
-"""Finding plugins through the ``vnode.plugins`` entry point group, ours included.
+"""The plugin host: finds plugins through the ``vnode.plugins`` entry points (ours included) and
+is the one way vnode calls a hook.
 
-A third party's plugin must never break vnode: one that fails to import, does not match the
-hook specifications, or answers a listing hook with the wrong type is recorded as broken and
-left out. Hooks that answer with one result are called plugin by plugin, so a plugin that
-raises is skipped (and named) instead of failing the command.
+A third party's plugin must never break vnode. One that fails to import, does not match the
+hook specifications, or answers a listing hook wrongly when it loads is recorded as broken and
+left out. At run time every hook goes through the same isolation: an implementation that
+raises (anything but vnode's own UsageError/EnvironmentProblem, which are answers meant for
+the user) or answers with the wrong type is skipped and named, and the call goes on as if it
+had not been there. Plain implementations are guarded where they are registered, so pluggy's
+own call loop (first result, tryfirst/trylast, wrappers) is untouched; an exception that
+escapes a wrapper is traced back to its plugin, and the call is made again without it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import types
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
 
@@ -17,9 +24,17 @@ import attrs
 import pluggy
 
 from vnode import hookspecs
-from vnode.errors import UsageError
+from vnode.errors import UsageError, VnodeError
 from vnode.logs import get_logger
-from vnode.model import Distro
+from vnode.model import (
+    ConsoleSetup,
+    Distro,
+    ImageBuilder,
+    NodePlan,
+    PluginContext,
+    Verdict,
+)
+from vnode.network import NetworkBackend
 
 ENTRY_POINT_GROUP = "vnode.plugins"
 log = get_logger("vnode.plugins")
@@ -27,13 +42,49 @@ log = get_logger("vnode.plugins")
 _KIND_OF_HOOK = {
     "vnode_distro_resolve": "distro",
     "vnode_distro_names": "distro",
-    "vnode_image_build": "distro",
+    "vnode_image_builder": "distro",
     "vnode_network_kinds": "network",
     "vnode_network_backend": "network",
     "vnode_console_setup": "console",
+    "vnode_config_sections": "config",
+    "vnode_doctor_checks": "doctor",
+    "vnode_cli_commands": "cli",
+    "vnode_domain_xml": "domain",
 }
 # Hooks whose answers name what a plugin provides; checked when the plugin loads.
 _LISTING_HOOKS = ("vnode_distro_names", "vnode_network_kinds")
+
+
+def _list_of(kind: type | tuple[type, ...]) -> Callable[[Any], bool]:
+    return lambda answer: isinstance(answer, list) and all(isinstance(a, kind) for a in answer)
+
+
+def _sections(answer: Any) -> bool:
+    return isinstance(answer, dict) and all(
+        isinstance(name, str) and isinstance(cls, type) and attrs.has(cls)
+        for name, cls in answer.items()
+    )
+
+
+def _cli_apps(answer: Any) -> bool:
+    import cyclopts
+
+    return isinstance(answer, list) and all(isinstance(a, cyclopts.App) for a in answer)
+
+
+# What a non-None answer of each hook must be; anything else is skipped.
+_ACCEPTS: dict[str, Callable[[Any], bool]] = {
+    "vnode_distro_resolve": lambda a: isinstance(a, Distro),
+    "vnode_distro_names": _list_of(str),
+    "vnode_image_builder": lambda a: isinstance(a, ImageBuilder),
+    "vnode_network_kinds": _list_of(str),
+    "vnode_network_backend": lambda a: isinstance(a, NetworkBackend),
+    "vnode_console_setup": lambda a: isinstance(a, ConsoleSetup),
+    "vnode_config_sections": _sections,
+    "vnode_doctor_checks": _list_of(Verdict),
+    "vnode_cli_commands": _cli_apps,
+    "vnode_domain_xml": lambda a: False,  # answers nothing: it edits the element it is given
+}
 
 
 @attrs.frozen
@@ -45,166 +96,277 @@ class PluginInfo:
     version: str
     distribution: str
     entry_point: str
-    status: str  # "ok" or "broken"
+    status: str  # "ok", "broken" or "disabled"
     reason: str | None = None
     provides: tuple[str, ...] = ()  # distro names and network kinds it answers for
-    notes: tuple[str, ...] = ()  # precedence conflicts with other plugins
+    notes: tuple[str, ...] = ()  # precedence conflicts, hooks it failed in
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
 
 @attrs.frozen
-class Plugins:
-    manager: pluggy.PluginManager
-    infos: tuple[PluginInfo, ...]
+class PluginSource:
+    """A plugin to register: what an entry point gives, or what a test hands in directly."""
 
-    @property
-    def hook(self) -> Any:
-        return self.manager.hook
-
-
-@functools.cache
-def load_plugins() -> Plugins:
-    """Load every plugin once per process."""
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    infos = [_register(manager, ep) for ep in _entry_points()]
-    return Plugins(manager=manager, infos=tuple(_with_conflicts(manager, infos)))
+    name: str
+    load: Callable[[], Any] = attrs.field(eq=False)
+    version: str = "?"
+    distribution: str = "?"
+    entry_point: str = ""
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
+def entry_point_sources() -> list[PluginSource]:
     points = metadata.entry_points(group=ENTRY_POINT_GROUP)
     # Distributions installed twice (e.g. editable and regular) would register twice.
     unique = {(ep.name, ep.value): ep for ep in points}
-    return sorted(unique.values(), key=lambda ep: ep.name)
+    return [
+        PluginSource(
+            name=ep.name,
+            load=ep.load,
+            version=ep.dist.version if ep.dist else "?",
+            distribution=ep.dist.name if ep.dist else "?",
+            entry_point=f"{ep.name} = {ep.value}",
+        )
+        for ep in sorted(unique.values(), key=lambda ep: ep.name)
+    ]
 
 
-def _register(manager: pluggy.PluginManager, ep: metadata.EntryPoint) -> PluginInfo:
-    dist = ep.dist
-    base = {
-        "name": ep.name,
-        "version": dist.version if dist else "?",
-        "distribution": dist.name if dist else "?",
-        "entry_point": f"{ep.name} = {ep.value}",
-    }
-    plugin = None
-    try:
-        plugin = ep.load()
-        manager.register(plugin, name=ep.name)
-        manager.check_pending()
-        provides = _listings(manager, ep.name)
-    except Exception as exc:  # a third party's bug must not break vnode
-        if plugin is not None and manager.is_registered(plugin):
-            manager.unregister(plugin)
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        return PluginInfo(kinds=(), status="broken", reason=reason, **base)
-    callers = manager.get_hookcallers(plugin) or []
-    kinds = sorted({_KIND_OF_HOOK[c.name] for c in callers if c.name in _KIND_OF_HOOK})
-    return PluginInfo(kinds=tuple(kinds), status="ok", provides=tuple(provides), **base)
+class PluginHost:
+    """Owns one pluggy manager for one session; every hook call goes through its methods."""
 
+    def __init__(self, sources: Iterable[PluginSource], disabled: Iterable[str] = ()) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._faults: dict[str, list[str]] = {}
+        self._code_owner: dict[Any, str] = {}  # a hook function's code -> its plugin's name
+        disabled = set(disabled)
+        infos = []
+        for source in sources:
+            if source.name in disabled:
+                self._pm.set_blocked(source.name)
+                infos.append(self._info(source, status="disabled", reason="disabled in config"))
+            else:
+                infos.append(self._register(source))
+        unknown = disabled - {source.name for source in infos}
+        if unknown:
+            raise UsageError(f"config: [plugins] disable names no plugin: {', '.join(unknown)}")
+        self._infos = tuple(infos)
 
-def _listings(manager: pluggy.PluginManager, name: str) -> list[str]:
-    """What the plugin says it provides; a wrong answer makes it broken."""
-    provided: list[str] = []
-    for hook_name in _LISTING_HOOKS:
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            if impl.plugin_name != name:
-                continue
-            answer = impl.function()
-            if not isinstance(answer, list) or not all(isinstance(a, str) for a in answer):
-                raise TypeError(f"{hook_name} returned {answer!r}, expected list[str]")
-            provided.extend(answer)
-    return provided
+    @classmethod
+    def discover(cls, disabled: Iterable[str] = ()) -> PluginHost:
+        """The plugins installed in this Python environment (entry points)."""
+        return cls(entry_point_sources(), disabled)
 
+    # -- the hooks, typed ----------------------------------------------------------------
 
-def _with_conflicts(manager: pluggy.PluginManager, infos: list[PluginInfo]) -> list[PluginInfo]:
-    """Note where two plugins answer for the same distro name: the first in call order wins."""
-    notes: dict[str, list[str]] = {info.name: [] for info in infos}
-    for name in sorted({p for info in infos for p in info.provides}):
-        answering = [
-            impl.plugin_name
-            for impl in _call_order(manager.hook.vnode_distro_resolve)
-            if _safe_resolve(impl, name) is not None
+    def resolve_distro(self, name: str) -> Distro:
+        """The Distro for a short name, or a UsageError listing what the plugins know."""
+        distro = self._call("vnode_distro_resolve", name=name.lower())
+        if distro is None:
+            known = self.distro_names()
+            raise UsageError(f"unknown distro {name!r}; known: {', '.join(known) or 'none'}")
+        return distro
+
+    def find_distro(self, name: str) -> Distro | None:
+        return self._call("vnode_distro_resolve", name=name.lower())
+
+    def distro_names(self) -> list[str]:
+        return sorted({n for names in self._call("vnode_distro_names") for n in names})
+
+    def image_builder(self, distro: Distro, context: PluginContext) -> ImageBuilder | None:
+        return self._call("vnode_image_builder", distro=distro, context=context)
+
+    def network_kinds(self) -> list[str]:
+        return sorted({k for kinds in self._call("vnode_network_kinds") for k in kinds})
+
+    def network_backend(self, network: str, context: PluginContext) -> NetworkBackend:
+        """The backend for ``KIND[:ARG]``, or a UsageError listing the kinds plugins provide."""
+        kind, _, arg = network.partition(":")
+        backend = self._call("vnode_network_backend", kind=kind, arg=arg or None, context=context)
+        if backend is None:
+            kinds = self.network_kinds()
+            raise UsageError(f"unknown network {network!r}; kinds: {', '.join(kinds) or 'none'}")
+        return backend
+
+    def console_setup(self, node: NodePlan) -> ConsoleSetup | None:
+        return self._call("vnode_console_setup", node=node)
+
+    def config_sections(self) -> dict[str, type]:
+        """Every plugin-declared section; the same name with two classes is a broken setup."""
+        merged: dict[str, type] = {}
+        owners: dict[str, str] = {}
+        for impl in reversed(self._pm.hook.vnode_config_sections.get_hookimpls()):
+            answer = impl.function() or {}
+            for section, cls in answer.items():
+                if section in merged and merged[section] is not cls:
+                    self._fault(
+                        impl.plugin_name,
+                        "vnode_config_sections",
+                        f"section [{section}] is already {owners[section]}'s",
+                    )
+                    continue
+                merged[section] = cls
+                owners.setdefault(section, impl.plugin_name)
+        return merged
+
+    def doctor_checks(self, context: PluginContext) -> list[Verdict]:
+        return [
+            v for verdicts in self._call("vnode_doctor_checks", context=context) for v in verdicts
         ]
-        winner, *shadowed = answering or [None]
-        for loser in shadowed:
-            notes[winner].append(f"overrides {loser} for {name}")
-            notes[loser].append(f"{name} overridden by {winner}")
-    return [attrs.evolve(info, notes=tuple(notes[info.name])) for info in infos]
 
+    def cli_commands(self) -> list[Any]:
+        return [app for apps in self._call("vnode_cli_commands") for app in apps]
 
-def _call_order(caller: Any) -> list[Any]:
-    # pluggy calls the last of get_hookimpls() first (tryfirst last, trylast first).
-    return list(reversed(caller.get_hookimpls()))
+    def adjust_domain(self, node: NodePlan, domain: ET.Element) -> None:
+        self._call("vnode_domain_xml", node=node, domain=domain)
 
+    # -- what vnode plugins list shows ---------------------------------------------------
 
-def _safe_resolve(impl: Any, name: str) -> Any:
-    try:
-        return impl.function(name=name)
-    except Exception:
-        return None
+    @property
+    def infos(self) -> tuple[PluginInfo, ...]:
+        with_conflicts = self._with_conflicts(self._infos)
+        return tuple(
+            attrs.evolve(info, notes=(*info.notes, *self._faults.get(info.name, ())))
+            for info in with_conflicts
+        )
 
+    # -- the one call path ---------------------------------------------------------------
 
-def first_answer(hook_name: str, accept: Callable[[Any], bool], **kwargs: Any) -> Any:
-    """Call a first-result hook plugin by plugin; skip (and log) a plugin that raises or
-    answers with the wrong type."""
-    caller = getattr(load_plugins().hook, hook_name)
-    for impl in _call_order(caller):
+    def _call(self, hook_name: str, **kwargs: Any) -> Any:
+        left_out: list[Any] = []
+        while True:
+            caller = (
+                self._pm.subset_hook_caller(hook_name, left_out)
+                if left_out
+                else getattr(self._pm.hook, hook_name)
+            )
+            try:
+                return caller(**kwargs)
+            except (VnodeError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                culprit = self._culprit(exc)
+                plugin = self._pm.get_plugin(culprit) if culprit else None
+                if plugin is None or plugin in left_out:
+                    raise
+                self._fault(culprit, hook_name, _one_line(exc))
+                left_out.append(plugin)
+
+    def _culprit(self, exc: BaseException) -> str | None:
+        """The plugin whose code raised: the innermost traceback frame that is a hook function."""
+        found = None
+        tb = exc.__traceback__
+        while tb is not None:
+            found = self._code_owner.get(tb.tb_frame.f_code, found)
+            tb = tb.tb_next
+        return found
+
+    def _fault(self, plugin: str, hook_name: str, what: str) -> None:
+        note = f"{hook_name} failed, skipped: {what}"
+        if note not in self._faults.setdefault(plugin, []):
+            self._faults[plugin].append(note)
+            log.warning("plugin failed; skipped", plugin=plugin, hook=hook_name, error=what)
+
+    # -- registration --------------------------------------------------------------------
+
+    def _register(self, source: PluginSource) -> PluginInfo:
+        proxy = None
         try:
-            answer = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-        except (UsageError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            log.warning(
-                "plugin failed; skipped",
-                plugin=impl.plugin_name,
-                hook=hook_name,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            continue
-        if answer is None:
-            continue
-        if not accept(answer):
-            log.warning(
-                "plugin answered with the wrong type; skipped",
-                plugin=impl.plugin_name,
-                hook=hook_name,
-                answer=repr(answer)[:80],
-            )
-            continue
-        return answer
-    return None
+            plugin = source.load()
+            proxy = self._guarded(source.name, plugin)
+            self._pm.register(proxy, name=source.name)
+            self._pm.check_pending()
+            provides = self._listings(source.name)
+        except Exception as exc:  # a third party's bug must not break vnode
+            if proxy is not None and self._pm.is_registered(proxy):
+                self._pm.unregister(proxy)
+            return self._info(source, status="broken", reason=_one_line(exc))
+        callers = self._pm.get_hookcallers(proxy) or []
+        kinds = sorted({_KIND_OF_HOOK[c.name] for c in callers if c.name in _KIND_OF_HOOK})
+        return self._info(source, status="ok", kinds=tuple(kinds), provides=tuple(provides))
+
+    def _info(self, source: PluginSource, **fields: Any) -> PluginInfo:
+        return PluginInfo(
+            name=source.name,
+            version=source.version,
+            distribution=source.distribution,
+            entry_point=source.entry_point,
+            **{"kinds": (), **fields},
+        )
+
+    def _guarded(self, name: str, plugin: Any) -> Any:
+        """A stand-in for the plugin whose plain hook functions cannot raise or answer wrongly.
+
+        Wrappers are left as they are: pluggy drives them as generators.
+        """
+        proxy = types.SimpleNamespace(__name__=getattr(plugin, "__name__", name))
+        marker = f"{hookspecs.PROJECT}_impl"
+        for attribute in dir(plugin):
+            function = getattr(plugin, attribute, None)
+            options = getattr(function, marker, None)
+            if not callable(function) or options is None:
+                continue
+            self._code_owner[_code_of(function)] = name
+            wraps = options.get("wrapper") or options.get("hookwrapper")
+            setattr(proxy, attribute, function if wraps else self._guard(name, attribute, function))
+        return proxy
+
+    def _guard(
+        self, plugin: str, hook_name: str, function: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        accepts = _ACCEPTS.get(hook_name, lambda answer: True)
+
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                answer = function(*args, **kwargs)
+            except (VnodeError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                self._fault(plugin, hook_name, _one_line(exc))
+                return None
+            if answer is not None and not accepts(answer):
+                self._fault(plugin, hook_name, f"answered {repr(answer)[:80]}, the wrong type")
+                return None
+            return answer
+
+        return guarded
+
+    def _listings(self, name: str) -> list[str]:
+        """What the plugin says it provides; a wrong answer makes it broken."""
+        provided: list[str] = []
+        for hook_name in _LISTING_HOOKS:
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != name:
+                    continue
+                answer = getattr(impl.function, "__wrapped__", impl.function)()
+                if not _ACCEPTS[hook_name](answer):
+                    raise TypeError(f"{hook_name} returned {answer!r}, expected list[str]")
+                provided.extend(answer)
+        return provided
+
+    def _with_conflicts(self, infos: Iterable[PluginInfo]) -> list[PluginInfo]:
+        """Note where two plugins answer for the same distro name: the first in call order
+        wins."""
+        infos = list(infos)
+        notes: dict[str, list[str]] = {info.name: list(info.notes) for info in infos}
+        # pluggy calls the last of get_hookimpls() first (tryfirst last, trylast first).
+        impls = list(reversed(self._pm.hook.vnode_distro_resolve.get_hookimpls()))
+        for name in sorted({p for info in infos for p in info.provides}):
+            answering = [impl.plugin_name for impl in impls if impl.function(name=name) is not None]
+            winner, *shadowed = answering or [None]
+            for loser in shadowed:
+                notes[winner].append(f"overrides {loser} for {name}")
+                notes[loser].append(f"{name} overridden by {winner}")
+        return [attrs.evolve(info, notes=tuple(notes[info.name])) for info in infos]
 
 
-def all_answers(hook_name: str) -> list[str]:
-    return sorted({n for names in getattr(load_plugins().hook, hook_name)() for n in names})
+def _code_of(function: Callable[..., Any]) -> Any:
+    function = getattr(function, "__func__", function)
+    return getattr(function, "__code__", None)
 
 
-def resolve_distro(name: str) -> Distro:
-    """The Distro for a short name, or a UsageError listing what the plugins know."""
-    distro = first_answer(
-        "vnode_distro_resolve", lambda d: isinstance(d, Distro), name=name.lower()
-    )
-    if distro is None:
-        known = all_answers("vnode_distro_names")
-        raise UsageError(f"unknown distro {name!r}; known: {', '.join(known) or 'none'}")
-    return distro
-
-
-def network_backend(network: str, config: Any) -> Any:
-    """The backend for ``KIND[:ARG]``, or a UsageError listing the kinds plugins provide."""
-    from vnode.network import NetworkBackend
-
-    kind, _, arg = network.partition(":")
-    backend = first_answer(
-        "vnode_network_backend",
-        lambda b: isinstance(b, NetworkBackend),
-        kind=kind,
-        arg=arg or None,
-        config=config,
-    )
-    if backend is None:
-        kinds = all_answers("vnode_network_kinds")
-        raise UsageError(f"unknown network {network!r}; kinds: {', '.join(kinds) or 'none'}")
-    return backend
+def _one_line(exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())

@@ -35,8 +35,6 @@ class Pool:
     first: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     last: int = attrs.field(default=30)
     mac_prefix: str = attrs.field(default="52:54:00:00:00", validator=_check_mac_prefix)
-    # Host index of number 0 inside a libvirt network's subnet.
-    address_offset: int = attrs.field(default=100, validator=attrs.validators.ge(2))
 
     @last.validator
     def _check_last(self, attribute: attrs.Attribute, value: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -16,7 +17,7 @@ from vnode.locks import FileLock, node_lock_path
 from vnode.logs import get_logger
 from vnode.model import NodePlan, NodeResult
 from vnode.network import NetworkBackend
-from vnode.nodes import CreatedNode, Workspace, create_node, discard_node
+from vnode.nodes import CreatedNode, NodeStore, create_node, remove_node
 from vnode.progress import Reporter
 from vnode.sshwait import WaitTarget, wait_ready
 
@@ -24,7 +25,8 @@ log = get_logger("vnode.scheduler")
 
 
 def run_up(
-    ws: Workspace,
+    store: NodeStore,
+    locks_dir: Path,
     plans: list[NodePlan],
     backend: NetworkBackend,
     client: ClientKey,
@@ -36,7 +38,7 @@ def run_up(
     reporter: Reporter,
 ) -> list[NodeResult]:
     scheduler = _Scheduler(
-        ws, backend, client, started, started + timeout, wait, keep_failed, reporter
+        store, locks_dir, backend, client, started, started + timeout, wait, keep_failed, reporter
     )
     return asyncio.run(scheduler.run(plans))
 
@@ -67,7 +69,8 @@ class _StartingGate:
 
 @attrs.frozen
 class _Scheduler:
-    ws: Workspace
+    store: NodeStore
+    locks_dir: Path
     backend: NetworkBackend
     client: ClientKey
     started: float
@@ -95,7 +98,7 @@ class _Scheduler:
             pool.shutdown(wait=True)
 
     async def _one(self, plan: NodePlan, gate: _StartingGate) -> NodeResult:
-        lock = FileLock(node_lock_path(self.ws.config.paths.locks, plan.name))
+        lock = FileLock(node_lock_path(self.locks_dir, plan.name))
         if not lock.try_acquire():
             # Another vnode holds this node, maybe for minutes: the others do not wait for it.
             gate.arrive()
@@ -115,15 +118,17 @@ class _Scheduler:
             log.bind(node=plan.name).warning("create failed", error=str(exc))
             return self._result(plan, None, "failed", f"create failed: {exc}")
         if not self.wait:
-            return self._result(plan, created.ip, "started", None)
+            return self._result(plan, plan.address.ip if plan.address else None, "started", None)
         outcome = await wait_ready(
             self._target(created), self.deadline, lambda text: self.reporter.phase(plan.name, text)
         )
         detail = outcome.detail
+        if outcome.state == "ready" and outcome.ip and not plan.address:
+            await asyncio.to_thread(_record_address, created, outcome.ip)
         if outcome.state != "ready":
             detail = self._explain(created, detail)
             if not self.keep_failed:
-                await asyncio.to_thread(discard_node, self.ws, plan, self.backend)
+                await asyncio.to_thread(remove_node, self.store, plan, self.backend, quiet=True)
                 detail += " (node removed; --keep-failed keeps it)"
         return self._result(plan, outcome.ip, outcome.state, detail)
 
@@ -134,7 +139,7 @@ class _Scheduler:
         back, and a node it made is let run: whatever is left behind is whole and running.
         """
         making = asyncio.ensure_future(
-            asyncio.to_thread(create_node, self.ws, plan, self.backend, self.client, paused=True)
+            asyncio.to_thread(create_node, self.store, plan, self.backend, self.client, paused=True)
         )
         try:
             try:
@@ -171,19 +176,31 @@ class _Scheduler:
             host_key=created.host_key,
             client_key=self.client.private_path,
             domain_problem=lambda: domain_problem(created.domain, plan.virt_type),
-            address=lambda: self.backend.discover_address(plan),
+            address=lambda: self.backend.discover_address(plan, _console_path(plan)),
         )
 
     def _explain(self, created: CreatedNode, detail: str | None) -> str:
-        lines = tail(created.plan.node_dir / "console.log", 5)
+        console_path = _console_path(created.plan)
+        lines = tail(console_path, 5) if console_path else []
         console = "\n".join(f"    console| {line}" for line in lines) or "    (console is empty)"
         return f"{detail}\n{console}"
+
+
+def _console_path(plan: NodePlan) -> Path | None:
+    return plan.console.log_path if plan.console else None
+
+
+def _record_address(created: CreatedNode, ip: str) -> None:
+    try:
+        hypervisor.record_address(created.domain, ip)
+    except hypervisor.HypervisorError as exc:  # list and ssh will learn it again
+        log.bind(node=created.plan.name).warning("could not record the address", error=str(exc))
 
 
 def _resume(created: CreatedNode) -> None:
     try:
         hypervisor.resume(created.domain)
-    except hypervisor.libvirt_error() as exc:
+    except hypervisor.HypervisorError as exc:
         # The wait sees the domain still paused and fails the node with the reason.
         log.bind(node=created.plan.name).warning("could not resume", error=str(exc))
 
@@ -192,7 +209,7 @@ def domain_problem(domain: Any, virt_type: str) -> str | None:
     """Why a started domain is no longer running, in words a user can act on; None if fine."""
     try:
         state, reason = hypervisor.state_of(domain)
-    except hypervisor.libvirt_error() as exc:
+    except hypervisor.HypervisorError as exc:
         return f"domain vanished: {exc}"
     if state in ("running", "blocked"):
         return None

@@ -7,15 +7,8 @@ releases (oldstable, LTS) at the same place, so one URL pattern serves them all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from vnode.catalog import catalog
-from vnode.hookspecs import hookimpl
-from vnode.model import Distro
-from vnode_plugins.debian_build import RELEASES as _BUILDABLE
-
-if TYPE_CHECKING:
-    from vnode.config import Config
+from vnode.plugin import Distro, ImageBuilder, PluginContext, catalog, hookimpl
 
 LATEST = "d13"
 _BASE = "https://cloud.debian.org/images/cloud/{codename}/latest"
@@ -29,18 +22,12 @@ def debian(number: str, codename: str) -> Distro:
         family="debian",
         release=number,
         title=f"Debian {number} ({codename})",
-        osinfo=f"debian{number}",
+        osinfo=f"http://debian.org/debian/{number}",
         image_url=f"{base}/debian-{number}-genericcloud-amd64.qcow2",
         checksum_url=f"{base}/SHA512SUMS",
         checksum_format="sha512sums",
         disk_gb=10,
-        # Predictable names (no net.ifnames=0): the NIC is named after its PCI slot.
-        interface_name="enp1s0",
-        # ifupdown, in the images vnode builds; cloud-init picks what the guest has anyway.
-        network_renderer="eni",
         aliases=(codename, f"debian{number}", f"debian-{number}"),
-        # debian_build bootstraps these from the host's Debian mirror.
-        buildable=number in _BUILDABLE,
     )
 
 
@@ -57,11 +44,23 @@ def vnode_distro_names() -> list[str]:
     return CATALOG.names()
 
 
-@hookimpl(trylast=True)
-def vnode_image_build(distro: Distro, dest: Path, config: Config) -> bool | None:
-    if distro.family != "debian" or not distro.buildable:
-        return None
-    from vnode_plugins.debian_build import build_debian_image
+# The releases the image builder bootstraps from a Debian mirror (mmdebstrap).
+BUILDABLE = ("12", "13")
 
-    build_debian_image(dest, release=distro.release)
-    return True
+
+@hookimpl(trylast=True)
+def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder | None:
+    if distro.family != "debian" or distro.release not in BUILDABLE:
+        return None
+    mirror = context.mirrors.get("debian")
+
+    def build(dest: Path) -> None:
+        # Imported only when building: mmdebstrap's driver is of no use to other commands.
+        from vnode_plugins.debian_build import build_debian_image
+
+        if mirror:
+            build_debian_image(dest, release=distro.release, mirror=mirror)
+        else:
+            build_debian_image(dest, release=distro.release)
+
+    return ImageBuilder(how="bootstrapped from a Debian mirror with mmdebstrap", build=build)

@@ -12,21 +12,27 @@ Addresses come from the site's DHCP and are learned as for bridges (see ``bridge
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from pathlib import Path
 
-from vnode.errors import EnvironmentProblem, UsageError
-from vnode.hookspecs import hookimpl
-from vnode.hostbridge import check_ifname, host_device, host_macvlans
-from vnode.logs import get_logger
-from vnode.model import Interface, NodeIdentity, NodePlan
-from vnode.network import NetworkBackend
-from vnode_plugins.bridge import SiteAddresses
-
-if TYPE_CHECKING:
-    from vnode.config import Config
+from vnode.plugin import (
+    Interface,
+    NetworkBackend,
+    NodeIdentity,
+    PluginContext,
+    UsageError,
+    Verdict,
+    hookimpl,
+)
+from vnode_plugins._hostnet import (
+    SiteAddresses,
+    SiteSettings,
+    check_ifname,
+    host_device,
+    host_macvlans,
+)
 
 KIND = "direct"
-log = get_logger("vnode.direct")
 
 
 @hookimpl(trylast=True)
@@ -35,52 +41,66 @@ def vnode_network_kinds() -> list[str]:
 
 
 @hookimpl(trylast=True)
-def vnode_network_backend(kind: str, arg: str | None, config: Config) -> NetworkBackend | None:
+def vnode_config_sections() -> dict[str, type]:
+    return {"site": SiteSettings}
+
+
+@hookimpl(trylast=True)
+def vnode_network_backend(
+    kind: str, arg: str | None, context: PluginContext
+) -> NetworkBackend | None:
     if kind != KIND:
         return None
     if not arg:
         raise UsageError("direct network needs a parent device: --direct eth0")
     parent = check_ifname(arg, "direct parent device")
     # The host's neighbour entries for macvtap nodes, if any, sit on a macvlan, not the parent.
-    return DirectNetwork(parent, SiteAddresses.from_config(config, neighbour_device=None))
+    site = SiteAddresses.from_settings(context.section("site"), neighbour_device=None)
+    pool = context.pools[0]
+    return DirectNetwork(parent, site, example=pool.name(pool.first))
 
 
 class DirectNetwork(NetworkBackend):
     kind = KIND
 
-    def __init__(self, parent: str, addresses: SiteAddresses) -> None:
+    def __init__(self, parent: str, addresses: SiteAddresses, example: str = "vnode00") -> None:
         self.parent = parent
         self.addresses = addresses
+        self.example = example
 
     def describe(self) -> str:
         return f"{KIND}:{self.parent}"
 
-    def check(self, nodes: list[NodePlan]) -> None:
+    def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
+        return [self._device_verdict(), *self.addresses.diagnose(self.example)]
+
+    def _device_verdict(self) -> Verdict:
         device = host_device(self.parent)
+        parent = self.parent
         if not device.exists:
-            raise UsageError(f"host device {self.parent!r} for direct (macvtap) does not exist")
+            return Verdict(
+                "direct input",
+                "fail",
+                f"host device {parent!r} for direct (macvtap) does not exist",
+            )
         if device.is_bridge:
-            raise UsageError(f"{self.parent!r} is a bridge: use --bridge {self.parent}")
+            return Verdict("direct input", "fail", f"{parent!r} is a bridge: use --bridge {parent}")
         if device.is_loopback:
-            raise UsageError(f"{self.parent!r} is the loopback device; name a NIC")
+            return Verdict("direct input", "fail", f"{parent!r} is the loopback device; name a NIC")
         if not device.is_up:
-            raise EnvironmentProblem(f"host device {self.parent!r} is down")
-        warn_if_unreachable(self.parent)
+            return Verdict("direct", "fail", f"host device {parent!r} is down")
+        if shims := host_macvlans(parent):
+            return Verdict("direct", "ok", f"{parent} is up; the host reaches nodes via {shims[0]}")
+        return Verdict(
+            "direct",
+            "warn",
+            f"macvtap on {parent}: neither this host nor its other nodes can reach these nodes "
+            f"(only machines on {parent}'s link can), so the wait for SSH will likely time out; "
+            f"use --no-wait, or give the host a bridge-mode macvlan on {parent} with an address",
+        )
 
-    def interface(self, node: NodePlan) -> Interface:
-        return Interface(type="direct", source=self.parent, mode="bridge")
+    def interface(self, node: NodeIdentity) -> Interface:
+        return Interface(type="direct", source={"dev": self.parent, "mode": "bridge"})
 
-    def discover_address(self, node: NodeIdentity) -> str | None:
-        return self.addresses.find(node)
-
-
-def warn_if_unreachable(parent: str) -> None:
-    shims = host_macvlans(parent)
-    if shims:
-        log.info("the host reaches macvtap nodes through its macvlan", parent=parent, via=shims)
-        return
-    log.warning(
-        f"macvtap on {parent}: neither this host nor its other nodes can reach these nodes "
-        f"(only machines on {parent}'s link can), so the wait for SSH will likely time out; "
-        f"use --no-wait, or give the host a bridge-mode macvlan on {parent} with an address"
-    )
+    def discover_address(self, node: NodeIdentity, console: Path | None) -> str | None:
+        return self.addresses.find(node.name, node.mac, console)

@@ -57,14 +57,11 @@ def fedora(number: int) -> Distro:
         family="fedora",
         release=str(number),
         title=f"Fedora {number}" if compose else f"Fedora {number} (compose found on fetch)",
-        osinfo=f"fedora{number}",
+        osinfo=f"http://fedoraproject.org/fedora/{number}",
         image_url=f"{base}/{image}",
         checksum_url=f"{base}/{checksum}",
         checksum_format="fedora-checksum",
         disk_gb=10,
-        # Fedora's cloud kernel command line has net.ifnames=0.
-        interface_name="eth0",
-        network_renderer="networkmanager" if number >= 33 else "sysconfig",
         aliases=(f"fedora{number}", f"fedora-{number}"),
     )
 

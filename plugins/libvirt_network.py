@@ -12,21 +12,64 @@ import contextlib
 import ipaddress
 import threading
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import attrs
 
-from vnode import hypervisor
-from vnode.errors import UsageError
-from vnode.hookspecs import hookimpl
-from vnode.model import Interface, NodeIdentity, NodePlan, StaticAddress
-from vnode.network import NetworkBackend
-from vnode.templating import render_xml
-
-if TYPE_CHECKING:
-    from vnode.config import Config
+from vnode.plugin import (
+    EnvironmentProblem,
+    Interface,
+    NetworkBackend,
+    NodeIdentity,
+    NodePlan,
+    PluginContext,
+    StaticAddress,
+    UsageError,
+    Verdict,
+    hookimpl,
+    render_xml,
+)
 
 KIND = "libvirt"
+DEFAULT_ADDRESS_OFFSET = 100
+
+
+def _check_subnet(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        net = ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        raise UsageError(
+            f"libvirt_network.subnet {value!r} is not an IPv4 network: {exc}"
+        ) from None
+    if net.num_addresses < 16:
+        raise UsageError(f"libvirt_network.subnet {value!r} is too small")
+
+
+def _check_offsets(instance: Any, attribute: attrs.Attribute, value: dict[str, int]) -> None:
+    for stem, offset in value.items():
+        if offset < 2:
+            raise UsageError(f"libvirt_network.address_offsets.{stem} = {offset} is below 2")
+
+
+@attrs.frozen
+class LibvirtNetworkSettings:
+    """``[libvirt_network]``: vnode's own libvirt network, created on first use."""
+
+    name: str = attrs.field(
+        default="vnode", validator=attrs.validators.matches_re(r"^[A-Za-z0-9_.-]+$")
+    )
+    subnet: str = attrs.field(default="192.168.150.0/24", validator=_check_subnet)
+    # "nat" gives nodes the outside world through the host; "none" keeps the network isolated.
+    forward: str = attrs.field(default="nat", validator=attrs.validators.in_(("nat", "none")))
+    domain: str = attrs.field(
+        default="vnode", validator=attrs.validators.matches_re(r"^[a-z0-9.-]+$")
+    )
+    # Per pool stem, the host index of number 0 in the subnet (default 100: vnode18 -> .118).
+    address_offsets: dict[str, int] = attrs.field(
+        factory=dict, validator=_check_offsets, hash=False
+    )
 
 
 @attrs.frozen
@@ -45,23 +88,53 @@ def vnode_network_kinds() -> list[str]:
 
 
 @hookimpl(trylast=True)
-def vnode_network_backend(kind: str, arg: str | None, config: Config) -> NetworkBackend | None:
+def vnode_config_sections() -> dict[str, type]:
+    return {"libvirt_network": LibvirtNetworkSettings}
+
+
+@hookimpl(trylast=True)
+def vnode_network_backend(
+    kind: str, arg: str | None, context: PluginContext
+) -> NetworkBackend | None:
     if kind != KIND:
         return None
-    return LibvirtNetwork(config, arg or config.libvirt_network.name)
+    settings = context.section("libvirt_network")
+    return LibvirtNetwork(
+        name=arg or settings.name,
+        settings=settings,
+        pools=context.pools,
+        state_dir=context.state_dir,
+        connection=context.connection,
+    )
 
 
 class LibvirtNetwork(NetworkBackend):
     kind = KIND
 
-    def __init__(self, config: Config, name: str) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: LibvirtNetworkSettings,
+        pools: Sequence[Any],
+        state_dir: Path,
+        connection: Any,
+    ) -> None:
         self.name = name
-        self.uri = config.defaults.uri
-        self.settings = config.libvirt_network
-        self.subnet = ipaddress.IPv4Network(self.settings.subnet)
-        self.pools = config.pools
-        self.offsets = {pool.stem: pool.address_offset for pool in config.pools}
-        self.marker = config.paths.state / "networks" / f"{name}.uuid"
+        self.settings = settings
+        self.subnet = ipaddress.IPv4Network(settings.subnet)
+        self.pools = tuple(pools)
+        self.offsets = {
+            pool.stem: settings.address_offsets.get(pool.stem, DEFAULT_ADDRESS_OFFSET)
+            for pool in self.pools
+        }
+        unknown = set(settings.address_offsets) - set(self.offsets)
+        if unknown:
+            raise UsageError(
+                f"config: [libvirt_network] address_offsets names no pool: {', '.join(unknown)}"
+            )
+        self.marker = state_dir / "networks" / f"{name}.uuid"
+        self.conn = connection
 
     def describe(self) -> str:
         return f"{KIND}:{self.name}"
@@ -71,40 +144,61 @@ class LibvirtNetwork(NetworkBackend):
         """vnode manages the network named in [libvirt_network], and only once it created it."""
         return self.name == self.settings.name
 
-    def check(self, nodes: list[NodePlan]) -> None:
+    def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
         network = self._lookup()
         if not self.is_ours and network is None:
-            raise UsageError(f"libvirt network {self.name!r} does not exist")
-        if self.is_ours:
-            if network is not None and not self._created_by_vnode(network):
-                raise UsageError(
+            return [
+                Verdict("network input", "fail", f"libvirt network {self.name!r} does not exist")
+            ]
+        if self.is_ours and network is not None and not self._created_by_vnode(network):
+            return [
+                Verdict(
+                    "network input",
+                    "fail",
                     f"libvirt network {self.name!r} exists but vnode did not create it; "
                     "set [libvirt_network] name to another name, or use --network libvirt:"
-                    f"{self.name} to attach without reservations"
+                    f"{self.name} to attach without reservations",
                 )
-            for node in nodes:
+            ]
+        for node in nodes:
+            try:
                 self._address_for(node)
+            except UsageError as exc:
+                return [Verdict("network input", "fail", str(exc))]
+        if network is None:
+            return [
+                Verdict("network", "ok", f"{self.name} is created on first use ({self.subnet})")
+            ]
+        state = "active" if network.isActive() else "defined, started on first use"
+        owner = "vnode's own" if self.is_ours else "not vnode's: nodes take DHCP"
+        return [Verdict("network", "ok", f"{self.name} ({owner}) is {state}")]
 
-    def prepare(self, nodes: list[NodePlan]) -> None:
+    def dns_domain(self) -> str | None:
+        return self.settings.domain if self.is_ours else None
+
+    def prepare(self, nodes: Sequence[NodePlan]) -> None:
         with _prepare_lock:
-            network = self._lookup()
-            if network is None and self.is_ours:
-                network = self._create()
-            if network is None:
-                return
-            if not network.isActive():
-                network.create()
-            if self.is_ours:
-                self._ensure_reserved(network, nodes)
+            self._libvirt_call(lambda: self._prepare(nodes), "preparing")
 
-    def reserve(self, node: NodeIdentity) -> None:
+    def _prepare(self, nodes: Sequence[NodePlan]) -> None:
+        network = self._lookup()
+        if network is None and self.is_ours:
+            network = self._create()
+        if network is None:
+            return
+        if not network.isActive():
+            network.create()
+        if self.is_ours:
+            self._ensure_reserved(network, nodes)
+
+    def reserve(self, node: NodePlan) -> None:
         """Nothing per node: the whole pool was reserved when the network was made (prepare)."""
 
     def release(self, node: NodeIdentity) -> None:
         """Nothing: a reservation belongs to the pool's name, not to one incarnation of it."""
 
-    def interface(self, node: NodePlan) -> Interface:
-        return Interface(type="network", source=self.name)
+    def interface(self, node: NodeIdentity) -> Interface:
+        return Interface(type="network", source={"network": self.name})
 
     def static_address(self, node: NodeIdentity) -> StaticAddress | None:
         if not self.is_ours:
@@ -118,13 +212,13 @@ class LibvirtNetwork(NetworkBackend):
             search=(self.settings.domain,),
         )
 
-    def discover_address(self, node: NodeIdentity) -> str | None:
+    def discover_address(self, node: NodeIdentity, console: Path | None) -> str | None:
         if self.is_ours:
             return self._address_for(node)
         network = self._lookup()
         if network is None:
             return None
-        for lease in network.DHCPLeases(node.mac):
+        for lease in self._libvirt_call(lambda: network.DHCPLeases(node.mac), "reading leases"):
             if lease.get("ipaddr") and lease.get("type") == 0:  # IPv4
                 return lease["ipaddr"]
         return None
@@ -140,12 +234,23 @@ class LibvirtNetwork(NetworkBackend):
 
     def _lookup(self) -> Any | None:
         libvirt = _libvirt()
+        if self.conn is None:
+            raise EnvironmentProblem("libvirt is not reachable")
         try:
-            return hypervisor.connect(self.uri).networkLookupByName(self.name)
+            return self.conn.networkLookupByName(self.name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
                 return None
-            raise
+            raise EnvironmentProblem(f"network {self.name}: {exc.get_error_message()}") from None
+
+    def _libvirt_call(self, call: Any, doing: str) -> Any:
+        libvirt = _libvirt()
+        try:
+            return call()
+        except libvirt.libvirtError as exc:
+            raise EnvironmentProblem(
+                f"network {self.name}: {doing}: {exc.get_error_message()}"
+            ) from None
 
     def _created_by_vnode(self, network: Any) -> bool:
         try:
@@ -167,8 +272,7 @@ class LibvirtNetwork(NetworkBackend):
             dhcp_start=str(gateway + 1),
             dhcp_end=str(self.subnet.network_address + lowest_offset - 1),
         )
-        conn = hypervisor.connect(self.uri)
-        network = conn.networkDefineXML(xml)
+        network = self.conn.networkDefineXML(xml)
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(network.UUIDString() + "\n")
         network.setAutostart(True)
@@ -189,7 +293,7 @@ class LibvirtNetwork(NetworkBackend):
                     )
         return hosts
 
-    def _ensure_reserved(self, network: Any, nodes: list[NodePlan]) -> None:
+    def _ensure_reserved(self, network: Any, nodes: Sequence[NodePlan]) -> None:
         """Add what is missing, e.g. after a pool was added to the config; usually nothing.
 
         Updating a live network is slow (libvirt rewrites dnsmasq's files each time), which

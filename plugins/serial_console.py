@@ -1,4 +1,4 @@
-"""Capture each node's serial console to a file from boot on (via virtlogd)."""
+"""Capture each node's serial console to a file from boot on (virtlogd writes it)."""
 
 from __future__ import annotations
 

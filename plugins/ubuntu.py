@@ -21,15 +21,12 @@ def ubuntu(version: str, codename: str) -> Distro:
         family="ubuntu",
         release=version,
         title=f"Ubuntu {version} LTS ({codename})",
-        osinfo=f"ubuntu{version}",
+        osinfo=f"http://ubuntu.com/ubuntu/{version}",
         # A qcow2 despite the .img suffix; it is stored as u<version>.qcow2.
         image_url=f"{base}/ubuntu-{version}-server-cloudimg-amd64.img",
         checksum_url=f"{base}/SHA256SUMS",
         checksum_format="sha256sums",
         disk_gb=10,
-        # Predictable names (no net.ifnames=0): the NIC is named after its PCI slot.
-        interface_name="enp1s0",
-        network_renderer="netplan",
         aliases=(codename, f"ubuntu{version}", f"ubuntu-{version}"),
     )
 

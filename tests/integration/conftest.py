@@ -23,7 +23,7 @@ import attrs
 import pytest
 
 from tests.conftest import Lab, cleanup_lab, make_lab
-from vnode.dnsquery import DnsError, query_a
+from vnode_plugins._hostnet import SiteDnsError, query_a
 
 SITE_DOMAIN = "site.test"  # .test is reserved: it can never be a real name
 
@@ -145,7 +145,7 @@ def start_dnsmasq(argv: list[str], netns: str | None, probe: Reservation, server
         try:
             if query_a(f"{probe.name}.{SITE_DOMAIN}", server, timeout=0.5):
                 return proc
-        except (DnsError, OSError):
+        except (SiteDnsError, OSError):
             time.sleep(0.2)
     stop(proc)
     raise RuntimeError("dnsmasq did not answer DNS in 15 s")

@@ -245,9 +245,10 @@ def _known_host_key(lab: Lab, name: str) -> list[str]:
 
 def _ssh_argv(lab: Lab, node: str) -> list[str]:
     from vnode.api import ssh_argv
-    from vnode.config import load_config
+    from vnode.session import Session
 
-    return ssh_argv(node, [], load_config([lab.config_path]))
+    with Session.open([lab.config_path]) as session:
+        return ssh_argv(node, [], session)
 
 
 def _mac_prefix(lab: Lab) -> str:

@@ -28,11 +28,12 @@ import pytest
 
 from tests.conftest import REPO, VNODE, Lab
 from vnode import images
-from vnode.config import Config, build_config
+from vnode.config import build_config
 from vnode.errors import UsageError
 from vnode.hookspecs import hookimpl
-from vnode.model import Distro
-from vnode.plugins import load_plugins, resolve_distro
+from vnode.model import Distro, ImageBuilder, PluginContext
+from vnode.plugins import PluginHost, PluginSource, entry_point_sources
+from vnode.session import Session
 
 pytestmark = pytest.mark.integration
 
@@ -246,7 +247,7 @@ def publish(
 ) -> str:
     """Serve ``name``'s image and its checksum file (vouching for ``listed``, default ``body``)
     in the family's format; returns the image's path on the server."""
-    distro = resolve_distro(name)
+    distro = PluginHost.discover().resolve_distro(name)
     image_path = _served_path(distro.family, distro.image_url).replace("*", compose)
     checksum_path = _served_path(distro.family, distro.checksum_url).replace("*", compose)
     image = image_path.rsplit("/", 1)[1]
@@ -538,36 +539,35 @@ class _QemuImgBuilder:
     """A builder plugin for f43 (which no built-in plugin builds): a blank qcow2."""
 
     @hookimpl
-    def vnode_image_build(self, distro: Distro, dest: Path, config: Config) -> bool | None:
+    def vnode_image_builder(self, distro: Distro, context: PluginContext) -> ImageBuilder | None:
         if distro.name != "f43":
             return None
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(dest), "16M"], check=True)
-        return True
+
+        def build(dest: Path) -> None:
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", str(dest), "16M"], check=True
+            )
+
+        return ImageBuilder(how="a blank disk", build=build)
 
 
 def test_a_built_image_is_recorded_as_built(store: Store) -> None:
-    manager = load_plugins().manager
-    builder = _QemuImgBuilder()
-    manager.register(builder, name="test-builder")
-    try:
-        config = build_config(
-            {
-                "paths": {
-                    "state": str(store.images.parent / "state"),
-                    "image_store": str(store.images),
-                }
-            }
-        )
-        path, built = images.build_image("fedora", config=config)
-        assert built and path == store.image("f43")
-        assert images.build_image("f43", config=config) == (path, False)  # present: kept
-        with pytest.raises(UsageError, match=r"no plugin can build u24\.04"):
-            images.build_image("u24.04", config=config)
-    finally:
-        manager.unregister(builder)
+    host = PluginHost(
+        [*entry_point_sources(), PluginSource("test-builder", lambda: _QemuImgBuilder())]
+    )
+    config = build_config(
+        {"paths": {"state": str(store.images.parent / "state"), "image_store": str(store.images)}}
+    )
+    session = Session.for_config(config, host)
+    path, built = images.build_image("fedora", session)
+    assert built and path == store.image("f43")
+    assert images.build_image("f43", session) == (path, False)  # present: kept
+    with pytest.raises(UsageError, match=r"no plugin can build u24\.04"):
+        images.build_image("u24.04", session)
     assert path.stat().st_mode & 0o777 == 0o644
     record = store.record("f43")
-    assert record["status"] == "built" and record["source"] == "vnode images build f43"
+    assert record["status"] == "built"
+    assert record["source"] == "vnode images build f43 (a blank disk)"
     listed = json.loads(store.run("images", "list", "--json").stdout)
     assert {e["distro"]: e["status"] for e in listed}["f43"] == "built"
 

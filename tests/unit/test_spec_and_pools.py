@@ -9,7 +9,7 @@ from vnode.errors import UsageError
 from vnode.pools import Pool, check_disjoint
 from vnode.spec import parse_spec, parse_specs
 
-POOLS = (Pool(stem="vnode"), Pool(stem="lab", mac_prefix="52:54:00:00:01", address_offset=200))
+POOLS = (Pool(stem="vnode"), Pool(stem="lab", mac_prefix="52:54:00:00:01"))
 
 
 @pytest.mark.parametrize("text", ["3", "vnode3", "vnode03", "VNODE03"])

@@ -6,18 +6,47 @@ import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import attrs
 import pycdlib
 import pytest
 import yaml
 
-from vnode import hypervisor
+from vnode import api, hypervisor
 from vnode.cloudinit import render_seed, write_seed_iso
+from vnode.config import build_config
+from vnode.errors import EnvironmentProblem
 from vnode.keys import KeyPair, generate_keypair
-from vnode.model import ConsoleSetup, Distro, Interface, NodePlan, StaticAddress
-from vnode.templating import render_xml
+from vnode.model import Distro, Interface, NodePlan, StaticAddress
+from vnode.plugin import hookimpl
+from vnode.plugins import PluginHost, PluginSource, entry_point_sources
+from vnode.session import Session
+from vnode.spec import parse_spec
 
 HOSTILE = "evil\"'<b>&amp;: - x\n  injected: true\n#"
-DISTRO = Distro(name="d12", family="debian", release="12", title=HOSTILE, osinfo="debian12")
+OSINFO = "http://debian.org/debian/12"
+DISTRO = Distro(name="d12", family="debian", release="12", title=HOSTILE, osinfo=OSINFO)
+
+
+class _HostileDistro:
+    """A third party's distro plugin whose title is hostile: it must stay a value."""
+
+    @staticmethod
+    @hookimpl(tryfirst=True)
+    def vnode_distro_resolve(name: str) -> Distro | None:
+        return DISTRO if name == "d12" else None
+
+
+def _session(state: Path, *extra: PluginSource) -> Session:
+    host = PluginHost([*entry_point_sources(), *extra])
+    return Session.for_config(build_config({"paths": {"state": str(state)}}), host)
+
+
+def _planned(state: Path, network: str, spec: str = "3:d12") -> NodePlan:
+    """A node's plan exactly as ``up`` makes it (less the libvirt virt-type probe)."""
+    session = _session(state, PluginSource("hostile", lambda: _HostileDistro))
+    backend = session.plugins.network_backend(network, session.plugin_context(connect=False))
+    ref = parse_spec(spec, session.config.pools)
+    return api._plan_node(session, ref, session.config.defaults, backend, "qemu")
 
 
 def _plan(name: str = "vnode03", tmp: Path = Path("/var/lib/vnode/nodes/vnode03")) -> NodePlan:
@@ -41,33 +70,23 @@ def host_key() -> KeyPair:
     return generate_keypair("test host key")
 
 
-def _domain_xml(plan: NodePlan, interface: Interface) -> ET.Element:
-    xml = render_xml(
-        "domain.xml.j2",
-        node=plan,
-        virt_type=plan.virt_type,
-        namespace=hypervisor.NAMESPACE,
-        created="2026-01-01T00:00:00+00:00",
-        ip="10.0.0.103",
-        disk=plan.node_dir / "disk.qcow2",
-        seed=plan.node_dir / "seed.iso",
-        interface=interface,
-        console=ConsoleSetup(log_path=plan.node_dir / "console.log"),
-    )
-    return ET.fromstring(xml)
-
-
-def test_domain_xml_escapes_values_and_carries_the_vnode_mark() -> None:
-    plan = _plan(tmp=Path(f"/var/lib/vnode/nodes/{HOSTILE}"))
-    root = _domain_xml(plan, Interface(type="network", source="vnode"))
+def test_domain_xml_escapes_values_and_carries_the_vnode_mark(tmp_path: Path) -> None:
+    state = tmp_path / HOSTILE.replace("/", "_")
+    plan = _planned(state, "bridge:br0")
+    root = ET.fromstring(plan.domain_xml)
     assert root.get("type") == "qemu"
     assert root.findtext("name") == "vnode03"
     assert HOSTILE in root.findtext("title")
-    ns = {"v": hypervisor.NAMESPACE}
+    ns = {"v": hypervisor.NAMESPACE, "o": "http://libosinfo.org/xmlns/libvirt/domain/1.0"}
     assert root.findtext("metadata/v:node/v:created-by", namespaces=ns) == "vnode"
-    assert root.findtext("metadata/v:node/v:dir", namespaces=ns) == str(plan.node_dir)
+    assert root.findtext("metadata/v:node/v:dir", namespaces=ns) == str(state / "nodes/vnode03")
+    assert root.find("metadata/o:libosinfo/o:os", ns).get("id") == OSINFO
     disks = root.findall("devices/disk")
     assert [d.find("target").get("bus") for d in disks] == ["virtio", "virtio"]
+    assert [d.find("source").get("file") for d in disks] == [
+        str(plan.disk_path),
+        str(plan.seed_path),
+    ]
     assert disks[1].find("readonly") is not None
     assert root.find("devices/interface/mac").get("address") == "52:54:00:00:00:03"
     assert root.find("devices/serial/log").get("file") == str(plan.node_dir / "console.log")
@@ -77,19 +96,52 @@ def test_domain_xml_escapes_values_and_carries_the_vnode_mark() -> None:
 
 
 @pytest.mark.parametrize(
-    ("interface", "expected"),
+    ("network", "expected"),
     [
-        (Interface(type="network", source="vnode"), ("network", "network", "vnode")),
-        (Interface(type="bridge", source="br0"), ("bridge", "bridge", "br0")),
-        (Interface(type="direct", source="eth0", mode="bridge"), ("direct", "dev", "eth0")),
+        ("bridge:br0", ("bridge", {"bridge": "br0"})),
+        ("direct:eth0", ("direct", {"dev": "eth0", "mode": "bridge"})),
     ],
 )
-def test_each_interface_kind_renders(interface: Interface, expected: tuple[str, str, str]) -> None:
-    root = _domain_xml(_plan(), interface)
-    nic = root.find("devices/interface")
-    kind, attribute, value = expected
+def test_each_network_plugin_describes_its_interface(
+    tmp_path: Path, network: str, expected: tuple[str, dict[str, str]]
+) -> None:
+    nic = ET.fromstring(_planned(tmp_path, network).domain_xml).find("devices/interface")
+    kind, source = expected
     assert nic.get("type") == kind
-    assert nic.find("source").get(attribute) == value
+    assert nic.find("source").attrib == source
+
+
+def test_an_interface_type_libvirt_lacks_is_refused() -> None:
+    with pytest.raises(ValueError, match="type"):
+        Interface(type="wormhole", source={"dev": "x"})
+
+
+def test_an_interface_source_attribute_that_is_no_xml_name_is_refused(tmp_path: Path) -> None:
+    plan = attrs.evolve(
+        _planned(tmp_path, "bridge:br0"),
+        interface=Interface(type="bridge", source={'bridge" x="': "br0"}),
+    )
+    with pytest.raises(EnvironmentProblem, match="not a libvirt <source> attribute"):
+        api._domain_xml(_session(tmp_path), plan)
+
+
+def test_plugins_adjust_the_domain_through_the_parsed_xml(tmp_path: Path) -> None:
+    class SecondNic:
+        @staticmethod
+        @hookimpl
+        def vnode_domain_xml(node: NodePlan, domain: ET.Element) -> None:
+            nic = ET.SubElement(domain.find("devices"), "interface", type="network")
+            ET.SubElement(nic, "source", network=f"storage-{node.name}")
+
+    session = _session(tmp_path, PluginSource("second-nic", lambda: SecondNic))
+    backend = session.plugins.network_backend("bridge:br0", session.plugin_context(connect=False))
+    ref = parse_spec("3", session.config.pools)
+    plan = api._plan_node(session, ref, build_config({}).defaults, backend, "qemu")
+    nics = ET.fromstring(plan.domain_xml).findall("devices/interface")
+    assert [n.find("source").attrib for n in nics] == [
+        {"bridge": "br0"},
+        {"network": "storage-vnode03"},
+    ]
 
 
 def test_cloud_init_documents_parse_and_keep_hostile_values(host_key: KeyPair) -> None:
@@ -97,11 +149,9 @@ def test_cloud_init_documents_parse_and_keep_hostile_values(host_key: KeyPair) -
         ip="10.0.0.103", prefix=24, gateway="10.0.0.1", dns=("10.0.0.1",), search=(HOSTILE,)
     )
     seed = render_seed(
-        _plan(),
+        attrs.evolve(_plan(), address=address, dns_domain="lab"),
         authorized_key=f"ssh-ed25519 AAAA {HOSTILE}",
         host_key=host_key,
-        address=address,
-        domain="lab",
     )
     user = yaml.safe_load(seed.user_data)
     assert seed.user_data.startswith("#cloud-config\n")
@@ -122,9 +172,7 @@ def test_cloud_init_documents_parse_and_keep_hostile_values(host_key: KeyPair) -
 
 
 def test_without_a_static_address_the_nic_takes_dhcp(host_key: KeyPair) -> None:
-    seed = render_seed(
-        _plan(), authorized_key="ssh-ed25519 AAAA k", host_key=host_key, address=None
-    )
+    seed = render_seed(_plan(), authorized_key="ssh-ed25519 AAAA k", host_key=host_key)
     nic = yaml.safe_load(seed.network_config)["ethernets"]["vnode0"]
     assert nic == {"match": {"macaddress": "52:54:00:00:00:03"}, "dhcp4": True}
 
@@ -132,9 +180,7 @@ def test_without_a_static_address_the_nic_takes_dhcp(host_key: KeyPair) -> None:
 def test_seed_iso_is_cidata_with_the_three_files_and_private(
     tmp_path: Path, host_key: KeyPair
 ) -> None:
-    seed = render_seed(
-        _plan(), authorized_key="ssh-ed25519 AAAA k", host_key=host_key, address=None
-    )
+    seed = render_seed(_plan(), authorized_key="ssh-ed25519 AAAA k", host_key=host_key)
     path = tmp_path / "seed.iso"
     write_seed_iso(path, seed)
     assert path.stat().st_mode & 0o777 == 0o600

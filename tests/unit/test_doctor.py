@@ -1,0 +1,91 @@
+"""The core's doctor verdicts: KVM, virt type, the reaper, and what healthy means."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from vnode.doctor import (
+    FAIL,
+    OK,
+    WARN,
+    domain_types,
+    healthy,
+    kvm_device_verdict,
+    reaper_verdict,
+    virt_type_verdict,
+)
+from vnode.model import Verdict
+
+
+def _kvm(mode: int, gid: int = 993) -> os.stat_result:
+    return os.stat_result((stat.S_IFCHR | mode, 0, 0, 1, 0, gid, 0, 0, 0, 0))
+
+
+def test_kvm_device_with_group_kvm_and_0660_is_ok() -> None:
+    verdict = kvm_device_verdict(_kvm(0o660), lambda gid: "kvm")
+    assert verdict.status == OK
+
+
+@pytest.mark.parametrize(("mode", "group"), [(0o600, "root"), (0o600, "kvm"), (0o660, "root")])
+def test_kvm_device_without_udev_permissions_warns_about_slow_defines(
+    mode: int, group: str
+) -> None:
+    verdict = kvm_device_verdict(_kvm(mode), lambda gid: group)
+    assert verdict.status == WARN
+    assert "30-90 s" in verdict.message
+    assert "chmod 0660 /dev/kvm" in verdict.message
+
+
+def test_no_kvm_device_is_fine_for_emulation() -> None:
+    assert kvm_device_verdict(None).status == OK
+
+
+@pytest.mark.parametrize(
+    ("wanted", "offered", "status"),
+    [
+        ("auto", {"qemu", "kvm"}, OK),
+        ("auto", {"qemu"}, WARN),
+        ("kvm", {"qemu"}, FAIL),
+        ("kvm", {"qemu", "kvm"}, OK),
+        ("qemu", {"qemu"}, OK),
+        ("qemu", set(), FAIL),
+    ],
+)
+def test_virt_type_verdicts(wanted: str, offered: set[str], status: str) -> None:
+    assert virt_type_verdict(wanted, offered).status == status
+
+
+def test_domain_types_are_read_from_capabilities() -> None:
+    caps = """<capabilities><host/>
+      <guest><os_type>hvm</os_type><arch name='i686'><domain type='qemu'/></arch></guest>
+      <guest><os_type>hvm</os_type>
+        <arch name='x86_64'><domain type='qemu'/><domain type='kvm'/></arch></guest>
+    </capabilities>"""
+    assert domain_types(caps) == {"qemu", "kvm"}
+
+
+def test_healthy_means_no_fail() -> None:
+    assert healthy([Verdict("a", OK, "x"), Verdict("b", WARN, "y")])
+    assert not healthy([Verdict("a", OK, "x"), Verdict("b", FAIL, "y")])
+
+
+def test_a_known_init_as_libvirtds_parent_is_a_prompt_reaper() -> None:
+    verdict = reaper_verdict("tini", 4242, None)
+    assert verdict.status == OK
+    assert "tini (pid 4242)" in verdict.message
+
+
+def test_a_late_reaper_warns_with_the_delay_and_the_fix() -> None:
+    verdict = reaper_verdict("process_api", 1, 1.64)
+    assert verdict.status == WARN
+    assert "after 1.6 s" in verdict.message
+    assert "tini -s" in verdict.message
+
+
+def test_the_reaper_verdict_names_a_modular_daemon() -> None:
+    verdict = reaper_verdict("systemd", 1, None, "virtqemud")
+    assert verdict.status == OK
+    assert verdict.message.startswith("virtqemud's parent systemd (pid 1)")
