@@ -29,6 +29,7 @@ from vnode import fetch
 from vnode.checksums import hash_file
 from vnode.config import Config
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
+from vnode.files import install_atomic, write_atomic
 from vnode.locks import file_lock
 from vnode.model import Distro
 from vnode.progress import Reporter, SilentReporter
@@ -273,11 +274,7 @@ def write_record(
         source_checksum=source_checksum,
         converted_from=converted_from,
     )
-    path = record_path(image)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(attrs.asdict(record), indent=2) + "\n")
-    os.chmod(staging, 0o644)
-    os.replace(staging, path)
+    write_atomic(record_path(image), json.dumps(attrs.asdict(record), indent=2) + "\n")
     return record
 
 
@@ -393,10 +390,7 @@ def _qemu_img(*args: str) -> None:
 
 def _install(staging: Path, dest: Path) -> None:
     """Move a finished image into place atomically, readable by the qemu user."""
-    with staging.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.chmod(staging, 0o644)
-    os.replace(staging, dest)
+    install_atomic(staging, dest, 0o644)
 
 
 def _prepare_store(config: Config) -> Path:

@@ -7,12 +7,12 @@ tripping "host key changed".
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import attrs
 
 from vnode.errors import UsageError
+from vnode.files import write_atomic
 from vnode.locks import file_lock
 
 
@@ -46,11 +46,7 @@ def generate_keypair(comment: str) -> KeyPair:
 def write_private(path: Path, text: str) -> None:
     """Write a secret 0600 from the first byte, never world-readable even briefly."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, 0o600)
 
 
 @attrs.frozen
@@ -73,7 +69,7 @@ def client_key(ssh_dir: Path, configured: Path | None) -> ClientKey:
         if not private.exists():
             pair = generate_keypair("vnode")
             write_private(private, pair.private_openssh)
-            public.write_text(pair.public_openssh + "\n")
+            write_atomic(public, pair.public_openssh + "\n")
     return ClientKey(private_path=private, public_openssh=public.read_text().strip())
 
 
@@ -90,13 +86,6 @@ class KnownHosts:
     def remove(self, name: str) -> None:
         self._rewrite(name, None)
 
-    def get(self, name: str) -> str | None:
-        for line in self._lines():
-            host, _, key = line.partition(" ")
-            if host == name:
-                return key
-        return None
-
     def _lines(self) -> list[str]:
         try:
             return [line for line in self.path.read_text().splitlines() if line.strip()]
@@ -108,6 +97,4 @@ class KnownHosts:
             lines = [line for line in self._lines() if line.partition(" ")[0] != name]
             if replacement:
                 lines.append(replacement)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in lines))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, "".join(line + "\n" for line in lines))
