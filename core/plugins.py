@@ -14,7 +14,6 @@ escapes a wrapper is traced back to its plugin, and the call is made again witho
 from __future__ import annotations
 
 import functools
-import types
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -196,7 +195,7 @@ class PluginHost:
         """Every plugin-declared section; the same name with two classes is a broken setup."""
         merged: dict[str, type] = {}
         owners: dict[str, str] = {}
-        for impl in reversed(self._pm.hook.vnode_config_sections.get_hookimpls()):
+        for impl in self._pm.hook.vnode_config_sections.get_hookimpls():  # registration order
             answer = impl.function() or {}
             for section, cls in answer.items():
                 if section in merged and merged[section] is not cls:
@@ -300,7 +299,7 @@ class PluginHost:
 
         Wrappers are left as they are: pluggy drives them as generators.
         """
-        proxy = types.SimpleNamespace(__name__=getattr(plugin, "__name__", name))
+        proxy = _GuardedPlugin(getattr(plugin, "__name__", name))
         marker = f"{hookspecs.PROJECT}_impl"
         for attribute in dir(plugin):
             function = getattr(plugin, attribute, None)
@@ -354,12 +353,24 @@ class PluginHost:
         # pluggy calls the last of get_hookimpls() first (tryfirst last, trylast first).
         impls = list(reversed(self._pm.hook.vnode_distro_resolve.get_hookimpls()))
         for name in sorted({p for info in infos for p in info.provides}):
-            answering = [impl.plugin_name for impl in impls if impl.function(name=name) is not None]
+            answering = [
+                impl.plugin_name
+                for impl in impls
+                if not (impl.wrapper or impl.hookwrapper) and impl.function(name=name) is not None
+            ]
             winner, *shadowed = answering or [None]
             for loser in shadowed:
                 notes[winner].append(f"overrides {loser} for {name}")
                 notes[loser].append(f"{name} overridden by {winner}")
         return [attrs.evolve(info, notes=tuple(notes[info.name])) for info in infos]
+
+
+class _GuardedPlugin:
+    """What is registered with pluggy in a plugin's place: its hook functions, guarded.
+    (Hashable by identity, as pluggy needs.)"""
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
 
 
 def _code_of(function: Callable[..., Any]) -> Any:
