@@ -116,7 +116,8 @@ def up(
     with Session.open() as session:
         plan = api.plan_up(list(specs), options, session=session)
         try:
-            results = api.execute_up(plan, session=session, reporter=LiveReporter(plan.names))
+            with LiveReporter(plan.names) as reporter:
+                results = api.execute_up(plan, session=session, reporter=reporter)
         except KeyboardInterrupt:
             print(f"vnode: interrupted; {_left_behind(plan.names, session)}", file=sys.stderr)
             return 130
@@ -285,7 +286,8 @@ def images_fetch(*distros: str, force: bool = False, json: bool = False) -> int:
     logs.configure()
     if not distros:
         raise _usage("name distros to fetch, e.g. f43 u24.04 d12")
-    outcomes = api.fetch_images(list(distros), force=force, reporter=LiveReporter([]))
+    with LiveReporter([]) as reporter:
+        outcomes = api.fetch_images(list(distros), force=force, reporter=reporter)
     failed = [o for o in outcomes if o.state == "failed"]
     if json:
         _emit_json([o.to_dict() for o in outcomes])

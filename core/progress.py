@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from vnode.model import NodeResult
 
@@ -21,35 +21,62 @@ class SilentReporter:
 
 
 class LiveReporter:
-    """Redraws one line per node in place on a terminal; prints one line per change elsewhere."""
+    """One line per node, redrawn in place on a terminal (rich: a line wider than the
+    terminal is cut with an ellipsis, never wrapped into garbage); one plain line per change
+    elsewhere (a pipe, a log file). Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, nodes: Sequence[str], stream: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, nodes: Sequence[str], stream: TextIO = sys.stderr, width: int | None = None
+    ) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.start = time.monotonic()
         self.phases = dict.fromkeys(nodes, "queued")
         self.lock = threading.Lock()
-        self.drawn = 0
+        self._live: Any = None
+        if self.tty:
+            # Imported only for a live display: rich costs ~50 ms, which pipes need not pay.
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=stream, force_terminal=True, width=width, highlight=False)
+            self._live = Live(self._lines(), console=console, auto_refresh=False)
+            self._live.start()
 
     def phase(self, node: str, text: str) -> None:
         with self.lock:
             self.phases[node] = text
-            if self.tty:
-                self._redraw()
-            else:
+            if self._live is not None:
+                self._live.update(self._lines(), refresh=True)
+            elif not self.tty:
                 self.stream.write(f"{self._elapsed()} {node}: {text}\n")
                 self.stream.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
+
+    def __enter__(self) -> LiveReporter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _elapsed(self) -> str:
         return f"[{time.monotonic() - self.start:6.1f}s]"
 
-    def _redraw(self) -> None:
-        if self.drawn:
-            self.stream.write(f"\x1b[{self.drawn}F")
+    def _lines(self) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1), expand=True)
+        table.add_column(no_wrap=True, min_width=9)
+        table.add_column(no_wrap=True, min_width=12)
+        table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
         for node, text in self.phases.items():
-            self.stream.write(f"\x1b[2K{self._elapsed()} {node:<12} {text}\n")
-        self.drawn = len(self.phases)
-        self.stream.flush()
+            table.add_row(self._elapsed(), node, text.replace("\n", " "))
+        return table
 
 
 def format_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:

@@ -119,8 +119,8 @@ def test_uninstalling_removes_it_from_the_list(lab: Lab, installed: None) -> Non
 
 def _resolve(lab: Lab, name: str) -> dict:
     code = (
-        "import json, sys, attrs; from vnode.plugins import resolve_distro; "
-        f"print(json.dumps(attrs.asdict(resolve_distro({name!r}))))"
+        "import json, sys, attrs; from vnode.plugins import PluginHost; "
+        f"print(json.dumps(attrs.asdict(PluginHost.discover().resolve_distro({name!r}))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

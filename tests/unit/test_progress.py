@@ -15,13 +15,27 @@ class _Terminal(io.StringIO):
 
 def test_a_terminal_gets_one_line_per_node_redrawn_in_place() -> None:
     screen = _Terminal()
-    reporter = LiveReporter(["vnode01", "vnode02"], stream=screen)
-    reporter.phase("vnode01", "creating")
-    reporter.phase("vnode02", "booting")
+    with LiveReporter(["vnode01", "vnode02"], stream=screen, width=60) as reporter:
+        reporter.phase("vnode01", "creating")
+        reporter.phase("vnode02", "booting")
     out = screen.getvalue()
-    assert out.count("\x1b[2F") == 1  # the second update moved up over the two lines
-    last = out.split("\x1b[2F")[-1]
-    assert "vnode01      creating" in last and "vnode02      booting" in last
+    assert "\x1b[1A" in out or "\x1b[2K" in out  # moved up over its own lines to redraw
+    last = out.rsplit("vnode01", 1)[-1]
+    assert "creating" in last and "vnode02" in last and "booting" in last
+
+
+def test_a_reason_wider_than_the_terminal_is_cut_not_wrapped() -> None:
+    screen = _Terminal()
+    reason = "failed: " + "the console said something very long " * 5
+    with LiveReporter(["vnode01", "vnode02"], stream=screen, width=50) as reporter:
+        reporter.phase("vnode01", reason)
+        reporter.phase("vnode02", "ready")
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", screen.getvalue())
+    rows = [line for line in plain.splitlines() if "vnode0" in line]
+    assert rows and all(len(line) <= 50 for line in rows), rows
+    assert any(line.rstrip().endswith("…") for line in rows if "vnode01" in line)
 
 
 def test_a_pipe_gets_one_plain_line_per_change() -> None:
