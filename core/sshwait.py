@@ -36,6 +36,7 @@ class WaitTarget:
     # Blocking callables, run in threads: the domain's health and the node's address.
     domain_problem: Callable[[], str | None]
     address: Callable[[], str | None]
+    port: int = 22
 
 
 async def wait_ready(
@@ -65,13 +66,13 @@ async def wait_ready(
             await asyncio.sleep(1.0)
             continue
         enter("booting")
-        if not await _port_open(ip, deadline):
-            last_error = f"{ip}:22 not answering"
+        if not await _port_open(ip, target.port, deadline):
+            last_error = f"{ip}:{target.port} not answering"
             await asyncio.sleep(_PROBE_INTERVAL)
             continue
         enter("ssh handshake")
         try:
-            name = await _run_hostname(asyncssh, ip, host_key, client_key, deadline)
+            name = await _run_hostname(asyncssh, ip, target.port, host_key, client_key, deadline)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             # sshd can be up before cloud-init installed the key; try again.
             last_error = f"ssh {ip}: {type(exc).__name__}: {exc}".strip()
@@ -85,21 +86,22 @@ async def wait_ready(
     return WaitOutcome(state="timeout", ip=ip, detail=last_error)
 
 
-async def _port_open(ip: str, deadline: float) -> bool:
+async def _port_open(ip: str, port: int, deadline: float) -> bool:
     timeout = max(0.1, min(1.0, deadline - time.monotonic()))
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, 22), timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
     except (OSError, TimeoutError):
         return False
     writer.close()
     return True
 
 
-async def _run_hostname(asyncssh, ip, host_key, client_key, deadline: float) -> str:
+async def _run_hostname(asyncssh, ip, port, host_key, client_key, deadline: float) -> str:
     timeout = max(1.0, deadline - time.monotonic())
     async with asyncio.timeout(timeout):
         async with asyncssh.connect(
             ip,
+            port=port,
             username="root",
             client_keys=[client_key],
             known_hosts=([host_key], [], []),
