@@ -258,10 +258,12 @@ class LibvirtNetwork(NetworkBackend):
         except FileNotFoundError:
             return False
 
-    def _create(self) -> Any:
+    def network_xml(self) -> str:
+        """The network vnode creates: a gateway at .1, a DHCP range from .2 up to the lowest
+        pool's first address, and every pool name reserved (MAC, address, DNS name)."""
         lowest_offset = min(self.offsets.values())
         gateway = self.subnet.network_address + 1
-        xml = render_xml(
+        return render_xml(
             "libvirt-network.xml.j2",
             hosts=self._pool_hosts(),
             name=self.name,
@@ -270,9 +272,11 @@ class LibvirtNetwork(NetworkBackend):
             gateway=str(gateway),
             prefix=self.subnet.prefixlen,
             dhcp_start=str(gateway + 1),
-            dhcp_end=str(self.subnet.network_address + lowest_offset - 1),
+            dhcp_end=str(self.subnet.network_address + max(lowest_offset - 1, 2)),
         )
-        network = self.conn.networkDefineXML(xml)
+
+    def _create(self) -> Any:
+        network = self.conn.networkDefineXML(self.network_xml())
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(network.UUIDString() + "\n")
         network.setAutostart(True)
