@@ -213,6 +213,11 @@ def structure_section(section: str, cls: type, values: Any, raw: RawConfig) -> A
 
     if not isinstance(values, dict):
         raise UsageError(f"config: [{section}] must be a table{_where(raw, section)}")
+    if not values:  # nothing to check: cattrs (and its import) is not needed
+        try:
+            return cls()
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"config: [{section}] needs values: {exc}") from None
     fields = {f.name: f for f in attrs.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import domain_names
 from tests.integration.conftest import SITE_DOMAIN, Site, TokenServer, ip, settle
-from vnode_plugins.bridge import guest_reported_address
+from vnode_plugins._hostnet import guest_reported_address
 
 pytestmark = pytest.mark.integration
 

@@ -6,13 +6,12 @@ which is the documented way around macvtap's blind spot; without one, vnode warn
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
-import structlog
 
 from tests.integration.conftest import Site, in_namespace, ip, settle
-from vnode.config import build_config
-from vnode_plugins.bridge import SiteAddresses
+from vnode_plugins._hostnet import SiteAddresses, SiteSettings
 from vnode_plugins.direct import DirectNetwork
 
 pytestmark = pytest.mark.integration
@@ -92,15 +91,14 @@ def test_up_refuses_unusable_parents(direct_site: Site) -> None:
 
 
 def test_vnode_warns_when_the_host_cannot_reach_macvtap_nodes(
-    direct_site: Site, veth: tuple[str, str]
+    direct_site: Site, veth: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     parent, _ = veth
     ip("link", "set", parent, "up")
-    config = build_config({})
-    backend = DirectNetwork(parent, SiteAddresses.from_config(config, neighbour_device=None))
-    with structlog.testing.capture_logs() as logs:
+    backend = DirectNetwork(parent, SiteAddresses.from_settings(SiteSettings(), None))
+    with caplog.at_level(logging.WARNING, logger="vnode"):
         backend.check([])
-    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert f"macvtap on {parent}" in warnings[0]["event"]
-    assert "--no-wait" in warnings[0]["event"]
+    assert f"macvtap on {parent}" in warnings[0].vnode_event
+    assert "--no-wait" in warnings[0].vnode_event
