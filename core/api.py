@@ -13,7 +13,6 @@ without one it opens its own from the configuration files and closes it again.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import datetime as dt
 import re
@@ -27,9 +26,7 @@ import attrs
 
 from vnode import hypervisor
 from vnode.config import Defaults
-from vnode.disks import unreadable_by_qemu
 from vnode.errors import EnvironmentProblem, UsageError
-from vnode.locks import file_lock, node_lock_path
 from vnode.model import (
     ConsoleSetup,
     Interface,
@@ -39,17 +36,16 @@ from vnode.model import (
     NodeResult,
 )
 from vnode.network import NetworkBackend
-from vnode.nodes import NodeStore, remove_node
 from vnode.plugins import PluginInfo
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
 from vnode.spec import NodeRef, parse_specs
-from vnode.templating import render_xml
 
 # Imported where used: a quick command such as `vnode list` should not pay for them.
 if TYPE_CHECKING:
     from vnode.images import FetchOutcome, ImageEntry, ImageRecord
     from vnode.model import Verdict
+    from vnode.nodes import NodeStore
 
 _INTERFACE_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -197,6 +193,11 @@ def destroy(
                 mark = found[1]
                 remove_node(store, _identity(mark), backends.get(mark.network), quiet=True)
                 return "destroyed"
+
+        import concurrent.futures
+
+        from vnode.locks import file_lock, node_lock_path
+        from vnode.nodes import remove_node
 
         # Each removal mostly waits on libvirt (QEMU's exit, dnsmasq's reload): all at once.
         workers = min(32, len(names) or 1)
@@ -356,6 +357,8 @@ def _plan_node(
 def _domain_xml(session: Session, plan: NodePlan) -> str:
     """The domain as libvirt will get it: the core's template, the NIC the network plugin
     described, then every plugin's adjustments."""
+    from vnode.templating import render_xml
+
     rendered = render_xml(
         "domain.xml.j2",
         node=plan,
@@ -424,6 +427,7 @@ def _preflight(session: Session, plan: UpPlan) -> None:
 def _check_images(session: Session, plan: UpPlan) -> None:
     # Imported here: the image store pulls in the HTTP client, which `vnode list` never needs.
     from vnode import images
+    from vnode.disks import unreadable_by_qemu
 
     for distro in {node.distro for node in plan.nodes}:
         image = images.image_path(distro, session.config)
@@ -437,6 +441,8 @@ def _check_images(session: Session, plan: UpPlan) -> None:
 
 
 def _store(session: Session) -> NodeStore:
+    from vnode.nodes import NodeStore
+
     return NodeStore(
         conn=session.conn,
         nodes_dir=session.config.paths.nodes,
