@@ -29,8 +29,6 @@ plugins_app = App(name="plugins", help="Plugins found through entry points.")
 images_app = App(name="images", help="Base images of the distros.")
 app.command(plugins_app)
 app.command(images_app)
-bridge_app = App(name="bridge", help="One-time host set-up of a bridge for --bridge nodes.")
-app.command(bridge_app)
 
 
 def _emit_json(data: object) -> None:
@@ -370,34 +368,6 @@ def doctor(*, network: str | None = None, json: bool = False) -> int:
         for v in verdicts:
             print(f"{v.status:<5} {v.check:<10} {v.message}")
     return 0 if healthy(verdicts) else 1
-
-
-@bridge_app.command(name="create")
-def bridge_create(
-    *, iface: str, name: str = "br0", zone: str | None = None, dry_run: bool = False
-) -> int:
-    """Make a host bridge out of a NIC with NetworkManager; the host keeps its DHCP address.
-
-    Parameters
-    ----------
-    iface
-        The host NIC to put into the bridge, e.g. eno1.
-    name
-        The bridge's name.
-    zone
-        The firewalld zone of the bridge (default: firewalld's default zone).
-    dry_run
-        Print the commands (a shell script) instead of running them.
-    """
-    from vnode import api
-
-    plan = api.bridge_plan(iface, name, zone)
-    if dry_run:
-        print(plan.script(), end="")
-        return 0
-    api.bridge_create(plan, lambda step, outcome: print(f"{outcome}: {step.shell}", flush=True))
-    print(f"bridge {plan.bridge} is up; undo with: {plan.undo}")
-    return 0
 
 
 def _usage(message: str) -> VnodeError:

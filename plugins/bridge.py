@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vnode.plugin import (
     Interface,
@@ -51,6 +52,47 @@ def vnode_network_backend(
     bridge = check_ifname(arg or DEFAULT_BRIDGE, "bridge")
     site = SiteAddresses.from_settings(context.section("site"), neighbour_device=bridge)
     return BridgeNetwork(bridge, site, example=_example_name(context))
+
+
+@hookimpl(trylast=True)
+def vnode_cli_commands() -> list[Any]:
+    return [_bridge_commands()]
+
+
+def _bridge_commands() -> Any:
+    """``vnode bridge create``: the one-time host set-up this network kind needs."""
+    from cyclopts import App
+
+    app = App(name="bridge", help="One-time host set-up of a bridge for --bridge nodes.")
+
+    @app.command(name="create")
+    def create(
+        *, iface: str, name: str = "br0", zone: str | None = None, dry_run: bool = False
+    ) -> int:
+        """Make a host bridge out of a NIC with NetworkManager; the host keeps its address.
+
+        Parameters
+        ----------
+        iface
+            The host NIC to put into the bridge, e.g. eno1.
+        name
+            The bridge's name.
+        zone
+            The firewalld zone of the bridge (default: firewalld's default zone).
+        dry_run
+            Print the commands (a shell script) instead of running them.
+        """
+        from vnode_plugins._bridge_setup import apply_plan, plan_for_host
+
+        plan = plan_for_host(iface, name, zone)
+        if dry_run:
+            print(plan.script(), end="")
+            return 0
+        apply_plan(plan, lambda step, outcome: print(f"{outcome}: {step.shell}", flush=True))
+        print(f"bridge {plan.bridge} is up; undo with: {plan.undo}")
+        return 0
+
+    return app
 
 
 def _example_name(context: PluginContext) -> str:

@@ -1,4 +1,4 @@
-"""Host network devices as vnode sees them, and the one-time host bridge set-up (nmcli).
+"""The one-time host bridge set-up behind `vnode bridge create` (nmcli, firewalld).
 
 ``vnode bridge create --iface eno1`` puts the host's NIC into a new bridge so that nodes can
 join the site's network as peers of the host. The plan is a list of commands, printed exactly
@@ -16,110 +16,18 @@ by ``--dry-run`` and run one by one otherwise:
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import attrs
 
-from vnode.errors import EnvironmentProblem, UsageError
+from vnode.plugin import EnvironmentProblem, UsageError
+from vnode_plugins._hostnet import check_ifname, host_device
 
-SYS_NET = Path("/sys/class/net")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _ZONE = re.compile(r"^[A-Za-z0-9_-]{1,17}$")
-_IFF_UP = 0x1
-_IFF_LOOPBACK = 0x8
-
-
-def check_ifname(name: str, what: str) -> str:
-    """``name`` if it can name a Linux network device, else a UsageError (before any /sys path
-    is built from it)."""
-    if not _IFNAME.match(name) or name in (".", ".."):
-        raise UsageError(f"{what} {name!r} is not a network device name")
-    return name
-
-
-@attrs.frozen
-class HostDevice:
-    """A network device of the host, read from /sys/class/net."""
-
-    name: str
-    exists: bool
-    mac: str | None = None
-    is_bridge: bool = False
-    is_up: bool = False  # administratively; a bridge without ports is up yet has no carrier
-    is_loopback: bool = False
-    master: str | None = None  # the bridge (or bond) the device is a port of
-    ports: tuple[str, ...] = ()
-
-
-def host_device(name: str) -> HostDevice:
-    base = SYS_NET / check_ifname(name, "network device")
-    if not base.exists():
-        return HostDevice(name=name, exists=False)
-    flags = int(_read(base / "flags") or "0", 16)
-    master = base / "master"
-    ports = base / "brif"
-    return HostDevice(
-        name=name,
-        exists=True,
-        mac=(_read(base / "address") or "").lower() or None,
-        is_bridge=(base / "bridge").is_dir(),
-        is_up=bool(flags & _IFF_UP),
-        is_loopback=bool(flags & _IFF_LOOPBACK),
-        master=master.resolve().name if master.exists() else None,
-        ports=tuple(sorted(p.name for p in ports.iterdir())) if ports.is_dir() else (),
-    )
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def ipv4_addresses(device: str) -> list[str]:
-    """The IPv4 addresses (CIDR) the host holds on ``device``."""
-    return [
-        f"{a['local']}/{a['prefixlen']}"
-        for link in ip_json("-4", "addr", "show", "dev", device)
-        for a in link.get("addr_info", [])
-        if a.get("family") == "inet"
-    ]
-
-
-def host_macvlans(parent: str) -> list[str]:
-    """The host's bridge-mode macvlan devices on ``parent`` that hold an IPv4 address.
-
-    macvtap nodes on ``parent`` are unreachable for the host through ``parent`` itself, but a
-    sibling macvlan in bridge mode is switched to them inside the kernel.
-    """
-    found = []
-    for link in ip_json("-d", "addr", "show"):
-        info = link.get("linkinfo", {})
-        if (
-            link.get("link") == parent
-            and info.get("info_kind") == "macvlan"
-            and info.get("info_data", {}).get("mode") == "bridge"
-            and any(a.get("family") == "inet" for a in link.get("addr_info", []))
-        ):
-            found.append(link["ifname"])
-    return found
-
-
-def ip_json(*args: str) -> list[dict]:
-    try:
-        out = subprocess.run(
-            ["ip", "-j", *args], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-        return json.loads(out or "[]")
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return []
 
 
 @attrs.frozen

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from vnode.errors import UsageError
-from vnode.hostbridge import check_ifname, plan_bridge
+from vnode_plugins._bridge_setup import plan_bridge
+from vnode_plugins._hostnet import check_ifname
 
 MAC = "52:54:00:ab:cd:01"
 
