@@ -36,7 +36,6 @@ from vnode.model import (
     NodeResult,
 )
 from vnode.network import NetworkBackend
-from vnode.plugins import PluginInfo
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
 from vnode.spec import NodeRef, parse_specs
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from vnode.images import FetchOutcome, ImageEntry, ImageRecord
     from vnode.model import Verdict
     from vnode.nodes import NodeStore
+    from vnode.plugins import PluginInfo
 
 _INTERFACE_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_-]*")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from typing import Any
 
 import attrs
@@ -116,6 +115,8 @@ class PluginSource:
 
 
 def entry_point_sources() -> list[PluginSource]:
+    from importlib import metadata
+
     points = metadata.entry_points(group=ENTRY_POINT_GROUP)
     # Distributions installed twice (e.g. editable and regular) would register twice.
     unique = {(ep.name, ep.value): ep for ep in points}

@@ -12,43 +12,74 @@ sessions with different configurations (two labs, tests) never see each other's 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from vnode import hypervisor
-from vnode.config import Config, build_config_from, read_config
+from vnode.config import CORE_SECTIONS, Config, build_config_from, read_config
 from vnode.keys import ClientKey, KnownHosts, client_key
 from vnode.model import PluginContext
-from vnode.plugins import PluginHost
+
+if TYPE_CHECKING:
+    from vnode.plugins import PluginHost
 
 
 @attrs.define
 class Session:
-    config: Config
-    plugins: PluginHost
+    _config: Config = attrs.field(alias="config")
     known_hosts: KnownHosts
+    _plugins: PluginHost | None = attrs.field(default=None, alias="plugins")
     _connection: Any = attrs.field(default=None, alias="connection")
 
     @classmethod
     def open(cls, files: list[Path] | None = None) -> Session:
-        """Read the configuration files, load the plugins (less those the config disables)
-        and check every section, the plugins' own included."""
+        """Read the configuration files and check every section, the plugins' own included.
+
+        Plugins (less those the config disables) are loaded here when the files have a
+        section the core does not own (only they can say whether it is theirs); otherwise on
+        first use, so a quick command such as ``vnode list`` does not pay for them.
+        """
         raw = read_config(files)
-        plugins = PluginHost.discover(raw.disabled_plugins())
-        return cls.for_config(build_config_from(raw, plugins.config_sections()), plugins)
+        plugins = None
+        if set(raw.data) - {*CORE_SECTIONS, "pools"}:
+            from vnode.plugins import PluginHost
+
+            plugins = PluginHost.discover(raw.disabled_plugins())
+        config = build_config_from(raw, plugins.config_sections() if plugins else {})
+        return cls.for_config(config, plugins)
 
     @classmethod
     def for_config(cls, config: Config, plugins: PluginHost | None = None) -> Session:
-        """A session for a Config built in code (the library, tests); plugin sections the
-        config lacks get their defaults."""
-        plugins = plugins or PluginHost.discover(config.plugins.disable)
-        sections = {
-            name: config.sections.get(name) or section_class()
-            for name, section_class in plugins.config_sections().items()
-        }
-        config = attrs.evolve(config, sections=sections)
-        return cls(config, plugins, KnownHosts(config.paths.ssh / "known_hosts"))
+        """A session for a checked Config (the library, tests); plugin sections it lacks get
+        their defaults when the plugins load."""
+        return cls(
+            config=config,
+            known_hosts=KnownHosts(config.paths.ssh / "known_hosts"),
+            plugins=plugins,
+        )
+
+    @property
+    def plugins(self) -> PluginHost:
+        if self._plugins is None:
+            from vnode.plugins import PluginHost
+
+            self._plugins = PluginHost.discover(self._config.plugins.disable)
+        return self._plugins
+
+    @property
+    def config(self) -> Config:
+        """The configuration; once plugins are loaded, with every plugin section present."""
+        if self._plugins is not None:
+            missing = {
+                name: section_class()
+                for name, section_class in self._plugins.config_sections().items()
+                if name not in self._config.sections
+            }
+            if missing:
+                sections = {**self._config.sections, **missing}
+                self._config = attrs.evolve(self._config, sections=sections)
+        return self._config
 
     @property
     def conn(self) -> Any:
@@ -67,6 +98,7 @@ class Session:
             connection = self.conn
         elif self._connection is not None:
             connection = self._connection
+        self.plugins  # noqa: B018 - loaded first, so that every plugin section is present
         return PluginContext(
             sections=self.config.sections,
             pools=self.config.pools,
