@@ -47,6 +47,7 @@ cloud-init: venv
 
 test: setup cloud-init
 	$(VENV)/bin/ruff check core plugins tests bench
+	$(VENV)/bin/ruff format --check core plugins tests bench
 	$(VENV)/bin/python -m pytest -v tests
 
 unit: venv

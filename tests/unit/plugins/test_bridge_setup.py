@@ -76,5 +76,3 @@ def test_plan_refuses_bad_names(iface: str, bridge: str, zone: str | None) -> No
 def test_check_ifname_accepts_ordinary_names() -> None:
     for name in ("eth0", "enp1s0", "br0", "eno1.100", "vtbr_1-a"):
         assert check_ifname(name, "x") == name
-
-
