@@ -81,10 +81,6 @@ def connect(uri: str) -> Any:
         ) from None
 
 
-def libvirt_error() -> type[Exception]:
-    return _libvirt().libvirtError
-
-
 def resolve_virt_type(conn: Any, wanted: str) -> str:
     """auto means kvm where libvirt offers it for x86_64, plain emulation (TCG) elsewhere."""
     if wanted in ("kvm", "qemu"):

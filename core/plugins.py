@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pluggy
@@ -85,6 +85,9 @@ _ACCEPTS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+PluginStatus = Literal["ok", "broken", "disabled"]
+
+
 @attrs.frozen
 class PluginInfo:
     """One entry point, loaded or not, as ``vnode plugins list`` shows it."""
@@ -94,7 +97,7 @@ class PluginInfo:
     version: str
     distribution: str
     entry_point: str
-    status: str  # "ok", "broken" or "disabled"
+    status: PluginStatus
     reason: str | None = None
     provides: tuple[str, ...] = ()  # distro names and network kinds it answers for
     notes: tuple[str, ...] = ()  # precedence conflicts, hooks it failed in
