@@ -42,10 +42,11 @@ class Session:
         """
         raw = read_config(files)
         plugins = None
-        if set(raw.data) - {*CORE_SECTIONS, "pools"}:
+        disabled = raw.disabled_plugins()
+        if disabled or set(raw.data) - {*CORE_SECTIONS, "pools"}:
             from vnode.plugins import PluginHost
 
-            plugins = PluginHost.discover(raw.disabled_plugins())
+            plugins = PluginHost.discover(disabled)
         config = build_config_from(raw, plugins.config_sections() if plugins else {})
         return cls.for_config(config, plugins)
 

@@ -56,7 +56,7 @@ def test_libvirtd_unreachable_is_one_clear_line(lab: Lab) -> None:
     )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "libvirtd -d" in result.stderr
+    assert "libvirtd -d" in result.stderr and "virtqemud" in result.stderr
 
 
 def test_doctor_passes_the_host_make_setup_prepared(lab: Lab) -> None:
@@ -66,3 +66,39 @@ def test_doctor_passes_the_host_make_setup_prepared(lab: Lab) -> None:
     # What install/setup-host.sh is there to guarantee, each of which once cost seconds here.
     for check in ("libvirtd", "virtlogd", "/dev/kvm", "reaper", "plugins"):
         assert verdicts[check]["status"] == "ok", verdicts[check]
+
+
+def _run_with(lab: Lab, extra: str, *args: str) -> subprocess.CompletedProcess[str]:
+    config = lab.state / "with-extra.toml"
+    config.write_text(lab.config_path.read_text() + extra)
+    return subprocess.run(
+        [sys.executable, "-m", "vnode.cli", *args],
+        env={**os.environ, "VNODE_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_disabled_plugin_is_listed_as_such_and_its_network_kind_is_gone(lab: Lab) -> None:
+    extra = '\n[plugins]\ndisable = ["direct"]\n'
+    listed = json.loads(_run_with(lab, extra, "plugins", "list", "--json").stdout)
+    assert {p["name"]: p["status"] for p in listed}["direct"] == "disabled"
+    result = _run_with(lab, extra, "up", "3", "--direct", "eth0")
+    assert result.returncode == 2
+    assert "unknown network 'direct:eth0'" in result.stderr
+    assert lab.run("list").returncode == 0
+
+
+def test_disabling_a_plugin_that_does_not_exist_is_bad_input(lab: Lab) -> None:
+    result = _run_with(lab, '\n[plugins]\ndisable = ["nosuch"]\n', "list")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "vnode: config: [plugins] disable names no plugin: nosuch"
+
+
+def test_a_plugins_command_is_found_through_its_hook(lab: Lab) -> None:
+    result = lab.run("bridge", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "create" in result.stdout
+    assert "bridge" in lab.run("--help").stdout
