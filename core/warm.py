@@ -27,8 +27,8 @@ import attrs
 from vnode.errors import EnvironmentProblem
 
 # libvirt's save-image header (src/qemu/qemu_saveimage.h, version 2), little-endian: magic,
-# version, data_len, was_running, compressed (later "format"), cookieOffset, 15 unused u32.
-_HEADER = struct.Struct("<16sIIIII15I")
+# version, data_len, was_running, compressed (later "format"), cookieOffset, 14 unused u32.
+_HEADER = struct.Struct("<16sIIIII14I")
 _MAGIC = b"LibvirtQemudSave"
 _PARTIAL = b"LibvirtQemudPart"  # libvirt writes this until the image is complete
 _SUPPORTED_VERSION = 2
@@ -95,7 +95,7 @@ def write_clone_save_image(template: Path, dest: Path, xml: str) -> None:
         image.was_running,
         image.compressed,
         len(xml_bytes) if cookie else 0,
-        *([0] * 15),
+        *([0] * 14),
     )
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out, template.open("rb") as source:

@@ -43,7 +43,7 @@ PREFIX = "wmspike"
 NET = "wmspike-net"
 OCTET = 233
 
-HEADER = struct.Struct("<16sIIIII15I")  # libvirt 9.0: magic, version, data_len, was_running,
+HEADER = struct.Struct("<16sIIIII14I")  # libvirt 9.0: magic, version, data_len, was_running,
 # compressed, cookieOffset, unused[15]  (92 + 4 = 96 bytes; checked against a real file below)
 MAGIC = b"LibvirtQemudSave"
 
@@ -89,7 +89,7 @@ def write_clone_save(template_save: Path, dest: Path, xml: str) -> None:
         h["was_running"],
         h["compressed"],
         len(xml_b) if cookie_b else 0,
-        *([0] * 15),
+        *([0] * 14),
     )
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out, template_save.open("rb") as src:

@@ -37,20 +37,20 @@ def _fake_save(path: Path, xml: str, cookie: str | None, body: bytes, pad: int =
     cookie_b = cookie.encode() + b"\0" if cookie is not None else b""
     data_len = len(xml_b) + len(cookie_b) + pad
     header = struct.pack(
-        "<16sIIIII15I",
+        "<16sIIIII14I",
         b"LibvirtQemudSave",
         2,
         data_len,
         1,
         0,
         len(xml_b) if cookie is not None else 0,
-        *([0] * 15),
+        *([0] * 14),
     )
     path.write_bytes(header + xml_b + cookie_b + b"\0" * pad + body)
 
 
 def test_header_is_libvirt_9_layout() -> None:
-    assert warm._HEADER.size == 96
+    assert warm._HEADER.size == 92
 
 
 @pytest.mark.parametrize("cookie", ["<cookie><cpu/></cookie>", None])
