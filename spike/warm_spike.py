@@ -348,7 +348,7 @@ def main():
     clones = [make_clone(conn, info, n + 1, client_pub, client_priv) for n in range(args.clones)]
     for c in clones:
         while True:
-            r = ssh(c, client_priv, "hostname", timeout=3)
+            r = ssh(c, client_priv, "hostname", timeout=10)
             if r.returncode == 0:
                 log(f"{c['name']}: ssh ready {time.monotonic() - c['t0']:.1f}s after its start: {r.stdout.strip()}")
                 break

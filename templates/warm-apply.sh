@@ -26,7 +26,17 @@ python3 -c 'import fcntl, os; fcntl.ioctl(os.open("/dev/urandom", os.O_WRONLY), 
 
 # machine-id, and a boot ID of its own: the kernel made boot_id once, before the template
 # was saved, and offers no way to renew it short of a reboot; readers see the clone's.
-v machine-id >/etc/machine-id
+old_id=$(cat /etc/machine-id 2>/dev/null || true)
+new_id=$(v machine-id)
+echo "$new_id" >/etc/machine-id
+# journald keeps writing under the template's machine-id directory until it restarts, and
+# restarting it stalls every process that logs (sshd's handshakes too) for seconds; a link
+# lets journalctl find the journal under the new id meanwhile.
+for journal in /var/log/journal /run/log/journal; do
+    if [ -n "$old_id" ] && [ -d "$journal/$old_id" ] && [ ! -e "$journal/$new_id" ]; then
+        ln -s "$old_id" "$journal/$new_id"
+    fi
+done
 mkdir -p /run/vnode
 cp "$d/boot-id" /run/vnode/boot_id
 mount --bind /run/vnode/boot_id /proc/sys/kernel/random/boot_id
