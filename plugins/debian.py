@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vnode.plugin import Distro, ImageBuilder, PluginContext, catalog, hookimpl
+import attrs
+
+from vnode.plugin import Distro, ImageBuilder, PluginContext, UsageError, catalog, hookimpl
 
 LATEST = "d13"
 _BASE = "https://cloud.debian.org/images/cloud/{codename}/latest"
@@ -48,19 +50,38 @@ def vnode_distro_names() -> list[str]:
 BUILDABLE = ("12", "13")
 
 
+def _check_apt_mirror(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not value.startswith(("http://", "https://", "file:/")):
+        raise UsageError(f"config: [debian] apt_mirror = {value!r} is not an http(s) or file URL")
+
+
+@attrs.frozen
+class DebianSettings:
+    """``[debian]``: where ``vnode images build`` gets Debian's packages.
+
+    ``apt_mirror`` is a Debian *archive* (what apt reads, e.g. http://deb.debian.org/debian);
+    by default the one in the host's own apt sources. ``[images] mirror.debian`` is another
+    thing: a mirror of the cloud *images* that ``vnode images fetch`` downloads.
+    """
+
+    apt_mirror: str | None = attrs.field(default=None, validator=_check_apt_mirror)
+
+
+@hookimpl(trylast=True)
+def vnode_config_sections() -> dict[str, type]:
+    return {"debian": DebianSettings}
+
+
 @hookimpl(trylast=True)
 def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder | None:
     if distro.family != "debian" or distro.release not in BUILDABLE:
         return None
-    mirror = context.mirrors.get("debian")
+    apt_mirror = context.section("debian").apt_mirror
 
     def build(dest: Path) -> None:
         # Imported only when building: mmdebstrap's driver is of no use to other commands.
         from vnode_plugins.debian_build import build_debian_image
 
-        if mirror:
-            build_debian_image(dest, release=distro.release, mirror=mirror)
-        else:
-            build_debian_image(dest, release=distro.release)
+        build_debian_image(dest, release=distro.release, mirror=apt_mirror)
 
     return ImageBuilder(how="bootstrapped from a Debian mirror with mmdebstrap", build=build)

@@ -5,12 +5,11 @@ building, and the resulting guest never reaches out on its own (no apt
 timers, cloud-init pinned to the NoCloud seed).  Needs root, mmdebstrap,
 sfdisk, losetup, mkfs.ext4, extlinux, syslinux-common and qemu-img.
 
-    python3 plugins/debian_build.py DEST [--release 12] [--mirror URL]
+Imported only by the Debian plugin's image builder, when an image is built.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import json
@@ -18,13 +17,17 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
+
+import attrs
+
+from vnode.plugin import EnvironmentProblem, UsageError, VnodeError, get_logger
+
+log = get_logger("vnode.debian.build")
 
 RELEASES: dict[str, str] = {
     "12": "bookworm",
@@ -65,7 +68,9 @@ MBR_BIN = pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin")
 PART_START = 1 << 20  # 1 MiB: conventional alignment, leaves room for the MBR
 FS_LABEL = "vnode-root"
 
-Log = Callable[[str], None]
+
+class BuildError(VnodeError):
+    """A build step failed; the message carries the tool's own last lines."""
 
 
 # --------------------------------------------------------------------------
@@ -73,11 +78,11 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------
 
 
-@dataclass
+@attrs.frozen
 class AptSource:
-    types: list[str] = field(default_factory=list)
-    uris: list[str] = field(default_factory=list)
-    suites: list[str] = field(default_factory=list)
+    types: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    suites: tuple[str, ...] = ()
 
 
 def _parse_deb822(text: str) -> list[AptSource]:
@@ -99,9 +104,9 @@ def _parse_deb822(text: str) -> list[AptSource]:
         if fields.get("uris"):
             sources.append(
                 AptSource(
-                    fields.get("types", "").split(),
-                    fields["uris"].split(),
-                    fields.get("suites", "").split(),
+                    tuple(fields.get("types", "").split()),
+                    tuple(fields["uris"].split()),
+                    tuple(fields.get("suites", "").split()),
                 )
             )
     return sources
@@ -117,7 +122,7 @@ def _parse_one_line(text: str) -> list[AptSource]:
             end = next(i for i, w in enumerate(words) if w.endswith("]"))
             words = [words[0], *words[end + 1 :]]
         if len(words) >= 3:
-            sources.append(AptSource([words[0]], [words[1]], [words[2]]))
+            sources.append(AptSource((words[0],), (words[1],), (words[2],)))
     return sources
 
 
@@ -164,19 +169,21 @@ def _run(cmd: list[str], **kwargs: Any) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-30:])
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+        raise BuildError(f"{cmd[0]} failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
     return proc.stdout
 
 
 def _check_prerequisites() -> None:
     if os.geteuid() != 0:
-        raise PermissionError("building an image needs root (loop devices, mount)")
+        raise EnvironmentProblem("building an image needs root (loop devices, mount): run as root")
     tools = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "extlinux", "qemu-img", "tar")
     missing = [t for t in tools if shutil.which(t) is None]
     if not MBR_BIN.is_file():
         missing.append(f"{MBR_BIN} (syslinux-common)")
     if missing:
-        raise RuntimeError("missing build tools: " + ", ".join(missing))
+        raise EnvironmentProblem(
+            "missing build tools: " + ", ".join(missing) + " (install/setup-host.sh installs them)"
+        )
 
 
 def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
@@ -190,8 +197,8 @@ def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
 # --------------------------------------------------------------------------
 
 
-def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, log: Log) -> None:
-    log(f"mmdebstrap {suite} from {mirror} (this takes a few minutes)")
+def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path) -> None:
+    log.info("bootstrapping with mmdebstrap (a few minutes)", suite=suite, mirror=mirror)
     # mmdebstrap stages the chroot in $TMPDIR; keep it next to the output so
     # a small /tmp does not matter.
     env = {**os.environ, "TMPDIR": str(tarball.parent)}
@@ -245,7 +252,7 @@ def _mounted(dev: str, mnt: pathlib.Path) -> Iterator[pathlib.Path]:
         os.sync()
         try:
             _run(["umount", str(mnt)])
-        except RuntimeError:
+        except BuildError:
             # Something still holds the mount (e.g. a stray process from a
             # failed step): detach it lazily rather than leak it.
             _run(["umount", "--lazy", str(mnt)])
@@ -284,7 +291,7 @@ def _ensure_kernel_links(root: pathlib.Path) -> None:
             continue
         found = sorted(root.glob(f"boot/{name}-*"))
         if not found:
-            raise RuntimeError(f"no /boot/{name}-* in the root filesystem")
+            raise BuildError(f"no /boot/{name}-* in the root filesystem")
         if link.is_symlink():
             link.unlink()
         link.symlink_to(found[-1].relative_to(root))
@@ -386,9 +393,9 @@ def _make_unique_per_clone(root: pathlib.Path) -> None:
         dbus_id.unlink()
 
 
-def _convert(raw: pathlib.Path, dest: pathlib.Path, log: Log) -> None:
+def _convert(raw: pathlib.Path, dest: pathlib.Path) -> None:
     partial = dest.with_name(dest.name + ".partial")
-    log(f"converting to qcow2: {dest}")
+    log.info("converting to qcow2", dest=str(dest))
     try:
         _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(partial)])
         partial.chmod(0o644)
@@ -397,18 +404,16 @@ def _convert(raw: pathlib.Path, dest: pathlib.Path, log: Log) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _populate(
-    raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int, log: Log
-) -> None:
+def _populate(raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int) -> None:
     offset, size = _create_disk(raw, size_gb)
     fs_uuid = str(uuid.uuid4())
     with _loop_device(raw, offset, size) as dev:
         _make_filesystem(dev, fs_uuid)
         with _mounted(dev, work / "mnt") as root:
-            log("extracting root filesystem")
+            log.info("extracting root filesystem")
             _extract(tarball, root)
             _customize(root, fs_uuid)
-            log("installing extlinux")
+            log.info("installing extlinux")
             _install_bootloader(root, fs_uuid)
     _write_mbr(raw)
 
@@ -423,7 +428,7 @@ def resolve_suite(release: str) -> str:
         return RELEASES[release]
     if release in RELEASES.values():
         return release
-    raise ValueError(f"unknown Debian release {release!r}; known: {', '.join(RELEASES)}")
+    raise UsageError(f"unknown Debian release {release!r}; known: {', '.join(RELEASES)}")
 
 
 def build_debian_image(
@@ -431,7 +436,6 @@ def build_debian_image(
     release: str = "12",
     mirror: str | None = None,
     size_gb: int = 3,
-    log: Callable[[str], None] = print,
 ) -> pathlib.Path:
     """Build a Debian `release` cloud image into `dest` (qcow2) and return it."""
     dest = pathlib.Path(dest).absolute()
@@ -439,7 +443,9 @@ def build_debian_image(
     _check_prerequisites()
     mirror = mirror or find_host_mirror(suite)
     if not mirror:
-        raise RuntimeError("no Debian mirror in the host's apt sources; pass mirror=")
+        raise UsageError(
+            "no Debian mirror in the host's apt sources: set apt_mirror in the [debian] section"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # Work next to dest: /tmp may be a small tmpfs, and dest's filesystem
@@ -447,30 +453,11 @@ def build_debian_image(
     work = pathlib.Path(tempfile.mkdtemp(prefix=".debian-build-", dir=dest.parent))
     try:
         tarball = work / "rootfs.tar"
-        _bootstrap(suite, mirror, tarball, log)
+        _bootstrap(suite, mirror, tarball)
         raw = work / "disk.raw"
-        _populate(raw, tarball, work, size_gb, log)
-        _convert(raw, dest, log)
+        _populate(raw, tarball, work, size_gb)
+        _convert(raw, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log(f"built {dest} in {time.monotonic() - started:.0f}s")
+    log.info("image built", dest=str(dest), seconds=round(time.monotonic() - started))
     return dest
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=pathlib.Path, help="output qcow2 path")
-    parser.add_argument("--release", default="12", help="Debian release: " + ", ".join(RELEASES))
-    parser.add_argument("--mirror", help="Debian mirror URL (default: from host apt sources)")
-    parser.add_argument("--size-gb", type=int, default=3, help="virtual disk size (GiB)")
-    args = parser.parse_args(argv)
-    try:
-        build_debian_image(args.dest, args.release, args.mirror, args.size_gb)
-    except (RuntimeError, ValueError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

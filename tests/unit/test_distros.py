@@ -113,7 +113,8 @@ def test_libosinfo_ids_and_image_names() -> None:
 
 def test_only_debian_releases_the_builder_bootstraps_offer_a_builder() -> None:
     host = PluginHost.discover()
-    context = PluginContext(sections={}, pools=(), state_dir=Path("/nonexistent"), uri="")
+    sections = build_config({}, host.config_sections()).sections
+    context = PluginContext(sections=sections, pools=(), state_dir=Path("/nonexistent"), uri="")
     buildable = {
         name
         for name in ("d11", "d12", "d13", "f43", "u24.04")
