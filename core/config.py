@@ -143,6 +143,15 @@ def config_files() -> list[Path]:
     return files
 
 
+def _exists(path: Path) -> bool:
+    # A user whose HOME is not theirs (sudo -u, setpriv) cannot even stat ~/.config: for
+    # them that file does not exist, it is not an error.
+    try:
+        return path.exists()
+    except PermissionError:
+        return False
+
+
 def read_config(files: list[Path] | None = None) -> RawConfig:
     """Merge the config files; a missing VNODE_CONFIG or broken TOML is a UsageError."""
     merged: dict[str, Any] = {}
@@ -150,7 +159,7 @@ def read_config(files: list[Path] | None = None) -> RawConfig:
     read: list[Path] = []
     explicit = os.environ.get("VNODE_CONFIG")
     for path in config_files() if files is None else files:
-        if not path.exists():
+        if not _exists(path):
             if explicit and path == Path(explicit):
                 raise UsageError(f"config file {path} (VNODE_CONFIG) does not exist")
             continue

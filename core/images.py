@@ -395,10 +395,18 @@ def _install(staging: Path, dest: Path) -> None:
 
 def _prepare_store(config: Config) -> Path:
     store = config.paths.images
-    store.mkdir(parents=True, exist_ok=True)
-    # libvirt's qemu runs as its own user: the store must be searchable by everyone.
-    if store.stat().st_mode & 0o005 != 0o005:
-        os.chmod(store, 0o755)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        # libvirt's qemu runs as its own user: the store must be searchable by everyone.
+        if store.stat().st_mode & 0o005 != 0o005:
+            os.chmod(store, 0o755)
+        if not os.access(store, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except PermissionError as exc:
+        raise EnvironmentProblem(
+            f"cannot write the image store {store}: {exc.strerror}"
+            " (run as root, or set paths.image_store)"
+        ) from None
     return store
 
 

@@ -13,8 +13,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -570,6 +572,50 @@ def test_a_built_image_is_recorded_as_built(store: Store) -> None:
     assert record["source"] == "vnode images build f43 (a blank disk)"
     listed = json.loads(store.run("images", "list", "--json").stdout)
     assert {e["distro"]: e["status"] for e in listed}["f43"] == "built"
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    """pytest's tmp_path lives under a 0700 directory another user cannot enter."""
+    path = Path(tempfile.mkdtemp(prefix="vnode-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_building_as_a_user_without_root_is_one_line_and_builds_nothing(
+    world_readable_dir: Path,
+) -> None:
+    config = world_readable_dir / "config.toml"
+    images = world_readable_dir / "images"
+    config.write_text(f'[paths]\nstate = "{world_readable_dir}/state"\nimage_store = "{images}"\n')
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+
+    def build_as_nobody() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*nobody, *VNODE, "images", "build", "d13"],
+            env={**os.environ, "VNODE_CONFIG": str(config), "HOME": "/nonexistent"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    unwritable = build_as_nobody()
+    assert (unwritable.returncode, unwritable.stderr.strip()) == (
+        1,
+        f"vnode: cannot write the image store {images}: Permission denied"
+        " (run as root, or set paths.image_store)",
+    )
+    world_readable_dir.chmod(0o777)
+    not_root = build_as_nobody()
+    assert (not_root.returncode, not_root.stderr.strip()) == (
+        1,
+        "vnode: building an image needs root (loop devices, mount): run as root",
+    )
+    assert list(images.iterdir()) == []
 
 
 # --- up ----------------------------------------------------------------------------------------
