@@ -81,11 +81,21 @@ def _check_mirrors(instance: Any, attribute: attrs.Attribute, value: dict[str, s
             raise UsageError(f"config: [images] mirror.{family} = {url!r} is not an http(s) URL")
 
 
+def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1:
+        raise UsageError(f"config: [images] {attribute.name} = {value} must be at least 1")
+
+
 @attrs.frozen
 class ImagesSettings:
-    """Where ``vnode images fetch`` downloads from: per family, a mirror of upstream's layout."""
+    """Where ``vnode images fetch`` downloads from (per family, a mirror of upstream's layout)
+    and how often the distro catalogs are refreshed from upstream's metadata."""
 
     mirror: dict[str, str] = attrs.field(factory=dict, validator=_check_mirrors, hash=False)
+    # Refresh the catalogs by itself: when a name is unknown, or before fetching when the
+    # cached catalog is older than catalog_max_age_days. False: only `vnode images refresh`.
+    auto_refresh: bool = True
+    catalog_max_age_days: int = attrs.field(default=7, validator=_positive)
 
     def mirror_for(self, family: str) -> str | None:
         return self.mirror.get(family)

@@ -1,27 +1,51 @@
-"""Debian cloud images, downloadable or built locally from a Debian mirror (no internet needed).
+"""Debian cloud images: releases learned from Debian's cloud image tree, a built-in table as
+the offline fallback; images can also be built locally from a Debian mirror.
 
-Release data lives here: bump LATEST when a release ships. cloud.debian.org keeps older
-releases (oldstable, LTS) at the same place, so one URL pattern serves them all.
+cloud.debian.org keeps every release it builds at ``images/cloud/<codename>/latest/``
+(``debian-<N>-genericcloud-amd64.qcow2`` and ``SHA512SUMS``), old ones included, so there
+is no archive to fall back to. A refresh reads the tree's index and each codename's
+``latest/`` listing: a codename without a numbered image (sid, a testing release) is not a
+release yet.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 
-from vnode.plugin import Distro, ImageBuilder, PluginContext, UsageError, catalog, hookimpl
+from vnode.plugin import (
+    Catalog,
+    CatalogError,
+    Distro,
+    ImageBuilder,
+    MetadataReader,
+    PluginContext,
+    UsageError,
+    catalog,
+    hookimpl,
+    index_links,
+)
 
-LATEST = "d13"
-_BASE = "https://cloud.debian.org/images/cloud/{codename}/latest"
+FAMILY = "debian"
+ROOT = "https://cloud.debian.org/images/cloud"
+_BASE = ROOT + "/{codename}/latest"
+# The built-in table, as of 2026-11-24.
 _RELEASES = {"11": "bullseye", "12": "bookworm", "13": "trixie"}
+LATEST = "d13"
+PREVIOUS = "d12"
+_END_OF_LIFE = {"9", "10", "11"}  # Debian 11's LTS ended 2026-08-31
+_IMAGE = re.compile(r"debian-(\d+)-genericcloud-amd64\.qcow2")
+_CODENAME = re.compile(r"[a-z]+")
 
 
-def debian(number: str, codename: str) -> Distro:
+def debian(number: str, codename: str, *, end_of_life: bool) -> Distro:
     base = _BASE.format(codename=codename)
     return Distro(
         name=f"d{number}",
-        family="debian",
+        family=FAMILY,
         release=number,
         title=f"Debian {number} ({codename})",
         osinfo=f"http://debian.org/debian/{number}",
@@ -30,20 +54,81 @@ def debian(number: str, codename: str) -> Distro:
         checksum_format="sha512sums",
         disk_gb=10,
         aliases=(codename, f"debian{number}", f"debian-{number}"),
+        end_of_life=end_of_life,
     )
 
 
-CATALOG = catalog("debian", LATEST, (debian(n, c) for n, c in _RELEASES.items()))
+BUILT_IN = catalog(
+    FAMILY,
+    LATEST,
+    (debian(n, c, end_of_life=n in _END_OF_LIFE) for n, c in _RELEASES.items()),
+    previous=PREVIOUS,
+)
+
+
+def read_image_tree(read: MetadataReader) -> Catalog:
+    """The releases cloud.debian.org publishes, from its directory listings."""
+    origin = read.url(FAMILY, f"{ROOT}/")
+    codenames = [
+        name for name in index_links(read.text(FAMILY, f"{ROOT}/")) if _CODENAME.fullmatch(name)
+    ]
+    if not codenames:
+        raise CatalogError(f"{origin}: no release directories listed")
+    numbers: dict[str, str] = {}
+    for codename in codenames:
+        try:
+            listing = read.text(FAMILY, f"{_BASE.format(codename=codename)}/")
+        except CatalogError:
+            continue  # a codename without latest/ (an old one, or daily builds only)
+        found = {m[1] for name in index_links(listing) if (m := _IMAGE.fullmatch(name))}
+        if len(found) > 1:
+            raise CatalogError(f"{origin}{codename}/latest/: images of releases {sorted(found)}")
+        if found:
+            numbers[found.pop()] = codename
+    if not numbers:
+        raise CatalogError(f"{origin}: no release has a genericcloud amd64 image")
+    ordered = sorted(numbers, key=int)
+    latest, previous = ordered[-1], (ordered[-2] if len(ordered) > 1 else None)
+    oldest_supported = int(previous or latest) - 1  # one-but-last's predecessor: LTS, maybe
+    releases = [
+        debian(
+            n,
+            numbers[n],
+            end_of_life=n in _END_OF_LIFE or int(n) < oldest_supported,
+        )
+        for n in ordered
+    ]
+    return catalog(
+        FAMILY,
+        f"d{latest}",
+        releases,
+        previous=f"d{previous}" if previous else None,
+        origin=origin,
+    )
+
+
+def _catalog(catalogs: Mapping[str, Catalog]) -> Catalog:
+    return catalogs.get(FAMILY) or BUILT_IN
 
 
 @hookimpl(trylast=True)
-def vnode_distro_resolve(name: str) -> Distro | None:
-    return CATALOG.resolve(name)
+def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
+    return _catalog(catalogs).resolve(name)
 
 
 @hookimpl(trylast=True)
-def vnode_distro_names() -> list[str]:
-    return CATALOG.names()
+def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
+    return _catalog(catalogs).names()
+
+
+@hookimpl(trylast=True)
+def vnode_distro_catalogs(catalogs: Mapping[str, Catalog]) -> list[Catalog]:
+    return [_catalog(catalogs)]
+
+
+@hookimpl(trylast=True)
+def vnode_catalog_refresh(read: MetadataReader) -> Catalog:
+    return read_image_tree(read)
 
 
 # The releases the image builder bootstraps from a Debian mirror (mmdebstrap).
