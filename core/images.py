@@ -335,13 +335,15 @@ def _may_refresh(session: Session) -> bool:
 
 
 def _refresh_quietly(session: Session) -> None:
+    # Offline is normal: the cached or built-in catalogs answer, and the command's own line
+    # (e.g. "unknown distro") is what the user needs; `vnode images refresh` shows failures.
     try:
         outcomes, failures = refresh_catalogs(session)
     except (VnodeError, OSError) as exc:
-        log.warning("catalog refresh failed; the cached catalogs answer", error=_one_line(exc))
+        log.debug("catalog refresh failed; the cached catalogs answer", error=_one_line(exc))
         return
     for failure in failures:
-        log.warning("catalog refresh failed; the cached catalog answers", error=failure)
+        log.debug("catalog refresh failed; the cached catalog answers", error=failure)
     for outcome in outcomes:
         log.info("catalog refreshed", family=outcome.family, latest=outcome.latest)
 

@@ -203,7 +203,7 @@ class PluginHost:
             try:
                 answer = _call_impl(impl, read=read)
             except VnodeError as exc:
-                failures.append(f"{impl.plugin_name}: {_one_line(exc)}")
+                failures.append(f"{impl.plugin_name}: {exc}")
                 continue
             if answer is not None:
                 catalogs.append(answer)
