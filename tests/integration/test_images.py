@@ -191,6 +191,32 @@ def test_fedora_release_without_a_known_compose_is_found_through_its_index(
     )
 
 
+def test_refresh_and_show_through_the_command_line(store: Store, mirror: Mirror) -> None:
+    from tests.unit.plugins.test_fedora import releases_json
+
+    mirror.put("/fedora/releases.json", json.dumps(releases_json({"45": "1.3", "44": "1.7"})))
+    refreshed = store.run("images", "refresh")
+    assert refreshed.returncode == 1  # ubuntu's and debian's metadata are not served here
+    assert refreshed.stdout.splitlines() == [
+        f"fedora: latest f45, one-but-last f44 (18 releases, {mirror.url}/fedora/releases.json)"
+    ]
+    failed = refreshed.stderr.strip().splitlines()
+    assert [line.split(":")[1].strip() for line in failed] == [
+        "refresh failed, cached catalog kept"
+    ] * 2
+    shown = json.loads(store.run("images", "show", "fedora", "--json").stdout)
+    base = f"{mirror.url}/fedora/pub/fedora/linux/releases/45/Cloud/x86_64/images"
+    assert (shown["distro"], shown["role"], shown["image_format"]) == ("f45", "latest", "qcow2")
+    assert shown["image_url"] == f"{base}/Fedora-Cloud-Base-Generic-45-1.3.x86_64.qcow2"
+    assert shown["checksum_url"] == f"{base}/Fedora-Cloud-45-1.3-x86_64-CHECKSUM"
+    listed = json.loads(store.run("images", "list", "--json").stdout)
+    roles = {e["distro"]: e["role"] for e in listed if e["family"] == "fedora"}
+    assert (roles["f45"], roles["f44"], roles["f43"]) == ("latest", "one-but-last", "end of life")
+    bad = store.run("images", "show", "f99")
+    assert (bad.returncode, bad.stderr.count("\n")) == (2, 1)
+    mirror.remove("/fedora/releases.json")
+
+
 def test_a_corrupted_body_never_replaces_a_good_image(
     store: Store, mirror: Mirror, blobs: dict[str, bytes]
 ) -> None:
