@@ -50,7 +50,7 @@ test: setup cloud-init
 	$(VENV)/bin/ruff format --check core plugins tests bench
 	$(VENV)/bin/python -m pytest -v tests
 
-unit: venv
+unit: venv cloud-init
 	$(VENV)/bin/python -m pytest -v tests/unit
 
 lint: venv

@@ -49,6 +49,9 @@ def test_guest_hostname_and_address_are_the_planned_ones(lab: Lab, pair: dict) -
         assert result.returncode == 0, result.stderr
         hostname, addresses = result.stdout.split("\n", 1)
         assert hostname == lab.name(number)
+        # On the NIC cloud-init renamed (network-config's set-name), whatever the distro's
+        # own naming scheme called it.
+        assert addresses.split()[1] == "vnode0"
         assert f"inet {lab.ip_of(number)}/24" in addresses
 
 
