@@ -375,7 +375,8 @@ def _plan_node(
         address=backend.static_address(identity),
         dns_domain=backend.dns_domain(),
     )
-    console = session.plugins.console_setup(plan) or ConsoleSetup(
+    context = session.plugin_context(connect=False)
+    console = session.plugins.console_setup(plan, context) or ConsoleSetup(
         log_path=plan.node_dir / "console.log"
     )
     plan = attrs.evolve(plan, console=console)

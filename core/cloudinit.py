@@ -53,9 +53,7 @@ def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> Se
     meta_data = render_yaml(
         "meta-data.j2", instance_id=f"{node.name}-{uuid.uuid4().hex[:12]}", hostname=node.name
     )
-    network_config = render_yaml(
-        "network-config.j2", nic=GUEST_NIC, mac=node.mac, address=address
-    )
+    network_config = render_yaml("network-config.j2", nic=GUEST_NIC, mac=node.mac, address=address)
     return SeedFiles(user_data=user_data, meta_data=meta_data, network_config=network_config)
 
 

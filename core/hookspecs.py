@@ -141,10 +141,14 @@ def vnode_network_backend(
 
 
 @hookspec(firstresult=True)
-def vnode_console_setup(node: NodePlan) -> ConsoleSetup | None:
+def vnode_console_setup(node: NodePlan, context: PluginContext) -> ConsoleSetup | None:
     """Say where the node's serial console is captured from boot on.
 
+    virtlogd creates the file: on SELinux hosts (Fedora) it may do so only where its policy
+    lets it (``virt_log_t``, e.g. ``/var/log/libvirt/qemu``), not in ``/var/lib/vnode``.
+
     :param node: the node's plan so far (its ``console`` is not decided yet).
+    :param context: the plugin's config sections, paths and pools.
     :return: a :class:`~vnode.model.ConsoleSetup`, or None to leave it to another plugin.
 
     First result. Called once per node during planning.

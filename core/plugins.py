@@ -230,8 +230,8 @@ class PluginHost:
             raise UsageError(f"unknown network {network!r}; kinds: {', '.join(kinds) or 'none'}")
         return backend
 
-    def console_setup(self, node: NodePlan) -> ConsoleSetup | None:
-        return self._call("vnode_console_setup", node=node)
+    def console_setup(self, node: NodePlan, context: PluginContext) -> ConsoleSetup | None:
+        return self._call("vnode_console_setup", node=node, context=context)
 
     def config_sections(self) -> dict[str, type]:
         """Every plugin-declared section; the same name with two classes is a broken setup."""
