@@ -64,7 +64,12 @@ NETWORK_TIMERS: tuple[str, ...] = ("apt-daily.timer", "apt-daily-upgrade.timer")
 # costs seconds of boot.
 UNNEEDED_UNITS: tuple[str, ...] = ("e2scrub_reap.service",)
 
-MBR_BIN = pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin")
+# syslinux's MBR boot code: Debian's syslinux-common, Fedora's syslinux.
+MBR_CANDIDATES = (
+    pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin"),
+    pathlib.Path("/usr/share/syslinux/mbr.bin"),
+)
+MBR_BIN = next((p for p in MBR_CANDIDATES if p.is_file()), MBR_CANDIDATES[0])
 PART_START = 1 << 20  # 1 MiB: conventional alignment, leaves room for the MBR
 FS_LABEL = "vnode-root"
 
@@ -179,7 +184,7 @@ def _check_prerequisites() -> None:
     tools = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "extlinux", "qemu-img", "tar")
     missing = [t for t in tools if shutil.which(t) is None]
     if not MBR_BIN.is_file():
-        missing.append(f"{MBR_BIN} (syslinux-common)")
+        missing.append(f"{MBR_BIN} (syslinux-common, or Fedora's syslinux)")
     if missing:
         raise EnvironmentProblem(
             "missing build tools: " + ", ".join(missing) + " (install/setup-host.sh installs them)"
