@@ -148,7 +148,8 @@ def test_bridge_create_dry_run_prints_the_exact_commands(
         "nmcli connection add type bridge con-name br7 ifname br7 "
         f"ethernet.cloned-mac-address {mac} bridge.stp no ipv4.method auto ipv6.method auto",
         f"nmcli connection add type ethernet con-name br7-port-{nic} ifname {nic} "
-        "master br7 slave-type bridge connection.autoconnect-priority 10",
+        # No NetworkManager on this machine: no profile claims the NIC yet, DHCP is kept.
+        "master br7 slave-type bridge connection.autoconnect-priority 1",
         f"nmcli connection up br7-port-{nic}",
         "firewall-cmd --add-forward",
         "firewall-cmd --permanent --add-forward",
