@@ -55,6 +55,11 @@ _METHODS = {
 }
 
 
+class AlreadyBridged(Exception):
+    """The NIC is a port of the wanted bridge already: running the set-up again changes
+    nothing."""
+
+
 @attrs.frozen
 class NicProfile:
     """What NetworkManager holds for the NIC: its active profile's settings (nmcli names,
@@ -193,7 +198,12 @@ def plan_bridge(
 
 def _carried_settings(profile: NicProfile, iface: str) -> dict[str, str]:
     """The NIC profile's settings the bridge takes, checked; DHCP where the NIC had none."""
-    settings = {k: v for k, v in profile.settings.items() if k in CARRIED and v and v != "--"}
+    # nmcli shows unset values as "" or "--", and an MTU left to the driver as "auto".
+    settings = {
+        k: v
+        for k, v in profile.settings.items()
+        if k in CARRIED and v not in ("", "--") and not (k == "802-3-ethernet.mtu" and v == "auto")
+    }
     settings.setdefault("ipv4.method", "auto")
     settings.setdefault("ipv6.method", "auto")
     for key, allowed in _METHODS.items():
@@ -232,6 +242,8 @@ def plan_for_host(iface: str, bridge: str = "br0", zone: str | None = None) -> B
             f"--iface {iface!r} is a Wi-Fi NIC: an 802.11 station cannot bridge other MACs; "
             "use a wired NIC, or vnode's own libvirt network (NAT)"
         )
+    if nic.master == bridge:
+        raise AlreadyBridged(f"{bridge} already bridges {iface}: nothing to do")
     if nic.master:
         raise UsageError(f"--iface {iface!r} is already a port of {nic.master}")
     if nic.carrier is False:
