@@ -92,7 +92,7 @@ def test_list_shows_the_learned_addresses_and_ssh_uses_them(bridge_site: Site, p
 def test_the_guest_reports_its_address_on_the_console(bridge_site: Site, pair: dict) -> None:
     # The fallback for names the site's DNS lacks: cloud-init's table on the serial console.
     for host in bridge_site.reservations:
-        console = bridge_site.lab.state / "nodes" / host.name / "console.log"
+        console = Path(f"/var/log/libvirt/qemu/{host.name}-console.log")
         assert guest_reported_address(console, host.mac) == host.ip
 
 
