@@ -22,11 +22,26 @@ from pathlib import Path
 
 _HOLDER = """
 set -e
+copies=$1
+shift
 for dir in "$@"; do
     mkdir -p "$dir"
     mount -t tmpfs -o mode=0755 tmpfs "$dir"
 done
+# Directories the host's daemons would write (libvirt's /etc/libvirt): a private copy, kept
+# in /run (a tmpfs of this namespace), bound over the original.
+n=0
+for dir in $copies; do
+    n=$((n + 1))
+    mkdir -p "/run/hostns-copy-$n"
+    cp -a "$dir/." "/run/hostns-copy-$n/"
+    mount --bind "/run/hostns-copy-$n" "$dir"
+done
+# The fresh sysfs hides the cgroup mounts below it; libvirt's QEMU needs them back.
+mkdir -p /run/hostns-cgroup
+mount --rbind /sys/fs/cgroup /run/hostns-cgroup
 mount -t sysfs -o ro sysfs /sys
+mount --rbind /run/hostns-cgroup /sys/fs/cgroup
 ip link set lo up
 echo ready
 exec sleep infinity
@@ -36,8 +51,11 @@ exec sleep infinity
 class HostNamespace:
     """One namespaced host; use as a context manager."""
 
-    def __init__(self, tmpfs: Iterable[str] = ("/run",)) -> None:
+    def __init__(self, tmpfs: Iterable[str] = ("/run",), copies: Iterable[str] = ()) -> None:
+        """``tmpfs``: directories that start empty; ``copies``: directories that start as a
+        private copy of this host's (needs ``/run`` among ``tmpfs``)."""
         self.tmpfs = tuple(tmpfs)
+        self.copies = tuple(copies)
         self._holder: subprocess.Popen[str] | None = None
         self._daemons: list[tuple[str, int]] = []
 
@@ -59,6 +77,7 @@ class HostNamespace:
                 "-c",
                 _HOLDER,
                 "holder",
+                " ".join(self.copies),
                 *self.tmpfs,
             ],
             stdout=subprocess.PIPE,

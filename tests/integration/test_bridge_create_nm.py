@@ -9,7 +9,10 @@ machine: the site has no uplink and dnsmasq no upstream.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
 import subprocess
 import sys
 import uuid
@@ -19,12 +22,19 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.conftest import IMAGE_STORE, LAB_PREFIX, TEST_DISTRO, VIRT_TYPE
 from tests.harness.hostns import HostNamespace
 
 pytestmark = pytest.mark.integration
 
 MAC = "52:54:00:5e:00:01"
+NODE_STEM = f"{LAB_PREFIX}nmn"
+NODE_NAME = f"{NODE_STEM}01"
+NODE_MAC_PREFIX = "52:54:00:5e:01"  # the lab pool's: node 1 is 52:54:00:5e:01:01
 HOST_DIRS = (
+    # A libvirtd of the host's own, for the test that boots a node on the bridge.
+    "/var/lib/libvirt",
+    "/var/cache/libvirt",
     "/run",
     "/var/lib/NetworkManager",
     "/etc/NetworkManager/system-connections",
@@ -44,8 +54,15 @@ class NmHost:
     def reserved(self) -> str:
         return f"{self.prefix}.50"
 
-    def vnode(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.host.run(sys.executable, "-m", "vnode.cli", *args, check=False)
+    @property
+    def node_ip(self) -> str:
+        return f"{self.prefix}.71"
+
+    def vnode(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "VNODE_CONFIG": str(config)} if config else None
+        return self.host.run(
+            sys.executable, "-m", "vnode.cli", *args, check=False, env=env, timeout=600
+        )
 
     def nmcli(self, *args: str) -> str:
         return self.host.run("nmcli", *args).stdout
@@ -71,7 +88,7 @@ def nm_host(tmp_path: Path) -> Iterator[NmHost]:
     subprocess.run(["ip", "netns", "add", site], check=True)
     dnsmasq: subprocess.Popen[bytes] | None = None
     try:
-        with HostNamespace(HOST_DIRS) as host:
+        with HostNamespace(HOST_DIRS, copies=("/etc/libvirt",)) as host:
             subprocess.run(
                 ["ip", "link", "add", host_end, "type", "veth", "peer", "name", site_end],
                 check=True,
@@ -88,9 +105,11 @@ def nm_host(tmp_path: Path) -> Iterator[NmHost]:
             dnsmasq = subprocess.Popen(
                 [
                     *("ip", "netns", "exec", site, "dnsmasq", "--keep-in-foreground"),
-                    *("--no-resolv", "--port=0", f"--interface={site_end}", "--bind-interfaces"),
+                    *("--no-resolv", "--no-hosts", f"--interface={site_end}", "--bind-interfaces"),
                     f"--dhcp-range={prefix}.100,{prefix}.200,255.255.255.0,1h",
                     f"--dhcp-host={MAC},{prefix}.50",
+                    f"--dhcp-host={NODE_MAC_PREFIX}:01,{prefix}.71",
+                    f"--host-record={NODE_NAME},{prefix}.71",
                     f"--dhcp-leasefile={tmp_path / 'leases'}",
                     "--log-dhcp",
                 ],
@@ -108,12 +127,40 @@ def nm_host(tmp_path: Path) -> Iterator[NmHost]:
                 "eno1's address from the site's DHCP",
                 lambda: f"{made.reserved}/24" in made.addresses("eno1"),
             )
-            yield made
+            try:
+                yield made
+            finally:
+                _destroy_domains(host)
     finally:
         if dnsmasq is not None:
             dnsmasq.terminate()
             dnsmasq.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", site], check=False)
+
+
+def _destroy_domains(host: HostNamespace) -> None:
+    """QEMU outlives its libvirtd (and would hold the namespace): stop every domain first."""
+    if host.run("test", "-S", "/run/libvirt/libvirt-sock", check=False).returncode != 0:
+        return
+    names = host.run(
+        "virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name", check=False
+    ).stdout.split()
+    for name in names:
+        host.run("virsh", "-c", "qemu:///system", "destroy", name, check=False)
+        host.run("virsh", "-c", "qemu:///system", "undefine", name, check=False)
+
+
+def _start_libvirt(nm: NmHost) -> None:
+    host = nm.host
+    host.run("mkdir", "-p", "/var/log/libvirt/qemu", "/var/lib/libvirt/qemu", "/run/libvirt")
+    host.start_daemon("virtlogd", "virtlogd", log=nm.logs / "virtlogd.log")
+    host.start_daemon("libvirtd", "tini", "-s", "--", "libvirtd", log=nm.logs / "libvirtd.log")
+    host.wait_for(
+        "libvirtd",
+        lambda: (
+            host.run("virsh", "-q", "-c", "qemu:///system", "version", check=False).returncode == 0
+        ),
+    )
 
 
 def _start_firewalld(nm: NmHost) -> None:
@@ -244,3 +291,92 @@ def test_a_nic_without_carrier_or_a_bridge_port_is_refused_and_nothing_changes(
     # NetworkManager makes "Wired connection N" for new NICs itself; vnode made nothing.
     profiles = nm.nmcli("-t", "-f", "NAME", "connection", "show").splitlines()
     assert not [name for name in profiles if name.startswith("br0")]
+
+
+@pytest.fixture
+def node_state() -> Iterator[Path]:
+    """A state dir the qemu user can reach (pytest's tmp_path is 0700 root)."""
+    state = Path(f"/var/lib/vnode-test-{uuid.uuid4().hex[:6]}")
+    state.mkdir(mode=0o755)
+    try:
+        yield state
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_node_on_the_networkmanager_bridge_gets_its_reserved_address_through_firewalld(
+    nm_host: NmHost, host_ready: None, node_state: Path
+) -> None:
+    nm = nm_host
+    _start_firewalld(nm)
+    made = nm.vnode("bridge", "create", "--iface", "eno1")
+    assert made.returncode == 0, made.stderr
+    nm.host.wait_for("br0's address", lambda: f"{nm.reserved}/24" in nm.addresses("br0"))
+    _start_libvirt(nm)  # after dbus and firewalld, as on a host: libvirt sees firewalld
+    state = node_state
+    config = node_state / "config.toml"
+    config.write_text(
+        f"""
+[defaults]
+distro = "{TEST_DISTRO}"
+virt_type = "{VIRT_TYPE}"
+network = "bridge:br0"
+memory = 768
+timeout = 300
+
+[paths]
+state = "{state}"
+image_store = "{IMAGE_STORE}"
+
+[images]
+auto_refresh = false
+
+[[pools]]
+stem = "{NODE_STEM}"
+width = 2
+mac_prefix = "{NODE_MAC_PREFIX}"
+
+[site]
+dns = "{nm.prefix}.1"
+"""
+    )
+    up = nm.vnode("up", "1", "--json", config=config)
+    assert up.returncode == 0, up.stderr
+    [node] = json.loads(up.stdout)
+    assert (node["name"], node["state"], node["ip"]) == (NODE_NAME, "ready", nm.node_ip)
+    # The site saw the node's own MAC and gave it the reserved address...
+    leases = (nm.logs / "leases").read_text()
+    assert f"{NODE_MAC_PREFIX}:01 {nm.node_ip}" in leases
+    # ...and reaches it through the host's bridge, with firewalld forwarding on br0's zone.
+    ping = subprocess.run(
+        ["ip", "netns", "exec", nm.site_netns, "ping", "-c1", "-W3", nm.node_ip],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ping.returncode == 0, ping.stdout
+    # Host and node reach each other: ssh from the host; from the node, a web server on the
+    # host's bridge address (its port opened in firewalld, as a host service would be).
+    nm.host.start_daemon(
+        "web",
+        sys.executable,
+        "-m",
+        "http.server",
+        "8000",
+        "--bind",
+        nm.reserved,
+        "--directory",
+        str(node_state),
+        log=nm.logs / "web.log",
+    )
+    nm.host.run("firewall-cmd", "--add-port=8000/tcp")
+    probe = (
+        f"exec 3<>/dev/tcp/{nm.reserved}/8000; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; "
+        "head -n1 <&3"
+    )
+    answer = nm.vnode("ssh", NODE_NAME, f'timeout 10 bash -c "{probe}"', config=config)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.startswith("HTTP/1.0 200"), answer.stdout
+    assert nm.host.run("firewall-cmd", "--query-forward").stdout.strip() == "yes"
+    gone = nm.vnode("destroy", "--all", config=config)
+    assert gone.returncode == 0, gone.stderr
