@@ -283,3 +283,15 @@ def test_show_names_the_exact_urls_on_the_users_mirror_without_downloading(
     assert f42.image_url.startswith(f"{site.url}/fedora/pub/archive/fedora/linux/releases/42/")
     assert f42.alternates[0]["checksum_url"].startswith(f"{site.url}{FEDORA_TREE}/42/")
     assert site.log == []
+
+
+def test_a_refresh_past_its_deadline_reads_nothing_more(site: Mirror) -> None:
+    import time
+
+    from vnode.catalog import CatalogError, MetadataReader
+
+    site.put("/fedora/releases.json", "[]")
+    late = MetadataReader(mirrors={"fedora": f"{site.url}/fedora"}, deadline=time.monotonic())
+    with pytest.raises(CatalogError, match="ran out of time"):
+        late.json("fedora", "https://fedoraproject.org/releases.json")
+    assert site.requests_for("/fedora/releases.json") == []
