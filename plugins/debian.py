@@ -111,14 +111,61 @@ def _catalog(catalogs: Mapping[str, Catalog]) -> Catalog:
     return catalogs.get(FAMILY) or BUILT_IN
 
 
+# The releases the image builder bootstraps from a Debian mirror (mmdebstrap), and the
+# network stack each is built with: Debian's own cloud images use netplan and
+# systemd-networkd since bookworm; vnode's d12 keeps ifupdown (cloud-init 22.4's eni).
+BUILDABLE = {"12": "ifupdown", "13": "netplan"}
+# d13-nm: the same release configured by NetworkManager, the way Fedora's cloud images are;
+# built only (Debian publishes no such image).
+VARIANTS = {"nm": ("networkmanager", "with NetworkManager")}
+_VARIANT = re.compile(r"(d\d+)-([a-z]+)")
+
+
+def _variant(base: Distro, suffix: str) -> Distro:
+    return attrs.evolve(
+        base,
+        name=f"{base.name}-{suffix}",
+        title=f"{base.title} {VARIANTS[suffix][1]}",
+        image_url=None,
+        checksum_url=None,
+        checksum_format=None,
+        aliases=(),
+        alternates=(),
+    )
+
+
+def network_stack(distro: Distro) -> str | None:
+    """The network stack vnode builds ``distro``'s image with; None if it builds none."""
+    base = BUILDABLE.get(distro.release)
+    if base is None:
+        return None
+    _, _, suffix = distro.name.partition("-")
+    return VARIANTS[suffix][0] if suffix in VARIANTS else base
+
+
 @hookimpl(trylast=True)
 def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
-    return _catalog(catalogs).resolve(name)
+    found = _catalog(catalogs).resolve(name)
+    if found is not None:
+        return found
+    match = _VARIANT.fullmatch(name)
+    if match and match[2] in VARIANTS:
+        base = _catalog(catalogs).resolve(match[1])
+        if base is not None and base.release in BUILDABLE:
+            return _variant(base, match[2])
+    return None
 
 
 @hookimpl(trylast=True)
 def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
-    return _catalog(catalogs).names()
+    table = _catalog(catalogs)
+    variants = [
+        f"{d.name}-{suffix}"
+        for d in table.releases
+        if d.release in BUILDABLE
+        for suffix in VARIANTS
+    ]
+    return [*table.names(), *variants]
 
 
 @hookimpl(trylast=True)
@@ -129,10 +176,6 @@ def vnode_distro_catalogs(catalogs: Mapping[str, Catalog]) -> list[Catalog]:
 @hookimpl(trylast=True)
 def vnode_catalog_refresh(read: MetadataReader) -> Catalog:
     return read_image_tree(read)
-
-
-# The releases the image builder bootstraps from a Debian mirror (mmdebstrap).
-BUILDABLE = ("12", "13")
 
 
 def _check_apt_mirror(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
@@ -159,7 +202,8 @@ def vnode_config_sections() -> dict[str, type]:
 
 @hookimpl(trylast=True)
 def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder | None:
-    if distro.family != "debian" or distro.release not in BUILDABLE:
+    stack = network_stack(distro) if distro.family == FAMILY else None
+    if stack is None:
         return None
     apt_mirror = context.section("debian").apt_mirror
 
@@ -167,6 +211,8 @@ def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder 
         # Imported only when building: mmdebstrap's driver is of no use to other commands.
         from vnode_plugins.debian_build import build_debian_image
 
-        build_debian_image(dest, release=distro.release, mirror=apt_mirror)
+        build_debian_image(dest, release=distro.release, mirror=apt_mirror, network_stack=stack)
 
-    return ImageBuilder(how="bootstrapped from a Debian mirror with mmdebstrap", build=build)
+    return ImageBuilder(
+        how=f"bootstrapped from a Debian mirror with mmdebstrap, network by {stack}", build=build
+    )

@@ -40,8 +40,6 @@ PACKAGES: tuple[str, ...] = (
     "udev",
     "cloud-init",
     "openssh-server",
-    "ifupdown",
-    "isc-dhcp-client",
     "netbase",
     "iproute2",
     # fsck.ext4 for the initramfs/boot-time check; not guaranteed by minbase.
@@ -49,13 +47,28 @@ PACKAGES: tuple[str, ...] = (
     # growpart lets cloud-init grow the root partition when a VM's disk is
     # bigger than the image; without it only the (full) filesystem resizes.
     "cloud-guest-utils",
-    # ifupdown only honours the `dns-nameservers` lines cloud-init's eni
-    # renderer writes for static addresses when resolvconf is installed.
-    "resolvconf",
-    # cloud-init 22.4's eni renderer turns network-config `routes:` into
-    # `post-up route add ...` lines (net-tools), failing silently without it.
-    "net-tools",
 )
+
+# How the guest configures its network, and which cloud-init renderer writes it:
+# - "ifupdown": Debian's classic (/etc/network/interfaces), cloud-init's eni renderer;
+# - "netplan": netplan YAML rendered to systemd-networkd, resolved for DNS: what Ubuntu's
+#   cloud images do, and Debian's own cloud images since bookworm;
+# - "networkmanager": NetworkManager keyfiles, as Fedora's cloud images.
+NETWORK_STACKS: dict[str, tuple[str, ...]] = {
+    "ifupdown": (
+        "ifupdown",
+        "isc-dhcp-client",
+        # ifupdown only honours the `dns-nameservers` lines cloud-init's eni renderer
+        # writes for static addresses when resolvconf is installed.
+        "resolvconf",
+        # cloud-init 22.4's eni renderer turns network-config `routes:` into
+        # `post-up route add ...` lines (net-tools), failing silently without it.
+        "net-tools",
+    ),
+    "netplan": ("netplan.io", "systemd-resolved"),
+    "networkmanager": ("network-manager",),
+}
+RENDERER_OF_STACK = {"ifupdown": "eni", "netplan": "netplan", "networkmanager": "network-manager"}
 
 # Timers that reach the network; everything else in a minbase system
 # (man-db, logrotate, fstrim, e2scrub, dpkg-db-backup) is local-only.
@@ -202,7 +215,7 @@ def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
 # --------------------------------------------------------------------------
 
 
-def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path) -> None:
+def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, stack: str) -> None:
     log.info("bootstrapping with mmdebstrap (a few minutes)", suite=suite, mirror=mirror)
     # mmdebstrap stages the chroot in $TMPDIR; keep it next to the output so
     # a small /tmp does not matter.
@@ -212,7 +225,7 @@ def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path) -> None:
             "mmdebstrap",
             "--variant=minbase",
             "--components=main",
-            "--include=" + ",".join(PACKAGES),
+            "--include=" + ",".join((*PACKAGES, *NETWORK_STACKS[stack])),
             suite,
             str(tarball),
             mirror,
@@ -328,6 +341,16 @@ def _write_mbr(raw: pathlib.Path) -> None:
         f.write(code)
 
 
+def _enable_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
+    # What `systemctl enable` does for units wanted by multi-user.target, without systemd.
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        link = wants / unit
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(f"/usr/lib/systemd/system/{unit}")
+
+
 def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
     system = root / "etc/systemd/system"
     system.mkdir(parents=True, exist_ok=True)
@@ -338,8 +361,17 @@ def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
         link.symlink_to("/dev/null")
 
 
-def _customize(root: pathlib.Path, fs_uuid: str) -> None:
+def _customize(root: pathlib.Path, fs_uuid: str, stack: str = "ifupdown") -> None:
     """Turn the bootstrap into a clonable, quiet, cloud-init driven image."""
+    # cloud-init picks the first renderer it finds available; name the stack's own, so the
+    # image's network is configured the way it was built for (and nothing else).
+    renderer = RENDERER_OF_STACK[stack]
+    _write_file(
+        root / "etc/cloud/cloud.cfg.d/92-vnode-network.cfg",
+        f"system_info:\n  network:\n    renderers: [{renderer}]\n",
+    )
+    if stack == "netplan":
+        _enable_units(root, ("systemd-networkd.service", "systemd-resolved.service"))
     _write_file(root / "etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
     # mmdebstrap copies the build host's hostname and resolver; neither
     # belongs in a VM (cloud-init sets the hostname, DHCP/resolvconf DNS).
@@ -409,7 +441,9 @@ def _convert(raw: pathlib.Path, dest: pathlib.Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _populate(raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int) -> None:
+def _populate(
+    raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int, stack: str
+) -> None:
     offset, size = _create_disk(raw, size_gb)
     fs_uuid = str(uuid.uuid4())
     with _loop_device(raw, offset, size) as dev:
@@ -417,7 +451,7 @@ def _populate(raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size
         with _mounted(dev, work / "mnt") as root:
             log.info("extracting root filesystem")
             _extract(tarball, root)
-            _customize(root, fs_uuid)
+            _customize(root, fs_uuid, stack)
             log.info("installing extlinux")
             _install_bootloader(root, fs_uuid)
     _write_mbr(raw)
@@ -441,10 +475,16 @@ def build_debian_image(
     release: str = "12",
     mirror: str | None = None,
     size_gb: int = 3,
+    network_stack: str = "ifupdown",
 ) -> pathlib.Path:
-    """Build a Debian `release` cloud image into `dest` (qcow2) and return it."""
+    """Build a Debian `release` cloud image into `dest` (qcow2) and return it; its network is
+    configured by ``network_stack`` (see NETWORK_STACKS)."""
     dest = pathlib.Path(dest).absolute()
     suite = resolve_suite(release)
+    if network_stack not in NETWORK_STACKS:
+        raise UsageError(
+            f"unknown network stack {network_stack!r}; known: {', '.join(NETWORK_STACKS)}"
+        )
     _check_prerequisites()
     mirror = mirror or find_host_mirror(suite)
     if not mirror:
@@ -458,9 +498,9 @@ def build_debian_image(
     work = pathlib.Path(tempfile.mkdtemp(prefix=".debian-build-", dir=dest.parent))
     try:
         tarball = work / "rootfs.tar"
-        _bootstrap(suite, mirror, tarball)
+        _bootstrap(suite, mirror, tarball, network_stack)
         raw = work / "disk.raw"
-        _populate(raw, tarball, work, size_gb)
+        _populate(raw, tarball, work, size_gb, network_stack)
         _convert(raw, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
