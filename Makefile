@@ -15,7 +15,12 @@ CLOUD_INIT      := $(VENV)/cloud-init
 CLOUD_INIT_LIBS := python3-yaml python3-jsonschema python3-jinja2 python3-requests \
                    python3-configobj python3-jsonpatch
 
-.PHONY: setup host venv image demo test unit lint cloud-init bench
+# A Fedora host's network daemons, for the tests that run them in a namespace of their own
+# (tests/harness/hostns.py). Neither package ships an init script, and nothing here starts
+# them on this host.
+HOST_NS_PACKAGES := network-manager firewalld dbus iputils-ping
+
+.PHONY: setup host venv image stack-images demo test unit lint cloud-init host-ns bench
 
 setup: host venv image
 
@@ -32,6 +37,14 @@ $(VENV)/.installed: pyproject.toml
 image: venv
 	$(VNODE) images build $(DEMO_DISTRO)
 
+# Debian 13 with Ubuntu's network stack (netplan + systemd-networkd, as Debian's own cloud
+# images) and with Fedora's (NetworkManager), for tests/integration/test_guest_stacks.py.
+# Built once, then kept in the image store.
+STACK_IMAGES := d13 d13-nm
+
+stack-images: venv
+	$(VNODE) images build $(STACK_IMAGES)
+
 demo: setup
 	$(VNODE) up 1 2 --distro $(DEMO_DISTRO) --virt-type $(VIRT_TYPE)
 	$(VNODE) list
@@ -45,12 +58,21 @@ cloud-init: venv
 	       { apt-get update -qq && apt-get download -qq cloud-init; }; } \
 	  && dpkg-deb -x cloud-init_*.deb root && touch .unpacked; }
 
-test: setup cloud-init
+host-ns:
+	@missing=""; for pkg in $(HOST_NS_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: setup cloud-init host-ns stack-images
 	$(VENV)/bin/ruff check core plugins tests bench
 	$(VENV)/bin/ruff format --check core plugins tests bench
 	$(VENV)/bin/python -m pytest -v tests
 
-unit: venv
+unit: venv cloud-init
 	$(VENV)/bin/python -m pytest -v tests/unit
 
 lint: venv

@@ -42,7 +42,13 @@ from vnode.spec import NodeRef, parse_specs
 
 # Imported where used: a quick command such as `vnode list` should not pay for them.
 if TYPE_CHECKING:
-    from vnode.images import FetchOutcome, ImageEntry, ImageRecord
+    from vnode.images import (
+        FetchOutcome,
+        ImageEntry,
+        ImageRecord,
+        ImageSource,
+        RefreshOutcome,
+    )
     from vnode.model import Verdict
     from vnode.nodes import NodeStore
     from vnode.plugins import PluginInfo
@@ -123,6 +129,9 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
     backend = session.plugins.network_backend(_network_choice(session, defaults.network), context)
     virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
     nodes = tuple(_plan_node(session, ref, defaults, backend, virt_type) for ref in refs)
+    from vnode.images import warn_end_of_life
+
+    warn_end_of_life({node.distro.name: node.distro for node in nodes}.values())
     plan = UpPlan(
         nodes=nodes,
         backend=backend,
@@ -296,6 +305,23 @@ def fetch_images(
         return images.fetch_images(names, own, force=force, reporter=reporter)
 
 
+def refresh_catalogs(session: Session | None = None) -> tuple[list[RefreshOutcome], list[str]]:
+    """Learn each family's releases from upstream's metadata and cache them; returns the
+    families refreshed and one line per failure (those keep their cached catalog)."""
+    from vnode import images
+
+    with _session(session) as own:
+        return images.refresh_catalogs(own)
+
+
+def show_image(name: str, *, session: Session | None = None) -> ImageSource:
+    """The exact image URL, checksum URL and format ``fetch`` would use, without downloading."""
+    from vnode import images
+
+    with _session(session) as own:
+        return images.show_image(name, own)
+
+
 def build_image(
     name: str, *, force: bool = False, session: Session | None = None
 ) -> tuple[Path, bool]:
@@ -326,7 +352,9 @@ def _plan_node(
     backend: NetworkBackend,
     virt_type: str,
 ) -> NodePlan:
-    distro = session.plugins.resolve_distro(ref.distro or defaults.distro)
+    from vnode.images import resolve_distro
+
+    distro = resolve_distro(ref.distro or defaults.distro, session)
     identity = NodeIdentity(name=ref.name, number=ref.number, pool=ref.pool.stem, mac=ref.mac)
     interface = backend.interface(identity)
     if not isinstance(interface, Interface):
@@ -347,7 +375,8 @@ def _plan_node(
         address=backend.static_address(identity),
         dns_domain=backend.dns_domain(),
     )
-    console = session.plugins.console_setup(plan) or ConsoleSetup(
+    context = session.plugin_context(connect=False)
+    console = session.plugins.console_setup(plan, context) or ConsoleSetup(
         log_path=plan.node_dir / "console.log"
     )
     plan = attrs.evolve(plan, console=console)

@@ -1,23 +1,53 @@
-"""A helper for distro plugins: a table of releases, a latest one, and family aliases.
+"""Distro catalogs: which releases of a family exist, which is latest, where their images are.
 
-Plugins (ours and third parties') build a :class:`Catalog` from data and answer the distro
-hooks with it, so which release is "latest" stays a one-line change in the plugin.
+A distro plugin answers from a :class:`Catalog`. It keeps a built-in one (its offline
+fallback) and may learn a fresh one from what upstream publishes for machines (Fedora's
+releases.json, Ubuntu's simplestreams, Debian's image tree) through the
+``vnode_catalog_refresh`` hook, reading with the :class:`MetadataReader` the core hands it.
+The core keeps the answers in ``paths.state/catalog.json`` with their date and hands them
+back to the plugins' resolve hooks; a refresh that fails, or answers nonsense, never replaces
+a good cached catalog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Literal
 
 import attrs
 
+from vnode.errors import VnodeError
 from vnode.model import Distro
+
+Role = Literal["latest", "one-but-last", "end of life", ""]
+
+CACHE_FILE = "catalog.json"
+CACHE_VERSION = 1
+METADATA_TIMEOUT = 10.0  # seconds: a catalog refresh must never hold a command for long
+METADATA_LIMIT = 64 << 20  # Ubuntu's download stream is tens of MiB
+
+
+class CatalogError(VnodeError):
+    """Upstream's metadata could not be read or made no sense; nothing cached was replaced."""
 
 
 @attrs.frozen
 class Catalog:
+    """One family's releases. ``latest`` and ``previous`` are canonical names in ``releases``.
+
+    ``origin`` says where the table came from ("built-in", or upstream's metadata URL) and
+    ``fetched`` when (ISO date-time, UTC), for ``vnode images list``.
+    """
+
     family: str
     releases: tuple[Distro, ...]
-    latest: str  # canonical name of the release the family alias means
+    latest: str
+    previous: str | None = None
+    origin: str = "built-in"
+    fetched: str | None = None
 
     def resolve(self, name: str) -> Distro | None:
         wanted = name.lower()
@@ -31,9 +61,157 @@ class Catalog:
     def names(self) -> list[str]:
         return [self.family, *(d.name for d in self.releases)]
 
+    def role(self, distro: Distro) -> Role:
+        if distro.name == self.latest:
+            return "latest"
+        if distro.name == self.previous:
+            return "one-but-last"
+        return "end of life" if distro.end_of_life else ""
 
-def catalog(family: str, latest: str, releases: Iterable[Distro]) -> Catalog:
-    built = Catalog(family=family, releases=tuple(releases), latest=latest)
-    if built.resolve(latest) is None:
-        raise ValueError(f"{family}: latest release {latest!r} is not in the table")
+
+def catalog(
+    family: str,
+    latest: str,
+    releases: Iterable[Distro],
+    previous: str | None = None,
+    origin: str = "built-in",
+    fetched: str | None = None,
+) -> Catalog:
+    """A checked Catalog: ``latest`` and ``previous`` must be releases of the table."""
+    built = Catalog(
+        family=family,
+        releases=tuple(releases),
+        latest=latest,
+        previous=previous,
+        origin=origin,
+        fetched=fetched,
+    )
+    for role, name in (("latest", latest), ("one-but-last", previous)):
+        if name is not None and not any(d.name == name for d in built.releases):
+            raise CatalogError(f"{family}: {role} release {name!r} is not in the table")
+    if any(d.family != family for d in built.releases):
+        raise CatalogError(f"{family}: the table holds another family's release")
     return built
+
+
+@attrs.frozen
+class MetadataReader:
+    """How a plugin reads upstream's metadata during a refresh.
+
+    ``read(family, url)`` fetches ``url`` (rewritten onto ``[images] mirror.FAMILY`` when the
+    user configured one: a mirror keeps upstream's layout) with a short timeout, and raises
+    :class:`CatalogError` naming the URL on any failure.
+    """
+
+    mirrors: Mapping[str, str] = attrs.field(factory=dict)
+    timeout: float = METADATA_TIMEOUT
+    # time.monotonic() by which every read must be done (a tree walk makes many reads);
+    # None: each read has its own timeout only.
+    deadline: float | None = None
+
+    def url(self, family: str, url: str) -> str:
+        from vnode.fetch import with_mirror
+
+        return with_mirror(url, self.mirrors.get(family))
+
+    def read(self, family: str, url: str) -> bytes:
+        from vnode.fetch import FetchError, read_bytes
+
+        timeout = self.timeout
+        if self.deadline is not None:
+            import time
+
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise CatalogError(
+                    f"{self.url(family, url)}: not read, the refresh ran out of time"
+                )
+        try:
+            return read_bytes(self.url(family, url), limit=METADATA_LIMIT, timeout=timeout)
+        except FetchError as exc:
+            raise CatalogError(str(exc)) from None
+
+    def json(self, family: str, url: str) -> object:
+        data = self.read(family, url)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise CatalogError(f"{self.url(family, url)}: not valid JSON ({exc})") from None
+
+    def text(self, family: str, url: str) -> str:
+        return self.read(family, url).decode("utf-8", errors="replace")
+
+
+# -- the cache in vnode's state -----------------------------------------------------------
+
+
+@attrs.frozen
+class CachedCatalogs:
+    """What ``catalog.json`` holds: the last good catalog of each family, and when a refresh
+    was last tried (so an offline machine does not try at every command)."""
+
+    catalogs: Mapping[str, Catalog] = attrs.field(factory=dict)
+    last_attempt: str | None = None
+    # distro name -> the checksum URL that answered last time (mirror or archive).
+    places: Mapping[str, str] = attrs.field(factory=dict)
+
+    def age(self, family: str, now: datetime.datetime | None = None) -> datetime.timedelta | None:
+        known = self.catalogs.get(family)
+        if known is None or known.fetched is None:
+            return None
+        return (now or utcnow()) - datetime.datetime.fromisoformat(known.fetched)
+
+    def attempted_within(self, span: datetime.timedelta) -> bool:
+        if self.last_attempt is None:
+            return False
+        return utcnow() - datetime.datetime.fromisoformat(self.last_attempt) < span
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def cache_path(state: Path) -> Path:
+    return state / CACHE_FILE
+
+
+def load_cache(state: Path) -> CachedCatalogs:
+    """The cached catalogs; an unreadable or foreign file counts as no cache (it is rebuilt
+    at the next refresh), never as an error: the built-in tables still answer."""
+    import cattrs
+
+    path = cache_path(state)
+    try:
+        data = json.loads(path.read_text())
+        if data.pop("version", None) != CACHE_VERSION:
+            return CachedCatalogs()
+        return cattrs.structure(data, CachedCatalogs)
+    except (OSError, ValueError, TypeError, cattrs.BaseValidationError):
+        return CachedCatalogs()
+
+
+def save_cache(state: Path, cached: CachedCatalogs) -> None:
+    import cattrs
+
+    from vnode.files import write_atomic
+
+    data = {"version": CACHE_VERSION, **cattrs.unstructure(cached)}
+    write_atomic(cache_path(state), json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def update_cache(state: Path, change: Callable[[CachedCatalogs], CachedCatalogs]) -> CachedCatalogs:
+    """Read, change and write the cache under a lock (parallel fetches remember places)."""
+    from vnode.locks import file_lock
+
+    state.mkdir(parents=True, exist_ok=True)
+    with file_lock(state / ".catalog.lock"):
+        changed = change(load_cache(state))
+        save_cache(state, changed)
+    return changed
+
+
+def remember_place(state: Path, distro: str, place: str) -> None:
+    """The checksum URL that answered for ``distro``: tried first next time."""
+    update_cache(
+        state, lambda cached: attrs.evolve(cached, places={**cached.places, distro: place})
+    )

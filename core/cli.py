@@ -249,7 +249,8 @@ def plugins_list(json: bool = False) -> int:
 
 @images_app.command(name="list")
 def images_list(json: bool = False) -> int:
-    """Per distro the plugins know: whether its image is present, its size, how it was verified."""
+    """Per distro the plugins know: latest / one-but-last / end of life, whether its image is
+    present, its size, how it was verified, and where `fetch` gets it."""
     from vnode import api
     from vnode.progress import format_table
 
@@ -258,10 +259,77 @@ def images_list(json: bool = False) -> int:
         _emit_json([e.to_dict() for e in entries])
         return 0
     rows = [
-        (e.distro, e.title, "yes" if e.present else "no", e.size_human, e.status, str(e.path))
+        (
+            e.distro,
+            e.title,
+            e.role or "-",
+            "yes" if e.present else "no",
+            e.size_human,
+            e.status,
+            e.url or "-",
+        )
         for e in entries
     ]
-    print(format_table(rows, ("DISTRO", "TITLE", "PRESENT", "SIZE", "STATUS", "PATH")))
+    headers = ("DISTRO", "TITLE", "ROLE", "PRESENT", "SIZE", "STATUS", "FROM")
+    print(format_table(rows, headers))
+    catalogs = sorted({(e.family, e.catalog) for e in entries if e.catalog})
+    for family, catalog in catalogs:
+        print(f"{family} catalog: {catalog}")
+    return 0
+
+
+@images_app.command(name="refresh")
+def images_refresh(json: bool = False) -> int:
+    """Learn each family's releases from upstream's metadata (Fedora's releases.json,
+    Ubuntu's simplestreams, Debian's image tree) and cache them in vnode's state.
+
+    A family whose metadata cannot be read or makes no sense keeps its cached catalog (or
+    the plugin's built-in table); exit 1 names it.
+    """
+    from vnode import api, logs
+
+    logs.configure()
+    outcomes, failures = api.refresh_catalogs()
+    if json:
+        _emit_json([o.to_dict() for o in outcomes] + [{"failed": line} for line in failures])
+    else:
+        for o in outcomes:
+            previous = f", one-but-last {o.previous}" if o.previous else ""
+            print(f"{o.family}: latest {o.latest}{previous} ({o.releases} releases, {o.origin})")
+    for line in failures:
+        print(f"vnode: refresh failed, cached catalog kept: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+@images_app.command(name="show")
+def images_show(distro: str, json: bool = False) -> int:
+    """Print the exact image URL, checksum URL and format `fetch` would use; downloads nothing.
+
+    Parameters
+    ----------
+    distro
+        A distro name, e.g. f44, fedora, u26.04.
+    json
+        Print a JSON object.
+    """
+    from vnode import api
+
+    source = api.show_image(distro)
+    if json:
+        _emit_json(source.to_dict())
+        return 0
+    print(f"distro:          {source.distro} ({source.title})")
+    if source.role:
+        print(f"role:            {source.role}")
+    print(f"image:           {source.image_url or '-'}")
+    print(f"checksum file:   {source.checksum_url or '-'} ({source.checksum_format or '-'})")
+    print(f"format:          {source.image_format}")
+    if source.sha256:
+        print(f"sha256 (meta):   {source.sha256}")
+    for alternate in source.alternates:
+        print(f"else:            {alternate['image_url']}")
+    if source.catalog:
+        print(f"catalog:         {source.catalog}")
     return 0
 
 

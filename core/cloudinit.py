@@ -13,6 +13,12 @@ from vnode.keys import KeyPair
 from vnode.model import NodePlan
 from vnode.templating import render_yaml
 
+# The guest's NIC, renamed by cloud-init (matched by MAC): without the rename the sysconfig
+# and networkd renderers write configuration for a device called after the ethernets key,
+# which the real NIC (eth0, enp1s0) is not; with it all renderers agree, and every guest's
+# NIC has the same name whatever its distro's naming scheme.
+GUEST_NIC = "vnode0"
+
 # ISO9660 names are 8.3 upper case; Rock Ridge and Joliet carry the names cloud-init reads.
 _ISO_NAMES = {"user-data": "USERDATA", "meta-data": "METADATA", "network-config": "NETCFG"}
 
@@ -47,7 +53,7 @@ def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> Se
     meta_data = render_yaml(
         "meta-data.j2", instance_id=f"{node.name}-{uuid.uuid4().hex[:12]}", hostname=node.name
     )
-    network_config = render_yaml("network-config.j2", mac=node.mac, address=address, set_name=None)
+    network_config = render_yaml("network-config.j2", nic=GUEST_NIC, mac=node.mac, address=address)
     return SeedFiles(user_data=user_data, meta_data=meta_data, network_config=network_config)
 
 

@@ -81,11 +81,21 @@ def _check_mirrors(instance: Any, attribute: attrs.Attribute, value: dict[str, s
             raise UsageError(f"config: [images] mirror.{family} = {url!r} is not an http(s) URL")
 
 
+def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1:
+        raise UsageError(f"config: [images] {attribute.name} = {value} must be at least 1")
+
+
 @attrs.frozen
 class ImagesSettings:
-    """Where ``vnode images fetch`` downloads from: per family, a mirror of upstream's layout."""
+    """Where ``vnode images fetch`` downloads from (per family, a mirror of upstream's layout)
+    and how often the distro catalogs are refreshed from upstream's metadata."""
 
     mirror: dict[str, str] = attrs.field(factory=dict, validator=_check_mirrors, hash=False)
+    # Refresh the catalogs by itself: when a name is unknown, or before fetching when the
+    # cached catalog is older than catalog_max_age_days. False: only `vnode images refresh`.
+    auto_refresh: bool = True
+    catalog_max_age_days: int = attrs.field(default=7, validator=_positive)
 
     def mirror_for(self, family: str) -> str | None:
         return self.mirror.get(family)
@@ -143,6 +153,15 @@ def config_files() -> list[Path]:
     return files
 
 
+def _exists(path: Path) -> bool:
+    # A user whose HOME is not theirs (sudo -u, setpriv) cannot even stat ~/.config: for
+    # them that file does not exist, it is not an error.
+    try:
+        return path.exists()
+    except PermissionError:
+        return False
+
+
 def read_config(files: list[Path] | None = None) -> RawConfig:
     """Merge the config files; a missing VNODE_CONFIG or broken TOML is a UsageError."""
     merged: dict[str, Any] = {}
@@ -150,7 +169,7 @@ def read_config(files: list[Path] | None = None) -> RawConfig:
     read: list[Path] = []
     explicit = os.environ.get("VNODE_CONFIG")
     for path in config_files() if files is None else files:
-        if not path.exists():
+        if not _exists(path):
             if explicit and path == Path(explicit):
                 raise UsageError(f"config file {path} (VNODE_CONFIG) does not exist")
             continue

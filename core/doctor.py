@@ -70,16 +70,68 @@ def _sources(config: Config) -> str:
     return "read " + ", ".join(str(p) for p in config.sources)
 
 
+LIBVIRT_CHECK = "libvirt"
+
+
 def _connect(session: Session, verdicts: list[Verdict]) -> Any | None:
     uri = session.config.defaults.uri
     try:
         conn = session.conn
     except VnodeError as exc:
-        verdicts.append(Verdict("libvirtd", FAIL, str(exc)))
+        hint = start_hint(read_os_release(), Path("/run/systemd/system").is_dir())
+        verdicts.append(
+            Verdict(LIBVIRT_CHECK, FAIL, f"{str(exc).split(': start it', 1)[0]}; {hint}")
+        )
         return None
     version = _version(conn.getLibVersion())
-    verdicts.append(Verdict("libvirtd", OK, f"libvirt {version} answers at {uri}"))
+    daemon = (
+        "" if urlparse(uri).hostname else _daemon_kind(_process_named(("virtqemud", "libvirtd")))
+    )
+    verdicts.append(Verdict(LIBVIRT_CHECK, OK, f"libvirt {version} answers at {uri}{daemon}"))
     return conn
+
+
+def _daemon_kind(found: tuple[str, int] | None) -> str:
+    if found is None:
+        return " (socket-activated; no daemon running right now)"
+    name, _ = found
+    return " (virtqemud: modular daemons)" if name == "virtqemud" else " (libvirtd: monolithic)"
+
+
+def read_os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
+    """os-release's KEY=value pairs (quotes removed); empty if there is none."""
+    values = {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip("\"'")
+    return values
+
+
+def is_fedora_like(os_release: dict[str, str]) -> bool:
+    family = {os_release.get("ID", ""), *os_release.get("ID_LIKE", "").split()}
+    return bool(family & {"fedora", "rhel", "centos"})
+
+
+def start_hint(os_release: dict[str, str], systemd: bool) -> str:
+    """How to install and start libvirt on this host, for the doctor's failure line."""
+    if is_fedora_like(os_release):
+        return (
+            "install: `dnf install qemu-kvm-core libvirt-daemon-driver-qemu "
+            "libvirt-daemon-driver-network libvirt-daemon-driver-storage-core libvirt-client`; "
+            "start: `systemctl enable --now virtqemud.socket virtnetworkd.socket "
+            "virtstoraged.socket virtlogd.socket` (or install/setup-host.sh)"
+        )
+    if systemd:
+        return (
+            "install: `apt install libvirt-daemon-system qemu-system-x86`; start: "
+            "`systemctl start virtlogd libvirtd` (or install/setup-host.sh)"
+        )
+    return "without systemd: `virtlogd -d` and `tini -s -- libvirtd` (install/setup-host.sh does)"
 
 
 def _version(number: int) -> str:
@@ -88,7 +140,7 @@ def _version(number: int) -> str:
 
 def check_virt_type(conn: Any | None, wanted: str) -> Iterator[Verdict]:
     if conn is None:
-        yield Verdict("virt type", WARN, "not checked: libvirtd is unreachable")
+        yield Verdict("virt type", WARN, "not checked: libvirt is unreachable")
         return
     offered = domain_types(conn.getCapabilities())
     yield virt_type_verdict(wanted, offered)
@@ -141,6 +193,9 @@ def kvm_device_verdict(
         return Verdict(name, OK, "absent; guests run under plain emulation")
     group = group_name(st.st_gid)
     mode = stat.S_IMODE(st.st_mode)
+    # Fedora ships it 0666: anyone may use KVM, which is as good as group kvm.
+    if mode & 0o006 == 0o006:
+        return Verdict(name, OK, f"group {group}, mode {mode:04o} (usable by everyone)")
     if group != "kvm" or mode & 0o060 != 0o060:
         return Verdict(
             name,
@@ -165,7 +220,7 @@ def check_virtlogd(uri: str) -> Iterator[Verdict]:
             name,
             FAIL,
             f"not answering on {VIRTLOGD_SOCKET} ({exc.strerror or exc}): nodes cannot start; "
-            "`virtlogd -d` or `systemctl start virtlogd`",
+            "`systemctl enable --now virtlogd.socket`, or without systemd `virtlogd -d`",
         )
         return
     yield Verdict(name, OK, f"answers on {VIRTLOGD_SOCKET}; consoles are captured")

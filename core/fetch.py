@@ -31,7 +31,7 @@ import attrs
 from vnode import __version__
 from vnode.checksums import Checksum, hash_file, lookup, parse_checksums
 from vnode.errors import UsageError, VnodeError
-from vnode.model import Distro
+from vnode.model import Distro, Location
 
 Progress = Callable[[str], None]
 
@@ -50,6 +50,10 @@ class FetchError(VnodeError):
     """A download failed or did not verify; no image was created or replaced."""
 
 
+class NotFound(FetchError):
+    """The server answered 404: the file may be in another place (mirror or archive)."""
+
+
 class _Interrupted(Exception):
     """A transfer that ended early or could not start; worth resuming."""
 
@@ -61,6 +65,7 @@ class Source:
     image_url: str
     checksum_url: str
     checksum: Checksum
+    place: str = ""  # the distro's checksum URL (before the mirror) that answered
 
 
 def downloadable(distro: Distro) -> bool:
@@ -77,18 +82,47 @@ def with_mirror(url: str, mirror: str | None) -> str:
     return mirror.rstrip("/") + parts.path + query
 
 
-def locate(distro: Distro, mirror: str | None = None) -> Source:
-    """Read the distro's checksum file and pick the image it vouches for."""
+def places(distro: Distro, preferred: str | None = None) -> list[Location]:
+    """Where the image may be, in the order to try: the plugin's first choice and its
+    alternates, with the place that answered last time (``preferred``, a checksum URL) first."""
+    found = [Location(str(distro.image_url), str(distro.checksum_url)), *distro.alternates]
+    return sorted(found, key=lambda place: place.checksum_url != preferred)
+
+
+def locate(distro: Distro, mirror: str | None = None, preferred: str | None = None) -> Source:
+    """Read the distro's checksum file and pick the image it vouches for.
+
+    A checksum file that answers 404 is looked for in the distro's other places (a release
+    moved to the archive, or not there yet); any other failure stops at once.
+    """
     if not downloadable(distro):
         raise UsageError(f"{distro.name}: its plugin names no image URL and checksum file")
-    checksum_url = _resolve_listed(with_mirror(str(distro.checksum_url), mirror))
+    missing = []
+    for place in places(distro, preferred):
+        try:
+            return _locate_at(distro, place, mirror)
+        except NotFound as exc:
+            missing.append(str(exc))
+    raise FetchError("; ".join(missing))
+
+
+def _locate_at(distro: Distro, place: Location, mirror: str | None) -> Source:
+    checksum_url = _resolve_listed(with_mirror(place.checksum_url, mirror))
     entries = parse_checksums(read_small(checksum_url), str(distro.checksum_format))
-    directory, wanted = with_mirror(str(distro.image_url), mirror).rsplit("/", 1)
+    directory, wanted = with_mirror(place.image_url, mirror).rsplit("/", 1)
     name = _choose(unquote(wanted), sorted(entries), f"the entries of {checksum_url}")
+    checksum = lookup(entries, name)
+    claimed = distro.sha256
+    if claimed and checksum.algorithm == "sha256" and checksum.hexdigest != claimed.lower():
+        raise FetchError(
+            f"{checksum_url} gives {name} sha256 {checksum.hexdigest[:16]}..., the release "
+            f"metadata {claimed[:16]}...; nothing was downloaded (run `vnode images refresh`)"
+        )
     return Source(
         image_url=f"{directory}/{quote(name)}",
         checksum_url=checksum_url,
-        checksum=lookup(entries, name),
+        checksum=checksum,
+        place=place.checksum_url,
     )
 
 
@@ -123,16 +157,27 @@ def download(
 
 def read_small(url: str) -> str:
     """A checksum file or index page, whole."""
+    data = read_bytes(url, limit=SMALL_LIMIT, timeout=TIMEOUT)
+    return data.decode("utf-8", errors="replace")
+
+
+def read_bytes(url: str, *, limit: int, timeout: float) -> bytes:
+    """A small file whole (metadata, checksums): 404 is :class:`NotFound`; a body that is
+    longer than ``limit`` or shorter than its Content-Length is an error."""
     try:
-        with urllib.request.urlopen(_request(url), timeout=TIMEOUT) as response:
-            data = response.read(SMALL_LIMIT + 1)
+        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+            data = response.read(limit + 1)
+            expected = response.headers.get("Content-Length")
     except urllib.error.HTTPError as exc:
-        raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        error = NotFound if exc.code == 404 else FetchError
+        raise error(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise FetchError(f"{url}: {_reason(exc)}") from None
-    if len(data) > SMALL_LIMIT:
-        raise FetchError(f"{url}: more than {SMALL_LIMIT >> 20} MiB; not a checksum file")
-    return data.decode("utf-8", errors="replace")
+    if len(data) > limit:
+        raise FetchError(f"{url}: more than {limit >> 20} MiB; not what was expected")
+    if expected is not None and expected.isdigit() and int(expected) != len(data):
+        raise FetchError(f"{url}: truncated ({len(data)} of {expected} bytes)")
+    return data
 
 
 def index_links(html: str) -> list[str]:

@@ -20,6 +20,7 @@ called later, as their own documentation says.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -27,6 +28,7 @@ import pluggy
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
 
+    from vnode.catalog import Catalog, MetadataReader
     from vnode.model import (
         ConsoleSetup,
         Distro,
@@ -43,10 +45,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec(firstresult=True)
-def vnode_distro_resolve(name: str) -> Distro | None:
+def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
     """Say which release a short name means.
 
     :param name: what the user typed, lower-cased: ``f44``, ``fedora``, ``u24.04``, ``noble``.
+    :param catalogs: the last good catalogs plugins learned from upstream
+        (:func:`vnode_catalog_refresh`), by family, as cached in vnode's state; a plugin with
+        one here answers from it, else from its built-in table. Plugins that keep no catalog
+        may leave the parameter out of their signature (pluggy passes only what they name).
     :return: the :class:`~vnode.model.Distro`, or None if this plugin does not know the name.
 
     First result: stops at the first non-None answer. Called once per distinct name during
@@ -55,12 +61,43 @@ def vnode_distro_resolve(name: str) -> Distro | None:
 
 
 @hookspec
-def vnode_distro_names() -> list[str]:
+def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
     """List the names this plugin resolves (families and releases), for listings and errors.
 
+    :param catalogs: as for :func:`vnode_distro_resolve`.
     :return: a list of str; every plugin's lists are joined.
 
-    All results. Called when plugins load (to check the plugin) and by listings.
+    All results. Called by listings and in the message for an unknown name.
+    """
+
+
+@hookspec
+def vnode_distro_catalogs(catalogs: Mapping[str, Catalog]) -> list[Catalog]:
+    """Show the families this plugin answers for, as tables (``vnode images list``).
+
+    :param catalogs: as for :func:`vnode_distro_resolve`.
+    :return: the :class:`~vnode.catalog.Catalog` of each family the plugin resolves (the
+        cached one where there is one, else the built-in one); every plugin's are joined.
+
+    All results. Called by ``vnode images list`` and ``images show``.
+    """
+
+
+@hookspec
+def vnode_catalog_refresh(read: MetadataReader) -> Catalog | None:
+    """Learn a family's releases from what upstream publishes for machines.
+
+    :param read: a :class:`~vnode.catalog.MetadataReader`: ``read.json(family, url)`` /
+        ``read.text(family, url)`` fetch upstream's URL (on the user's mirror when one is
+        configured) with a short timeout, and raise ``CatalogError`` on failure.
+    :return: the family's :class:`~vnode.catalog.Catalog` (``origin`` = the metadata URL),
+        or None if this plugin does not follow upstream. Never a pre-release as ``latest``.
+        Raise ``CatalogError`` (or any error) when the metadata is missing or makes no
+        sense: the cached catalog is then kept, and the error reported.
+
+    All results. Called by ``vnode images refresh``, and before resolving when the cache is
+    older than ``[images] catalog_max_age_days`` or a name is unknown (unless ``[images]
+    auto_refresh = false``); in the main thread, one plugin after the other.
     """
 
 
@@ -104,10 +141,14 @@ def vnode_network_backend(
 
 
 @hookspec(firstresult=True)
-def vnode_console_setup(node: NodePlan) -> ConsoleSetup | None:
+def vnode_console_setup(node: NodePlan, context: PluginContext) -> ConsoleSetup | None:
     """Say where the node's serial console is captured from boot on.
 
+    virtlogd creates the file: on SELinux hosts (Fedora) it may do so only where its policy
+    lets it (``virt_log_t``, e.g. ``/var/log/libvirt/qemu``), not in ``/var/lib/vnode``.
+
     :param node: the node's plan so far (its ``console`` is not decided yet).
+    :param context: the plugin's config sections, paths and pools.
     :return: a :class:`~vnode.model.ConsoleSetup`, or None to leave it to another plugin.
 
     First result. Called once per node during planning.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -26,17 +27,36 @@ from typing import Any
 import attrs
 
 from vnode import fetch
+from vnode.catalog import (
+    CachedCatalogs,
+    Catalog,
+    MetadataReader,
+    load_cache,
+    remember_place,
+    update_cache,
+    utcnow,
+)
 from vnode.checksums import hash_file
 from vnode.config import Config
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.files import install_atomic, write_atomic
 from vnode.locks import file_lock
+from vnode.logs import get_logger
 from vnode.model import Distro
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
 
 QCOW2_MAGIC = b"QFI\xfb"
 MAX_PARALLEL_FETCHES = 4
+
+log = get_logger("vnode.images")
+
+
+def warn_end_of_life(distros: Iterable[Distro]) -> None:
+    """Using a release past its end of life works, and says so once per command."""
+    for distro in distros:
+        if distro.end_of_life:
+            log.warning("release past its end of life: no more updates", distro=distro.name)
 
 
 @attrs.frozen
@@ -67,7 +87,11 @@ class ImageEntry:
     present: bool
     size: int | None
     status: str  # "verified", "built", "imported", "unverified", or "-" when absent
-    source: str | None = None
+    source: str | None = None  # where the stored image came from (its record)
+    family: str = ""
+    role: str = ""  # "latest", "one-but-last", "end of life" or ""
+    url: str | None = None  # where `fetch` would download it from (the plugin's first place)
+    catalog: str | None = None  # the family catalog's origin and date
 
     @property
     def size_human(self) -> str:
@@ -133,22 +157,204 @@ def missing_message(distro: Distro, image: Path, session: Session) -> str:
 
 
 def list_images(session: Session) -> list[ImageEntry]:
-    """Every distro the plugins list, and any other image in the store a plugin resolves."""
+    """Every distro the plugins list, and any other image in the store a plugin resolves;
+    per family which release is latest, one-but-last or past its end of life."""
     config = session.config
     names = set(session.plugins.distro_names())
     store = config.paths.images
     if store.is_dir():
         names |= {p.name.removesuffix(".qcow2") for p in store.glob("*.qcow2")}
     distros = {d.name: d for n in names if (d := session.plugins.find_distro(n))}
+    catalogs = {c.family: c for c in session.plugins.distro_catalogs()}
     entries = []
-    for distro in sorted(distros.values(), key=lambda d: (d.family, d.name)):
+    for distro in sorted(distros.values(), key=_release_order):
         path = image_path(distro, config)
         size = path.stat().st_size if path.exists() else None
         status, source = image_status(path)
+        family = catalogs.get(distro.family)
         entries.append(
-            ImageEntry(distro.name, distro.title, path, size is not None, size, status, source)
+            ImageEntry(
+                distro.name,
+                distro.title,
+                path,
+                size is not None,
+                size,
+                status,
+                source,
+                family=distro.family,
+                role=_role(distro, family),
+                url=distro.image_url,
+                catalog=_describe_catalog(family) if family else None,
+            )
         )
     return entries
+
+
+def _release_order(distro: Distro) -> tuple[str, list[tuple[int, str]]]:
+    # f9 before f10, u18.04 before u24.04: numbers compare as numbers.
+    parts = [p for p in re.split(r"(\d+)", distro.release) if p]
+    return distro.family, [(int(p), "") if p.isdigit() else (-1, p) for p in parts]
+
+
+def _role(distro: Distro, family: Catalog | None) -> str:
+    if family is not None:
+        return family.role(distro)
+    return "end of life" if distro.end_of_life else ""
+
+
+def _describe_catalog(catalog: Catalog) -> str:
+    if catalog.fetched is None:
+        return catalog.origin
+    return f"{catalog.origin} ({catalog.fetched})"
+
+
+@attrs.frozen
+class ImageSource:
+    """What ``vnode images show`` prints: where ``fetch`` would get a distro's image."""
+
+    distro: str
+    title: str
+    family: str
+    role: str
+    image_url: str | None
+    checksum_url: str | None
+    checksum_format: str | None
+    image_format: str
+    alternates: tuple[dict[str, str], ...]
+    sha256: str | None
+    catalog: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+def show_image(name: str, session: Session) -> ImageSource:
+    """The exact URLs ``fetch`` would use for ``name`` (the user's mirror applied, the place
+    that answered last time first), without downloading anything."""
+    distro = resolve_distro(name, session)
+    config = session.config
+    mirror = config.images.mirror_for(distro.family)
+    preferred = load_cache(config.paths.state).places.get(distro.name)
+    places = fetch.places(distro, preferred) if fetch.downloadable(distro) else []
+    first, *others = [
+        (fetch.with_mirror(p.image_url, mirror), fetch.with_mirror(p.checksum_url, mirror))
+        for p in places
+    ] or [(None, None)]
+    family = {c.family: c for c in session.plugins.distro_catalogs()}.get(distro.family)
+    return ImageSource(
+        distro=distro.name,
+        title=distro.title,
+        family=distro.family,
+        role=_role(distro, family),
+        image_url=first[0],
+        checksum_url=first[1],
+        checksum_format=distro.checksum_format,
+        image_format=distro.image_format,
+        alternates=tuple({"image_url": i, "checksum_url": c} for i, c in others),
+        sha256=distro.sha256,
+        catalog=_describe_catalog(family) if family else None,
+    )
+
+
+# -- the catalogs: refreshed from upstream ------------------------------------------------
+
+REFRESH_RETRY = datetime.timedelta(hours=1)  # an offline machine tries at most this often
+
+
+@attrs.frozen
+class RefreshOutcome:
+    """One family refreshed: its latest and one-but-last and how many releases it knows."""
+
+    family: str
+    latest: str
+    previous: str | None
+    releases: int
+    origin: str
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+IMPLICIT_REFRESH_LIMIT = 15.0  # seconds, all families together: a command waits no longer
+
+
+def refresh_catalogs(
+    session: Session, *, within: float | None = None
+) -> tuple[list[RefreshOutcome], list[str]]:
+    """Ask every plugin for its family's catalog from upstream, and cache the good ones.
+
+    Returns the refreshed families and one line per failure; a family whose refresh failed
+    keeps its cached catalog (or its plugin's built-in table). ``within``: seconds the whole
+    refresh may take."""
+    import time
+
+    state = session.config.paths.state
+    deadline = time.monotonic() + within if within is not None else None
+    reader = MetadataReader(mirrors=session.config.images.mirror, deadline=deadline)
+    fresh, failures = session.plugins.refresh_catalogs(reader)
+    now = utcnow().isoformat()
+    stamped = {c.family: attrs.evolve(c, fetched=c.fetched or now) for c in fresh}
+
+    def merge(cached: CachedCatalogs) -> CachedCatalogs:
+        return attrs.evolve(cached, catalogs={**cached.catalogs, **stamped}, last_attempt=now)
+
+    update_cache(state, merge)
+    session.reload_catalogs()
+    outcomes = [
+        RefreshOutcome(c.family, c.latest, c.previous, len(c.releases), c.origin)
+        for c in stamped.values()
+    ]
+    return sorted(outcomes, key=lambda o: o.family), failures
+
+
+def resolve_distro(name: str, session: Session) -> Distro:
+    """The Distro for ``name``; a name no catalog knows first refreshes the catalogs from
+    upstream (with ``[images] auto_refresh``, at most once an hour), a new release may
+    have appeared since the last refresh."""
+    distro = session.plugins.find_distro(name)
+    if distro is None and _may_refresh(session):
+        _refresh_quietly(session)
+        distro = session.plugins.find_distro(name)
+    if distro is None:
+        return session.plugins.resolve_distro(name)  # raises, listing the names known
+    return distro
+
+
+def refresh_if_stale(distros: Iterable[Distro], session: Session) -> None:
+    """Before downloading: refresh when a family's cached catalog is older than
+    ``[images] catalog_max_age_days`` (or there is none), so `fetch` gets current files."""
+    if not _may_refresh(session):
+        return
+    cached = load_cache(session.config.paths.state)
+    limit = datetime.timedelta(days=session.config.images.catalog_max_age_days)
+    ages = [cached.age(d.family) for d in distros if d.family in _followed_families(session)]
+    if any(age is None or age > limit for age in ages):
+        _refresh_quietly(session)
+
+
+def _followed_families(session: Session) -> set[str]:
+    return {c.family for c in session.plugins.distro_catalogs()}
+
+
+def _may_refresh(session: Session) -> bool:
+    config = session.config
+    if not config.images.auto_refresh:
+        return False
+    return not load_cache(config.paths.state).attempted_within(REFRESH_RETRY)
+
+
+def _refresh_quietly(session: Session) -> None:
+    # Offline is normal: the cached or built-in catalogs answer, and the command's own line
+    # (e.g. "unknown distro") is what the user needs; `vnode images refresh` shows failures.
+    try:
+        outcomes, failures = refresh_catalogs(session, within=IMPLICIT_REFRESH_LIMIT)
+    except (VnodeError, OSError) as exc:
+        log.debug("catalog refresh failed; the cached catalogs answer", error=_one_line(exc))
+        return
+    for failure in failures:
+        log.debug("catalog refresh failed; the cached catalog answers", error=failure)
+    for outcome in outcomes:
+        log.info("catalog refreshed", family=outcome.family, latest=outcome.latest)
 
 
 def fetch_images(
@@ -165,7 +371,11 @@ def fetch_images(
     """
     config = session.config
     reporter = reporter or SilentReporter()
-    distros = _unique(session.plugins.resolve_distro(name) for name in names)
+    distros = _unique(resolve_distro(name, session) for name in names)
+    refresh_if_stale(distros, session)
+    # The refresh may have moved a family alias (`fedora`) to a new release.
+    distros = _unique(resolve_distro(name, session) for name in names)
+    warn_end_of_life(distros)
     for distro in distros:
         if not fetch.downloadable(distro):
             raise UsageError(
@@ -202,7 +412,7 @@ def ensure_images(
 def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Path, bool]:
     """Build a distro's image with the plugin that can; returns (path, whether it was built)."""
     config = session.config
-    distro = session.plugins.resolve_distro(name)
+    distro = resolve_distro(name, session)
     dest = image_path(distro, config)
     if dest.exists() and not force:
         return dest, False
@@ -227,7 +437,7 @@ def import_image(
     distro then boot from it. An existing image is replaced only with ``force``.
     """
     config = session.config
-    distro = session.plugins.resolve_distro(name)
+    distro = resolve_distro(name, session)
     if not source.is_file():
         raise UsageError(f"{source} is not a file")
     dest = image_path(distro, config)
@@ -314,7 +524,11 @@ def _fetch_one(
             progress("present")
             return False
         progress("reading checksums")
-        source = fetch.locate(distro, config.images.mirror_for(distro.family))
+        state = config.paths.state
+        preferred = load_cache(state).places.get(distro.name)
+        source = fetch.locate(distro, config.images.mirror_for(distro.family), preferred)
+        if source.place != preferred:
+            remember_place(state, distro.name, source.place)
         part = dest.with_name(dest.name + ".part")
         fetch.download(source, part, progress, stop)
         converted = _ensure_qcow2(part, progress)
@@ -395,10 +609,18 @@ def _install(staging: Path, dest: Path) -> None:
 
 def _prepare_store(config: Config) -> Path:
     store = config.paths.images
-    store.mkdir(parents=True, exist_ok=True)
-    # libvirt's qemu runs as its own user: the store must be searchable by everyone.
-    if store.stat().st_mode & 0o005 != 0o005:
-        os.chmod(store, 0o755)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        # libvirt's qemu runs as its own user: the store must be searchable by everyone.
+        if store.stat().st_mode & 0o005 != 0o005:
+            os.chmod(store, 0o755)
+        if not os.access(store, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except PermissionError as exc:
+        raise EnvironmentProblem(
+            f"cannot write the image store {store}: {exc.strerror}"
+            " (run as root, or set paths.image_store)"
+        ) from None
     return store
 
 

@@ -14,6 +14,14 @@ VerdictStatus = Literal["ok", "warn", "fail"]
 
 
 @attrs.frozen
+class Location:
+    """Another place the same image and checksum file may be (e.g. Fedora's archive)."""
+
+    image_url: str
+    checksum_url: str
+
+
+@attrs.frozen
 class Distro:
     """What a distro plugin knows about one release's cloud image."""
 
@@ -23,6 +31,7 @@ class Distro:
     title: str
     osinfo: str  # libosinfo OS id, written into the domain: "http://fedoraproject.org/fedora/44"
     image_url: str | None = None
+    image_format: str = "qcow2"  # as published: "qcow2" or "raw" (fetch converts raw)
     checksum_url: str | None = None
     # How to read checksum_url: "fedora-checksum", "sha256sums" or "sha512sums".
     checksum_format: str | None = None
@@ -32,6 +41,13 @@ class Distro:
     # The image's file in the image store; by default named after the distro. A plugin may
     # point at another distro's file to reuse its image.
     image_file: str | None = None
+    # Where to look when image_url/checksum_url answer 404 (a release moved to the archive,
+    # or not yet): tried in order; the place that worked is remembered.
+    alternates: tuple[Location, ...] = ()
+    # The image's sha256 as upstream's release metadata states it, if it does: the checksum
+    # file must agree, or the fetch stops (metadata and checksum file tell two stories).
+    sha256: str | None = None
+    end_of_life: bool = False
 
     @property
     def image_filename(self) -> str:

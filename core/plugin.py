@@ -8,7 +8,7 @@ change behind this surface. The hooks themselves are documented in :mod:`vnode.h
 
 from __future__ import annotations
 
-from vnode.catalog import Catalog, catalog
+from vnode.catalog import Catalog, CatalogError, MetadataReader, catalog
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.hookspecs import hookimpl
 from vnode.logs import get_logger
@@ -17,6 +17,7 @@ from vnode.model import (
     Distro,
     ImageBuilder,
     Interface,
+    Location,
     NodeIdentity,
     NodePlan,
     PluginContext,
@@ -26,13 +27,24 @@ from vnode.model import (
 from vnode.network import NetworkBackend
 from vnode.templating import render_xml
 
+
+def index_links(html: str) -> list[str]:
+    """The file names an HTML directory index (Apache, nginx, Python's) links to."""
+    from vnode.fetch import index_links as links
+
+    return links(html)
+
+
 __all__ = [
     "Catalog",
+    "CatalogError",
     "ConsoleSetup",
     "Distro",
     "EnvironmentProblem",
     "ImageBuilder",
     "Interface",
+    "Location",
+    "MetadataReader",
     "NetworkBackend",
     "NodeIdentity",
     "NodePlan",
@@ -44,5 +56,6 @@ __all__ = [
     "catalog",
     "get_logger",
     "hookimpl",
+    "index_links",
     "render_xml",
 ]

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import functools
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
 import pluggy
 
 from vnode import hookspecs
+from vnode.catalog import Catalog, MetadataReader
 from vnode.errors import UsageError, VnodeError
 from vnode.logs import get_logger
 from vnode.model import (
@@ -40,6 +41,8 @@ log = get_logger("vnode.plugins")
 _KIND_OF_HOOK = {
     "vnode_distro_resolve": "distro",
     "vnode_distro_names": "distro",
+    "vnode_distro_catalogs": "distro",
+    "vnode_catalog_refresh": "distro",
     "vnode_image_builder": "distro",
     "vnode_network_kinds": "network",
     "vnode_network_backend": "network",
@@ -74,6 +77,8 @@ def _cli_apps(answer: Any) -> bool:
 _ACCEPTS: dict[str, Callable[[Any], bool]] = {
     "vnode_distro_resolve": lambda a: isinstance(a, Distro),
     "vnode_distro_names": _list_of(str),
+    "vnode_distro_catalogs": _list_of(Catalog),
+    "vnode_catalog_refresh": lambda a: isinstance(a, Catalog),
     "vnode_image_builder": lambda a: isinstance(a, ImageBuilder),
     "vnode_network_kinds": _list_of(str),
     "vnode_network_backend": lambda a: isinstance(a, NetworkBackend),
@@ -142,6 +147,7 @@ class PluginHost:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._faults: dict[str, list[str]] = {}
+        self._catalogs: dict[str, Catalog] = {}
         self._code_owner: dict[Any, str] = {}  # a hook function's code -> its plugin's name
         disabled = set(disabled)
         infos = []
@@ -163,19 +169,51 @@ class PluginHost:
 
     # -- the hooks, typed ----------------------------------------------------------------
 
+    def use_catalogs(self, catalogs: Mapping[str, Catalog]) -> None:
+        """The cached upstream catalogs the distro hooks get (the session loads them)."""
+        self._catalogs = dict(catalogs)
+
     def resolve_distro(self, name: str) -> Distro:
         """The Distro for a short name, or a UsageError listing what the plugins know."""
-        distro = self._call("vnode_distro_resolve", name=name.lower())
+        distro = self.find_distro(name)
         if distro is None:
             known = self.distro_names()
             raise UsageError(f"unknown distro {name!r}; known: {', '.join(known) or 'none'}")
         return distro
 
     def find_distro(self, name: str) -> Distro | None:
-        return self._call("vnode_distro_resolve", name=name.lower())
+        return self._call("vnode_distro_resolve", name=name.lower(), catalogs=self._catalogs)
 
     def distro_names(self) -> list[str]:
-        return sorted({n for names in self._call("vnode_distro_names") for n in names})
+        answers = self._call("vnode_distro_names", catalogs=self._catalogs)
+        return sorted({n for names in answers for n in names})
+
+    def distro_catalogs(self) -> list[Catalog]:
+        answers = self._call("vnode_distro_catalogs", catalogs=self._catalogs)
+        return [catalog for catalogs in answers for catalog in catalogs]
+
+    def refresh_catalogs(self, read: MetadataReader) -> tuple[list[Catalog], list[str]]:
+        """Every plugin's fresh catalog, and one line per plugin whose refresh failed."""
+        before = {name: len(notes) for name, notes in self._faults.items()}
+        catalogs: list[Catalog] = []
+        failures: list[str] = []
+        # One plugin at a time, so that one family's bad metadata (a CatalogError, which the
+        # guard lets through) costs only that family's refresh.
+        for impl in reversed(self._pm.hook.vnode_catalog_refresh.get_hookimpls()):
+            try:
+                answer = _call_impl(impl, read=read)
+            except VnodeError as exc:
+                failures.append(f"{impl.plugin_name}: {exc}")
+                continue
+            if answer is not None:
+                catalogs.append(answer)
+        failures += [
+            f"{name}: {note}"
+            for name, notes in self._faults.items()
+            for note in notes[before.get(name, 0) :]
+            if note.startswith("vnode_catalog_refresh")
+        ]
+        return catalogs, failures
 
     def image_builder(self, distro: Distro, context: PluginContext) -> ImageBuilder | None:
         return self._call("vnode_image_builder", distro=distro, context=context)
@@ -192,8 +230,8 @@ class PluginHost:
             raise UsageError(f"unknown network {network!r}; kinds: {', '.join(kinds) or 'none'}")
         return backend
 
-    def console_setup(self, node: NodePlan) -> ConsoleSetup | None:
-        return self._call("vnode_console_setup", node=node)
+    def console_setup(self, node: NodePlan, context: PluginContext) -> ConsoleSetup | None:
+        return self._call("vnode_console_setup", node=node, context=context)
 
     def config_sections(self) -> dict[str, type]:
         """Every plugin-declared section; the same name with two classes is a broken setup."""
@@ -343,7 +381,7 @@ class PluginHost:
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != name:
                     continue
-                answer = getattr(impl.function, "__wrapped__", impl.function)()
+                answer = _call_impl(impl, raw=True, catalogs=self._catalogs)
                 if not _ACCEPTS[hook_name](answer):
                     raise TypeError(f"{hook_name} returned {answer!r}, expected list[str]")
                 provided.extend(answer)
@@ -360,13 +398,21 @@ class PluginHost:
             answering = [
                 impl.plugin_name
                 for impl in impls
-                if not (impl.wrapper or impl.hookwrapper) and impl.function(name=name) is not None
+                if not (impl.wrapper or impl.hookwrapper)
+                and _call_impl(impl, name=name, catalogs=self._catalogs) is not None
             ]
             winner, *shadowed = answering or [None]
             for loser in shadowed:
                 notes[winner].append(f"overrides {loser} for {name}")
                 notes[loser].append(f"{name} overridden by {winner}")
         return [attrs.evolve(info, notes=tuple(notes[info.name])) for info in infos]
+
+
+def _call_impl(impl: Any, *, raw: bool = False, **kwargs: Any) -> Any:
+    """One implementation with the arguments it names (pluggy's own rule: a plugin may take
+    fewer arguments than the hook offers); ``raw`` bypasses the guard."""
+    function = getattr(impl.function, "__wrapped__", impl.function) if raw else impl.function
+    return function(**{name: kwargs[name] for name in impl.argnames if name in kwargs})
 
 
 class _GuardedPlugin:

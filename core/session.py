@@ -31,6 +31,7 @@ class Session:
     known_hosts: KnownHosts
     _plugins: PluginHost | None = attrs.field(default=None, alias="plugins")
     _connection: Any = attrs.field(default=None, alias="connection")
+    _catalogs_loaded: bool = attrs.field(default=False, init=False)
 
     @classmethod
     def open(cls, files: list[Path] | None = None) -> Session:
@@ -66,7 +67,16 @@ class Session:
             from vnode.plugins import PluginHost
 
             self._plugins = PluginHost.discover(self._config.plugins.disable)
+        if not self._catalogs_loaded:
+            self.reload_catalogs()
         return self._plugins
+
+    def reload_catalogs(self) -> None:
+        """Hand the plugins the catalogs cached in the state dir (after a refresh, too)."""
+        from vnode.catalog import load_cache
+
+        self._catalogs_loaded = True
+        self.plugins.use_catalogs(load_cache(self._config.paths.state).catalogs)
 
     @property
     def config(self) -> Config:

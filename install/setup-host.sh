@@ -1,13 +1,69 @@
 #!/bin/sh
-# One-time (and idempotent) host set-up for vnode: packages, daemons, /dev/kvm access.
+# One-time (and idempotent) host set-up for vnode: packages, libvirt's daemons, KVM access.
 # Safe to run again: it only installs what is missing and starts what is not running.
+#
+#   install/setup-host.sh          set this host up (as root)
+#   install/setup-host.sh --plan   print what it would run here, run nothing
+#
+# Hosts: Fedora and RHEL-like (dnf, systemd, libvirt's modular daemons through their sockets,
+# /dev/kvm left as the distro ships it), Debian and Ubuntu (apt; systemd, or no init at all as
+# in containers and CI, where the daemons are started here under a reaper).
+# For tests and previews: VNODE_OS_RELEASE (default /etc/os-release) and VNODE_INIT
+# (systemd|none, default: what this host runs) describe another host.
 set -eu
 
-PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base
+PLAN=false
+[ "${1:-}" = "--plan" ] && PLAN=true
+
+OS_RELEASE=${VNODE_OS_RELEASE:-/etc/os-release}
+if [ -n "${VNODE_INIT:-}" ]; then
+    INIT=$VNODE_INIT
+elif [ -d /run/systemd/system ]; then
+    INIT=systemd
+else
+    INIT=none
+fi
+
+# What vnode needs, per package family. Building Debian images (vnode images build) needs
+# mmdebstrap, extlinux, sfdisk and mkfs; libvirt-python is built in vnode's venv (gcc,
+# pkg-config and libvirt's headers).
+APT_PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base
 iptables openssh-client mmdebstrap extlinux syslinux-common fdisk e2fsprogs
 libvirt-dev pkg-config gcc python3-venv tini procps"
+DNF_PACKAGES="qemu-kvm-core qemu-img libvirt-daemon-driver-qemu libvirt-daemon-driver-network
+libvirt-daemon-driver-storage-core libvirt-daemon-config-network libvirt-client dnsmasq
+openssh-clients mmdebstrap syslinux syslinux-extlinux util-linux e2fsprogs
+libvirt-devel pkgconf-pkg-config gcc python3-devel procps-ng
+policycoreutils-python-utils"
+# libvirt's modular daemons (Fedora's default since 35): each started by its socket, so
+# nothing runs until vnode connects. The monolithic libvirtd is never started there.
+MODULAR_SOCKETS="virtqemud.socket virtnetworkd.socket virtstoraged.socket virtlogd.socket"
 
 say() { printf 'setup: %s\n' "$*"; }
+
+# Run a command, or print it in plan mode.
+run() {
+    if $PLAN; then
+        echo "$*"
+    else
+        "$@"
+    fi
+}
+
+os_value() {
+    [ -r "$OS_RELEASE" ] || return 0
+    sed -n "s/^$1=//p" "$OS_RELEASE" | tr -d '"' | head -n 1
+}
+
+host_family() {
+    for word in $(os_value ID) $(os_value ID_LIKE); do
+        case "$word" in
+            fedora | rhel | centos) echo dnf; return ;;
+            debian | ubuntu) echo apt; return ;;
+        esac
+    done
+    echo unknown
+}
 
 # True if the process's parent is a prompt reaper: PID 1 being a real init, or tini.
 # The same names as `vnode doctor`'s reaper check (PROMPT_REAPERS in core/doctor.py).
@@ -19,31 +75,58 @@ under_reaper() {
     return 1
 }
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: run as root (it installs packages and starts libvirtd)" >&2
-    exit 1
-fi
+missing_packages() {
+    for pkg in $2; do
+        case "$1" in
+            apt) dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" ;;
+            dnf) rpm -q "$pkg" >/dev/null 2>&1 ;;
+        esac || printf ' %s' "$pkg"
+    done
+}
 
-missing=""
-for pkg in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
-done
-if [ -n "$missing" ]; then
-    say "installing$missing"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
+install_packages() {
+    family=$1
+    wanted=$2
+    if $PLAN; then
+        missing=" $(echo $wanted)"  # the whole list: the plan describes a fresh host
+    else
+        missing=$(missing_packages "$family" "$wanted")
+    fi
+    [ -n "$missing" ] || return 0
+    $PLAN || say "installing$missing"
+    case "$family" in
+        apt)
+            run apt-get update -qq
+            # shellcheck disable=SC2086
+            run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends $missing
+            ;;
+        dnf)
+            # shellcheck disable=SC2086
+            run dnf install -y -q $missing
+            ;;
+    esac
+}
 
-# Without udev, /dev/kvm stays root:root 0600: libvirtd then finds KVM unusable for the qemu
-# user and re-probes QEMU on every call (a define takes 30-90 s). udev's usual rule fixes it.
-if [ -c /dev/kvm ]; then
-    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
-fi
+start_modular_daemons() {
+    # shellcheck disable=SC2086
+    run systemctl enable --now $MODULAR_SOCKETS
+}
 
-if [ -d /run/systemd/system ]; then
-    systemctl start virtlogd libvirtd
-else
-    # No systemd (containers, CI): start the daemons ourselves. virtlogd captures consoles.
+start_daemons_without_init() {
+    # Without udev, /dev/kvm stays root:root 0600: libvirtd then finds KVM unusable for the
+    # qemu user and re-probes QEMU on every call (a define takes 30-90 s). udev's rule fixes
+    # it on hosts with an init; here it is done by hand.
+    if [ -c /dev/kvm ] || $PLAN; then
+        run chgrp kvm /dev/kvm
+        run chmod 0660 /dev/kvm
+    fi
+    if $PLAN; then
+        echo "virtlogd -d"
+        echo "setsid tini -s -- libvirtd"
+        return
+    fi
+    # virtlogd captures consoles.
     pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
     # libvirtd daemonizes QEMU, so an exited QEMU is reaped by the nearest subreaper, else by
     # PID 1. A container's PID 1 may reap late (seen here: 1.6 s), and libvirt waits for
@@ -59,17 +142,63 @@ else
         say "starting libvirtd"
         setsid tini -s -- libvirtd </dev/null >>/var/log/libvirt/libvirtd.out 2>&1 &
     fi
+}
+
+# The user who ran `sudo` may use qemu:///system through the libvirt group.
+add_user_to_groups() {
+    user=${SUDO_USER:-}
+    [ -n "$user" ] && [ "$user" != root ] || return 0
+    run usermod -a -G libvirt,kvm "$user"
+}
+
+wait_for_libvirt() {
+    if $PLAN; then
+        echo "virsh -c qemu:///system version"
+        return
+    fi
+    tries=0
+    until virsh -q -c qemu:///system version >/dev/null 2>&1; do
+        tries=$((tries + 1))
+        if [ "$tries" -gt 30 ]; then
+            echo "setup: libvirt does not answer on qemu:///system" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+}
+
+if ! $PLAN && [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root (it installs packages and starts libvirt's daemons)" >&2
+    exit 1
 fi
 
-tries=0
-until virsh -q -c qemu:///system version >/dev/null 2>&1; do
-    tries=$((tries + 1))
-    if [ "$tries" -gt 30 ]; then
-        echo "setup: libvirtd does not answer on qemu:///system" >&2
+family=$(host_family)
+case "$family" in
+    dnf)
+        if [ "$INIT" != systemd ]; then
+            echo "setup: a Fedora-like host without systemd is not supported" >&2
+            exit 1
+        fi
+        install_packages dnf "$DNF_PACKAGES"
+        start_modular_daemons
+        # /dev/kvm: Fedora's udev rule makes it 0666; never tightened here.
+        ;;
+    apt)
+        install_packages apt "$APT_PACKAGES"
+        if [ "$INIT" = systemd ]; then
+            run systemctl enable --now virtlogd.socket libvirtd.service
+        else
+            start_daemons_without_init
+        fi
+        ;;
+    *)
+        echo "setup: unsupported host ($(os_value PRETTY_NAME)): install qemu and libvirt, then start them" >&2
         exit 1
-    fi
-    sleep 1
-done
-
-install -d -m 0755 /var/lib/vnode /var/lib/vnode/images /var/lib/vnode/nodes
-say "host ready"
+        ;;
+esac
+add_user_to_groups
+wait_for_libvirt
+# Consoles go to /var/log/libvirt/qemu (see [console]), which libvirt's packages make and
+# label for virtlogd on SELinux hosts: nothing vnode keeps needs a label of its own.
+run install -d -m 0755 /var/lib/vnode /var/lib/vnode/images /var/lib/vnode/nodes
+$PLAN || say "host ready"

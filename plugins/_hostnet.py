@@ -45,6 +45,8 @@ class HostDevice:
     is_loopback: bool = False
     master: str | None = None  # the bridge (or bond) the device is a port of
     ports: tuple[str, ...] = ()
+    carrier: bool | None = None  # None: the kernel cannot tell (device down)
+    is_wireless: bool = False
 
 
 def host_device(name: str) -> HostDevice:
@@ -63,6 +65,8 @@ def host_device(name: str) -> HostDevice:
         is_loopback=bool(flags & _IFF_LOOPBACK),
         master=master.resolve().name if master.exists() else None,
         ports=tuple(sorted(p.name for p in ports.iterdir())) if ports.is_dir() else (),
+        carrier={"1": True, "0": False}.get(_read(base / "carrier") or ""),
+        is_wireless=(base / "wireless").is_dir() or (base / "phy80211").exists(),
     )
 
 

@@ -82,9 +82,13 @@ def _bridge_commands() -> Any:
         dry_run
             Print the commands (a shell script) instead of running them.
         """
-        from vnode_plugins._bridge_setup import apply_plan, plan_for_host
+        from vnode_plugins._bridge_setup import AlreadyBridged, apply_plan, plan_for_host
 
-        plan = plan_for_host(iface, name, zone)
+        try:
+            plan = plan_for_host(iface, name, zone)
+        except AlreadyBridged as done:
+            print(done)
+            return 0
         if dry_run:
             print(plan.script(), end="")
             return 0

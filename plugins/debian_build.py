@@ -5,12 +5,11 @@ building, and the resulting guest never reaches out on its own (no apt
 timers, cloud-init pinned to the NoCloud seed).  Needs root, mmdebstrap,
 sfdisk, losetup, mkfs.ext4, extlinux, syslinux-common and qemu-img.
 
-    python3 plugins/debian_build.py DEST [--release 12] [--mirror URL]
+Imported only by the Debian plugin's image builder, when an image is built.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import json
@@ -18,13 +17,17 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
+
+import attrs
+
+from vnode.plugin import EnvironmentProblem, UsageError, VnodeError, get_logger
+
+log = get_logger("vnode.debian.build")
 
 RELEASES: dict[str, str] = {
     "12": "bookworm",
@@ -37,8 +40,6 @@ PACKAGES: tuple[str, ...] = (
     "udev",
     "cloud-init",
     "openssh-server",
-    "ifupdown",
-    "isc-dhcp-client",
     "netbase",
     "iproute2",
     # fsck.ext4 for the initramfs/boot-time check; not guaranteed by minbase.
@@ -46,13 +47,28 @@ PACKAGES: tuple[str, ...] = (
     # growpart lets cloud-init grow the root partition when a VM's disk is
     # bigger than the image; without it only the (full) filesystem resizes.
     "cloud-guest-utils",
-    # ifupdown only honours the `dns-nameservers` lines cloud-init's eni
-    # renderer writes for static addresses when resolvconf is installed.
-    "resolvconf",
-    # cloud-init 22.4's eni renderer turns network-config `routes:` into
-    # `post-up route add ...` lines (net-tools), failing silently without it.
-    "net-tools",
 )
+
+# How the guest configures its network, and which cloud-init renderer writes it:
+# - "ifupdown": Debian's classic (/etc/network/interfaces), cloud-init's eni renderer;
+# - "netplan": netplan YAML rendered to systemd-networkd, resolved for DNS: what Ubuntu's
+#   cloud images do, and Debian's own cloud images since bookworm;
+# - "networkmanager": NetworkManager keyfiles, as Fedora's cloud images.
+NETWORK_STACKS: dict[str, tuple[str, ...]] = {
+    "ifupdown": (
+        "ifupdown",
+        "isc-dhcp-client",
+        # ifupdown only honours the `dns-nameservers` lines cloud-init's eni renderer
+        # writes for static addresses when resolvconf is installed.
+        "resolvconf",
+        # cloud-init 22.4's eni renderer turns network-config `routes:` into
+        # `post-up route add ...` lines (net-tools), failing silently without it.
+        "net-tools",
+    ),
+    "netplan": ("netplan.io", "systemd-resolved"),
+    "networkmanager": ("network-manager",),
+}
+RENDERER_OF_STACK = {"ifupdown": "eni", "netplan": "netplan", "networkmanager": "network-manager"}
 
 # Timers that reach the network; everything else in a minbase system
 # (man-db, logrotate, fstrim, e2scrub, dpkg-db-backup) is local-only.
@@ -61,11 +77,18 @@ NETWORK_TIMERS: tuple[str, ...] = ("apt-daily.timer", "apt-daily-upgrade.timer")
 # costs seconds of boot.
 UNNEEDED_UNITS: tuple[str, ...] = ("e2scrub_reap.service",)
 
-MBR_BIN = pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin")
+# syslinux's MBR boot code: Debian's syslinux-common, Fedora's syslinux.
+MBR_CANDIDATES = (
+    pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin"),
+    pathlib.Path("/usr/share/syslinux/mbr.bin"),
+)
+MBR_BIN = next((p for p in MBR_CANDIDATES if p.is_file()), MBR_CANDIDATES[0])
 PART_START = 1 << 20  # 1 MiB: conventional alignment, leaves room for the MBR
 FS_LABEL = "vnode-root"
 
-Log = Callable[[str], None]
+
+class BuildError(VnodeError):
+    """A build step failed; the message carries the tool's own last lines."""
 
 
 # --------------------------------------------------------------------------
@@ -73,11 +96,11 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------
 
 
-@dataclass
+@attrs.frozen
 class AptSource:
-    types: list[str] = field(default_factory=list)
-    uris: list[str] = field(default_factory=list)
-    suites: list[str] = field(default_factory=list)
+    types: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    suites: tuple[str, ...] = ()
 
 
 def _parse_deb822(text: str) -> list[AptSource]:
@@ -99,9 +122,9 @@ def _parse_deb822(text: str) -> list[AptSource]:
         if fields.get("uris"):
             sources.append(
                 AptSource(
-                    fields.get("types", "").split(),
-                    fields["uris"].split(),
-                    fields.get("suites", "").split(),
+                    tuple(fields.get("types", "").split()),
+                    tuple(fields["uris"].split()),
+                    tuple(fields.get("suites", "").split()),
                 )
             )
     return sources
@@ -117,7 +140,7 @@ def _parse_one_line(text: str) -> list[AptSource]:
             end = next(i for i, w in enumerate(words) if w.endswith("]"))
             words = [words[0], *words[end + 1 :]]
         if len(words) >= 3:
-            sources.append(AptSource([words[0]], [words[1]], [words[2]]))
+            sources.append(AptSource((words[0],), (words[1],), (words[2],)))
     return sources
 
 
@@ -164,19 +187,21 @@ def _run(cmd: list[str], **kwargs: Any) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-30:])
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+        raise BuildError(f"{cmd[0]} failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
     return proc.stdout
 
 
 def _check_prerequisites() -> None:
     if os.geteuid() != 0:
-        raise PermissionError("building an image needs root (loop devices, mount)")
+        raise EnvironmentProblem("building an image needs root (loop devices, mount): run as root")
     tools = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "extlinux", "qemu-img", "tar")
     missing = [t for t in tools if shutil.which(t) is None]
     if not MBR_BIN.is_file():
-        missing.append(f"{MBR_BIN} (syslinux-common)")
+        missing.append(f"{MBR_BIN} (syslinux-common, or Fedora's syslinux)")
     if missing:
-        raise RuntimeError("missing build tools: " + ", ".join(missing))
+        raise EnvironmentProblem(
+            "missing build tools: " + ", ".join(missing) + " (install/setup-host.sh installs them)"
+        )
 
 
 def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
@@ -190,8 +215,8 @@ def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
 # --------------------------------------------------------------------------
 
 
-def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, log: Log) -> None:
-    log(f"mmdebstrap {suite} from {mirror} (this takes a few minutes)")
+def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, stack: str) -> None:
+    log.info("bootstrapping with mmdebstrap (a few minutes)", suite=suite, mirror=mirror)
     # mmdebstrap stages the chroot in $TMPDIR; keep it next to the output so
     # a small /tmp does not matter.
     env = {**os.environ, "TMPDIR": str(tarball.parent)}
@@ -200,7 +225,7 @@ def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, log: Log) -> None
             "mmdebstrap",
             "--variant=minbase",
             "--components=main",
-            "--include=" + ",".join(PACKAGES),
+            "--include=" + ",".join((*PACKAGES, *NETWORK_STACKS[stack])),
             suite,
             str(tarball),
             mirror,
@@ -245,7 +270,7 @@ def _mounted(dev: str, mnt: pathlib.Path) -> Iterator[pathlib.Path]:
         os.sync()
         try:
             _run(["umount", str(mnt)])
-        except RuntimeError:
+        except BuildError:
             # Something still holds the mount (e.g. a stray process from a
             # failed step): detach it lazily rather than leak it.
             _run(["umount", "--lazy", str(mnt)])
@@ -284,7 +309,7 @@ def _ensure_kernel_links(root: pathlib.Path) -> None:
             continue
         found = sorted(root.glob(f"boot/{name}-*"))
         if not found:
-            raise RuntimeError(f"no /boot/{name}-* in the root filesystem")
+            raise BuildError(f"no /boot/{name}-* in the root filesystem")
         if link.is_symlink():
             link.unlink()
         link.symlink_to(found[-1].relative_to(root))
@@ -316,6 +341,16 @@ def _write_mbr(raw: pathlib.Path) -> None:
         f.write(code)
 
 
+def _enable_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
+    # What `systemctl enable` does for units wanted by multi-user.target, without systemd.
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        link = wants / unit
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(f"/usr/lib/systemd/system/{unit}")
+
+
 def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
     system = root / "etc/systemd/system"
     system.mkdir(parents=True, exist_ok=True)
@@ -326,8 +361,17 @@ def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
         link.symlink_to("/dev/null")
 
 
-def _customize(root: pathlib.Path, fs_uuid: str) -> None:
+def _customize(root: pathlib.Path, fs_uuid: str, stack: str = "ifupdown") -> None:
     """Turn the bootstrap into a clonable, quiet, cloud-init driven image."""
+    # cloud-init picks the first renderer it finds available; name the stack's own, so the
+    # image's network is configured the way it was built for (and nothing else).
+    renderer = RENDERER_OF_STACK[stack]
+    _write_file(
+        root / "etc/cloud/cloud.cfg.d/92-vnode-network.cfg",
+        f"system_info:\n  network:\n    renderers: [{renderer}]\n",
+    )
+    if stack == "netplan":
+        _enable_units(root, ("systemd-networkd.service", "systemd-resolved.service"))
     _write_file(root / "etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
     # mmdebstrap copies the build host's hostname and resolver; neither
     # belongs in a VM (cloud-init sets the hostname, DHCP/resolvconf DNS).
@@ -386,9 +430,9 @@ def _make_unique_per_clone(root: pathlib.Path) -> None:
         dbus_id.unlink()
 
 
-def _convert(raw: pathlib.Path, dest: pathlib.Path, log: Log) -> None:
+def _convert(raw: pathlib.Path, dest: pathlib.Path) -> None:
     partial = dest.with_name(dest.name + ".partial")
-    log(f"converting to qcow2: {dest}")
+    log.info("converting to qcow2", dest=str(dest))
     try:
         _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(partial)])
         partial.chmod(0o644)
@@ -398,17 +442,17 @@ def _convert(raw: pathlib.Path, dest: pathlib.Path, log: Log) -> None:
 
 
 def _populate(
-    raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int, log: Log
+    raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int, stack: str
 ) -> None:
     offset, size = _create_disk(raw, size_gb)
     fs_uuid = str(uuid.uuid4())
     with _loop_device(raw, offset, size) as dev:
         _make_filesystem(dev, fs_uuid)
         with _mounted(dev, work / "mnt") as root:
-            log("extracting root filesystem")
+            log.info("extracting root filesystem")
             _extract(tarball, root)
-            _customize(root, fs_uuid)
-            log("installing extlinux")
+            _customize(root, fs_uuid, stack)
+            log.info("installing extlinux")
             _install_bootloader(root, fs_uuid)
     _write_mbr(raw)
 
@@ -423,7 +467,7 @@ def resolve_suite(release: str) -> str:
         return RELEASES[release]
     if release in RELEASES.values():
         return release
-    raise ValueError(f"unknown Debian release {release!r}; known: {', '.join(RELEASES)}")
+    raise UsageError(f"unknown Debian release {release!r}; known: {', '.join(RELEASES)}")
 
 
 def build_debian_image(
@@ -431,15 +475,22 @@ def build_debian_image(
     release: str = "12",
     mirror: str | None = None,
     size_gb: int = 3,
-    log: Callable[[str], None] = print,
+    network_stack: str = "ifupdown",
 ) -> pathlib.Path:
-    """Build a Debian `release` cloud image into `dest` (qcow2) and return it."""
+    """Build a Debian `release` cloud image into `dest` (qcow2) and return it; its network is
+    configured by ``network_stack`` (see NETWORK_STACKS)."""
     dest = pathlib.Path(dest).absolute()
     suite = resolve_suite(release)
+    if network_stack not in NETWORK_STACKS:
+        raise UsageError(
+            f"unknown network stack {network_stack!r}; known: {', '.join(NETWORK_STACKS)}"
+        )
     _check_prerequisites()
     mirror = mirror or find_host_mirror(suite)
     if not mirror:
-        raise RuntimeError("no Debian mirror in the host's apt sources; pass mirror=")
+        raise UsageError(
+            "no Debian mirror in the host's apt sources: set apt_mirror in the [debian] section"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # Work next to dest: /tmp may be a small tmpfs, and dest's filesystem
@@ -447,30 +498,11 @@ def build_debian_image(
     work = pathlib.Path(tempfile.mkdtemp(prefix=".debian-build-", dir=dest.parent))
     try:
         tarball = work / "rootfs.tar"
-        _bootstrap(suite, mirror, tarball, log)
+        _bootstrap(suite, mirror, tarball, network_stack)
         raw = work / "disk.raw"
-        _populate(raw, tarball, work, size_gb, log)
-        _convert(raw, dest, log)
+        _populate(raw, tarball, work, size_gb, network_stack)
+        _convert(raw, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log(f"built {dest} in {time.monotonic() - started:.0f}s")
+    log.info("image built", dest=str(dest), seconds=round(time.monotonic() - started))
     return dest
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=pathlib.Path, help="output qcow2 path")
-    parser.add_argument("--release", default="12", help="Debian release: " + ", ".join(RELEASES))
-    parser.add_argument("--mirror", help="Debian mirror URL (default: from host apt sources)")
-    parser.add_argument("--size-gb", type=int, default=3, help="virtual disk size (GiB)")
-    args = parser.parse_args(argv)
-    try:
-        build_debian_image(args.dest, args.release, args.mirror, args.size_gb)
-    except (RuntimeError, ValueError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

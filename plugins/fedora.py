@@ -1,32 +1,53 @@
-"""Fedora Cloud Base images. Release data lives here: bump LATEST when a release ships.
+"""Fedora Cloud Base images: releases learned from Fedora's releases.json, a built-in table
+as the offline fallback.
 
-``f<N>`` resolves for every release from MIN_RELEASE to LATEST. Fedora keeps the latest two
-releases on its mirrors and moves older ones to the archive, so the location follows from
-LATEST alone. A release's image and checksum file names carry its compose (``43-1.6``);
-COMPOSES records the ones known, and for any other release the file names stay a pattern
-that ``vnode images fetch`` fills in from the release's own index page and CHECKSUM file.
+Fedora publishes the releases it supports in ``https://fedoraproject.org/releases.json``
+(version, arch, variant, subvariant, link, sha256 per image); betas appear there as
+versions such as ``45 Beta`` and are never taken for a release. A release leaves the
+mirrors for ``archives.fedoraproject.org`` some weeks or months after its end of life, on no
+fixed day: every release therefore has both places, the likelier first, and ``fetch`` tries
+the other on a 404 (and remembers which answered).
+
+``f<N>`` resolves for every release from MIN_RELEASE to the latest; a release whose compose
+is not known keeps a file-name pattern that ``vnode images fetch`` fills in from the
+release's index page and CHECKSUM file.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-from vnode.plugin import Distro, catalog, hookimpl
+from vnode.plugin import (
+    Catalog,
+    CatalogError,
+    Distro,
+    Location,
+    MetadataReader,
+    catalog,
+    hookimpl,
+)
 
-LATEST = 43
+FAMILY = "fedora"
+METADATA_URL = "https://fedoraproject.org/releases.json"
+# The built-in table, as of 2026-11-24: what answers offline before the first refresh.
+LATEST = 44
+PREVIOUS = 43
 # The first release published under releases/N/Cloud/x86_64/images (27 and older used
 # CloudImages/), as qcow2 with a CHECKSUM file.
 MIN_RELEASE = 28
-_CURRENT = "https://download.fedoraproject.org/pub/fedora/linux/releases/{n}/Cloud/x86_64/images"
+_MIRRORS = "https://download.fedoraproject.org/pub/fedora/linux/releases/{n}/Cloud/x86_64/images"
 _ARCHIVE = (
     "https://archives.fedoraproject.org/pub/archive/fedora/linux/releases/{n}/Cloud/x86_64/images"
 )
 
-# release -> compose of its Cloud Base image, as published (best effort: a release whose
-# compose is not here is found through its index page instead).
-COMPOSES = {43: "1.6", 42: "1.1", 41: "1.4", 40: "1.14", 39: "1.5", 33: "1.2"}
+# release -> compose of its Cloud Base image, as published.
+COMPOSES = {44: "1.7", 43: "1.6", 42: "1.1", 41: "1.4", 40: "1.14", 39: "1.5", 33: "1.2"}
 
-_NAME = re.compile(r"(?:f|fedora-?)([1-9]\d{0,2})")
+# Fedora-Cloud-Base-Generic-44-1.7.x86_64.qcow2, or F40's Generic.x86_64-40-1.14.qcow2
+_COMPOSE = re.compile(
+    r"-(\d+)-(\d+(?:\.\d+)*)\.x86_64\.qcow2$|\.x86_64-(\d+)-(\d+(?:\.\d+)*)\.qcow2$"
+)
 
 
 def image_file(number: int, compose: str) -> str:
@@ -42,30 +63,6 @@ def checksum_file(number: int, compose: str) -> str:
     return f"Fedora-Cloud-{number}-{compose}-x86_64-CHECKSUM"
 
 
-def base_url(number: int) -> str:
-    """Where a release's images are: the two newest on the mirrors, older ones archived."""
-    return (_CURRENT if number >= LATEST - 1 else _ARCHIVE).format(n=number)
-
-
-def fedora(number: int) -> Distro:
-    compose = COMPOSES.get(number)
-    image = image_file(number, compose) if compose else _image_pattern(number)
-    checksum = checksum_file(number, compose or "*")
-    base = base_url(number)
-    return Distro(
-        name=f"f{number}",
-        family="fedora",
-        release=str(number),
-        title=f"Fedora {number}" if compose else f"Fedora {number} (compose found on fetch)",
-        osinfo=f"http://fedoraproject.org/fedora/{number}",
-        image_url=f"{base}/{image}",
-        checksum_url=f"{base}/{checksum}",
-        checksum_format="fedora-checksum",
-        disk_gb=10,
-        aliases=(f"fedora{number}", f"fedora-{number}"),
-    )
-
-
 def _image_pattern(number: int) -> str:
     # The CHECKSUM file also lists the raw, Vagrant, Azure and EC2 images: the pattern must
     # single out the generic qcow2.
@@ -74,22 +71,132 @@ def _image_pattern(number: int) -> str:
     return f"Fedora-Cloud-Base-{number}-*.x86_64.qcow2"
 
 
-CATALOG = catalog(
-    "fedora", f"f{LATEST}", (fedora(n) for n in sorted(COMPOSES) if MIN_RELEASE <= n <= LATEST)
+def fedora(
+    number: int,
+    compose: str | None,
+    *,
+    on_mirrors: bool,
+    end_of_life: bool,
+    sha256: str | None = None,
+) -> Distro:
+    image = image_file(number, compose) if compose else _image_pattern(number)
+    checksum = checksum_file(number, compose or "*")
+    mirrors, archive = (
+        Location(f"{base.format(n=number)}/{image}", f"{base.format(n=number)}/{checksum}")
+        for base in (_MIRRORS, _ARCHIVE)
+    )
+    first, other = (mirrors, archive) if on_mirrors else (archive, mirrors)
+    return Distro(
+        name=f"f{number}",
+        family=FAMILY,
+        release=str(number),
+        title=f"Fedora {number}" if compose else f"Fedora {number} (compose found on fetch)",
+        osinfo=f"http://fedoraproject.org/fedora/{number}",
+        image_url=first.image_url,
+        checksum_url=first.checksum_url,
+        checksum_format="fedora-checksum",
+        disk_gb=10,
+        aliases=(f"fedora{number}", f"fedora-{number}"),
+        alternates=(other,),
+        sha256=sha256,
+        end_of_life=end_of_life,
+    )
+
+
+def _table(
+    latest: int, previous: int, current: Mapping[int, tuple[str, str | None]]
+) -> list[Distro]:
+    """Every release from MIN_RELEASE to ``latest``; ``current`` ones (compose, sha256) are
+    on the mirrors and supported, older ones past their end of life and likely archived."""
+    releases = []
+    for number in range(MIN_RELEASE, latest + 1):
+        if number in current:
+            compose, sha256 = current[number]
+            releases.append(
+                fedora(number, compose, on_mirrors=True, end_of_life=False, sha256=sha256)
+            )
+        else:
+            supported = number >= previous
+            releases.append(
+                fedora(
+                    number, COMPOSES.get(number), on_mirrors=supported, end_of_life=not supported
+                )
+            )
+    return releases
+
+
+BUILT_IN = catalog(
+    FAMILY,
+    f"f{LATEST}",
+    _table(LATEST, PREVIOUS, {n: (COMPOSES[n], None) for n in (LATEST, PREVIOUS)}),
+    previous=f"f{PREVIOUS}",
 )
 
 
-@hookimpl(trylast=True)
-def vnode_distro_resolve(name: str) -> Distro | None:
-    known = CATALOG.resolve(name)
-    if known is not None:
-        return known
-    match = _NAME.fullmatch(name)
-    if match and MIN_RELEASE <= int(match[1]) <= LATEST:
-        return fedora(int(match[1]))
-    return None
+def parse_releases_json(data: object, origin: str) -> Catalog:
+    """Fedora's releases.json as a catalog; pre-releases ("45 Beta") are left out."""
+    if not isinstance(data, list):
+        raise CatalogError(f"{origin}: expected a list of releases")
+    current: dict[int, tuple[str, str | None]] = {}
+    for entry in data:
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{origin}: an entry is not an object")
+        if (entry.get("arch"), entry.get("variant"), entry.get("subvariant")) != (
+            "x86_64",
+            "Cloud",
+            "Cloud_Base",
+        ):
+            continue
+        version, link = str(entry.get("version", "")), str(entry.get("link", ""))
+        if not version.isdigit() or not link.endswith(".qcow2"):
+            continue  # a beta, or the raw/vagrant images of a release
+        match = _COMPOSE.search(link)
+        if not match:
+            raise CatalogError(f"{origin}: no compose in the image name {link!r}")
+        number, compose = int(version), match[2] or match[4]
+        if int(match[1] or match[3]) != number:
+            raise CatalogError(f"{origin}: release {number} links to {link!r}")
+        sha256 = entry.get("sha256")
+        if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(sha256)):
+            raise CatalogError(f"{origin}: release {number}: {sha256!r} is not a sha256")
+        current[number] = (compose, sha256)
+    if not current:
+        raise CatalogError(f"{origin}: no released x86_64 Cloud Base qcow2 is listed")
+    latest, *older = sorted(current, reverse=True)
+    previous = older[0] if older else latest - 1
+    return catalog(
+        FAMILY,
+        f"f{latest}",
+        _table(latest, previous, current),
+        previous=f"f{previous}",
+        origin=origin,
+    )
+
+
+def _catalog(catalogs: Mapping[str, Catalog]) -> Catalog:
+    return catalogs.get(FAMILY) or BUILT_IN
 
 
 @hookimpl(trylast=True)
-def vnode_distro_names() -> list[str]:
-    return CATALOG.names()
+def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
+    return _catalog(catalogs).resolve(name)
+
+
+@hookimpl(trylast=True)
+def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
+    table = _catalog(catalogs)
+    # Every release resolves; the listing names the ones that matter and the family.
+    shown = {table.latest, table.previous} | {
+        d.name for d in table.releases if int(d.release) in COMPOSES
+    }
+    return [FAMILY, *sorted(n for n in shown if n)]
+
+
+@hookimpl(trylast=True)
+def vnode_distro_catalogs(catalogs: Mapping[str, Catalog]) -> list[Catalog]:
+    return [_catalog(catalogs)]
+
+
+@hookimpl(trylast=True)
+def vnode_catalog_refresh(read: MetadataReader) -> Catalog:
+    return parse_releases_json(read.json(FAMILY, METADATA_URL), read.url(FAMILY, METADATA_URL))

@@ -15,6 +15,9 @@ from pathlib import Path
 import attrs
 import pytest
 
+# The fake download site's fixtures (mirror, blobs), for unit and integration tests alike.
+pytest_plugins = ["tests.httpmirror"]
+
 REPO = Path(__file__).resolve().parent.parent
 VNODE = [sys.executable, "-m", "vnode.cli"]
 IMAGE_STORE = Path(os.environ.get("VNODE_TEST_IMAGES", "/var/lib/vnode/images"))
@@ -133,6 +136,9 @@ timeout = 240
 [paths]
 state = "{state}"
 image_store = "{image_store}"
+
+[images]
+auto_refresh = false  # the catalogs' upstream is on the internet: never asked from tests
 
 [[pools]]
 stem = "{stem}"

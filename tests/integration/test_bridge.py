@@ -92,7 +92,7 @@ def test_list_shows_the_learned_addresses_and_ssh_uses_them(bridge_site: Site, p
 def test_the_guest_reports_its_address_on_the_console(bridge_site: Site, pair: dict) -> None:
     # The fallback for names the site's DNS lacks: cloud-init's table on the serial console.
     for host in bridge_site.reservations:
-        console = bridge_site.lab.state / "nodes" / host.name / "console.log"
+        console = Path(f"/var/log/libvirt/qemu/{host.name}-console.log")
         assert guest_reported_address(console, host.mac) == host.ip
 
 
@@ -148,7 +148,8 @@ def test_bridge_create_dry_run_prints_the_exact_commands(
         "nmcli connection add type bridge con-name br7 ifname br7 "
         f"ethernet.cloned-mac-address {mac} bridge.stp no ipv4.method auto ipv6.method auto",
         f"nmcli connection add type ethernet con-name br7-port-{nic} ifname {nic} "
-        "master br7 slave-type bridge connection.autoconnect-priority 10",
+        # No NetworkManager on this machine: no profile claims the NIC yet, DHCP is kept.
+        "master br7 slave-type bridge connection.autoconnect-priority 1",
         f"nmcli connection up br7-port-{nic}",
         "firewall-cmd --add-forward",
         "firewall-cmd --permanent --add-forward",

@@ -49,6 +49,9 @@ def test_guest_hostname_and_address_are_the_planned_ones(lab: Lab, pair: dict) -
         assert result.returncode == 0, result.stderr
         hostname, addresses = result.stdout.split("\n", 1)
         assert hostname == lab.name(number)
+        # On the NIC cloud-init renamed (network-config's set-name), whatever the distro's
+        # own naming scheme called it.
+        assert addresses.split()[1] == "vnode0"
         assert f"inet {lab.ip_of(number)}/24" in addresses
 
 
@@ -119,6 +122,8 @@ def test_log_shows_the_serial_console_from_boot(lab: Lab, pair: dict) -> None:
     assert result.returncode == 0
     assert "Linux version" in result.stdout  # the kernel's first line: captured from boot on
     assert f"{lab.name(2)} login:" in result.stdout
+    # Where virtlogd may write on SELinux hosts too, not in vnode's state.
+    assert Path(f"/var/log/libvirt/qemu/{lab.name(2)}-console.log").is_file()
 
 
 def test_number_and_both_names_are_one_node(lab: Lab, pair: dict) -> None:
@@ -226,6 +231,8 @@ def test_destroy_removes_everything_and_is_idempotent(lab: Lab, pair: dict) -> N
     remaining = domain_names(lab.stem)
     assert lab.name(1) not in remaining and lab.name(2) not in remaining
     assert not any((lab.state / "nodes").iterdir())
+    for number in (1, 2):
+        assert not Path(f"/var/log/libvirt/qemu/{lab.name(number)}-console.log").exists()
     assert lab.known_hosts.read_text().strip() == ""
     network = lab.network_xml()
     # The address stays reserved for the pool's name: the next vt01 gets it again.

@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
-import threading
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ import attrs
 import pytest
 
 from tests.conftest import REPO, VNODE, Lab
+from tests.httpmirror import Logged, Mirror
 from vnode import images
 from vnode.config import build_config
 from vnode.errors import UsageError
@@ -44,147 +45,6 @@ iQIzBAEBCAAdFiEEv3KqcNkSlTOiAnOsqLkSlH3nWl0FAmcAAAAACgkQqLkSlH3n
 =abcd
 -----END PGP SIGNATURE-----
 """
-
-
-@attrs.define
-class Served:
-    body: bytes
-    # "normal", "ignore-range", "interrupt-once", "truncate", or "slow" (a trickle after cut)
-    mode: str = "normal"
-    cut: int = 0  # where "interrupt-once" and "truncate" stop sending, and "slow" slows down
-    requests: int = 0
-
-
-@attrs.frozen
-class Logged:
-    path: str
-    range: str | None
-    status: int
-
-
-class Mirror:
-    """A threaded HTTP server on 127.0.0.1 with Range support; logs every request."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, Served] = {}
-        self.log: list[Logged] = []
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def put(self, path: str, body: bytes | str, **how: object) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        with self.lock:
-            self.files[path] = Served(data, **how)  # type: ignore[arg-type]
-
-    def requests_for(self, path: str) -> list[Logged]:
-        with self.lock:
-            return [entry for entry in self.log if entry.path == path]
-
-    def listing(self, directory: str) -> str:
-        with self.lock:
-            names = [p[len(directory) :] for p in self.files if p.startswith(directory)]
-        links = "".join(f'<a href="{n}">{n}</a>\n' for n in names if "/" not in n)
-        return f'<html><body><a href="?C=M;O=A">Date</a>\n<a href="../">../</a>\n{links}</body>'
-
-
-def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path
-            wanted = self.headers.get("Range")
-            if path.endswith("/"):
-                self._reply(path, wanted, 200, mirror.listing(path).encode(), {})
-                return
-            with mirror.lock:
-                served = mirror.files.get(path)
-                if served is not None:
-                    served.requests += 1
-            if served is None:
-                self._reply(path, wanted, 404, b"not here", {})
-                return
-            self._serve(path, wanted, served)
-
-        def _serve(self, path: str, wanted: str | None, served: Served) -> None:
-            body, start, status, headers = served.body, 0, 200, {}
-            if wanted and served.mode != "ignore-range":
-                start = int(re.fullmatch(r"bytes=(\d+)-", wanted)[1])
-                if start >= len(body):
-                    self._reply(path, wanted, 416, b"", {"Content-Range": f"bytes */{len(body)}"})
-                    return
-                status = 206
-                headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-            end = len(body)
-            if served.mode == "truncate" or (
-                served.mode == "interrupt-once" and served.requests == 1
-            ):
-                end = max(start, served.cut)
-            # Content-Length announces the whole rest; the connection closes after `end`.
-            headers["Content-Length"] = str(len(body) - start)
-            if served.mode == "slow":
-                self._reply(path, wanted, status, body[start : served.cut], headers, False)
-                self._trickle(body[max(start, served.cut) :])
-                return
-            self._reply(path, wanted, status, body[start:end], headers, announce=False)
-
-        def _trickle(self, rest: bytes, chunk: int = 16 * 1024) -> None:
-            for offset in range(0, len(rest), chunk):
-                try:
-                    self.wfile.write(rest[offset : offset + chunk])
-                    self.wfile.flush()
-                except OSError:  # the client went away
-                    return
-                time.sleep(0.1)
-
-        def _reply(
-            self,
-            path: str,
-            wanted: str | None,
-            status: int,
-            data: bytes,
-            headers: dict[str, str],
-            announce: bool = True,
-        ) -> None:
-            with mirror.lock:
-                mirror.log.append(Logged(path, wanted, status))
-            self.send_response(status)
-            if announce:
-                headers = {**headers, "Content-Length": str(len(data))}
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture(scope="module")
-def mirror() -> Iterator[Mirror]:
-    served = Mirror()
-    served.thread.start()
-    yield served
-    served.server.shutdown()
-    served.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def blobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """Two different small qcow2 images and a raw one."""
-    work = tmp_path_factory.mktemp("blobs")
-    made = {}
-    for name, size in (("a", "64M"), ("b", "32M")):
-        path = work / f"{name}.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
-        made[name] = path.read_bytes()
-    made["raw"] = bytes(range(256)) * 4096  # 1 MiB, no qcow2 header
-    return made
 
 
 @attrs.frozen
@@ -329,6 +189,33 @@ def test_fedora_release_without_a_known_compose_is_found_through_its_index(
     assert record["source_checksum"]["checksum_url"].endswith(
         "/Fedora-Cloud-38-1.6-x86_64-CHECKSUM"
     )
+
+
+def test_refresh_and_show_through_the_command_line(store: Store, mirror: Mirror) -> None:
+    from tests.unit.plugins.test_fedora import releases_json
+
+    mirror.clear()  # other tests' images would make a Debian tree
+    mirror.put("/fedora/releases.json", json.dumps(releases_json({"45": "1.3", "44": "1.7"})))
+    refreshed = store.run("images", "refresh")
+    assert refreshed.returncode == 1  # ubuntu's and debian's metadata are not served here
+    assert refreshed.stdout.splitlines() == [
+        f"fedora: latest f45, one-but-last f44 (18 releases, {mirror.url}/fedora/releases.json)"
+    ]
+    failed = refreshed.stderr.strip().splitlines()
+    assert [line.split(":")[1].strip() for line in failed] == [
+        "refresh failed, cached catalog kept"
+    ] * 2
+    shown = json.loads(store.run("images", "show", "fedora", "--json").stdout)
+    base = f"{mirror.url}/fedora/pub/fedora/linux/releases/45/Cloud/x86_64/images"
+    assert (shown["distro"], shown["role"], shown["image_format"]) == ("f45", "latest", "qcow2")
+    assert shown["image_url"] == f"{base}/Fedora-Cloud-Base-Generic-45-1.3.x86_64.qcow2"
+    assert shown["checksum_url"] == f"{base}/Fedora-Cloud-45-1.3-x86_64-CHECKSUM"
+    listed = json.loads(store.run("images", "list", "--json").stdout)
+    roles = {e["distro"]: e["role"] for e in listed if e["family"] == "fedora"}
+    assert (roles["f45"], roles["f44"], roles["f43"]) == ("latest", "one-but-last", "end of life")
+    bad = store.run("images", "show", "f99")
+    assert (bad.returncode, bad.stderr.count("\n")) == (2, 1)
+    mirror.remove("/fedora/releases.json")
 
 
 def test_a_corrupted_body_never_replaces_a_good_image(
@@ -556,10 +443,16 @@ def test_a_built_image_is_recorded_as_built(store: Store) -> None:
         [*entry_point_sources(), PluginSource("test-builder", lambda: _QemuImgBuilder())]
     )
     config = build_config(
-        {"paths": {"state": str(store.images.parent / "state"), "image_store": str(store.images)}}
+        {
+            "paths": {
+                "state": str(store.images.parent / "state"),
+                "image_store": str(store.images),
+            },
+            "images": {"auto_refresh": False},
+        }
     )
     session = Session.for_config(config, host)
-    path, built = images.build_image("fedora", session)
+    path, built = images.build_image("fedora-43", session)
     assert built and path == store.image("f43")
     assert images.build_image("f43", session) == (path, False)  # present: kept
     with pytest.raises(UsageError, match=r"no plugin can build u24\.04"):
@@ -570,6 +463,50 @@ def test_a_built_image_is_recorded_as_built(store: Store) -> None:
     assert record["source"] == "vnode images build f43 (a blank disk)"
     listed = json.loads(store.run("images", "list", "--json").stdout)
     assert {e["distro"]: e["status"] for e in listed}["f43"] == "built"
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    """pytest's tmp_path lives under a 0700 directory another user cannot enter."""
+    path = Path(tempfile.mkdtemp(prefix="vnode-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_building_as_a_user_without_root_is_one_line_and_builds_nothing(
+    world_readable_dir: Path,
+) -> None:
+    config = world_readable_dir / "config.toml"
+    images = world_readable_dir / "images"
+    config.write_text(f'[paths]\nstate = "{world_readable_dir}/state"\nimage_store = "{images}"\n')
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+
+    def build_as_nobody() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*nobody, *VNODE, "images", "build", "d13"],
+            env={**os.environ, "VNODE_CONFIG": str(config), "HOME": "/nonexistent"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    unwritable = build_as_nobody()
+    assert (unwritable.returncode, unwritable.stderr.strip()) == (
+        1,
+        f"vnode: cannot write the image store {images}: Permission denied"
+        " (run as root, or set paths.image_store)",
+    )
+    world_readable_dir.chmod(0o777)
+    not_root = build_as_nobody()
+    assert (not_root.returncode, not_root.stderr.strip()) == (
+        1,
+        "vnode: building an image needs root (loop devices, mount): run as root",
+    )
+    assert list(images.iterdir()) == []
 
 
 # --- up ----------------------------------------------------------------------------------------
@@ -583,7 +520,9 @@ def lab_store(lab: Lab, mirror: Mirror) -> Store:
         r"(?m)^image_store = .*$", f'image_store = "{images}"', lab.config_path.read_text()
     )
     config = lab.state / "with-mirror.toml"
-    config.write_text(text + f'\n[images]\nmirror.ubuntu = "{mirror.url}/ubuntu"\n')
+    config.write_text(
+        text.replace("[images]\n", f'[images]\nmirror.ubuntu = "{mirror.url}/ubuntu"\n', 1)
+    )
     return Store(config=config, images=images)
 
 

@@ -64,7 +64,7 @@ def test_doctor_passes_the_host_make_setup_prepared(lab: Lab) -> None:
     assert result.returncode == 0, result.stderr
     verdicts = {v["check"]: v for v in json.loads(result.stdout)}
     # What install/setup-host.sh is there to guarantee, each of which once cost seconds here.
-    for check in ("libvirtd", "virtlogd", "/dev/kvm", "reaper", "plugins"):
+    for check in ("libvirt", "virtlogd", "/dev/kvm", "reaper", "console log", "plugins"):
         assert verdicts[check]["status"] == "ok", verdicts[check]
 
 

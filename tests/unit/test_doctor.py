@@ -13,8 +13,11 @@ from vnode.doctor import (
     WARN,
     domain_types,
     healthy,
+    is_fedora_like,
     kvm_device_verdict,
+    read_os_release,
     reaper_verdict,
+    start_hint,
     virt_type_verdict,
 )
 from vnode.model import Verdict
@@ -37,6 +40,34 @@ def test_kvm_device_without_udev_permissions_warns_about_slow_defines(
     assert verdict.status == WARN
     assert "30-90 s" in verdict.message
     assert "chmod 0660 /dev/kvm" in verdict.message
+
+
+def test_fedoras_world_usable_kvm_device_is_ok() -> None:
+    verdict = kvm_device_verdict(_kvm(0o666), lambda gid: "kvm")
+    assert verdict.status == OK and "usable by everyone" in verdict.message
+
+
+FEDORA_44 = 'NAME="Fedora Linux"\nVERSION_ID=44\nID=fedora\nPLATFORM_ID="platform:f44"\n'
+ALMA_9 = 'ID="almalinux"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.5"\n'
+DEBIAN_12 = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "systemd", "words"),
+    [
+        (FEDORA_44, True, "systemctl enable --now virtqemud.socket virtnetworkd.socket"),
+        (ALMA_9, True, "dnf install qemu-kvm-core libvirt-daemon-driver-qemu"),
+        (DEBIAN_12, True, "systemctl start virtlogd libvirtd"),
+        (DEBIAN_12, False, "`tini -s -- libvirtd`"),
+        ("", False, "`virtlogd -d`"),
+    ],
+)
+def test_start_hint_follows_the_hosts_os(tmp_path, text: str, systemd: bool, words: str) -> None:
+    path = tmp_path / "os-release"
+    path.write_text(text)
+    hint = start_hint(read_os_release(path), systemd)
+    assert words in hint
+    assert ("libvirtd" in hint) != is_fedora_like(read_os_release(path))
 
 
 def test_no_kvm_device_is_fine_for_emulation() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from vnode.config import RawConfig, build_config_from
+from vnode.config import RawConfig, build_config, build_config_from
 from vnode.errors import UsageError
 from vnode.model import Distro, PluginContext
 from vnode.plugin import hookimpl
@@ -272,3 +272,28 @@ def test_a_cli_contribution_that_is_not_a_cyclopts_app_is_skipped() -> None:
     )
     assert host.cli_commands() == [good]
     assert any("vnode_cli_commands failed" in n for n in _info(host, "bad").notes)
+
+
+# -- the built-in distro plugins through the host ----------------------------------------
+
+
+def test_only_debian_releases_the_builder_bootstraps_offer_a_builder() -> None:
+    host = PluginHost.discover()
+    sections = build_config({}, host.config_sections()).sections
+    context = PluginContext(sections=sections, pools=(), state_dir=Path("/nonexistent"), uri="")
+    buildable = {
+        name
+        for name in ("d11", "d12", "d13", "f43", "u24.04")
+        if host.image_builder(host.resolve_distro(name), context) is not None
+    }
+    assert buildable == {"d12", "d13"}
+
+
+def test_unknown_distro_error_lists_what_the_plugins_know() -> None:
+    with pytest.raises(UsageError) as caught:
+        PluginHost.discover().resolve_distro("u23.10")
+    message = str(caught.value)
+    assert "unknown distro 'u23.10'" in message
+    for name in ("f44", "u26.04", "d13", "fedora", "ubuntu", "debian"):
+        assert name in message
+    assert "\n" not in message

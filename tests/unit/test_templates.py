@@ -89,7 +89,10 @@ def test_domain_xml_escapes_values_and_carries_the_vnode_mark(tmp_path: Path) ->
     ]
     assert disks[1].find("readonly") is not None
     assert root.find("devices/interface/mac").get("address") == "52:54:00:00:00:03"
-    assert root.find("devices/serial/log").get("file") == str(plan.node_dir / "console.log")
+    # The console plugin's place: where virtlogd may write on SELinux hosts too.
+    assert (
+        root.find("devices/serial/log").get("file") == "/var/log/libvirt/qemu/vnode03-console.log"
+    )
     assert root.find("devices/graphics") is None
     assert root.findtext("sysinfo/system/entry[@name='serial']") == "ds=nocloud"
     assert root.find("devices/controller[@type='usb']").get("model") == "none"
@@ -166,6 +169,7 @@ def test_cloud_init_documents_parse_and_keep_hostile_values(host_key: KeyPair) -
     net = yaml.safe_load(seed.network_config)
     nic = net["ethernets"]["vnode0"]
     assert nic["match"] == {"macaddress": "52:54:00:00:00:03"}
+    assert nic["set-name"] == "vnode0"
     assert nic["addresses"] == ["10.0.0.103/24"]
     assert nic["routes"] == [{"to": "0.0.0.0/0", "via": "10.0.0.1"}]
     assert nic["nameservers"] == {"addresses": ["10.0.0.1"], "search": [HOSTILE]}
@@ -174,7 +178,11 @@ def test_cloud_init_documents_parse_and_keep_hostile_values(host_key: KeyPair) -
 def test_without_a_static_address_the_nic_takes_dhcp(host_key: KeyPair) -> None:
     seed = render_seed(_plan(), authorized_key="ssh-ed25519 AAAA k", host_key=host_key)
     nic = yaml.safe_load(seed.network_config)["ethernets"]["vnode0"]
-    assert nic == {"match": {"macaddress": "52:54:00:00:00:03"}, "dhcp4": True}
+    assert nic == {
+        "match": {"macaddress": "52:54:00:00:00:03"},
+        "set-name": "vnode0",
+        "dhcp4": True,
+    }
 
 
 def test_seed_iso_is_cidata_with_the_three_files_and_private(

@@ -1,0 +1,298 @@
+"""The catalogs follow upstream: refreshed from a local web server that serves Fedora's
+releases.json, Ubuntu's simplestreams and Debian's image tree in their real formats, plus
+images and checksum files at upstream's paths (through `[images] mirror.FAMILY`).
+
+Covered: a new release becomes the family's name after a refresh; pre-releases never do;
+missing, truncated or malformed metadata never replaces a good cached catalog; offline, the
+cache and then the built-in tables answer; a release moved to the archive is still fetched
+and verified (and the place remembered); metadata that lies about a checksum stops the fetch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.httpmirror import Mirror
+from tests.unit.plugins.test_fedora import releases_json
+from tests.unit.plugins.test_ubuntu import product, stream
+from vnode import images
+from vnode.catalog import cache_path, load_cache
+from vnode.config import build_config
+from vnode.errors import UsageError
+from vnode.session import Session
+
+FEDORA_TREE = "/fedora/pub/fedora/linux/releases"
+FEDORA_ARCHIVE = "/fedora/pub/archive/fedora/linux/releases"
+UBUNTU_STREAM = "/ubuntu/releases/streams/v1/com.ubuntu.cloud:released:download.json"
+
+
+@pytest.fixture
+def site(mirror: Mirror) -> Iterator[Mirror]:
+    mirror.clear()
+    yield mirror
+    mirror.clear()
+
+
+def _session(tmp_path: Path, base: str, *, auto_refresh: bool = True) -> Session:
+    config = build_config(
+        {
+            "paths": {"state": str(tmp_path / "state"), "image_store": str(tmp_path / "images")},
+            "images": {
+                "mirror": {f: f"{base}/{f}" for f in ("fedora", "ubuntu", "debian")},
+                "auto_refresh": auto_refresh,
+            },
+        }
+    )
+    return Session.for_config(config)
+
+
+def _serve_fedora(site: Mirror, versions: dict[str, str], **kwargs: object) -> None:
+    # Links stay upstream's URLs, as in the real file: the mirror setting maps them.
+    entries = releases_json(versions, beta=kwargs.pop("beta", None))  # type: ignore[arg-type]
+    site.put("/fedora/releases.json", json.dumps(entries), **kwargs)
+
+
+def _publish_fedora(site: Mirror, tree: str, version: str, compose: str, body: bytes) -> str:
+    directory = f"{tree}/{version}/Cloud/x86_64/images"
+    name = f"Fedora-Cloud-Base-Generic-{version}-{compose}.x86_64.qcow2"
+    digest = hashlib.sha256(body).hexdigest()
+    site.put(f"{directory}/{name}", body)
+    site.put(
+        f"{directory}/Fedora-Cloud-{version}-{compose}-x86_64-CHECKSUM",
+        f"# Fedora-Cloud-Base-Generic-{version}-{compose}.x86_64.qcow2: {len(body)} bytes\n"
+        f"SHA256 ({name}) = {digest}\n",
+    )
+    return f"{directory}/{name}"
+
+
+def _fedora_metadata_for(site: Mirror, body: bytes, version: str = "45") -> None:
+    """releases.json whose sha256 for ``version`` is ``body``'s, as upstream's would be."""
+    entries = releases_json({version: "1.3", "44": "1.7"})
+    for entry in entries:
+        if entry["version"] == version and entry["link"].endswith(".qcow2"):
+            entry["sha256"] = hashlib.sha256(body).hexdigest()
+    site.put("/fedora/releases.json", json.dumps(entries))
+
+
+# -- new releases, pre-releases -------------------------------------------------------------
+
+
+def test_a_new_fedora_release_becomes_fedora_after_a_refresh_and_a_beta_never(
+    site: Mirror, tmp_path: Path
+) -> None:
+    session = _session(tmp_path, site.url)
+    assert session.plugins.resolve_distro("fedora").name == "f44"  # built-in, before
+    _serve_fedora(site, {"45": "1.3", "44": "1.7"}, beta="46")
+    outcomes, failures = images.refresh_catalogs(session)
+    assert failures == [
+        f"debian: {site.url}/debian/images/cloud/: no release directories listed",
+        f"ubuntu: {site.url}{UBUNTU_STREAM}: HTTP 404 Not Found",
+    ]
+    assert [(o.family, o.latest, o.previous) for o in outcomes] == [("fedora", "f45", "f44")]
+    assert session.plugins.resolve_distro("fedora").name == "f45"
+    with pytest.raises(UsageError, match="unknown distro 'f46'"):
+        session.plugins.resolve_distro("f46")
+    # Another command (a new session) reads the cache: no network needed.
+    later = _session(tmp_path, "http://127.0.0.1:9", auto_refresh=False)
+    assert later.plugins.resolve_distro("fedora").image_url == (
+        "https://download.fedoraproject.org/pub/fedora/linux/releases/45/Cloud/x86_64/images/"
+        "Fedora-Cloud-Base-Generic-45-1.3.x86_64.qcow2"
+    )
+
+
+def test_a_new_ubuntu_lts_becomes_ubuntu_only_once_released(site: Mirror, tmp_path: Path) -> None:
+    session = _session(tmp_path, site.url)
+    lts = ("26.04", product("26.04", "resolute", {"20261115": "release"}))
+    beta = ("28.04", product("28.04", "stoic", {"20280301": "beta"}))
+    site.put(UBUNTU_STREAM, json.dumps(stream(lts, beta)))
+    images.refresh_catalogs(session)
+    assert session.plugins.resolve_distro("ubuntu").name == "u26.04"
+    site.put(
+        UBUNTU_STREAM,
+        json.dumps(stream(lts, ("28.04", product("28.04", "stoic", {"20280423": "release"})))),
+    )
+    images.refresh_catalogs(session)
+    ubuntu = session.plugins.resolve_distro("ubuntu")
+    assert (ubuntu.name, ubuntu.title) == ("u28.04", "Ubuntu 28.04 LTS (stoic)")
+    assert session.plugins.resolve_distro("stoic") == ubuntu
+    assert images.list_images(session)[-2:][0].role == "one-but-last"
+
+
+def test_debian_releases_come_from_the_image_tree_and_sid_is_not_one(
+    site: Mirror, tmp_path: Path
+) -> None:
+    session = _session(tmp_path, site.url)
+    tree = "/debian/images/cloud"
+    for codename, number in (("bookworm", "12"), ("trixie", "13"), ("forky", "14")):
+        site.put(f"{tree}/{codename}/latest/debian-{number}-genericcloud-amd64.qcow2", b"x")
+        site.put(f"{tree}/{codename}/latest/SHA512SUMS", "")
+    site.put(f"{tree}/sid/daily/debian-sid-genericcloud-amd64-daily.qcow2", b"x")
+    site.put(f"{tree}/sid/latest/debian-sid-genericcloud-amd64.qcow2", b"x")
+    images.refresh_catalogs(session)
+    debian = session.plugins.resolve_distro("debian")
+    assert (debian.name, debian.title) == ("d14", "Debian 14 (forky)")
+    assert debian.checksum_url == "https://cloud.debian.org/images/cloud/forky/latest/SHA512SUMS"
+    roles = {e.distro: e.role for e in images.list_images(session) if e.family == "debian"}
+    # d12-nm and d13-nm are vnode's own builds of those releases, not upstream's.
+    assert roles == {"d12": "", "d12-nm": "", "d13": "one-but-last", "d13-nm": "", "d14": "latest"}
+    with pytest.raises(UsageError):
+        session.plugins.resolve_distro("sid")
+
+
+# -- bad metadata never replaces a good catalog -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("missing", "HTTP 404 Not Found"),
+        ("truncated", "truncated"),
+        ("malformed", "not valid JSON"),
+        ("not-fedora", "expected a list of releases"),
+        ("betas-only", "no released x86_64 Cloud Base qcow2"),
+    ],
+)
+def test_bad_metadata_is_a_clear_error_and_keeps_the_cached_catalog(
+    site: Mirror, tmp_path: Path, fault: str, message: str
+) -> None:
+    session = _session(tmp_path, site.url)
+    _serve_fedora(site, {"45": "1.3", "44": "1.7"})
+    images.refresh_catalogs(session)
+    cached = cache_path(session.config.paths.state)
+    good = json.loads(cached.read_text())["catalogs"]["fedora"]
+    good_body = json.dumps(releases_json({"46": "1.1", "45": "1.3"}))
+    if fault == "missing":
+        site.remove("/fedora/releases.json")
+    elif fault == "truncated":
+        site.put("/fedora/releases.json", good_body, mode="truncate", cut=len(good_body) // 2)
+    elif fault == "malformed":
+        site.put("/fedora/releases.json", "[{'version': 46,")
+    elif fault == "not-fedora":
+        site.put("/fedora/releases.json", json.dumps({"releases": []}))
+    else:
+        site.put("/fedora/releases.json", json.dumps(releases_json({}, beta="46")))
+    outcomes, failures = images.refresh_catalogs(session)
+    assert "fedora" not in {o.family for o in outcomes}
+    [fedora_failure] = [f for f in failures if f.startswith("fedora: ")]
+    assert message in fedora_failure and "releases.json" in fedora_failure
+    assert json.loads(cached.read_text())["catalogs"]["fedora"] == good
+    assert session.plugins.resolve_distro("fedora").name == "f45"
+
+
+def test_offline_the_cache_answers_then_the_built_in_table(site: Mirror, tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: "offline", on this machine
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    fresh = _session(tmp_path / "fresh", dead)
+    outcomes, failures = images.refresh_catalogs(fresh)
+    assert outcomes == [] and len(failures) == 3
+    assert all("Connection refused" in line for line in failures)
+    assert fresh.plugins.resolve_distro("fedora").name == "f44"  # the built-in table
+
+    _serve_fedora(site, {"45": "1.3", "44": "1.7"})
+    images.refresh_catalogs(_session(tmp_path, site.url))
+    offline = _session(tmp_path, dead)
+    images.refresh_catalogs(offline)
+    assert offline.plugins.resolve_distro("fedora").name == "f45"  # the cache
+
+
+def test_an_unknown_name_refreshes_once_unless_auto_refresh_is_off(
+    site: Mirror, tmp_path: Path
+) -> None:
+    _serve_fedora(site, {"45": "1.3", "44": "1.7"})
+    manual = _session(tmp_path / "manual", site.url, auto_refresh=False)
+    with pytest.raises(UsageError, match="unknown distro 'f45'"):
+        images.resolve_distro("f45", manual)
+    assert site.requests_for("/fedora/releases.json") == []
+    automatic = _session(tmp_path, site.url)
+    assert images.resolve_distro("f45", automatic).name == "f45"
+    assert len(site.requests_for("/fedora/releases.json")) == 1
+    with pytest.raises(UsageError, match="unknown distro 'f47'"):
+        images.resolve_distro("f47", automatic)  # tried within the hour: not again
+    assert len(site.requests_for("/fedora/releases.json")) == 1
+
+
+# -- fetching: mirror <-> archive, the metadata's checksum ---------------------------------
+
+
+def test_a_release_moved_to_the_archive_is_fetched_verified_and_the_place_remembered(
+    site: Mirror, tmp_path: Path, blobs: dict[str, bytes]
+) -> None:
+    session = _session(tmp_path, site.url)
+    _fedora_metadata_for(site, blobs["a"])
+    images.refresh_catalogs(session)
+    # The metadata still says "on the mirrors"; the file is in the archive already.
+    image = _publish_fedora(site, FEDORA_ARCHIVE, "45", "1.3", blobs["a"])
+    [outcome] = images.fetch_images(["fedora"], session)
+    assert (outcome.distro, outcome.state, outcome.detail) == ("f45", "fetched", None)
+    assert (tmp_path / "images/f45.qcow2").read_bytes() == blobs["a"]
+    record = json.loads((tmp_path / "images/f45.qcow2.json").read_text())
+    assert record["status"] == "verified" and record["source"] == site.url + image
+    archive_checksum = (
+        "https://archives.fedoraproject.org/pub/archive/fedora/linux/releases/45/"
+        "Cloud/x86_64/images/Fedora-Cloud-45-1.3-x86_64-CHECKSUM"
+    )
+    assert load_cache(session.config.paths.state).places == {"f45": archive_checksum}
+    shown = images.show_image("f45", session)
+    assert shown.checksum_url == site.url + "/fedora" + archive_checksum.split(".org", 1)[1]
+    mirror_checksum = f"{FEDORA_TREE}/45/Cloud/x86_64/images/Fedora-Cloud-45-1.3-x86_64-CHECKSUM"
+    asked = len(site.requests_for(mirror_checksum))
+    images.fetch_images(["f45"], session, force=True)
+    assert len(site.requests_for(mirror_checksum)) == asked  # the archive is asked first now
+
+
+def test_metadata_that_lies_about_the_checksum_stops_the_fetch_and_keeps_the_image(
+    site: Mirror, tmp_path: Path, blobs: dict[str, bytes]
+) -> None:
+    session = _session(tmp_path, site.url)
+    _fedora_metadata_for(site, blobs["a"])
+    images.refresh_catalogs(session)
+    image = _publish_fedora(site, FEDORA_TREE, "45", "1.3", blobs["a"])
+    assert images.fetch_images(["f45"], session)[0].state == "fetched"
+    # Upstream's metadata now names another image than the checksum file vouches for.
+    _fedora_metadata_for(site, blobs["b"])
+    images.refresh_catalogs(session)
+    [outcome] = images.fetch_images(["f45"], session, force=True)
+    assert outcome.state == "failed"
+    assert "the release metadata" in outcome.detail and "nothing was downloaded" in outcome.detail
+    assert (tmp_path / "images/f45.qcow2").read_bytes() == blobs["a"]
+    assert len(site.requests_for(image)) == 1  # only the first, good download
+
+
+def test_show_names_the_exact_urls_on_the_users_mirror_without_downloading(
+    site: Mirror, tmp_path: Path
+) -> None:
+    session = _session(tmp_path, site.url, auto_refresh=False)
+    shown = images.show_image("u26.04", session)
+    base = f"{site.url}/ubuntu/releases/26.04/release"
+    assert (shown.image_url, shown.checksum_url) == (
+        f"{base}/ubuntu-26.04-server-cloudimg-amd64.img",
+        f"{base}/SHA256SUMS",
+    )
+    assert (shown.checksum_format, shown.image_format, shown.role) == (
+        "sha256sums",
+        "qcow2",
+        "latest",
+    )
+    f42 = images.show_image("f42", session)
+    assert f42.image_url.startswith(f"{site.url}/fedora/pub/archive/fedora/linux/releases/42/")
+    assert f42.alternates[0]["checksum_url"].startswith(f"{site.url}{FEDORA_TREE}/42/")
+    assert site.log == []
+
+
+def test_a_refresh_past_its_deadline_reads_nothing_more(site: Mirror) -> None:
+    import time
+
+    from vnode.catalog import CatalogError, MetadataReader
+
+    site.put("/fedora/releases.json", "[]")
+    late = MetadataReader(mirrors={"fedora": f"{site.url}/fedora"}, deadline=time.monotonic())
+    with pytest.raises(CatalogError, match="ran out of time"):
+        late.json("fedora", "https://fedoraproject.org/releases.json")
+    assert site.requests_for("/fedora/releases.json") == []

@@ -1,0 +1,196 @@
+"""The network-config vnode renders, turned into each guest's own files by cloud-init's
+`devel net-convert` (Debian 12's cloud-init 22.4, unpacked by `make cloud-init`): every
+renderer must configure the NIC that really exists, the one with the node's MAC, renamed to
+vnode's name by cloud-init before networking starts."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from vnode.cloudinit import GUEST_NIC, render_seed
+from vnode.keys import generate_keypair
+from vnode.model import Distro, NodePlan, StaticAddress
+
+SITE = REPO / ".venv/cloud-init/root/usr/lib/python3/dist-packages"
+MAC = "52:54:00:00:00:03"
+ADDRESS = StaticAddress(
+    ip="10.0.0.103", prefix=24, gateway="10.0.0.1", dns=("10.0.0.1",), search=("lab",)
+)
+
+# Debian's python3 runs cloud-init's own code (-I: nothing leaks in from the venv); it prints
+# the renamings cloud-init applies at boot (extract_physdevs) so the test sees them too.
+NET_CONVERT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import yaml
+from cloudinit.cmd.main import main
+from cloudinit.net import extract_physdevs
+config, distro, out, kind = sys.argv[2:6]
+sys.argv = ["cloud-init", "devel", "net-convert", "-p", config, "-k", "yaml", "-D", distro,
+            "-d", out, "-O", kind]
+code = main()
+with open(config) as handle:
+    print(json.dumps(extract_physdevs(yaml.safe_load(handle))))
+sys.exit(code)
+"""
+
+
+def _network_config(address: StaticAddress | None) -> str:
+    distro = Distro(name="d12", family="debian", release="12", title="t", osinfo="o")
+    node = NodePlan(
+        name="vnode03",
+        number=3,
+        pool="vnode",
+        mac=MAC,
+        distro=distro,
+        memory_mib=1024,
+        vcpus=1,
+        disk_gb=10,
+        network="libvirt:vnode",
+        virt_type="qemu",
+        node_dir=Path("/nonexistent"),
+        address=address,
+    )
+    key = generate_keypair("test")
+    return render_seed(node, authorized_key="ssh-ed25519 AAAA test", host_key=key).network_config
+
+
+def net_convert(text: str, distro: str, kind: str) -> tuple[dict[str, str], list]:
+    if not (SITE / "cloudinit").is_dir():
+        pytest.fail(f"cloud-init is missing at {SITE}: run `make cloud-init`")
+    with tempfile.TemporaryDirectory() as work:
+        config = Path(work) / "network-config"
+        config.write_text(text)
+        out = Path(work) / "out"
+        command = [str(SITE), str(config), distro, str(out), kind]
+        result = subprocess.run(
+            ["/usr/bin/python3", "-I", "-c", NET_CONVERT, *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        files = {
+            "/" + str(path.relative_to(out)): path.read_text()
+            for path in out.rglob("*")
+            if path.is_file()
+        }
+    return files, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _ini(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def static() -> str:
+    return _network_config(ADDRESS)
+
+
+def test_cloud_init_renames_the_nic_with_the_nodes_mac(static: str) -> None:
+    _, renames = net_convert(static, "debian", "eni")
+    assert [rename[:2] for rename in renames] == [[MAC, GUEST_NIC]]
+
+
+def test_eni_configures_the_renamed_nic(static: str) -> None:
+    files, _ = net_convert(static, "debian", "eni")
+    stanzas = files["/etc/network/interfaces.d/50-cloud-init"]
+    assert f"auto {GUEST_NIC}\niface {GUEST_NIC} inet static" in stanzas
+    assert "address 10.0.0.103/24" in stanzas
+    rule = files["/etc/udev/rules.d/70-persistent-net.rules"]
+    assert f'ATTR{{address}}=="{MAC}", NAME="{GUEST_NIC}"' in rule
+
+
+def test_sysconfig_names_the_renamed_nic_and_its_mac(static: str) -> None:
+    files, _ = net_convert(static, "fedora", "sysconfig")
+    ifcfg = dict(
+        line.split("=", 1)
+        for line in files[f"/etc/sysconfig/network-scripts/ifcfg-{GUEST_NIC}"].splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert (ifcfg["DEVICE"], ifcfg["HWADDR"]) == (GUEST_NIC, MAC)
+    assert (ifcfg["BOOTPROTO"], ifcfg["IPADDR"], ifcfg["GATEWAY"]) == (
+        "none",
+        "10.0.0.103",
+        "10.0.0.1",
+    )
+
+
+def test_networkd_matches_the_renamed_nic_by_name_and_mac(static: str) -> None:
+    files, _ = net_convert(static, "fedora", "networkd")
+    unit = _ini(files[f"/etc/systemd/network/10-cloud-init-{GUEST_NIC}.network"])
+    assert (unit["Match"]["Name"], unit["Match"]["MACAddress"]) == (GUEST_NIC, MAC)
+    assert unit["Address"]["Address"] == "10.0.0.103/24"
+    assert unit["Network"]["DNS"] == "10.0.0.1"
+
+
+def test_network_manager_keyfile_is_bound_to_the_mac(static: str) -> None:
+    files, _ = net_convert(static, "fedora", "network-manager")
+    keyfile = _ini(
+        files[f"/etc/NetworkManager/system-connections/cloud-init-{GUEST_NIC}.nmconnection"]
+    )
+    assert keyfile["ethernet"]["mac-address"] == MAC
+    assert (keyfile["ipv4"]["method"], keyfile["ipv4"]["address1"]) == (
+        "manual",
+        "10.0.0.103/24",
+    )
+    assert keyfile["ipv4"]["route1"] == "0.0.0.0/0,10.0.0.1"
+
+
+def test_netplan_matches_by_mac_and_sets_the_name(static: str) -> None:
+    files, _ = net_convert(static, "ubuntu", "netplan")
+    plan = yaml.safe_load(files["/etc/netplan/50-cloud-init.yaml"])["network"]
+    nic = plan["ethernets"][GUEST_NIC]
+    assert nic["match"] == {"macaddress": MAC}
+    assert nic["set-name"] == GUEST_NIC
+    assert nic["addresses"] == ["10.0.0.103/24"]
+
+
+@pytest.mark.parametrize(
+    ("distro", "kind", "path", "words"),
+    [
+        (
+            "debian",
+            "eni",
+            "/etc/network/interfaces.d/50-cloud-init",
+            f"iface {GUEST_NIC} inet dhcp",
+        ),
+        (
+            "fedora",
+            "sysconfig",
+            f"/etc/sysconfig/network-scripts/ifcfg-{GUEST_NIC}",
+            "BOOTPROTO=dhcp",
+        ),
+        (
+            "fedora",
+            "networkd",
+            f"/etc/systemd/network/10-cloud-init-{GUEST_NIC}.network",
+            "DHCP=ipv4",
+        ),
+        (
+            "fedora",
+            "network-manager",
+            f"/etc/NetworkManager/system-connections/cloud-init-{GUEST_NIC}.nmconnection",
+            "method=auto",
+        ),
+        ("ubuntu", "netplan", "/etc/netplan/50-cloud-init.yaml", "dhcp4: true"),
+    ],
+)
+def test_dhcp_is_rendered_for_the_renamed_nic_by_every_renderer(
+    distro: str, kind: str, path: str, words: str
+) -> None:
+    files, renames = net_convert(_network_config(None), distro, kind)
+    assert words in files[path]
+    assert [rename[:2] for rename in renames] == [[MAC, GUEST_NIC]]
