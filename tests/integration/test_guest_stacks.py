@@ -25,8 +25,10 @@ def stacks(lab: Lab) -> dict[int, dict]:
     for distro in DISTRO_OF.values():
         if not (IMAGE_STORE / f"{distro}.qcow2").exists():
             pytest.fail(f"no {distro} image: `make test` builds it (vnode images build {distro})")
-    code, nodes = lab.run_json("up", *(f"{n}:{d}" for n, d in DISTRO_OF.items()))
-    assert code == 0, nodes
+    # Debian 13's systemd boots slower than 12's under plain emulation: room to spare.
+    specs = (f"{n}:{d}" for n, d in DISTRO_OF.items())
+    code, nodes = lab.run_json("up", *specs, "--timeout", "600", timeout=900)
+    assert code == 0, [(n["name"], n["state"], n.get("reason")) for n in nodes]
     return {int(node["name"][-2:]): node for node in nodes}
 
 

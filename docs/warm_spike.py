@@ -8,7 +8,7 @@ Proves (or disproves) the chosen way end to end, outside vnode's scheduler:
      name, UUID, genid, disk, console); restore it paused, hot-plug the NIC (clone's MAC)
      and the identity disk, resume, and time until SSH answers with the clone's host key.
 
-Run as root: .venv/bin/python spike/warm_spike.py [--clones 2] [--keep]
+Run as root: .venv/bin/python docs/warm_spike.py [--clones 2] [--keep]
 """
 
 from __future__ import annotations
