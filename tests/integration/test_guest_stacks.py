@@ -11,6 +11,7 @@ accepts what vnode rendered.
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests.conftest import IMAGE_STORE, Lab
 
@@ -57,8 +58,10 @@ def test_address_hostname_route_and_dns_are_the_planned_ones(
 
 
 def test_netplan_guest_is_configured_by_netplan_and_networkd_only(lab: Lab, stacks: dict) -> None:
-    plan = _ssh(lab, NETPLAN, "cat /etc/netplan/50-cloud-init.yaml")
-    assert "set-name: vnode0" in plan and lab.ip_of(NETPLAN) in plan
+    plan = yaml.safe_load(_ssh(lab, NETPLAN, "cat /etc/netplan/50-cloud-init.yaml"))
+    nic = plan["network"]["ethernets"]["vnode0"]
+    assert nic["set-name"] == "vnode0"
+    assert nic["addresses"] == [f"{lab.ip_of(NETPLAN)}/24"]
     assert "10-netplan-vnode0.network" in _ssh(lab, NETPLAN, "ls /run/systemd/network")
     state = _ssh(lab, NETPLAN, "networkctl status vnode0 --no-pager | sed -n 's/ *State: //p'")
     assert state.startswith("routable") or state.startswith("configured"), state
