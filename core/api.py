@@ -38,7 +38,7 @@ from vnode.model import (
 from vnode.network import NetworkBackend
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
-from vnode.spec import NodeRef, parse_specs
+from vnode.spec import NodeRef, parse_spec, parse_specs
 
 # Imported where used: a quick command such as `vnode list` should not pay for them.
 if TYPE_CHECKING:
@@ -476,7 +476,7 @@ def _backends_of(
 
 
 def _mark_of(node: str, session: Session) -> hypervisor.DomainMark:
-    ref = parse_specs([node], session.config.pools, allow_distro=False)[0]
+    ref = parse_spec(node, session.config.pools, allow_distro=False)
     found = _store(session).owned(ref.name)
     if found is None:
         raise UsageError(f"no node {ref.name} made by vnode")
