@@ -42,6 +42,7 @@ from vnode.spec import NodeRef, parse_spec, parse_specs
 
 # Imported where used: a quick command such as `vnode list` should not pay for them.
 if TYPE_CHECKING:
+    from vnode.access import Credentials, NodeAccess
     from vnode.images import FetchOutcome, ImageEntry, ImageRecord
     from vnode.model import Verdict
     from vnode.nodes import NodeStore
@@ -252,6 +253,80 @@ def ssh_argv(node: str, command: list[str], session: Session | None = None) -> l
             f"root@{address}",
             *command,
         ]
+
+
+def ssh_config(specs: list[str] | None = None, session: Session | None = None) -> str:
+    """An OpenSSH config with one ``Host`` block per node (all of vnode's nodes when no spec
+    is given), as strict as ``vnode ssh``: ``ssh -F <(vnode ssh-config) vnode03`` works."""
+    from vnode.access import render_ssh_config
+
+    with _session(session) as own:
+        nodes, creds = _access(own, specs)
+        return render_ssh_config(nodes, creds)
+
+
+def inventory(
+    specs: list[str] | None = None, fmt: str = "ini", session: Session | None = None
+) -> str:
+    """An Ansible inventory (``ini``, ``yaml``, or ``json`` as a dynamic inventory script
+    prints for ``--list``): groups per pool and per distro family, connection vars set."""
+    from vnode.access import INVENTORY_FORMATS, render_inventory
+
+    if fmt not in INVENTORY_FORMATS:
+        raise UsageError(f"unknown inventory format {fmt!r}: use {', '.join(INVENTORY_FORMATS)}")
+    with _session(session) as own:
+        nodes, creds = _access(own, specs)
+        return render_inventory(nodes, creds, fmt)
+
+
+def _access(session: Session, specs: list[str] | None) -> tuple[list[NodeAccess], Credentials]:
+    """The named nodes (or all of vnode's) with the address and family ssh and Ansible need;
+    a node whose address is not known yet is left out with a warning."""
+    from vnode.access import Credentials, NodeAccess
+    from vnode.logs import get_logger
+
+    marks = _owned_marks(session, specs)
+    nodes = []
+    for mark in marks:
+        address = mark.ip or _discover(session, mark)
+        if not address:
+            get_logger("vnode.api").warning("left out: address not known yet", node=mark.name)
+            continue
+        distro = session.plugins.find_distro(mark.distro) if mark.distro else None
+        family = distro.family if distro is not None else "unknown"
+        nodes.append(
+            NodeAccess(
+                name=mark.name,
+                address=address,
+                pool=mark.pool,
+                distro=mark.distro,
+                family=family,
+            )
+        )
+    creds = Credentials(
+        identity_file=session.client_key().private_path, known_hosts=session.known_hosts.path
+    )
+    return nodes, creds
+
+
+def _owned_marks(session: Session, specs: list[str] | None) -> list[hypervisor.DomainMark]:
+    """The marks of the nodes the specs name (every one must exist and be vnode's), or of
+    all of vnode's nodes when no spec is given; sorted by name when all."""
+    if not specs:
+        found = hypervisor.vnode_domains(session.conn, session.config.paths.nodes)
+        return sorted((mark for _, mark in found), key=lambda mark: mark.name)
+    refs = parse_specs(specs, session.config.pools, allow_distro=False)
+    store = _store(session)
+    marks, missing = [], []
+    for ref in refs:
+        owned = store.owned(ref.name)
+        if owned is None:
+            missing.append(ref.name)
+        else:
+            marks.append(owned[1])
+    if missing:
+        raise UsageError(f"no node made by vnode: {', '.join(missing)}")
+    return marks
 
 
 def console_log(node: str, session: Session | None = None) -> Path:

@@ -220,6 +220,58 @@ def log(node: str, follow: Annotated[bool, Parameter(name=["--follow", "-f"])] =
             return 0
 
 
+@app.command(name="ssh-config")
+def ssh_config(*specs: str) -> int:
+    """Print an OpenSSH config block per node, for ssh -F, scp and rsync.
+
+    ``ssh -F <(vnode ssh-config) vnode03``; ``scp -F <(vnode ssh-config) f vnode03:/tmp``.
+
+    Parameters
+    ----------
+    specs
+        Nodes (e.g. 3 vnode04 1-10); all of vnode's nodes when none is given.
+    """
+    from vnode import api
+
+    sys.stdout.write(api.ssh_config(list(specs)))
+    return 0
+
+
+@app.command
+def inventory(
+    *specs: str,
+    format: Annotated[str, Parameter(name=["--format", "-f"])] = "ini",
+    list_: Annotated[bool, Parameter(name="--list", negative=())] = False,
+    host: str | None = None,
+    json: bool = False,
+) -> int:
+    """Print an Ansible inventory: groups per pool and per distro family, ssh vars set.
+
+    ``ansible -i <(vnode inventory) all -m ping``. As a dynamic inventory script, vnode
+    answers ``--list`` (JSON) and ``--host NAME`` (empty: host vars are in ``_meta``).
+
+    Parameters
+    ----------
+    specs
+        Nodes (e.g. 3 vnode04 1-10); all of vnode's nodes when none is given.
+    format
+        ini, yaml or json (the JSON of a dynamic inventory script).
+    list_
+        Dynamic inventory protocol: the JSON inventory.
+    host
+        Dynamic inventory protocol: one host's vars (always {}, they are in _meta).
+    json
+        Same as --format json.
+    """
+    from vnode import api
+
+    if host is not None:
+        _emit_json({})
+        return 0
+    sys.stdout.write(api.inventory(list(specs), "json" if list_ or json else format))
+    return 0
+
+
 @plugins_app.command(name="list")
 def plugins_list(json: bool = False) -> int:
     """Each plugin: name, kind, version, distribution, entry point, status."""
