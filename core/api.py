@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from vnode.model import Verdict
     from vnode.nodes import NodeStore
     from vnode.plugins import PluginInfo
+    from vnode.remote import RunStep
+    from vnode.userconfig import CloudConfigSource
 
 _INTERFACE_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -66,6 +68,15 @@ class UpOptions:
     keep_failed: bool = False
     # Download missing images (verified) before anything is created.
     fetch: bool = False
+    # The lab's own cloud-config files, after those of [defaults] and the node's pool.
+    cloud_config: tuple[str, ...] = ()
+    # vnode's own cloud-config keys the user's files may override (see vnode.userconfig).
+    override_keys: tuple[str, ...] = ()
+    # Commands, then scripts (their paths), run on every node once it is ready.
+    run: tuple[str, ...] = ()
+    scripts: tuple[str, ...] = ()
+    # Ready means cloud-init reports done, not only SSH answering.
+    wait_cloud_init: bool = False
 
 
 @attrs.frozen
@@ -79,6 +90,8 @@ class UpPlan:
     keep_failed: bool
     fetch: bool
     started: float  # time.monotonic() when the command began: the timeout counts from it
+    steps: tuple[RunStep, ...] = ()  # --run and --script, in order, on every node
+    wait_cloud_init: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -122,8 +135,15 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
     refs = parse_specs(specs, config.pools)
     context = session.plugin_context()
     backend = session.plugins.network_backend(_network_choice(session, defaults.network), context)
+    steps = _run_steps(options)
+    if (steps or options.wait_cloud_init) and not options.wait:
+        raise UsageError("--run, --script and --wait-cloud-init need the wait (not --no-wait)")
+    cloud_config = _cloud_config_sources(session, defaults, options, refs)
     virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
-    nodes = tuple(_plan_node(session, ref, defaults, backend, virt_type) for ref in refs)
+    nodes = tuple(
+        _plan_node(session, ref, defaults, backend, virt_type, cloud_config, options.override_keys)
+        for ref in refs
+    )
     plan = UpPlan(
         nodes=nodes,
         backend=backend,
@@ -132,6 +152,8 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         keep_failed=options.keep_failed,
         fetch=options.fetch,
         started=started,
+        steps=steps,
+        wait_cloud_init=options.wait_cloud_init,
     )
     _preflight(session, plan)
     return plan
@@ -162,6 +184,8 @@ def execute_up(
         wait=plan.wait,
         keep_failed=plan.keep_failed,
         reporter=reporter,
+        steps=plan.steps,
+        wait_cloud_init=plan.wait_cloud_init,
     )
 
 
@@ -253,6 +277,148 @@ def ssh_argv(node: str, command: list[str], session: Session | None = None) -> l
             f"root@{address}",
             *command,
         ]
+
+
+POWER_ACTIONS = ("start", "stop", "reboot")
+
+
+def power(
+    action: str,
+    specs: list[str],
+    *,
+    stop_timeout: float = 60.0,
+    session: Session | None = None,
+) -> dict[str, str]:
+    """Start, stop (ACPI shutdown, forced off after ``stop_timeout`` seconds) or reboot
+    vnode's nodes, all at once; returns {name: what happened}. Idempotent: a running node
+    is not started again, a stopped one not stopped again. Only nodes vnode made: any other
+    named domain is a UsageError before anything is done."""
+    if action not in POWER_ACTIONS:
+        raise UsageError(f"unknown power action {action!r}: use {', '.join(POWER_ACTIONS)}")
+    if stop_timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if not specs:
+        raise UsageError(f"name nodes to {action}, e.g. `vnode {action} 1-3`")
+    with _session(session) as own:
+        marks = _owned_marks(own, specs)
+        store = _store(own)
+        domains = {}
+        for mark in marks:
+            found = store.owned(mark.name)
+            if found is not None:
+                domains[mark.name] = found[0]
+
+        def one(name: str) -> str:
+            domain = domains.get(name)
+            if domain is None:
+                return "absent"
+            if action == "start":
+                return "started" if hypervisor.power_on(domain) else "already running"
+            if action == "stop":
+                return hypervisor.shutdown(domain, stop_timeout)
+            return hypervisor.reboot(domain)
+
+        import concurrent.futures
+
+        names = [mark.name for mark in marks]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
+            return dict(zip(names, pool.map(one, names), strict=True))
+
+
+def wait(
+    specs: list[str],
+    *,
+    timeout: float | None = None,
+    wait_cloud_init: bool = False,
+    session: Session | None = None,
+    reporter: Reporter | None = None,
+) -> list[NodeResult]:
+    """Wait for existing nodes as ``up`` does (same states and results): ready when root
+    logs in over SSH with the host key vnode recorded; with ``wait_cloud_init`` also when
+    cloud-init reports done. A stopped node fails at once. ``timeout`` counts from now."""
+    import asyncio
+
+    started = time.monotonic()
+    reporter = reporter or SilentReporter()
+    if not specs:
+        raise UsageError("name nodes to wait for, e.g. `vnode wait 1-3`")
+    with _session(session) as own:
+        marks = _owned_marks(own, specs)
+        timeout = timeout if timeout is not None else own.config.defaults.timeout
+        if timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        backends = _backends_of(own, marks)
+        store = _store(own)
+        client = own.client_key()
+        targets = []
+        for mark in marks:
+            found = store.owned(mark.name)
+            targets.append((mark, found[0] if found else None, own.known_hosts.get(mark.name)))
+        deadline = started + timeout
+        return asyncio.run(
+            _wait_all(
+                targets, backends, client.private_path, started, deadline, wait_cloud_init, reporter
+            )
+        )
+
+
+async def _wait_all(
+    targets: list[tuple[hypervisor.DomainMark, object, str | None]],
+    backends: dict[str, NetworkBackend],
+    client_key: Path,
+    started: float,
+    deadline: float,
+    cloud_init: bool,
+    reporter: Reporter,
+) -> list[NodeResult]:
+    import asyncio
+
+    from vnode.remote import RemoteTarget
+    from vnode.scheduler import after_ready, domain_problem
+    from vnode.sshwait import WaitTarget, wait_ready
+
+    async def one(mark: hypervisor.DomainMark, domain: object, host_key: str | None) -> NodeResult:
+        def result(state: str, ip: str | None, detail: str | None, **extra: object) -> NodeResult:
+            reporter.phase(mark.name, state if not detail else f"{state}: {detail}")
+            return NodeResult(
+                name=mark.name,
+                distro=mark.distro,
+                mac=mark.mac,
+                ip=ip,
+                state=state,  # type: ignore[arg-type]
+                seconds=round(time.monotonic() - started, 2) if state == "ready" else None,
+                detail=detail,
+                **extra,  # type: ignore[arg-type]
+            )
+
+        if domain is None:
+            return result("failed", mark.ip or None, "the node is gone")
+        if host_key is None:
+            return result("failed", mark.ip or None, "no host key recorded for it")
+        backend = backends.get(mark.network)
+        console = Path(mark.console) if mark.console else None
+
+        def address() -> str | None:
+            if mark.ip:
+                return mark.ip
+            return backend.discover_address(_identity(mark), console) if backend else None
+
+        target = WaitTarget(
+            name=mark.name,
+            host_key=host_key,
+            client_key=client_key,
+            domain_problem=lambda: domain_problem(domain, "qemu"),
+            address=address,
+        )
+        outcome = await wait_ready(target, deadline, lambda text: reporter.phase(mark.name, text))
+        if outcome.state != "ready":
+            return result(outcome.state, outcome.ip, outcome.detail)
+        assert outcome.ip is not None
+        remote = RemoteTarget(mark.name, outcome.ip, host_key, client_key)
+        state, detail, extra = await after_ready(remote, (), cloud_init, deadline, reporter)
+        return result(state, outcome.ip, detail, **extra)
+
+    return await asyncio.gather(*(one(*target) for target in targets))
 
 
 def ssh_config(specs: list[str] | None = None, session: Session | None = None) -> str:
@@ -394,12 +560,70 @@ def import_image(
 # -- planning ----------------------------------------------------------------------------
 
 
+def _run_steps(options: UpOptions) -> tuple[RunStep, ...]:
+    from vnode.remote import command_step, script_step
+
+    return (
+        *(command_step(command) for command in options.run),
+        *(script_step(path) for path in options.scripts),
+    )
+
+
+def _cloud_config_sources(
+    session: Session, defaults: Defaults, options: UpOptions, refs: list[NodeRef]
+) -> dict[str, tuple[CloudConfigSource, ...]]:
+    """Per pool stem, the user's cloud-config files in merge order: [defaults], the pool's,
+    then the command line's; each file read once."""
+    from vnode.userconfig import PROTECTED_KEYS, read_sources
+
+    unknown = sorted(set(options.override_keys) - set(PROTECTED_KEYS))
+    if unknown:
+        raise UsageError(
+            f"--override-key {unknown[0]}: not one of vnode's keys ({', '.join(PROTECTED_KEYS)})"
+        )
+    common = read_sources(defaults.cloud_config)
+    given = read_sources(options.cloud_config)
+    return {
+        ref.pool.stem: (*common, *read_sources(ref.pool.cloud_config), *given)
+        for ref in {ref.pool.stem: ref for ref in refs}.values()
+    }
+
+
+def _user_cloud_config(
+    ref: NodeRef,
+    distro: str,
+    address: str | None,
+    fqdn: str,
+    sources: tuple[CloudConfigSource, ...],
+    overrides: tuple[str, ...],
+) -> str:
+    """The node's own merged cloud-config; bad input (a vnode key not overridden) stops the
+    plan before anything is made."""
+    if not sources:
+        return ""
+    from vnode.userconfig import check_conflicts, dump, node_values, render_sources
+
+    values = node_values(
+        name=ref.name,
+        number=ref.number,
+        pool=ref.pool.stem,
+        distro=distro,
+        address=address,
+        fqdn=fqdn,
+    )
+    merged = render_sources(sources, values)
+    check_conflicts(merged, overrides)
+    return dump(merged)
+
+
 def _plan_node(
     session: Session,
     ref: NodeRef,
     defaults: Defaults,
     backend: NetworkBackend,
     virt_type: str,
+    cloud_config: dict[str, tuple[CloudConfigSource, ...]] | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> NodePlan:
     distro = session.plugins.resolve_distro(ref.distro or defaults.distro)
     identity = NodeIdentity(name=ref.name, number=ref.number, pool=ref.pool.stem, mac=ref.mac)
@@ -422,6 +646,19 @@ def _plan_node(
         address=backend.static_address(identity),
         dns_domain=backend.dns_domain(),
     )
+    fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
+    user_cloud_config = _user_cloud_config(
+        ref,
+        distro.name,
+        plan.address.ip if plan.address else None,
+        fqdn,
+        (cloud_config or {}).get(ref.pool.stem, ()),
+        overrides,
+    )
+    if user_cloud_config:
+        plan = attrs.evolve(
+            plan, user_cloud_config=user_cloud_config, cloud_config_overrides=tuple(overrides)
+        )
     console = session.plugins.console_setup(plan) or ConsoleSetup(
         log_path=plan.node_dir / "console.log"
     )

@@ -262,3 +262,51 @@ def _tolerating(*codes: int) -> Iterator[None]:
     except _libvirt().libvirtError as exc:
         if exc.get_error_code() not in codes:
             raise HypervisorError(exc.get_error_message()) from None
+
+
+# -- power (vnode start|stop|reboot) ---------------------------------------------------------
+
+
+def is_active(domain: Any) -> bool:
+    with libvirt_errors(f"reading {domain.name()}'s state"):
+        return bool(domain.isActive())
+
+
+def power_on(domain: Any) -> bool:
+    """Start a stopped domain; False if it was running already."""
+    libvirt = _libvirt()
+    if is_active(domain):
+        return False
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID):  # started meanwhile
+        domain.create()
+    return True
+
+
+def shutdown(domain: Any, timeout: float, poll: float = 0.5) -> str:
+    """ACPI power button, then forced off if the guest has not stopped within ``timeout``:
+    "stopped", "forced off", or "already stopped"."""
+    import time
+
+    libvirt = _libvirt()
+    if not is_active(domain):
+        return "already stopped"
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID):  # stopped meanwhile
+        domain.shutdown()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_active(domain):
+            return "stopped"
+        time.sleep(poll)
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID):
+        domain.destroy()
+    return "forced off"
+
+
+def reboot(domain: Any) -> str:
+    """An ACPI reboot of a running domain ("rebooted"); a stopped one is started ("started")."""
+    libvirt = _libvirt()
+    if power_on(domain):
+        return "started"
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID):
+        domain.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+    return "rebooted"
