@@ -330,18 +330,22 @@ def wait(
     *,
     timeout: float | None = None,
     wait_cloud_init: bool = False,
+    run: tuple[str, ...] = (),
+    scripts: tuple[str, ...] = (),
     session: Session | None = None,
     reporter: Reporter | None = None,
 ) -> list[NodeResult]:
     """Wait for existing nodes as ``up`` does (same states and results): ready when root
     logs in over SSH with the host key vnode recorded; with ``wait_cloud_init`` also when
-    cloud-init reports done. A stopped node fails at once. ``timeout`` counts from now."""
+    cloud-init reports done; then ``run`` and ``scripts`` run as with ``up``. A stopped node
+    fails at once. ``timeout`` counts from now."""
     import asyncio
 
     started = time.monotonic()
     reporter = reporter or SilentReporter()
     if not specs:
         raise UsageError("name nodes to wait for, e.g. `vnode wait 1-3`")
+    steps = _run_steps(UpOptions(run=run, scripts=scripts))
     with _session(session) as own:
         marks = _owned_marks(own, specs)
         timeout = timeout if timeout is not None else own.config.defaults.timeout
@@ -357,7 +361,13 @@ def wait(
         deadline = started + timeout
         return asyncio.run(
             _wait_all(
-                targets, backends, client.private_path, started, deadline, wait_cloud_init, reporter
+                targets,
+                backends,
+                client.private_path,
+                started,
+                deadline,
+                (wait_cloud_init, steps),
+                reporter,
             )
         )
 
@@ -368,7 +378,7 @@ async def _wait_all(
     client_key: Path,
     started: float,
     deadline: float,
-    cloud_init: bool,
+    after: tuple[bool, tuple[RunStep, ...]],  # --wait-cloud-init, then --run/--script
     reporter: Reporter,
 ) -> list[NodeResult]:
     import asyncio
@@ -415,7 +425,8 @@ async def _wait_all(
             return result(outcome.state, outcome.ip, outcome.detail)
         assert outcome.ip is not None
         remote = RemoteTarget(mark.name, outcome.ip, host_key, client_key)
-        state, detail, extra = await after_ready(remote, (), cloud_init, deadline, reporter)
+        cloud_init, steps = after
+        state, detail, extra = await after_ready(remote, steps, cloud_init, deadline, reporter)
         return result(state, outcome.ip, detail, **extra)
 
     return await asyncio.gather(*(one(*target) for target in targets))

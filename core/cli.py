@@ -256,6 +256,8 @@ def wait(
     *specs: str,
     timeout: float | None = None,
     wait_cloud_init: bool = False,
+    run: Annotated[tuple[str, ...], Parameter(name="--run", negative=())] = (),
+    script: Annotated[tuple[str, ...], Parameter(name="--script", negative=())] = (),
     json: bool = False,
 ) -> int:
     """Wait until existing nodes answer SSH (as up does); exit 1 if any does not.
@@ -268,6 +270,10 @@ def wait(
         Seconds to wait, counted from now (default: the configured timeout).
     wait_cloud_init
         Ready means cloud-init reports done, not only SSH answering.
+    run
+        A shell command to run on every node once it is ready; repeatable, in order.
+    script
+        A script file to run on every node once it is ready (after --run); repeatable.
     json
         Print one JSON object per node instead of the table.
     """
@@ -277,9 +283,14 @@ def wait(
     logs.configure()
     if not specs:
         raise _usage("name nodes to wait for, e.g. `vnode wait 1-3`")
-    with LiveReporter(list(specs)) as reporter:
+    with LiveReporter([]) as reporter:
         results = api.wait(
-            list(specs), timeout=timeout, wait_cloud_init=wait_cloud_init, reporter=reporter
+            list(specs),
+            timeout=timeout,
+            wait_cloud_init=wait_cloud_init,
+            run=tuple(run),
+            scripts=tuple(script),
+            reporter=reporter,
         )
     if json:
         _emit_json([r.to_dict() for r in results])
