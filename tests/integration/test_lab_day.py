@@ -26,8 +26,8 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def pair(lab: Lab) -> dict[str, dict]:
-    code, nodes = lab.run_json("up", "1-2", "--memory", "768")
-    assert code == 0, nodes
+    code, nodes = lab.run_json("up", "1-2", "--memory", "768", "--timeout", "420")
+    assert code == 0, [(node["name"], node["state"], node["detail"]) for node in nodes]
     return {node["name"]: node for node in nodes}
 
 
@@ -211,6 +211,8 @@ def test_up_with_cloud_config_run_script_and_wait_for_cloud_init(
         "3",
         "--memory",
         "768",
+        "--timeout",
+        "420",
         "--cloud-config",
         str(mine),
         "--wait-cloud-init",
