@@ -109,7 +109,8 @@ async def run_steps(
                     process.stdin.write(step.stdin)
                 process.stdin.write_eof()
                 async for line in process.stdout:
-                    take(line.rstrip("\n"))
+                    if line:  # the reader ends with an empty read at EOF
+                        take(line.rstrip("\n"))
                 await process.wait()
             status = process.exit_status
             if status is None:  # killed by a signal
@@ -127,12 +128,16 @@ async def wait_cloud_init(target: RemoteTarget, deadline: float) -> str | None:
     try:
         async with asyncio.timeout(timeout):
             async with await connect(target, timeout) as conn:
-                result = await conn.run(CLOUD_INIT_WAIT, check=False)
+                async with conn.create_process(CLOUD_INIT_WAIT) as process:
+                    process.stdin.write_eof()  # nothing to read: an open stdin may block
+                    output = await process.stdout.read()
+                    await process.wait()
+                exit_status = process.exit_status
     except TimeoutError:
         return "cloud-init was not done before the timeout"
     except (OSError, asyncssh.Error) as exc:
         return f"waiting for cloud-init: {type(exc).__name__}: {exc}"
-    status = str(result.stdout).strip().replace("\n", "; ")
-    if result.exit_status in (0, 2):
+    status = str(output).strip().replace("\n", "; ")
+    if exit_status in (0, 2):
         return None
-    return f"cloud-init reports {status or f'exit status {result.exit_status}'}"
+    return f"cloud-init reports {status or f'exit status {exit_status}'}"
