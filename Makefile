@@ -15,10 +15,10 @@ CLOUD_INIT      := $(VENV)/cloud-init
 CLOUD_INIT_LIBS := python3-yaml python3-jsonschema python3-jinja2 python3-requests \
                    python3-configobj python3-jsonpatch
 
-# A Fedora host's network daemons, for the tests that run them in a namespace of their own
+# What the tests need beyond vnode: a Fedora host's network daemons, which the tests run in a namespace of their own
 # (tests/harness/hostns.py). Neither package ships an init script, and nothing here starts
-# them on this host.
-HOST_NS_PACKAGES := network-manager firewalld dbus iputils-ping
+# them on this host; zsh, for the completion test.
+HOST_NS_PACKAGES := network-manager firewalld dbus iputils-ping zsh
 
 .PHONY: setup host venv image stack-images demo test unit lint cloud-init host-ns bench
 

@@ -38,10 +38,11 @@ from vnode.model import (
 from vnode.network import NetworkBackend
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
-from vnode.spec import NodeRef, parse_specs
+from vnode.spec import NodeRef, parse_spec, parse_specs
 
 # Imported where used: a quick command such as `vnode list` should not pay for them.
 if TYPE_CHECKING:
+    from vnode.access import Credentials, NodeAccess
     from vnode.images import (
         FetchOutcome,
         ImageEntry,
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from vnode.model import Verdict
     from vnode.nodes import NodeStore
     from vnode.plugins import PluginInfo
+    from vnode.remote import RunStep
+    from vnode.userconfig import CloudConfigSource
 
 _INTERFACE_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -71,6 +74,15 @@ class UpOptions:
     keep_failed: bool = False
     # Download missing images (verified) before anything is created.
     fetch: bool = False
+    # The lab's own cloud-config files, after those of [defaults] and the node's pool.
+    cloud_config: tuple[str, ...] = ()
+    # vnode's own cloud-config keys the user's files may override (see vnode.userconfig).
+    override_keys: tuple[str, ...] = ()
+    # Commands, then scripts (their paths), run on every node once it is ready.
+    run: tuple[str, ...] = ()
+    scripts: tuple[str, ...] = ()
+    # Ready means cloud-init reports done, not only SSH answering.
+    wait_cloud_init: bool = False
 
 
 @attrs.frozen
@@ -84,6 +96,8 @@ class UpPlan:
     keep_failed: bool
     fetch: bool
     started: float  # time.monotonic() when the command began: the timeout counts from it
+    steps: tuple[RunStep, ...] = ()  # --run and --script, in order, on every node
+    wait_cloud_init: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -127,8 +141,15 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
     refs = parse_specs(specs, config.pools)
     context = session.plugin_context()
     backend = session.plugins.network_backend(_network_choice(session, defaults.network), context)
+    steps = _run_steps(options)
+    if (steps or options.wait_cloud_init) and not options.wait:
+        raise UsageError("--run, --script and --wait-cloud-init need the wait (not --no-wait)")
+    cloud_config = _cloud_config_sources(session, defaults, options, refs)
     virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
-    nodes = tuple(_plan_node(session, ref, defaults, backend, virt_type) for ref in refs)
+    nodes = tuple(
+        _plan_node(session, ref, defaults, backend, virt_type, cloud_config, options.override_keys)
+        for ref in refs
+    )
     from vnode.images import warn_end_of_life
 
     warn_end_of_life({node.distro.name: node.distro for node in nodes}.values())
@@ -140,6 +161,8 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         keep_failed=options.keep_failed,
         fetch=options.fetch,
         started=started,
+        steps=steps,
+        wait_cloud_init=options.wait_cloud_init,
     )
     _preflight(session, plan)
     return plan
@@ -170,6 +193,8 @@ def execute_up(
         wait=plan.wait,
         keep_failed=plan.keep_failed,
         reporter=reporter,
+        steps=plan.steps,
+        wait_cloud_init=plan.wait_cloud_init,
     )
 
 
@@ -263,6 +288,233 @@ def ssh_argv(node: str, command: list[str], session: Session | None = None) -> l
         ]
 
 
+POWER_ACTIONS = ("start", "stop", "reboot")
+
+
+def power(
+    action: str,
+    specs: list[str],
+    *,
+    stop_timeout: float = 60.0,
+    session: Session | None = None,
+) -> dict[str, str]:
+    """Start, stop (ACPI shutdown, forced off after ``stop_timeout`` seconds) or reboot
+    (such a stop, then a start) vnode's nodes, all at once; returns {name: what happened}.
+    Idempotent: a running node is not started again, a stopped one not stopped again. Only
+    nodes vnode made: any other named domain is a UsageError before anything is done."""
+    if action not in POWER_ACTIONS:
+        raise UsageError(f"unknown power action {action!r}: use {', '.join(POWER_ACTIONS)}")
+    if stop_timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if not specs:
+        raise UsageError(f"name nodes to {action}, e.g. `vnode {action} 1-3`")
+    with _session(session) as own:
+        marks = _owned_marks(own, specs)
+        store = _store(own)
+        domains = {}
+        for mark in marks:
+            found = store.owned(mark.name)
+            if found is not None:
+                domains[mark.name] = found[0]
+
+        def one(name: str) -> str:
+            domain = domains.get(name)
+            if domain is None:
+                return "absent"
+            if action == "start":
+                return "started" if hypervisor.power_on(domain) else "already running"
+            if action == "stop":
+                return hypervisor.shutdown(domain, stop_timeout)
+            return hypervisor.reboot(domain, stop_timeout)
+
+        import concurrent.futures
+
+        names = [mark.name for mark in marks]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
+            return dict(zip(names, pool.map(one, names), strict=True))
+
+
+def wait(
+    specs: list[str],
+    *,
+    timeout: float | None = None,
+    wait_cloud_init: bool = False,
+    run: tuple[str, ...] = (),
+    scripts: tuple[str, ...] = (),
+    session: Session | None = None,
+    reporter: Reporter | None = None,
+) -> list[NodeResult]:
+    """Wait for existing nodes as ``up`` does (same states and results): ready when root
+    logs in over SSH with the host key vnode recorded; with ``wait_cloud_init`` also when
+    cloud-init reports done; then ``run`` and ``scripts`` run as with ``up``. A stopped node
+    fails at once. ``timeout`` counts from now."""
+    import asyncio
+
+    started = time.monotonic()
+    reporter = reporter or SilentReporter()
+    if not specs:
+        raise UsageError("name nodes to wait for, e.g. `vnode wait 1-3`")
+    steps = _run_steps(UpOptions(run=run, scripts=scripts))
+    with _session(session) as own:
+        marks = _owned_marks(own, specs)
+        timeout = timeout if timeout is not None else own.config.defaults.timeout
+        if timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        backends = _backends_of(own, marks)
+        store = _store(own)
+        client = own.client_key()
+        targets = []
+        for mark in marks:
+            found = store.owned(mark.name)
+            targets.append((mark, found[0] if found else None, own.known_hosts.get(mark.name)))
+        deadline = started + timeout
+        return asyncio.run(
+            _wait_all(
+                targets,
+                backends,
+                client.private_path,
+                started,
+                deadline,
+                (wait_cloud_init, steps),
+                reporter,
+            )
+        )
+
+
+async def _wait_all(
+    targets: list[tuple[hypervisor.DomainMark, object, str | None]],
+    backends: dict[str, NetworkBackend],
+    client_key: Path,
+    started: float,
+    deadline: float,
+    after: tuple[bool, tuple[RunStep, ...]],  # --wait-cloud-init, then --run/--script
+    reporter: Reporter,
+) -> list[NodeResult]:
+    import asyncio
+
+    from vnode.remote import RemoteTarget
+    from vnode.scheduler import after_ready, domain_problem
+    from vnode.sshwait import WaitTarget, wait_ready
+
+    async def one(mark: hypervisor.DomainMark, domain: object, host_key: str | None) -> NodeResult:
+        def result(state: str, ip: str | None, detail: str | None, **extra: object) -> NodeResult:
+            reporter.phase(mark.name, state if not detail else f"{state}: {detail}")
+            return NodeResult(
+                name=mark.name,
+                distro=mark.distro,
+                mac=mark.mac,
+                ip=ip,
+                state=state,  # type: ignore[arg-type]
+                seconds=round(time.monotonic() - started, 2) if state == "ready" else None,
+                detail=detail,
+                **extra,  # type: ignore[arg-type]
+            )
+
+        if domain is None:
+            return result("failed", mark.ip or None, "the node is gone")
+        if host_key is None:
+            return result("failed", mark.ip or None, "no host key recorded for it")
+        backend = backends.get(mark.network)
+        console = Path(mark.console) if mark.console else None
+
+        def address() -> str | None:
+            if mark.ip:
+                return mark.ip
+            return backend.discover_address(_identity(mark), console) if backend else None
+
+        target = WaitTarget(
+            name=mark.name,
+            host_key=host_key,
+            client_key=client_key,
+            domain_problem=lambda: domain_problem(domain, "qemu"),
+            address=address,
+        )
+        outcome = await wait_ready(target, deadline, lambda text: reporter.phase(mark.name, text))
+        if outcome.state != "ready":
+            return result(outcome.state, outcome.ip, outcome.detail)
+        assert outcome.ip is not None
+        remote = RemoteTarget(mark.name, outcome.ip, host_key, client_key)
+        cloud_init, steps = after
+        state, detail, extra = await after_ready(remote, steps, cloud_init, deadline, reporter)
+        return result(state, outcome.ip, detail, **extra)
+
+    return await asyncio.gather(*(one(*target) for target in targets))
+
+
+def ssh_config(specs: list[str] | None = None, session: Session | None = None) -> str:
+    """An OpenSSH config with one ``Host`` block per node (all of vnode's nodes when no spec
+    is given), as strict as ``vnode ssh``: ``ssh -F <(vnode ssh-config) vnode03`` works."""
+    from vnode.access import render_ssh_config
+
+    with _session(session) as own:
+        nodes, creds = _access(own, specs)
+        return render_ssh_config(nodes, creds)
+
+
+def inventory(
+    specs: list[str] | None = None, fmt: str = "ini", session: Session | None = None
+) -> str:
+    """An Ansible inventory (``ini``, ``yaml``, or ``json`` as a dynamic inventory script
+    prints for ``--list``): groups per pool and per distro family, connection vars set."""
+    from vnode.access import INVENTORY_FORMATS, render_inventory
+
+    if fmt not in INVENTORY_FORMATS:
+        raise UsageError(f"unknown inventory format {fmt!r}: use {', '.join(INVENTORY_FORMATS)}")
+    with _session(session) as own:
+        nodes, creds = _access(own, specs)
+        return render_inventory(nodes, creds, fmt)
+
+
+def _access(session: Session, specs: list[str] | None) -> tuple[list[NodeAccess], Credentials]:
+    """The named nodes (or all of vnode's) with the address and family ssh and Ansible need;
+    a node whose address is not known yet is left out with a warning."""
+    from vnode.access import Credentials, NodeAccess
+    from vnode.logs import get_logger
+
+    marks = _owned_marks(session, specs)
+    nodes = []
+    for mark in marks:
+        address = mark.ip or _discover(session, mark)
+        if not address:
+            get_logger("vnode.api").warning("left out: address not known yet", node=mark.name)
+            continue
+        distro = session.plugins.find_distro(mark.distro) if mark.distro else None
+        family = distro.family if distro is not None else "unknown"
+        nodes.append(
+            NodeAccess(
+                name=mark.name,
+                address=address,
+                pool=mark.pool,
+                distro=mark.distro,
+                family=family,
+            )
+        )
+    creds = Credentials(
+        identity_file=session.client_key().private_path, known_hosts=session.known_hosts.path
+    )
+    return nodes, creds
+
+
+def _owned_marks(session: Session, specs: list[str] | None) -> list[hypervisor.DomainMark]:
+    """The marks of the nodes the specs name (every one must exist and be vnode's), or of
+    all of vnode's nodes when no spec is given; sorted by name when all."""
+    if not specs:
+        found = hypervisor.vnode_domains(session.conn, session.config.paths.nodes)
+        return sorted((mark for _, mark in found), key=lambda mark: mark.name)
+    refs = parse_specs(specs, session.config.pools, allow_distro=False)
+    store = _store(session)
+    marks, missing = [], []
+    for ref in refs:
+        owned = store.owned(ref.name)
+        if owned is None:
+            missing.append(ref.name)
+        else:
+            marks.append(owned[1])
+    if missing:
+        raise UsageError(f"no node made by vnode: {', '.join(missing)}")
+    return marks
+
+
 def console_log(node: str, session: Session | None = None) -> Path:
     """The file holding the node's serial console since boot."""
     with _session(session) as own:
@@ -345,12 +597,70 @@ def import_image(
 # -- planning ----------------------------------------------------------------------------
 
 
+def _run_steps(options: UpOptions) -> tuple[RunStep, ...]:
+    from vnode.remote import command_step, script_step
+
+    return (
+        *(command_step(command) for command in options.run),
+        *(script_step(path) for path in options.scripts),
+    )
+
+
+def _cloud_config_sources(
+    session: Session, defaults: Defaults, options: UpOptions, refs: list[NodeRef]
+) -> dict[str, tuple[CloudConfigSource, ...]]:
+    """Per pool stem, the user's cloud-config files in merge order: [defaults], the pool's,
+    then the command line's; each file read once."""
+    from vnode.userconfig import PROTECTED_KEYS, read_sources
+
+    unknown = sorted(set(options.override_keys) - set(PROTECTED_KEYS))
+    if unknown:
+        raise UsageError(
+            f"--override-key {unknown[0]}: not one of vnode's keys ({', '.join(PROTECTED_KEYS)})"
+        )
+    common = read_sources(defaults.cloud_config)
+    given = read_sources(options.cloud_config)
+    return {
+        ref.pool.stem: (*common, *read_sources(ref.pool.cloud_config), *given)
+        for ref in {ref.pool.stem: ref for ref in refs}.values()
+    }
+
+
+def _user_cloud_config(
+    ref: NodeRef,
+    distro: str,
+    address: str | None,
+    fqdn: str,
+    sources: tuple[CloudConfigSource, ...],
+    overrides: tuple[str, ...],
+) -> str:
+    """The node's own merged cloud-config; bad input (a vnode key not overridden) stops the
+    plan before anything is made."""
+    if not sources:
+        return ""
+    from vnode.userconfig import check_conflicts, dump, node_values, render_sources
+
+    values = node_values(
+        name=ref.name,
+        number=ref.number,
+        pool=ref.pool.stem,
+        distro=distro,
+        address=address,
+        fqdn=fqdn,
+    )
+    merged = render_sources(sources, values)
+    check_conflicts(merged, overrides)
+    return dump(merged)
+
+
 def _plan_node(
     session: Session,
     ref: NodeRef,
     defaults: Defaults,
     backend: NetworkBackend,
     virt_type: str,
+    cloud_config: dict[str, tuple[CloudConfigSource, ...]] | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> NodePlan:
     from vnode.images import resolve_distro
 
@@ -375,6 +685,19 @@ def _plan_node(
         address=backend.static_address(identity),
         dns_domain=backend.dns_domain(),
     )
+    fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
+    user_cloud_config = _user_cloud_config(
+        ref,
+        distro.name,
+        plan.address.ip if plan.address else None,
+        fqdn,
+        (cloud_config or {}).get(ref.pool.stem, ()),
+        overrides,
+    )
+    if user_cloud_config:
+        plan = attrs.evolve(
+            plan, user_cloud_config=user_cloud_config, cloud_config_overrides=tuple(overrides)
+        )
     context = session.plugin_context(connect=False)
     console = session.plugins.console_setup(plan, context) or ConsoleSetup(
         log_path=plan.node_dir / "console.log"
@@ -505,7 +828,7 @@ def _backends_of(
 
 
 def _mark_of(node: str, session: Session) -> hypervisor.DomainMark:
-    ref = parse_specs([node], session.config.pools, allow_distro=False)[0]
+    ref = parse_spec(node, session.config.pools, allow_distro=False)
     found = _store(session).owned(ref.name)
     if found is None:
         raise UsageError(f"no node {ref.name} made by vnode")

@@ -51,6 +51,11 @@ def up(
     wait: bool = True,
     keep_failed: bool = False,
     fetch: bool = False,
+    cloud_config: Annotated[tuple[str, ...], Parameter(name="--cloud-config", negative=())] = (),
+    override_key: Annotated[tuple[str, ...], Parameter(name="--override-key", negative=())] = (),
+    run: Annotated[tuple[str, ...], Parameter(name="--run", negative=())] = (),
+    script: Annotated[tuple[str, ...], Parameter(name="--script", negative=())] = (),
+    wait_cloud_init: bool = False,
     json: bool = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
 ) -> int:
@@ -84,6 +89,17 @@ def up(
         Keep nodes that failed or timed out, for inspection.
     fetch
         Download missing images (verified) before creating anything.
+    cloud_config
+        Your own cloud-config file (a Jinja template: name, number, address, fqdn, pool,
+        distro), merged into every node's user-data; repeatable.
+    override_key
+        Let your cloud-config set this key vnode sets itself (e.g. ssh_genkeytypes); repeatable.
+    run
+        A shell command to run on every node once it is ready; repeatable, in order.
+    script
+        A script file to run on every node once it is ready (after --run); repeatable.
+    wait_cloud_init
+        Ready means cloud-init reports done, not only SSH answering.
     json
         Print one JSON object per node instead of the table.
     verbose
@@ -110,6 +126,11 @@ def up(
         wait=wait,
         keep_failed=keep_failed,
         fetch=fetch,
+        cloud_config=tuple(cloud_config),
+        override_keys=tuple(override_key),
+        run=tuple(run),
+        scripts=tuple(script),
+        wait_cloud_init=wait_cloud_init,
     )
     with Session.open() as session:
         plan = api.plan_up(list(specs), options, session=session)
@@ -138,13 +159,23 @@ def _left_behind(names: list[str], session: object) -> str:
 
 
 @app.command(name="list")
-def list_(json: bool = False) -> int:
-    """List the nodes vnode made, with state and address."""
+def list_(json: bool = False, names: bool = False) -> int:
+    """List the nodes vnode made, with state and address.
+
+    Parameters
+    ----------
+    json
+        Print one JSON object per node.
+    names
+        Print only the names, one per line (what shell completion offers).
+    """
     from vnode import api
     from vnode.progress import format_table
 
     nodes = api.list_nodes()
-    if json:
+    if names:
+        print("\n".join(sorted(n.name for n in nodes)))
+    elif json:
         _emit_json([n.to_dict() for n in nodes])
     else:
         rows = [(n.name, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
@@ -218,6 +249,167 @@ def log(node: str, follow: Annotated[bool, Parameter(name=["--follow", "-f"])] =
                     return 0
         except KeyboardInterrupt:  # Ctrl-C is how following ends, as with tail -f
             return 0
+
+
+@app.command
+def wait(
+    *specs: str,
+    timeout: float | None = None,
+    wait_cloud_init: bool = False,
+    run: Annotated[tuple[str, ...], Parameter(name="--run", negative=())] = (),
+    script: Annotated[tuple[str, ...], Parameter(name="--script", negative=())] = (),
+    json: bool = False,
+) -> int:
+    """Wait until existing nodes answer SSH (as up does); exit 1 if any does not.
+
+    Parameters
+    ----------
+    specs
+        Nodes, e.g. 3 vnode04 1-10.
+    timeout
+        Seconds to wait, counted from now (default: the configured timeout).
+    wait_cloud_init
+        Ready means cloud-init reports done, not only SSH answering.
+    run
+        A shell command to run on every node once it is ready; repeatable, in order.
+    script
+        A script file to run on every node once it is ready (after --run); repeatable.
+    json
+        Print one JSON object per node instead of the table.
+    """
+    from vnode import api, logs
+    from vnode.progress import LiveReporter, results_table
+
+    logs.configure()
+    if not specs:
+        raise _usage("name nodes to wait for, e.g. `vnode wait 1-3`")
+    with LiveReporter([]) as reporter:
+        results = api.wait(
+            list(specs),
+            timeout=timeout,
+            wait_cloud_init=wait_cloud_init,
+            run=tuple(run),
+            scripts=tuple(script),
+            reporter=reporter,
+        )
+    if json:
+        _emit_json([r.to_dict() for r in results])
+    else:
+        print(results_table(results))
+    return 0 if all(r.state == "ready" for r in results) else 1
+
+
+def _power(action: str, specs: tuple[str, ...], json: bool, **options: float) -> int:
+    from vnode import api
+
+    if not specs:
+        raise _usage(f"name nodes to {action}, e.g. `vnode {action} 1-3`")
+    outcomes = api.power(action, list(specs), **options)
+    if json:
+        _emit_json([{"name": name, "outcome": outcome} for name, outcome in outcomes.items()])
+    else:
+        for name, outcome in outcomes.items():
+            print(f"{name}: {outcome}")
+    return 0
+
+
+@app.command
+def start(*specs: str, json: bool = False) -> int:
+    """Start stopped nodes (running ones are left alone); `vnode wait` waits for SSH.
+
+    Parameters
+    ----------
+    specs
+        Nodes, e.g. 3 vnode04 1-10.
+    json
+        Print {name, outcome} per node.
+    """
+    return _power("start", specs, json)
+
+
+@app.command
+def stop(*specs: str, timeout: float = 60.0, json: bool = False) -> int:
+    """Shut nodes down cleanly (ACPI), forced off after --timeout; all at once.
+
+    Parameters
+    ----------
+    specs
+        Nodes, e.g. 3 vnode04 1-10.
+    timeout
+        Seconds to wait for a clean shutdown before forcing the node off.
+    json
+        Print {name, outcome} per node.
+    """
+    return _power("stop", specs, json, stop_timeout=timeout)
+
+
+@app.command
+def reboot(*specs: str, timeout: float = 60.0, json: bool = False) -> int:
+    """Reboot running nodes (a clean shutdown, then a start), start stopped ones; all at once.
+    `vnode wait` then waits for SSH.
+
+    Parameters
+    ----------
+    specs
+        Nodes, e.g. 3 vnode04 1-10.
+    timeout
+        Seconds to wait for the clean shutdown before forcing the node off.
+    json
+        Print {name, outcome} per node.
+    """
+    return _power("reboot", specs, json, stop_timeout=timeout)
+
+
+@app.command(name="ssh-config")
+def ssh_config(*specs: str) -> int:
+    """Print an OpenSSH config block per node, for ssh -F, scp and rsync.
+
+    ``ssh -F <(vnode ssh-config) vnode03``; ``scp -F <(vnode ssh-config) f vnode03:/tmp``.
+
+    Parameters
+    ----------
+    specs
+        Nodes (e.g. 3 vnode04 1-10); all of vnode's nodes when none is given.
+    """
+    from vnode import api
+
+    sys.stdout.write(api.ssh_config(list(specs)))
+    return 0
+
+
+@app.command
+def inventory(
+    *specs: str,
+    format: Annotated[str, Parameter(name=["--format", "-f"])] = "ini",
+    list_: Annotated[bool, Parameter(name="--list", negative=())] = False,
+    host: str | None = None,
+    json: bool = False,
+) -> int:
+    """Print an Ansible inventory: groups per pool and per distro family, ssh vars set.
+
+    ``ansible -i <(vnode inventory) all -m ping``. As a dynamic inventory script, vnode
+    answers ``--list`` (JSON) and ``--host NAME`` (empty: host vars are in ``_meta``).
+
+    Parameters
+    ----------
+    specs
+        Nodes (e.g. 3 vnode04 1-10); all of vnode's nodes when none is given.
+    format
+        ini, yaml or json (the JSON of a dynamic inventory script).
+    list_
+        Dynamic inventory protocol: the JSON inventory.
+    host
+        Dynamic inventory protocol: one host's vars (always {}, they are in _meta).
+    json
+        Same as --format json.
+    """
+    from vnode import api
+
+    if host is not None:
+        _emit_json({})
+        return 0
+    sys.stdout.write(api.inventory(list(specs), "json" if list_ or json else format))
+    return 0
 
 
 @plugins_app.command(name="list")
@@ -412,6 +604,44 @@ def images_build(*distros: str, force: bool = False) -> int:
     for distro in distros:
         path, built = api.build_image(distro, force=force)
         print(f"{distro}: {'built' if built else 'present'} at {path}")
+    return 0
+
+
+@app.command
+def completion(shell: str, *, install: bool = False) -> int:
+    """Shell completion (commands, options, node names) for bash or zsh.
+
+    ``source <(vnode completion bash)`` for this shell; ``vnode completion bash --install``
+    for good (bash-completion loads it from ~/.local/share/bash-completion/completions);
+    ``vnode completion zsh --install`` writes ~/.zfunc/_vnode: add ``fpath+=(~/.zfunc)``
+    before ``compinit`` in ~/.zshrc.
+
+    Parameters
+    ----------
+    shell
+        bash or zsh.
+    install
+        Write the script where the shell finds it, instead of printing it.
+    """
+    from vnode import completion as completion_module
+
+    if shell not in completion_module.SHELLS:
+        raise _usage(f"unknown shell {shell!r}: use {', '.join(completion_module.SHELLS)}")
+    _add_plugin_commands(["--help"])  # plugins' commands are completed too
+    script = completion_module.render(shell, app)
+    if not install:
+        sys.stdout.write(script)
+        return 0
+    from vnode.files import write_atomic
+
+    path = completion_module.install_path(shell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, script)
+    print(f"installed {path}")
+    if shell == "zsh":
+        print("add `fpath+=(~/.zfunc)` before `compinit` in ~/.zshrc, then start a new shell")
+    else:
+        print("start a new shell (bash-completion loads it), or `source` it now")
     return 0
 
 

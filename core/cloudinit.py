@@ -12,6 +12,7 @@ import attrs
 from vnode.keys import KeyPair
 from vnode.model import NodePlan
 from vnode.templating import render_yaml
+from vnode.userconfig import merge_user_data
 
 # The guest's NIC, renamed by cloud-init (matched by MAC): without the rename the sysconfig
 # and networkd renderers write configuration for a device called after the ethernets key,
@@ -49,6 +50,7 @@ def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> Se
         host_key_private=host_key.private_openssh,
         host_key_public=host_key.public_openssh,
     )
+    user_data = merge_user_data(user_data, node.user_cloud_config, node.cloud_config_overrides)
     # A new instance-id per creation makes cloud-init treat a re-created node as new.
     meta_data = render_yaml(
         "meta-data.j2", instance_id=f"{node.name}-{uuid.uuid4().hex[:12]}", hostname=node.name

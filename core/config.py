@@ -35,6 +35,8 @@ class Defaults:
     virt_type: str = attrs.field(default="auto", validator=attrs.validators.in_(VIRT_TYPES))
     network: str = "libvirt"
     uri: str = "qemu:///system"
+    # The lab's own cloud-config files (Jinja templates), merged into every node's user-data.
+    cloud_config: list[Path] = attrs.field(factory=list, hash=False)
 
 
 @attrs.frozen

@@ -262,3 +262,53 @@ def _tolerating(*codes: int) -> Iterator[None]:
     except _libvirt().libvirtError as exc:
         if exc.get_error_code() not in codes:
             raise HypervisorError(exc.get_error_message()) from None
+
+
+# -- power (vnode start|stop|reboot) ---------------------------------------------------------
+
+
+def is_active(domain: Any) -> bool:
+    with libvirt_errors(f"reading {domain.name()}'s state"):
+        return bool(domain.isActive())
+
+
+def power_on(domain: Any) -> bool:
+    """Start a stopped domain; False if it was running already."""
+    libvirt = _libvirt()
+    if is_active(domain):
+        return False
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID):  # started meanwhile
+        domain.create()
+    return True
+
+
+def shutdown(domain: Any, timeout: float, poll: float = 0.5) -> str:
+    """ACPI power button, then forced off if the guest has not stopped within ``timeout``:
+    "stopped", "forced off", or "already stopped"."""
+    import time
+
+    libvirt = _libvirt()
+    if not is_active(domain):
+        return "already stopped"
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID):  # stopped meanwhile
+        domain.shutdown()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_active(domain):
+            return "stopped"
+        time.sleep(poll)
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID):
+        domain.destroy()
+    return "forced off"
+
+
+def reboot(domain: Any, timeout: float) -> str:
+    """A clean shutdown (forced off after ``timeout``), then a start, as Vagrant's reload:
+    unlike an ACPI reboot request, which a guest without a power-button handler (no logind)
+    silently ignores, this always reboots. "rebooted", "rebooted (forced off)", or "started"
+    for a stopped domain."""
+    if power_on(domain):
+        return "started"
+    stopped = shutdown(domain, timeout)
+    power_on(domain)
+    return "rebooted (forced off)" if stopped == "forced off" else "rebooted"

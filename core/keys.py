@@ -86,6 +86,14 @@ class KnownHosts:
     def remove(self, name: str) -> None:
         self._rewrite(name, None)
 
+    def get(self, name: str) -> str | None:
+        """The host key recorded for ``name`` ("ssh-ed25519 AAAA..."), or None."""
+        for line in self._lines():
+            host, _, key = line.partition(" ")
+            if host == name:
+                return key
+        return None
+
     def _lines(self) -> list[str]:
         try:
             return [line for line in self.path.read_text().splitlines() if line.strip()]

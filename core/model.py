@@ -120,6 +120,10 @@ class NodePlan(NodeIdentity):
     dns_domain: str | None = None  # the node's FQDN is NAME.DOMAIN when set
     console: ConsoleSetup | None = None
     domain_xml: str = ""  # the domain as it will be defined, plugins' adjustments applied
+    # The lab's own cloud-config for this node (rendered, merged YAML; "" for none) and the
+    # vnode keys the user chose to override; merged into vnode's user-data at creation.
+    user_cloud_config: str = ""
+    cloud_config_overrides: tuple[str, ...] = ()
 
     @property
     def disk_path(self) -> Path:
@@ -141,6 +145,10 @@ class NodeResult:
     state: NodeState
     seconds: float | None
     detail: str | None = None
+    # --run/--script: the exit status of the first step that failed, 0 if all passed, None if
+    # nothing ran; output is the steps' combined output (its last 64 KiB).
+    exit_status: int | None = None
+    output: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import attrs
 
@@ -35,6 +36,8 @@ class Pool:
     first: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     last: int = attrs.field(default=30)
     mac_prefix: str = attrs.field(default="52:54:00:00:00", validator=_check_mac_prefix)
+    # The pool's own cloud-config files, merged after [defaults] cloud_config.
+    cloud_config: list[Path] = attrs.field(factory=list, hash=False, eq=False)
 
     @last.validator
     def _check_last(self, attribute: attrs.Attribute, value: int) -> None:

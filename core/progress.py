@@ -14,6 +14,9 @@ from vnode.model import NodeResult
 class Reporter(Protocol):
     def phase(self, node: str, text: str) -> None: ...
 
+    # Optional: a line of a node's --run output (reporters without it drop the output).
+    # def output(self, node: str, line: str) -> None: ...
+
 
 class SilentReporter:
     def phase(self, node: str, text: str) -> None:
@@ -50,6 +53,16 @@ class LiveReporter:
                 self._live.update(self._lines(), refresh=True)
             elif not self.tty:
                 self.stream.write(f"{self._elapsed()} {node}: {text}\n")
+                self.stream.flush()
+
+    def output(self, node: str, line: str) -> None:
+        """A line of a node's --run output, prefixed with the node, above the live lines."""
+        with self.lock:
+            text = f"{node}| {line}"
+            if self._live is not None:
+                self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.stream.write(text + "\n")
                 self.stream.flush()
 
     def close(self) -> None:
@@ -99,6 +112,13 @@ def results_table(results: Sequence[NodeResult]) -> str:
         )
         for r in results
     ]
-    table = format_table(rows, ("NODE", "DISTRO", "IP", "STATE", "SECONDS"))
+    headers: tuple[str, ...] = ("NODE", "DISTRO", "IP", "STATE", "SECONDS")
+    if any(r.exit_status is not None for r in results):  # --run / --script ran
+        rows = [
+            (*row, "-" if r.exit_status is None else str(r.exit_status))
+            for row, r in zip(rows, results, strict=True)
+        ]
+        headers = (*headers, "RUN")
+    table = format_table(rows, headers)
     details = [f"{r.name}: {r.detail}" for r in results if r.detail]
     return "\n".join([table, *details])

@@ -19,6 +19,7 @@ from vnode.model import NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import CreatedNode, NodeStore, create_node, remove_node
 from vnode.progress import Reporter
+from vnode.remote import RemoteTarget, RunStep, run_steps, wait_cloud_init
 from vnode.sshwait import WaitTarget, wait_ready
 
 log = get_logger("vnode.scheduler")
@@ -36,9 +37,21 @@ def run_up(
     wait: bool,
     keep_failed: bool,
     reporter: Reporter,
+    steps: tuple[RunStep, ...] = (),
+    wait_cloud_init: bool = False,
 ) -> list[NodeResult]:
     scheduler = _Scheduler(
-        store, locks_dir, backend, client, started, started + timeout, wait, keep_failed, reporter
+        store,
+        locks_dir,
+        backend,
+        client,
+        started,
+        started + timeout,
+        wait,
+        keep_failed,
+        reporter,
+        steps,
+        wait_cloud_init,
     )
     return asyncio.run(scheduler.run(plans))
 
@@ -78,6 +91,8 @@ class _Scheduler:
     wait: bool
     keep_failed: bool
     reporter: Reporter
+    steps: tuple[RunStep, ...] = ()
+    wait_cloud_init: bool = False
 
     async def run(self, plans: list[NodePlan]) -> list[NodeResult]:
         # One thread per node: creation is mostly waiting on libvirt and qemu-img.
@@ -130,7 +145,13 @@ class _Scheduler:
             if not self.keep_failed:
                 await asyncio.to_thread(remove_node, self.store, plan, self.backend, quiet=True)
                 detail += " (node removed; --keep-failed keeps it)"
-        return self._result(plan, outcome.ip, outcome.state, detail)
+            return self._result(plan, outcome.ip, outcome.state, detail)
+        assert outcome.ip is not None
+        target = RemoteTarget(plan.name, outcome.ip, created.host_key, self.client.private_path)
+        state, detail, extra = await after_ready(
+            target, self.steps, self.wait_cloud_init, self.deadline, self.reporter
+        )
+        return self._result(plan, outcome.ip, state, detail, **extra)
 
     async def _make(self, plan: NodePlan, gate: _StartingGate) -> CreatedNode:
         """Make the node paused, then let it run once the gate opens.
@@ -154,7 +175,9 @@ class _Scheduler:
                 await asyncio.shield(asyncio.to_thread(_resume, making.result()))
         return making.result()
 
-    def _result(self, plan: NodePlan, ip: str | None, state: str, detail: str | None) -> NodeResult:
+    def _result(
+        self, plan: NodePlan, ip: str | None, state: str, detail: str | None, **extra: Any
+    ) -> NodeResult:
         seconds = round(time.monotonic() - self.started, 2)
         self.reporter.phase(
             plan.name, state if not detail else f"{state}: {detail.splitlines()[0]}"
@@ -167,6 +190,7 @@ class _Scheduler:
             state=state,
             seconds=seconds if state in ("ready", "started") else None,
             detail=detail,
+            **extra,
         )
 
     def _target(self, created: CreatedNode) -> WaitTarget:
@@ -184,6 +208,39 @@ class _Scheduler:
         lines = tail(console_path, 5) if console_path else []
         console = "\n".join(f"    console| {line}" for line in lines) or "    (console is empty)"
         return f"{detail}\n{console}"
+
+
+async def after_ready(
+    target: RemoteTarget,
+    steps: tuple[RunStep, ...],
+    cloud_init: bool,
+    deadline: float,
+    reporter: Reporter,
+) -> tuple[str, str | None, dict[str, Any]]:
+    """What follows SSH answering: cloud-init's end (--wait-cloud-init), then the lab's
+    commands. (state, detail, result extras); a failure is "failed", the node is kept."""
+    if cloud_init:
+        reporter.phase(target.name, "waiting for cloud-init")
+        if problem := await wait_cloud_init(target, deadline):
+            return "failed", f"{problem} (node kept)", {}
+    if not steps:
+        return "ready", None, {}
+    reporter.phase(target.name, "running " + ", ".join(step.label for step in steps))
+    output = getattr(reporter, "output", None)
+
+    def on_line(line: str) -> None:
+        if output is not None:
+            output(target.name, line)
+
+    try:
+        outcome = await run_steps(target, steps, on_line)
+    except Exception as exc:  # asyncssh's and the socket's errors: the node is still there
+        return "failed", f"run: {type(exc).__name__}: {exc} (node kept)", {}
+    extra = {"exit_status": outcome.exit_status, "output": outcome.output}
+    if outcome.exit_status != 0:
+        detail = f"{outcome.failed_step}: exit status {outcome.exit_status} (node kept)"
+        return "failed", detail, extra
+    return "ready", None, extra
 
 
 def _console_path(plan: NodePlan) -> Path | None:

@@ -133,6 +133,26 @@ def checked(host_key: KeyPair) -> dict[str, dict]:
                     "network_config": seed.network_config,
                 }
             )
+        # The lab's own cloud-config (issue 14), merged as `up --cloud-config` merges it.
+        seed = render_seed(
+            attrs.evolve(
+                _plan(distro),
+                address=ADDRESS,
+                dns_domain="lab",
+                user_cloud_config=_lab_cloud_config(distro.name),
+            ),
+            authorized_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey test",
+            host_key=host_key,
+        )
+        jobs.append(
+            {
+                "id": f"{name}/lab",
+                "family": distro.family,
+                "renderer": RENDERER_OF[name],
+                "user_data": seed.user_data,
+                "network_config": seed.network_config,
+            }
+        )
     result = subprocess.run(
         [DEBIAN_PYTHON, "-I", "-c", CHECKER, str(SITE)],
         input=json.dumps(jobs),
@@ -145,6 +165,45 @@ def checked(host_key: KeyPair) -> dict[str, dict]:
         # A broken checker is a failure of its own, not a schema verdict.
         pytest.fail(f"cloud-init's checker failed:\n{result.stderr}")
     return json.loads(result.stdout)
+
+
+LAB_CLOUD_CONFIG = """#cloud-config
+packages: [jq]
+users:
+  - name: ops
+    shell: /bin/bash
+    sudo: "ALL=(ALL) NOPASSWD:ALL"
+    ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOps ops"]
+ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMore more"]
+write_files:
+  - path: /etc/lab/{{ name }}.conf
+    content: "number={{ number }} address={{ address }}"
+runcmd:
+  - [sh, -c, "echo {{ name }} > /etc/lab-name"]
+"""
+
+
+def _lab_cloud_config(distro: str) -> str:
+    from vnode.userconfig import (
+        CloudConfigSource,
+        check_conflicts,
+        dump,
+        node_values,
+        render_sources,
+    )
+
+    values = node_values(
+        name="vnode03", number=3, pool="vnode", distro=distro, address=ADDRESS.ip, fqdn="x"
+    )
+    merged = render_sources([CloudConfigSource("lab.yaml", LAB_CLOUD_CONFIG)], values)
+    check_conflicts(merged, ())
+    return dump(merged)
+
+
+@pytest.mark.parametrize("name", DISTROS)
+def test_user_data_with_the_labs_cloud_config_passes_the_schema(checked: dict, name: str) -> None:
+    problems = set(checked[f"{name}/lab"]["schema"]) - KNOWN_OLD_SCHEMA_PROBLEMS
+    assert not problems, problems
 
 
 def _plan(distro: object) -> NodePlan:

@@ -104,3 +104,44 @@ def test_config_pools_and_defaults() -> None:
     )
     assert config.defaults.memory == 2048
     assert config.pools[0].name(3) == "lab03"
+
+
+def test_ranges_expand_in_order_with_their_distro() -> None:
+    refs = parse_specs(["3-5:u24.04", "vnode20-22", "lab1-2:d12"], POOLS)
+    assert [(r.name, r.distro) for r in refs] == [
+        ("vnode03", "u24.04"),
+        ("vnode04", "u24.04"),
+        ("vnode05", "u24.04"),
+        ("vnode20", None),
+        ("vnode21", None),
+        ("vnode22", None),
+        ("lab01", "d12"),
+        ("lab02", "d12"),
+    ]
+
+
+def test_a_one_number_range_is_one_node() -> None:
+    assert [r.name for r in parse_specs(["7-7"], POOLS)] == ["vnode07"]
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["1-31"], r"31 is outside pool vnode \(0\.\.30\)"),
+        (["lab25-40"], r"outside pool lab \(0\.\.30\)"),
+        (["5-3"], "ends below its start"),
+        (["1-5", "4"], r"node vnode04 is named twice \('1-5' and '4'\)"),
+        (["1-3", "vnode02-4"], "vnode02 is named twice"),
+        (["1-3-5"], "expected"),
+        (["1-"], "expected"),
+        (["1-003"], "2 digits"),
+    ],
+)
+def test_bad_ranges_are_usage_errors(texts: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_specs(texts, POOLS)
+
+
+def test_a_range_where_one_node_is_expected_is_refused() -> None:
+    with pytest.raises(UsageError, match="one node is expected"):
+        parse_spec("1-3", POOLS)

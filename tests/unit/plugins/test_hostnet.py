@@ -120,8 +120,9 @@ class _Zone:
             with conn:
                 length = int.from_bytes(conn.recv(2), "big")
                 reply = self.answer(conn.recv(length)).to_wire()
-                conn.sendall(len(reply).to_bytes(2, "big") + reply)
+                # Counted before sending: the client may check the count as soon as it reads.
                 self.tcp_answers += 1
+                conn.sendall(len(reply).to_bytes(2, "big") + reply)
 
     def close(self) -> None:
         self.stop.set()

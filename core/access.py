@@ -1,0 +1,140 @@
+"""How plain tools reach vnode's nodes: an OpenSSH config and an Ansible inventory.
+
+Pure rendering from :class:`NodeAccess` records; :mod:`vnode.api` gathers them. Both say the
+same as ``vnode ssh``: root, vnode's key only, vnode's known_hosts, strict host key checking
+with the node's name as the alias (the key was recorded under the name before boot).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+INVENTORY_FORMATS = ("ini", "yaml", "json")
+_GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+@attrs.frozen
+class NodeAccess:
+    """One node as ssh and Ansible need it."""
+
+    name: str
+    address: str
+    pool: str
+    distro: str
+    family: str
+
+
+@attrs.frozen
+class Credentials:
+    """vnode's client key and known_hosts: the same for every node."""
+
+    identity_file: Path
+    known_hosts: Path
+
+
+def ssh_options(name: str, creds: Credentials) -> list[tuple[str, str]]:
+    """The OpenSSH options that make a connection to ``name`` as strict as ``vnode ssh``."""
+    return [
+        ("User", "root"),
+        ("IdentityFile", str(creds.identity_file)),
+        ("IdentitiesOnly", "yes"),
+        ("UserKnownHostsFile", str(creds.known_hosts)),
+        ("StrictHostKeyChecking", "yes"),
+        ("HostKeyAlias", name),
+        ("PasswordAuthentication", "no"),
+    ]
+
+
+def _ssh_config_value(value: str) -> str:
+    # ssh_config splits on whitespace and honours double quotes; no other quoting exists.
+    if '"' in value or "\n" in value:
+        raise ValueError(f"{value!r} cannot be written into an ssh config")
+    return f'"{value}"' if any(c.isspace() for c in value) or not value else value
+
+
+def render_ssh_config(nodes: Sequence[NodeAccess], creds: Credentials) -> str:
+    """One ``Host`` block per node, for ``ssh -F``, scp, rsync -e, or an ``Include``."""
+    blocks = []
+    for node in nodes:
+        lines = [f"Host {node.name}", f"  HostName {node.address}"]
+        options = ssh_options(node.name, creds)
+        lines += [f"  {key} {_ssh_config_value(value)}" for key, value in options]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def group_name(kind: str, value: str) -> str:
+    """An Ansible group name (letters, digits, underscore): ``pool_vnode``, ``family_debian``."""
+    return f"{kind}_{_GROUP_UNSAFE.sub('_', value)}"
+
+
+def host_vars(node: NodeAccess, creds: Credentials) -> dict[str, str]:
+    common = [
+        f"-o {shlex.quote(f'{key}={value}')}"
+        for key, value in ssh_options(node.name, creds)
+        if key not in ("User", "IdentityFile")
+    ]
+    return {
+        "ansible_host": node.address,
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(creds.identity_file),
+        "ansible_ssh_common_args": " ".join(common),
+        # Quiet interpreter discovery: the cloud images all have python3.
+        "ansible_python_interpreter": "auto_silent",
+    }
+
+
+def inventory_groups(nodes: Sequence[NodeAccess]) -> dict[str, list[str]]:
+    """Group name -> node names: one group per pool and one per distro family, sorted."""
+    groups: dict[str, list[str]] = {}
+    for node in nodes:
+        for group in (group_name("pool", node.pool), group_name("family", node.family)):
+            groups.setdefault(group, []).append(node.name)
+    return dict(sorted(groups.items()))
+
+
+def inventory_data(nodes: Sequence[NodeAccess], creds: Credentials) -> dict[str, object]:
+    """The JSON a dynamic inventory script prints for ``--list`` (hostvars in ``_meta``)."""
+    groups = inventory_groups(nodes)
+    data: dict[str, object] = {
+        "_meta": {"hostvars": {node.name: host_vars(node, creds) for node in nodes}},
+        "all": {"children": ["ungrouped", *groups]},
+        "ungrouped": {"hosts": []},
+    }
+    data.update({group: {"hosts": names} for group, names in groups.items()})
+    return data
+
+
+def render_inventory(nodes: Sequence[NodeAccess], creds: Credentials, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(inventory_data(nodes, creds), indent=2) + "\n"
+    if fmt == "yaml":
+        import yaml
+
+        groups = inventory_groups(nodes)
+        tree = {
+            "all": {
+                "hosts": {node.name: host_vars(node, creds) for node in nodes},
+                "children": {
+                    group: {"hosts": dict.fromkeys(names)} for group, names in groups.items()
+                },
+            }
+        }
+        return yaml.safe_dump(tree, sort_keys=False, default_flow_style=False)
+    if fmt == "ini":
+        lines = []
+        for node in nodes:
+            pairs = " ".join(
+                f"{key}={shlex.quote(value)}" for key, value in host_vars(node, creds).items()
+            )
+            lines.append(f"{node.name} {pairs}")
+        for group, names in inventory_groups(nodes).items():
+            lines += ["", f"[{group}]", *names]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"unknown inventory format {fmt!r}")
