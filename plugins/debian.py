@@ -113,7 +113,7 @@ def _catalog(catalogs: Mapping[str, Catalog]) -> Catalog:
 
 @hookimpl(trylast=True)
 def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
-    return _catalog(catalogs).resolve(name)
+    return _catalog(catalogs).resolve(name) or _variant(name, catalogs)
 
 
 @hookimpl(trylast=True)
@@ -133,6 +133,47 @@ def vnode_catalog_refresh(read: MetadataReader) -> Catalog:
 
 # The releases the image builder bootstraps from a Debian mirror (mmdebstrap).
 BUILDABLE = ("12", "13")
+
+# The network stack a built image configures its NIC with (cloud-init's renderer), by release.
+# d13 matches Debian's own trixie cloud images, which are also what Ubuntu's use: netplan
+# rendering for systemd-networkd, systemd-resolved for DNS. d12 keeps vnode's ifupdown.
+DEFAULT_STACK = {"12": "ifupdown", "13": "netplan"}
+# Other stacks, as distros of their own ("d13-nm") so each is one image in the store and
+# `vnode up --distro d13-nm` boots it: NetworkManager is what Fedora (and RHEL-like) guests
+# run. Built only, never downloaded; `images list` shows one once it is in the store.
+STACK_SUFFIXES = {"nm": "networkmanager", "netplan": "netplan", "ifupdown": "ifupdown"}
+_VARIANT = re.compile(r"(d(\d+))-([a-z]+)")
+
+
+def network_stack(distro: Distro) -> str:
+    """The network stack ``distro``'s built image gets: its suffix's, else the release's."""
+    match = _VARIANT.fullmatch(distro.name)
+    if match and match[3] in STACK_SUFFIXES:
+        return STACK_SUFFIXES[match[3]]
+    return DEFAULT_STACK[distro.release]
+
+
+def _variant(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
+    match = _VARIANT.fullmatch(name)
+    if not match or match[2] not in BUILDABLE or match[3] not in STACK_SUFFIXES:
+        return None
+    base = _catalog(catalogs).resolve(match[1])
+    if base is None:
+        return None
+    stack = STACK_SUFFIXES[match[3]]
+    if stack == DEFAULT_STACK[base.release]:
+        return base  # "d13-netplan" is d13 itself: one image per stack
+    return attrs.evolve(
+        base,
+        name=name,
+        title=f"{base.title}, {stack} (built locally)",
+        image_url=None,
+        checksum_url=None,
+        checksum_format=None,
+        aliases=(),
+        alternates=(),
+        sha256=None,
+    )
 
 
 def _check_apt_mirror(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
@@ -167,6 +208,10 @@ def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder 
         # Imported only when building: mmdebstrap's driver is of no use to other commands.
         from vnode_plugins.debian_build import build_debian_image
 
-        build_debian_image(dest, release=distro.release, mirror=apt_mirror)
+        build_debian_image(dest, release=distro.release, mirror=apt_mirror, network_stack=stack)
 
-    return ImageBuilder(how="bootstrapped from a Debian mirror with mmdebstrap", build=build)
+    stack = network_stack(distro)
+    return ImageBuilder(
+        how=f"bootstrapped from a Debian mirror with mmdebstrap, {stack} network stack",
+        build=build,
+    )

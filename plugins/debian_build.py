@@ -40,8 +40,6 @@ PACKAGES: tuple[str, ...] = (
     "udev",
     "cloud-init",
     "openssh-server",
-    "ifupdown",
-    "isc-dhcp-client",
     "netbase",
     "iproute2",
     # fsck.ext4 for the initramfs/boot-time check; not guaranteed by minbase.
@@ -49,13 +47,32 @@ PACKAGES: tuple[str, ...] = (
     # growpart lets cloud-init grow the root partition when a VM's disk is
     # bigger than the image; without it only the (full) filesystem resizes.
     "cloud-guest-utils",
-    # ifupdown only honours the `dns-nameservers` lines cloud-init's eni
-    # renderer writes for static addresses when resolvconf is installed.
-    "resolvconf",
-    # cloud-init 22.4's eni renderer turns network-config `routes:` into
-    # `post-up route add ...` lines (net-tools), failing silently without it.
-    "net-tools",
 )
+
+# What each network stack adds. Only one stack per image: cloud-init picks the first
+# renderer whose tools it finds, and two managers would fight over the NIC.
+STACK_PACKAGES: dict[str, tuple[str, ...]] = {
+    "ifupdown": (
+        "ifupdown",
+        "isc-dhcp-client",
+        # ifupdown only honours the `dns-nameservers` lines cloud-init's eni
+        # renderer writes for static addresses when resolvconf is installed.
+        "resolvconf",
+        # cloud-init 22.4's eni renderer turns network-config `routes:` into
+        # `post-up route add ...` lines (net-tools), failing silently without it.
+        "net-tools",
+    ),
+    # Debian's own cloud images (bookworm and later) and Ubuntu's: netplan generates
+    # systemd-networkd units (networkd ships with systemd), resolved serves DNS.
+    # dbus: networkd hands the DNS servers it was given to resolved over the bus.
+    "netplan": ("netplan.io", "systemd-resolved", "dbus"),
+    # Fedora's: NetworkManager reads the keyfiles cloud-init writes and writes
+    # /etc/resolv.conf itself.
+    "networkmanager": ("network-manager",),
+}
+# cloud-init's renderer (and activator) for each stack, pinned so a stray tool in the image
+# can never make cloud-init render for another stack than the one the image is named after.
+STACK_RENDERER = {"ifupdown": "eni", "netplan": "netplan", "networkmanager": "network-manager"}
 
 # Timers that reach the network; everything else in a minbase system
 # (man-db, logrotate, fstrim, e2scrub, dpkg-db-backup) is local-only.
@@ -202,8 +219,10 @@ def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
 # --------------------------------------------------------------------------
 
 
-def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path) -> None:
-    log.info("bootstrapping with mmdebstrap (a few minutes)", suite=suite, mirror=mirror)
+def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, stack: str) -> None:
+    log.info(
+        "bootstrapping with mmdebstrap (a few minutes)", suite=suite, mirror=mirror, stack=stack
+    )
     # mmdebstrap stages the chroot in $TMPDIR; keep it next to the output so
     # a small /tmp does not matter.
     env = {**os.environ, "TMPDIR": str(tarball.parent)}
@@ -212,7 +231,7 @@ def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path) -> None:
             "mmdebstrap",
             "--variant=minbase",
             "--components=main",
-            "--include=" + ",".join(PACKAGES),
+            "--include=" + ",".join(PACKAGES + STACK_PACKAGES[stack]),
             suite,
             str(tarball),
             mirror,
@@ -338,7 +357,7 @@ def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
         link.symlink_to("/dev/null")
 
 
-def _customize(root: pathlib.Path, fs_uuid: str) -> None:
+def _customize(root: pathlib.Path, fs_uuid: str, stack: str) -> None:
     """Turn the bootstrap into a clonable, quiet, cloud-init driven image."""
     _write_file(root / "etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
     # mmdebstrap copies the build host's hostname and resolver; neither
@@ -350,7 +369,13 @@ def _customize(root: pathlib.Path, fs_uuid: str) -> None:
         "ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n",
     )
     resolv = root / "etc/resolv.conf"
-    if not resolv.is_symlink():  # resolvconf manages it via a symlink
+    if stack == "netplan":
+        # As Debian's cloud images: resolved's full list of servers, not its 127.0.0.53
+        # stub, so /etc/resolv.conf names the DNS servers network-config gave.
+        if resolv.exists() or resolv.is_symlink():
+            resolv.unlink()
+        resolv.symlink_to("/run/systemd/resolve/resolv.conf")
+    elif not resolv.is_symlink():  # resolvconf manages it via a symlink
         _write_file(resolv, "")
     # Only the seed ISO: probing other datasources wastes boot time and
     # would try link-local metadata services.
@@ -364,6 +389,11 @@ def _customize(root: pathlib.Path, fs_uuid: str) -> None:
     _write_file(
         root / "etc/cloud/cloud.cfg.d/91-vnode-defaults.cfg",
         "package_update: false\npackage_upgrade: false\nlocale: C.UTF-8\n",
+    )
+    renderer = STACK_RENDERER[stack]
+    _write_file(
+        root / "etc/cloud/cloud.cfg.d/92-vnode-network-stack.cfg",
+        f"system_info:\n  network:\n    renderers: [{renderer}]\n    activators: [{renderer}]\n",
     )
     _mask_units(root, NETWORK_TIMERS + UNNEEDED_UNITS)
     _write_file(
@@ -409,7 +439,9 @@ def _convert(raw: pathlib.Path, dest: pathlib.Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _populate(raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int) -> None:
+def _populate(
+    raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size_gb: int, stack: str
+) -> None:
     offset, size = _create_disk(raw, size_gb)
     fs_uuid = str(uuid.uuid4())
     with _loop_device(raw, offset, size) as dev:
@@ -417,7 +449,7 @@ def _populate(raw: pathlib.Path, tarball: pathlib.Path, work: pathlib.Path, size
         with _mounted(dev, work / "mnt") as root:
             log.info("extracting root filesystem")
             _extract(tarball, root)
-            _customize(root, fs_uuid)
+            _customize(root, fs_uuid, stack)
             log.info("installing extlinux")
             _install_bootloader(root, fs_uuid)
     _write_mbr(raw)
@@ -441,10 +473,16 @@ def build_debian_image(
     release: str = "12",
     mirror: str | None = None,
     size_gb: int = 3,
+    network_stack: str = "ifupdown",
 ) -> pathlib.Path:
-    """Build a Debian `release` cloud image into `dest` (qcow2) and return it."""
+    """Build a Debian `release` cloud image into `dest` (qcow2) and return it; its NIC is
+    configured by `network_stack` (a key of STACK_PACKAGES)."""
     dest = pathlib.Path(dest).absolute()
     suite = resolve_suite(release)
+    if network_stack not in STACK_PACKAGES:
+        raise UsageError(
+            f"unknown network stack {network_stack!r}; known: {', '.join(STACK_PACKAGES)}"
+        )
     _check_prerequisites()
     mirror = mirror or find_host_mirror(suite)
     if not mirror:
@@ -458,9 +496,9 @@ def build_debian_image(
     work = pathlib.Path(tempfile.mkdtemp(prefix=".debian-build-", dir=dest.parent))
     try:
         tarball = work / "rootfs.tar"
-        _bootstrap(suite, mirror, tarball)
+        _bootstrap(suite, mirror, tarball, network_stack)
         raw = work / "disk.raw"
-        _populate(raw, tarball, work, size_gb)
+        _populate(raw, tarball, work, size_gb, network_stack)
         _convert(raw, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
