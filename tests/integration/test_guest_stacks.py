@@ -94,7 +94,10 @@ def stacks_lab(host_ready: None) -> Iterator[Lab]:
 def booted(stacks_lab: Lab) -> dict[int, dict[str, str]]:
     """Both stacks in one `vnode up` (they boot in parallel); each node's probe, by number."""
     specs = [f"{s.number}:{s.distro}" for s in STACKS]
-    code, nodes = stacks_lab.run_json("up", *specs, "--memory", "768", timeout=600)
+    # Generous: on a loaded 2-core host TCG guests took 6-8 min to answer SSH.
+    code, nodes = stacks_lab.run_json(
+        "up", *specs, "--memory", "768", "--timeout", "540", timeout=900
+    )
     assert code == 0, nodes
     assert all(node["state"] == "ready" for node in nodes), nodes
     settle(stacks_lab, [s.number for s in STACKS])
