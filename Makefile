@@ -20,12 +20,7 @@ CLOUD_INIT_LIBS := python3-yaml python3-jsonschema python3-jinja2 python3-reques
 # them on this host.
 HOST_NS_PACKAGES := network-manager firewalld dbus iputils-ping
 
-# Guests with Fedora's and Ubuntu's network stacks (tests/integration/test_guest_stacks.py):
-# Debian 13 built with NetworkManager, and as Debian's own trixie images (netplan +
-# systemd-networkd). Built once each (a few minutes), then reused from the image store.
-GUEST_IMAGES := d13 d13-nm
-
-.PHONY: setup host venv image guest-images demo test unit lint cloud-init host-ns bench
+.PHONY: setup host venv image stack-images demo test unit lint cloud-init host-ns bench
 
 setup: host venv image
 
@@ -42,8 +37,13 @@ $(VENV)/.installed: pyproject.toml
 image: venv
 	$(VNODE) images build $(DEMO_DISTRO)
 
-guest-images: venv
-	$(VNODE) images build $(GUEST_IMAGES)
+# Debian 13 with Ubuntu's network stack (netplan + systemd-networkd, as Debian's own cloud
+# images) and with Fedora's (NetworkManager), for tests/integration/test_guest_stacks.py.
+# Built once, then kept in the image store.
+STACK_IMAGES := d13 d13-nm
+
+stack-images: venv
+	$(VNODE) images build $(STACK_IMAGES)
 
 demo: setup
 	$(VNODE) up 1 2 --distro $(DEMO_DISTRO) --virt-type $(VIRT_TYPE)
@@ -67,7 +67,7 @@ host-ns:
 	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: setup cloud-init host-ns guest-images
+test: setup cloud-init host-ns stack-images
 	$(VENV)/bin/ruff check core plugins tests bench
 	$(VENV)/bin/ruff format --check core plugins tests bench
 	$(VENV)/bin/python -m pytest -v tests

@@ -105,6 +105,9 @@ class MetadataReader:
 
     mirrors: Mapping[str, str] = attrs.field(factory=dict)
     timeout: float = METADATA_TIMEOUT
+    # time.monotonic() by which every read must be done (a tree walk makes many reads);
+    # None: each read has its own timeout only.
+    deadline: float | None = None
 
     def url(self, family: str, url: str) -> str:
         from vnode.fetch import with_mirror
@@ -114,8 +117,17 @@ class MetadataReader:
     def read(self, family: str, url: str) -> bytes:
         from vnode.fetch import FetchError, read_bytes
 
+        timeout = self.timeout
+        if self.deadline is not None:
+            import time
+
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise CatalogError(
+                    f"{self.url(family, url)}: not read, the refresh ran out of time"
+                )
         try:
-            return read_bytes(self.url(family, url), limit=METADATA_LIMIT, timeout=self.timeout)
+            return read_bytes(self.url(family, url), limit=METADATA_LIMIT, timeout=timeout)
         except FetchError as exc:
             raise CatalogError(str(exc)) from None
 

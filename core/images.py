@@ -275,13 +275,22 @@ class RefreshOutcome:
         return attrs.asdict(self)
 
 
-def refresh_catalogs(session: Session) -> tuple[list[RefreshOutcome], list[str]]:
+IMPLICIT_REFRESH_LIMIT = 15.0  # seconds, all families together: a command waits no longer
+
+
+def refresh_catalogs(
+    session: Session, *, within: float | None = None
+) -> tuple[list[RefreshOutcome], list[str]]:
     """Ask every plugin for its family's catalog from upstream, and cache the good ones.
 
     Returns the refreshed families and one line per failure; a family whose refresh failed
-    keeps its cached catalog (or its plugin's built-in table)."""
+    keeps its cached catalog (or its plugin's built-in table). ``within``: seconds the whole
+    refresh may take."""
+    import time
+
     state = session.config.paths.state
-    reader = MetadataReader(mirrors=session.config.images.mirror)
+    deadline = time.monotonic() + within if within is not None else None
+    reader = MetadataReader(mirrors=session.config.images.mirror, deadline=deadline)
     fresh, failures = session.plugins.refresh_catalogs(reader)
     now = utcnow().isoformat()
     stamped = {c.family: attrs.evolve(c, fetched=c.fetched or now) for c in fresh}
@@ -338,7 +347,7 @@ def _refresh_quietly(session: Session) -> None:
     # Offline is normal: the cached or built-in catalogs answer, and the command's own line
     # (e.g. "unknown distro") is what the user needs; `vnode images refresh` shows failures.
     try:
-        outcomes, failures = refresh_catalogs(session)
+        outcomes, failures = refresh_catalogs(session, within=IMPLICIT_REFRESH_LIMIT)
     except (VnodeError, OSError) as exc:
         log.debug("catalog refresh failed; the cached catalogs answer", error=_one_line(exc))
         return

@@ -111,14 +111,61 @@ def _catalog(catalogs: Mapping[str, Catalog]) -> Catalog:
     return catalogs.get(FAMILY) or BUILT_IN
 
 
+# The releases the image builder bootstraps from a Debian mirror (mmdebstrap), and the
+# network stack each is built with: Debian's own cloud images use netplan and
+# systemd-networkd since bookworm; vnode's d12 keeps ifupdown (cloud-init 22.4's eni).
+BUILDABLE = {"12": "ifupdown", "13": "netplan"}
+# d13-nm: the same release configured by NetworkManager, the way Fedora's cloud images are;
+# built only (Debian publishes no such image).
+VARIANTS = {"nm": ("networkmanager", "with NetworkManager")}
+_VARIANT = re.compile(r"(d\d+)-([a-z]+)")
+
+
+def _variant(base: Distro, suffix: str) -> Distro:
+    return attrs.evolve(
+        base,
+        name=f"{base.name}-{suffix}",
+        title=f"{base.title} {VARIANTS[suffix][1]}",
+        image_url=None,
+        checksum_url=None,
+        checksum_format=None,
+        aliases=(),
+        alternates=(),
+    )
+
+
+def network_stack(distro: Distro) -> str | None:
+    """The network stack vnode builds ``distro``'s image with; None if it builds none."""
+    base = BUILDABLE.get(distro.release)
+    if base is None:
+        return None
+    _, _, suffix = distro.name.partition("-")
+    return VARIANTS[suffix][0] if suffix in VARIANTS else base
+
+
 @hookimpl(trylast=True)
 def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
-    return _catalog(catalogs).resolve(name) or _variant(name, catalogs)
+    found = _catalog(catalogs).resolve(name)
+    if found is not None:
+        return found
+    match = _VARIANT.fullmatch(name)
+    if match and match[2] in VARIANTS:
+        base = _catalog(catalogs).resolve(match[1])
+        if base is not None and base.release in BUILDABLE:
+            return _variant(base, match[2])
+    return None
 
 
 @hookimpl(trylast=True)
 def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
-    return _catalog(catalogs).names()
+    table = _catalog(catalogs)
+    variants = [
+        f"{d.name}-{suffix}"
+        for d in table.releases
+        if d.release in BUILDABLE
+        for suffix in VARIANTS
+    ]
+    return [*table.names(), *variants]
 
 
 @hookimpl(trylast=True)
@@ -129,51 +176,6 @@ def vnode_distro_catalogs(catalogs: Mapping[str, Catalog]) -> list[Catalog]:
 @hookimpl(trylast=True)
 def vnode_catalog_refresh(read: MetadataReader) -> Catalog:
     return read_image_tree(read)
-
-
-# The releases the image builder bootstraps from a Debian mirror (mmdebstrap).
-BUILDABLE = ("12", "13")
-
-# The network stack a built image configures its NIC with (cloud-init's renderer), by release.
-# d13 matches Debian's own trixie cloud images, which are also what Ubuntu's use: netplan
-# rendering for systemd-networkd, systemd-resolved for DNS. d12 keeps vnode's ifupdown.
-DEFAULT_STACK = {"12": "ifupdown", "13": "netplan"}
-# Other stacks, as distros of their own ("d13-nm") so each is one image in the store and
-# `vnode up --distro d13-nm` boots it: NetworkManager is what Fedora (and RHEL-like) guests
-# run. Built only, never downloaded; `images list` shows one once it is in the store.
-STACK_SUFFIXES = {"nm": "networkmanager", "netplan": "netplan", "ifupdown": "ifupdown"}
-_VARIANT = re.compile(r"(d(\d+))-([a-z]+)")
-
-
-def network_stack(distro: Distro) -> str:
-    """The network stack ``distro``'s built image gets: its suffix's, else the release's."""
-    match = _VARIANT.fullmatch(distro.name)
-    if match and match[3] in STACK_SUFFIXES:
-        return STACK_SUFFIXES[match[3]]
-    return DEFAULT_STACK[distro.release]
-
-
-def _variant(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
-    match = _VARIANT.fullmatch(name)
-    if not match or match[2] not in BUILDABLE or match[3] not in STACK_SUFFIXES:
-        return None
-    base = _catalog(catalogs).resolve(match[1])
-    if base is None:
-        return None
-    stack = STACK_SUFFIXES[match[3]]
-    if stack == DEFAULT_STACK[base.release]:
-        return base  # "d13-netplan" is d13 itself: one image per stack
-    return attrs.evolve(
-        base,
-        name=name,
-        title=f"{base.title}, {stack} (built locally)",
-        image_url=None,
-        checksum_url=None,
-        checksum_format=None,
-        aliases=(),
-        alternates=(),
-        sha256=None,
-    )
 
 
 def _check_apt_mirror(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
@@ -200,7 +202,8 @@ def vnode_config_sections() -> dict[str, type]:
 
 @hookimpl(trylast=True)
 def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder | None:
-    if distro.family != "debian" or distro.release not in BUILDABLE:
+    stack = network_stack(distro) if distro.family == FAMILY else None
+    if stack is None:
         return None
     apt_mirror = context.section("debian").apt_mirror
 
@@ -210,8 +213,6 @@ def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder 
 
         build_debian_image(dest, release=distro.release, mirror=apt_mirror, network_stack=stack)
 
-    stack = network_stack(distro)
     return ImageBuilder(
-        how=f"bootstrapped from a Debian mirror with mmdebstrap, {stack} network stack",
-        build=build,
+        how=f"bootstrapped from a Debian mirror with mmdebstrap, network by {stack}", build=build
     )

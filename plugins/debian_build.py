@@ -49,30 +49,26 @@ PACKAGES: tuple[str, ...] = (
     "cloud-guest-utils",
 )
 
-# What each network stack adds. Only one stack per image: cloud-init picks the first
-# renderer whose tools it finds, and two managers would fight over the NIC.
-STACK_PACKAGES: dict[str, tuple[str, ...]] = {
+# How the guest configures its network, and which cloud-init renderer writes it:
+# - "ifupdown": Debian's classic (/etc/network/interfaces), cloud-init's eni renderer;
+# - "netplan": netplan YAML rendered to systemd-networkd, resolved for DNS: what Ubuntu's
+#   cloud images do, and Debian's own cloud images since bookworm;
+# - "networkmanager": NetworkManager keyfiles, as Fedora's cloud images.
+NETWORK_STACKS: dict[str, tuple[str, ...]] = {
     "ifupdown": (
         "ifupdown",
         "isc-dhcp-client",
-        # ifupdown only honours the `dns-nameservers` lines cloud-init's eni
-        # renderer writes for static addresses when resolvconf is installed.
+        # ifupdown only honours the `dns-nameservers` lines cloud-init's eni renderer
+        # writes for static addresses when resolvconf is installed.
         "resolvconf",
         # cloud-init 22.4's eni renderer turns network-config `routes:` into
         # `post-up route add ...` lines (net-tools), failing silently without it.
         "net-tools",
     ),
-    # Debian's own cloud images (bookworm and later) and Ubuntu's: netplan generates
-    # systemd-networkd units (networkd ships with systemd), resolved serves DNS.
-    # dbus: networkd hands the DNS servers it was given to resolved over the bus.
-    "netplan": ("netplan.io", "systemd-resolved", "dbus"),
-    # Fedora's: NetworkManager reads the keyfiles cloud-init writes and writes
-    # /etc/resolv.conf itself.
+    "netplan": ("netplan.io", "systemd-resolved"),
     "networkmanager": ("network-manager",),
 }
-# cloud-init's renderer (and activator) for each stack, pinned so a stray tool in the image
-# can never make cloud-init render for another stack than the one the image is named after.
-STACK_RENDERER = {"ifupdown": "eni", "netplan": "netplan", "networkmanager": "network-manager"}
+RENDERER_OF_STACK = {"ifupdown": "eni", "netplan": "netplan", "networkmanager": "network-manager"}
 
 # Timers that reach the network; everything else in a minbase system
 # (man-db, logrotate, fstrim, e2scrub, dpkg-db-backup) is local-only.
@@ -220,9 +216,7 @@ def _write_file(path: pathlib.Path, text: str, mode: int = 0o644) -> None:
 
 
 def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, stack: str) -> None:
-    log.info(
-        "bootstrapping with mmdebstrap (a few minutes)", suite=suite, mirror=mirror, stack=stack
-    )
+    log.info("bootstrapping with mmdebstrap (a few minutes)", suite=suite, mirror=mirror)
     # mmdebstrap stages the chroot in $TMPDIR; keep it next to the output so
     # a small /tmp does not matter.
     env = {**os.environ, "TMPDIR": str(tarball.parent)}
@@ -231,7 +225,7 @@ def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, stack: str) -> No
             "mmdebstrap",
             "--variant=minbase",
             "--components=main",
-            "--include=" + ",".join(PACKAGES + STACK_PACKAGES[stack]),
+            "--include=" + ",".join((*PACKAGES, *NETWORK_STACKS[stack])),
             suite,
             str(tarball),
             mirror,
@@ -347,6 +341,16 @@ def _write_mbr(raw: pathlib.Path) -> None:
         f.write(code)
 
 
+def _enable_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
+    # What `systemctl enable` does for units wanted by multi-user.target, without systemd.
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        link = wants / unit
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(f"/usr/lib/systemd/system/{unit}")
+
+
 def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
     system = root / "etc/systemd/system"
     system.mkdir(parents=True, exist_ok=True)
@@ -357,8 +361,17 @@ def _mask_units(root: pathlib.Path, units: tuple[str, ...]) -> None:
         link.symlink_to("/dev/null")
 
 
-def _customize(root: pathlib.Path, fs_uuid: str, stack: str) -> None:
+def _customize(root: pathlib.Path, fs_uuid: str, stack: str = "ifupdown") -> None:
     """Turn the bootstrap into a clonable, quiet, cloud-init driven image."""
+    # cloud-init picks the first renderer it finds available; name the stack's own, so the
+    # image's network is configured the way it was built for (and nothing else).
+    renderer = RENDERER_OF_STACK[stack]
+    _write_file(
+        root / "etc/cloud/cloud.cfg.d/92-vnode-network.cfg",
+        f"system_info:\n  network:\n    renderers: [{renderer}]\n",
+    )
+    if stack == "netplan":
+        _enable_units(root, ("systemd-networkd.service", "systemd-resolved.service"))
     _write_file(root / "etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
     # mmdebstrap copies the build host's hostname and resolver; neither
     # belongs in a VM (cloud-init sets the hostname, DHCP/resolvconf DNS).
@@ -369,13 +382,7 @@ def _customize(root: pathlib.Path, fs_uuid: str, stack: str) -> None:
         "ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n",
     )
     resolv = root / "etc/resolv.conf"
-    if stack == "netplan":
-        # As Debian's cloud images: resolved's full list of servers, not its 127.0.0.53
-        # stub, so /etc/resolv.conf names the DNS servers network-config gave.
-        if resolv.exists() or resolv.is_symlink():
-            resolv.unlink()
-        resolv.symlink_to("/run/systemd/resolve/resolv.conf")
-    elif not resolv.is_symlink():  # resolvconf manages it via a symlink
+    if not resolv.is_symlink():  # resolvconf manages it via a symlink
         _write_file(resolv, "")
     # Only the seed ISO: probing other datasources wastes boot time and
     # would try link-local metadata services.
@@ -389,11 +396,6 @@ def _customize(root: pathlib.Path, fs_uuid: str, stack: str) -> None:
     _write_file(
         root / "etc/cloud/cloud.cfg.d/91-vnode-defaults.cfg",
         "package_update: false\npackage_upgrade: false\nlocale: C.UTF-8\n",
-    )
-    renderer = STACK_RENDERER[stack]
-    _write_file(
-        root / "etc/cloud/cloud.cfg.d/92-vnode-network-stack.cfg",
-        f"system_info:\n  network:\n    renderers: [{renderer}]\n    activators: [{renderer}]\n",
     )
     _mask_units(root, NETWORK_TIMERS + UNNEEDED_UNITS)
     _write_file(
@@ -475,13 +477,13 @@ def build_debian_image(
     size_gb: int = 3,
     network_stack: str = "ifupdown",
 ) -> pathlib.Path:
-    """Build a Debian `release` cloud image into `dest` (qcow2) and return it; its NIC is
-    configured by `network_stack` (a key of STACK_PACKAGES)."""
+    """Build a Debian `release` cloud image into `dest` (qcow2) and return it; its network is
+    configured by ``network_stack`` (see NETWORK_STACKS)."""
     dest = pathlib.Path(dest).absolute()
     suite = resolve_suite(release)
-    if network_stack not in STACK_PACKAGES:
+    if network_stack not in NETWORK_STACKS:
         raise UsageError(
-            f"unknown network stack {network_stack!r}; known: {', '.join(STACK_PACKAGES)}"
+            f"unknown network stack {network_stack!r}; known: {', '.join(NETWORK_STACKS)}"
         )
     _check_prerequisites()
     mirror = mirror or find_host_mirror(suite)

@@ -194,6 +194,7 @@ def test_fedora_release_without_a_known_compose_is_found_through_its_index(
 def test_refresh_and_show_through_the_command_line(store: Store, mirror: Mirror) -> None:
     from tests.unit.plugins.test_fedora import releases_json
 
+    mirror.clear()  # other tests' images would make a Debian tree
     mirror.put("/fedora/releases.json", json.dumps(releases_json({"45": "1.3", "44": "1.7"})))
     refreshed = store.run("images", "refresh")
     assert refreshed.returncode == 1  # ubuntu's and debian's metadata are not served here

@@ -139,7 +139,8 @@ def test_debian_releases_come_from_the_image_tree_and_sid_is_not_one(
     assert (debian.name, debian.title) == ("d14", "Debian 14 (forky)")
     assert debian.checksum_url == "https://cloud.debian.org/images/cloud/forky/latest/SHA512SUMS"
     roles = {e.distro: e.role for e in images.list_images(session) if e.family == "debian"}
-    assert roles == {"d12": "", "d13": "one-but-last", "d14": "latest"}
+    # d12-nm and d13-nm are vnode's own builds of those releases, not upstream's.
+    assert roles == {"d12": "", "d12-nm": "", "d13": "one-but-last", "d13-nm": "", "d14": "latest"}
     with pytest.raises(UsageError):
         session.plugins.resolve_distro("sid")
 
@@ -283,3 +284,15 @@ def test_show_names_the_exact_urls_on_the_users_mirror_without_downloading(
     assert f42.image_url.startswith(f"{site.url}/fedora/pub/archive/fedora/linux/releases/42/")
     assert f42.alternates[0]["checksum_url"].startswith(f"{site.url}{FEDORA_TREE}/42/")
     assert site.log == []
+
+
+def test_a_refresh_past_its_deadline_reads_nothing_more(site: Mirror) -> None:
+    import time
+
+    from vnode.catalog import CatalogError, MetadataReader
+
+    site.put("/fedora/releases.json", "[]")
+    late = MetadataReader(mirrors={"fedora": f"{site.url}/fedora"}, deadline=time.monotonic())
+    with pytest.raises(CatalogError, match="ran out of time"):
+        late.json("fedora", "https://fedoraproject.org/releases.json")
+    assert site.requests_for("/fedora/releases.json") == []
