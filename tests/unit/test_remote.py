@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from tests.sshserver import RootKeyServer
 from vnode.errors import UsageError
 from vnode.keys import generate_keypair, write_private
 from vnode.remote import (
@@ -57,20 +58,6 @@ def test_a_missing_script_is_bad_input(tmp_path: Path) -> None:
 # -- against an SSH server in this process that runs commands with the local sh ---------------
 
 
-class _Shell(asyncssh.SSHServer):
-    def __init__(self, authorized: asyncssh.SSHAuthorizedKeys) -> None:
-        self.authorized = authorized
-
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return username == "root" and self.authorized.validate(key, "127.0.0.1", None) is not None
-
-
 async def _sh(process: asyncssh.SSHServerProcess) -> None:
     data = await process.stdin.read()
     child = await asyncio.create_subprocess_exec(
@@ -99,7 +86,7 @@ def _run(tmp_path: Path, steps: list[RunStep]) -> tuple[StepsOutcome, list[str]]
             "127.0.0.1",
             0,
             server_host_keys=[asyncssh.import_private_key(host.private_openssh)],
-            server_factory=lambda: _Shell(authorized),
+            server_factory=lambda: RootKeyServer(authorized),
             process_factory=_sh,
         )
         port = server.sockets[0].getsockname()[1]
@@ -145,7 +132,7 @@ def _wait_cloud_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: in
             "127.0.0.1",
             0,
             server_host_keys=[asyncssh.import_private_key(host.private_openssh)],
-            server_factory=lambda: _Shell(authorized),
+            server_factory=lambda: RootKeyServer(authorized),
             process_factory=_sh,
         )
         port = server.sockets[0].getsockname()[1]

@@ -9,24 +9,9 @@ from pathlib import Path
 
 import asyncssh
 
+from tests.sshserver import RootKeyServer
 from vnode.keys import generate_keypair, write_private
 from vnode.sshwait import WaitOutcome, WaitTarget, wait_ready
-
-
-class _Node(asyncssh.SSHServer):
-    """Accepts only root with the client key; ``hostname`` prints the node's name."""
-
-    def __init__(self, authorized: asyncssh.SSHAuthorizedKeys) -> None:
-        self.authorized = authorized
-
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return username == "root" and self.authorized.validate(key, "127.0.0.1", None) is not None
 
 
 async def _serve(name: str, host_key: str, client_public: str) -> asyncssh.SSHAcceptor:
@@ -40,7 +25,7 @@ async def _serve(name: str, host_key: str, client_public: str) -> asyncssh.SSHAc
         "127.0.0.1",
         0,
         server_host_keys=[asyncssh.import_private_key(host_key)],
-        server_factory=lambda: _Node(authorized),
+        server_factory=lambda: RootKeyServer(authorized),
         process_factory=hostname,
     )
 
