@@ -256,9 +256,16 @@ def plan_for_host(iface: str, bridge: str = "br0", zone: str | None = None) -> B
 def read_nic_profile(iface: str, mac: str) -> NicProfile:
     """What NetworkManager has for ``iface`` (empty where nmcli is missing: the plan is then
     DHCP, as for a NIC NetworkManager does not manage)."""
-    if shutil.which("nmcli") is None:
+    if not _networkmanager_running():
         return NicProfile()
-    active = _nmcli("-g", "GENERAL.CONNECTION", "device", "show", iface).strip()
+    # A device NetworkManager does not know has no profile: nmcli then fails, plainly.
+    shown = subprocess.run(
+        ["nmcli", "-g", "GENERAL.CONNECTION", "device", "show", iface],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    active = shown.stdout.strip() if shown.returncode == 0 else ""
     highest = 0
     for line in _nmcli("-t", "-f", "NAME,TYPE", "connection", "show").splitlines():
         name, _, kind = line.rpartition(":")
@@ -318,16 +325,22 @@ def apply_plan(plan: BridgePlan, on_step: Callable[[Step, str], None]) -> None:
         on_step(step, "done")
 
 
+def _networkmanager_running() -> bool:
+    if shutil.which("nmcli") is None:
+        return False
+    state = subprocess.run(
+        ["nmcli", "-t", "-f", "RUNNING", "general"], capture_output=True, text=True, check=False
+    )
+    return state.stdout.strip() == "running"
+
+
 def _require_networkmanager() -> None:
     if shutil.which("nmcli") is None:
         raise EnvironmentProblem(
             "nmcli not found: `vnode bridge create` sets the bridge up with NetworkManager; "
             "install and start it, or see the commands with --dry-run"
         )
-    state = subprocess.run(
-        ["nmcli", "-t", "-f", "RUNNING", "general"], capture_output=True, text=True, check=False
-    )
-    if state.stdout.strip() != "running":
+    if not _networkmanager_running():
         raise EnvironmentProblem(
             "NetworkManager is not running: start it (systemctl start NetworkManager), "
             "or see the commands with --dry-run"
