@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from vnode.plugins import PluginInfo
     from vnode.remote import RunStep
     from vnode.userconfig import CloudConfigSource
+    from vnode.warmstore import TemplateRecord, TemplateSpec, WarmChoice
 
 _INTERFACE_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -83,6 +84,8 @@ class UpOptions:
     scripts: tuple[str, ...] = ()
     # Ready means cloud-init reports done, not only SSH answering.
     wait_cloud_init: bool = False
+    # Make nodes from a warm template where they can be (made first if missing), else cold.
+    warm: bool = False
 
 
 @attrs.frozen
@@ -98,6 +101,8 @@ class UpPlan:
     started: float  # time.monotonic() when the command began: the timeout counts from it
     steps: tuple[RunStep, ...] = ()  # --run and --script, in order, on every node
     wait_cloud_init: bool = False
+    # --warm: per node, from which template or cold and why; empty without --warm.
+    warm: tuple[WarmChoice, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -163,6 +168,7 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         started=started,
         steps=steps,
         wait_cloud_init=options.wait_cloud_init,
+        warm=_plan_warm(session, nodes, options) if options.warm else (),
     )
     _preflight(session, plan)
     return plan
@@ -182,6 +188,15 @@ def execute_up(
         _check_images(session, plan)
     client = session.client_key()
     plan.backend.prepare(plan.nodes)
+    warm: dict[str, TemplateRecord] = {}
+    if plan.warm:
+        from vnode.warmstore import ensure_templates
+
+        warm, cold = ensure_templates(
+            session.conn, plan.warm, session.config.paths.locks, reporter.phase
+        )
+        for node, reason in cold.items():
+            reporter.phase(node, f"cold boot: {reason}")
     return run_up(
         _store(session),
         session.config.paths.locks,
@@ -195,6 +210,7 @@ def execute_up(
         reporter=reporter,
         steps=plan.steps,
         wait_cloud_init=plan.wait_cloud_init,
+        warm=warm,
     )
 
 
@@ -594,6 +610,81 @@ def import_image(
         return images.import_image(path, name, own, force=force)
 
 
+def plan_template(
+    distro: str, options: UpOptions | None = None, *, session: Session
+) -> TemplateSpec:
+    """Decide the warm template of ``distro`` in the shape the options (or the configured
+    defaults) give; nothing is made. Bad input is a UsageError, a missing image an
+    EnvironmentProblem."""
+    from vnode import images, warmstore
+    from vnode.disks import unreadable_by_qemu
+
+    options = options or UpOptions()
+    config = session.config
+    defaults = _effective_defaults(config.defaults, attrs.evolve(options, distro=distro))
+    resolved = images.resolve_distro(defaults.distro, session)
+    virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
+    image = images.image_path(resolved, config)
+    if not image.exists():
+        raise EnvironmentProblem(images.missing_message(resolved, image, session))
+    if problem := unreadable_by_qemu(image):
+        raise EnvironmentProblem(f"image for {resolved.name}: {problem}")
+    shape = warmstore.Shape(
+        memory_mib=defaults.memory,
+        vcpus=defaults.vcpus,
+        virt_type=virt_type,  # type: ignore[arg-type]
+        disk_gb=max(defaults.disk, resolved.disk_gb),
+    )
+    return warmstore.plan_template(
+        state=config.paths.state,
+        distro=resolved,
+        image=image,
+        shape=shape,
+        versions=warmstore.host_versions(session.conn),
+        stem=config.pools[0].stem,
+    )
+
+
+def make_template(
+    distro: str, options: UpOptions | None = None, *, session: Session | None = None
+) -> TemplateRecord:
+    """Make (or find already made) the warm template ``up --warm`` clones nodes of
+    ``distro`` from, in the shape the options give: one boot of the image, saved."""
+    from vnode.locks import file_lock
+    from vnode.warmstore import make_template as make
+
+    with _session(session) as own:
+        spec = plan_template(distro, options, session=own)
+        with file_lock(own.config.paths.locks / f"template-{spec.key}.lock"):
+            return make(own.conn, spec)
+
+
+def list_templates(session: Session | None = None) -> list[TemplateRecord]:
+    """The warm templates made in this state directory."""
+    from vnode import warmstore
+
+    with _session(session) as own:
+        return warmstore.list_templates(own.config.paths.state)
+
+
+def remove_templates(which: str, *, session: Session | None = None) -> list[TemplateRecord]:
+    """Remove the template with this key (or key prefix), or every template of this distro.
+    A template some node is still made from is a UsageError, raised before anything is
+    removed."""
+    from vnode import warmstore
+
+    with _session(session) as own:
+        chosen = warmstore.select_templates(own.config.paths.state, which)
+        for record in chosen:
+            if users := warmstore.users_of(record, own.config.paths.nodes):
+                raise UsageError(
+                    f"template {record.key} is the base of {', '.join(users)}: destroy them first"
+                )
+        for record in chosen:
+            warmstore.remove_template(record, own.config.paths.nodes)
+        return chosen
+
+
 # -- planning ----------------------------------------------------------------------------
 
 
@@ -709,20 +800,70 @@ def _plan_node(
 def _domain_xml(session: Session, plan: NodePlan) -> str:
     """The domain as libvirt will get it: the core's template, the NIC the network plugin
     described, then every plugin's adjustments."""
+    root = _core_domain(plan, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    session.plugins.adjust_domain(plan, root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _core_domain(plan: NodePlan, created: str) -> ET.Element:
+    """The domain before plugins adjust it: the core's template and the NIC."""
     from vnode.templating import render_xml
 
     rendered = render_xml(
-        "domain.xml.j2",
-        node=plan,
-        namespace=hypervisor.NAMESPACE,
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "domain.xml.j2", node=plan, namespace=hypervisor.NAMESPACE, created=created
     )
     root = ET.fromstring(rendered)
     devices = root.find("devices")
     assert devices is not None and plan.interface is not None
     devices.insert(2, _interface_element(plan))
-    session.plugins.adjust_domain(plan, root)
-    return ET.tostring(root, encoding="unicode")
+    return root
+
+
+def _plugin_adjusted(plan: NodePlan) -> bool:
+    """Whether a plugin's vnode_domain_xml changed the node's domain (a warm template, saved
+    from the core's domain, would lack the change)."""
+    ns = hypervisor.NAMESPACE
+    created = ET.fromstring(plan.domain_xml).findtext(f"metadata/{{{ns}}}node/{{{ns}}}created")
+    core = ET.tostring(_core_domain(plan, created or ""), encoding="unicode")
+    return core != plan.domain_xml
+
+
+def _plan_warm(
+    session: Session, nodes: tuple[NodePlan, ...], options: UpOptions
+) -> tuple[WarmChoice, ...]:
+    """Per node: the template it is cloned from (made first if missing), or cold and why."""
+    from vnode import images, warmstore
+
+    config = session.config
+    versions = warmstore.host_versions(session.conn)
+    made = warmstore.list_templates(config.paths.state)
+    specs: dict[tuple[str, warmstore.Shape], warmstore.TemplateSpec] = {}
+    choices = []
+    for node in nodes:
+        image = images.image_path(node.distro, config)
+        if not image.is_file():
+            reason = "its image is fetched by this command; a template can be made next time"
+            choices.append(warmstore.WarmChoice(node.name, None, reason))
+            continue
+        shape = warmstore.Shape(node.memory_mib, node.vcpus, node.virt_type, node.disk_gb)
+        if (node.distro.name, shape) not in specs:
+            specs[node.distro.name, shape] = warmstore.plan_template(
+                state=config.paths.state,
+                distro=node.distro,
+                image=image,
+                shape=shape,
+                versions=versions,
+                stem=config.pools[0].stem,
+            )
+        choice = warmstore.warm_choice(
+            node,
+            specs[node.distro.name, shape],
+            plugin_adjusted=_plugin_adjusted(node),
+            wait_cloud_init=options.wait_cloud_init,
+            others=made,
+        )
+        choices.append(choice)
+    return tuple(choices)
 
 
 def _interface_element(plan: NodePlan) -> ET.Element:

@@ -27,8 +27,12 @@ app = App(
 )
 plugins_app = App(name="plugins", help="Plugins found through entry points.")
 images_app = App(name="images", help="Base images of the distros.")
+template_app = App(
+    name="template", help="Warm templates: booted guests saved once, cloned by up --warm."
+)
 app.command(plugins_app)
 app.command(images_app)
+app.command(template_app)
 
 
 def _emit_json(data: object) -> None:
@@ -56,6 +60,7 @@ def up(
     run: Annotated[tuple[str, ...], Parameter(name="--run", negative=())] = (),
     script: Annotated[tuple[str, ...], Parameter(name="--script", negative=())] = (),
     wait_cloud_init: bool = False,
+    warm: bool = False,
     json: bool = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
 ) -> int:
@@ -100,6 +105,9 @@ def up(
         A script file to run on every node once it is ready (after --run); repeatable.
     wait_cloud_init
         Ready means cloud-init reports done, not only SSH answering.
+    warm
+        Make nodes from a warm template (a booted guest saved once, made first if missing)
+        instead of booting them; nodes that cannot be clones boot cold, and say why.
     json
         Print one JSON object per node instead of the table.
     verbose
@@ -131,9 +139,13 @@ def up(
         run=tuple(run),
         scripts=tuple(script),
         wait_cloud_init=wait_cloud_init,
+        warm=warm,
     )
     with Session.open() as session:
         plan = api.plan_up(list(specs), options, session=session)
+        for choice in plan.warm:
+            if not choice.warm:
+                print(f"vnode: {choice.node}: cold boot: {choice.reason}", file=sys.stderr)
         try:
             with LiveReporter(plan.names) as reporter:
                 results = api.execute_up(plan, session=session, reporter=reporter)
@@ -604,6 +616,97 @@ def images_build(*distros: str, force: bool = False) -> int:
     for distro in distros:
         path, built = api.build_image(distro, force=force)
         print(f"{distro}: {'built' if built else 'present'} at {path}")
+    return 0
+
+
+@template_app.command(name="make")
+def template_make(
+    distro: str,
+    *,
+    memory: int | None = None,
+    vcpus: int | None = None,
+    disk_size: int | None = None,
+    virt_type: str | None = None,
+    json: bool = False,
+) -> int:
+    """Make the warm template `up --warm` clones DISTRO's nodes from (one boot, then saved);
+    a template already made is kept. Shape options default to the configured ones, as up.
+
+    Parameters
+    ----------
+    distro
+        The distro, e.g. d12.
+    memory
+        Memory in MiB (clones get the template's).
+    vcpus
+        Virtual CPUs.
+    disk_size
+        Disk size in GiB.
+    virt_type
+        auto, kvm or qemu.
+    json
+        Print the template's record as JSON.
+    """
+    from vnode import api, logs
+
+    logs.configure()
+    options = api.UpOptions(memory=memory, vcpus=vcpus, disk=disk_size, virt_type=virt_type)
+    record = api.make_template(distro, options)
+    if json:
+        _emit_json(record.to_dict())
+    else:
+        print(f"{record.distro}: template {record.key} at {record.directory}")
+    return 0
+
+
+@template_app.command(name="list")
+def template_list(json: bool = False) -> int:
+    """The warm templates made: key, distro, shape, when, state size.
+
+    Parameters
+    ----------
+    json
+        Print one JSON object per template.
+    """
+    from vnode import api
+    from vnode.progress import format_table
+
+    records = api.list_templates()
+    if json:
+        _emit_json([r.to_dict() for r in records])
+        return 0
+    rows = [
+        (
+            r.key,
+            r.distro,
+            f"{r.memory_mib} MiB",
+            str(r.vcpus),
+            r.virt_type,
+            f"{r.disk_gb} GiB",
+            f"{r.save_bytes >> 20} MiB",
+            r.made,
+        )
+        for r in records
+    ]
+    headers = ("KEY", "DISTRO", "MEMORY", "VCPUS", "VIRT", "DISK", "STATE", "MADE")
+    print(format_table(rows, headers))
+    return 0
+
+
+@template_app.command(name="remove")
+def template_remove(which: str) -> int:
+    """Remove a template (by key or the start of one) or every template of a distro; refused
+    while a node still runs on it.
+
+    Parameters
+    ----------
+    which
+        A key from `vnode template list`, or a distro, e.g. d12.
+    """
+    from vnode import api
+
+    for record in api.remove_templates(which):
+        print(f"{record.key} ({record.distro}): removed")
     return 0
 
 

@@ -149,6 +149,8 @@ class NodeResult:
     # nothing ran; output is the steps' combined output (its last 64 KiB).
     exit_status: int | None = None
     output: str | None = None
+    # "warm" (made from a template, see `up --warm`) or "cold" (booted); None: not made here.
+    boot: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

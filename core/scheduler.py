@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -21,6 +22,9 @@ from vnode.nodes import CreatedNode, NodeStore, create_node, remove_node
 from vnode.progress import Reporter
 from vnode.remote import RemoteTarget, RunStep, run_steps, wait_cloud_init
 from vnode.sshwait import WaitTarget, wait_ready
+
+if TYPE_CHECKING:
+    from vnode.warmstore import TemplateRecord
 
 log = get_logger("vnode.scheduler")
 
@@ -39,7 +43,9 @@ def run_up(
     reporter: Reporter,
     steps: tuple[RunStep, ...] = (),
     wait_cloud_init: bool = False,
+    warm: Mapping[str, TemplateRecord] | None = None,
 ) -> list[NodeResult]:
+    """``warm``: the nodes made from a template (vnode.warm) instead of booted cold."""
     scheduler = _Scheduler(
         store,
         locks_dir,
@@ -52,6 +58,7 @@ def run_up(
         reporter,
         steps,
         wait_cloud_init,
+        dict(warm or {}),
     )
     return asyncio.run(scheduler.run(plans))
 
@@ -93,6 +100,7 @@ class _Scheduler:
     reporter: Reporter
     steps: tuple[RunStep, ...] = ()
     wait_cloud_init: bool = False
+    warm: dict[str, TemplateRecord] = attrs.field(factory=dict)
 
     async def run(self, plans: list[NodePlan]) -> list[NodeResult]:
         # One thread per node: creation is mostly waiting on libvirt and qemu-img.
@@ -159,9 +167,7 @@ class _Scheduler:
         On Ctrl-C (this task cancelled) the thread making the node still finishes or rolls
         back, and a node it made is let run: whatever is left behind is whole and running.
         """
-        making = asyncio.ensure_future(
-            asyncio.to_thread(create_node, self.store, plan, self.backend, self.client, paused=True)
-        )
+        making = asyncio.ensure_future(asyncio.to_thread(self._create, plan))
         try:
             try:
                 await asyncio.shield(making)
@@ -172,8 +178,18 @@ class _Scheduler:
         finally:
             await asyncio.wait([making])
             if not making.cancelled() and making.exception() is None:
-                await asyncio.shield(asyncio.to_thread(_resume, making.result()))
+                resume = _resume_clone if plan.name in self.warm else _resume
+                await asyncio.shield(asyncio.to_thread(resume, making.result()))
         return making.result()
+
+    def _create(self, plan: NodePlan) -> CreatedNode:
+        """Make the node paused: from its warm template, or booted cold."""
+        template = self.warm.get(plan.name)
+        if template is None:
+            return create_node(self.store, plan, self.backend, self.client, paused=True)
+        from vnode.warm import create_clone
+
+        return create_clone(self.store, plan, template, self.backend, self.client, paused=True)
 
     def _result(
         self, plan: NodePlan, ip: str | None, state: str, detail: str | None, **extra: Any
@@ -190,6 +206,7 @@ class _Scheduler:
             state=state,
             seconds=seconds if state in ("ready", "started") else None,
             detail=detail,
+            boot="warm" if plan.name in self.warm else "cold",
             **extra,
         )
 
@@ -252,6 +269,15 @@ def _record_address(created: CreatedNode, ip: str) -> None:
         hypervisor.record_address(created.domain, ip)
     except hypervisor.HypervisorError as exc:  # list and ssh will learn it again
         log.bind(node=created.plan.name).warning("could not record the address", error=str(exc))
+
+
+def _resume_clone(created: CreatedNode) -> None:
+    from vnode.warm import resume_clone
+
+    try:
+        resume_clone(created.domain)
+    except hypervisor.HypervisorError as exc:
+        log.bind(node=created.plan.name).warning("could not resume", error=str(exc))
 
 
 def _resume(created: CreatedNode) -> None:

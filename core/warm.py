@@ -4,10 +4,11 @@ libvirt 9.0 refuses to restore a save image under another UUID, so each clone ge
 save image: libvirt's header rewritten with the clone's XML, then the template's QEMU
 migration stream unchanged. The NIC (with the clone's MAC) and an identity disk are
 hot-plugged after the restore; the template's agent applies the identity. The findings and
-the reasons are in docs/warm-clones.md; ``spike/warm_spike.py`` drives all of it end to end.
+the reasons are in docs/warm-clones.md; ``docs/warm_spike.py`` drives all of it end to end.
 
 This module holds the pieces that do not need a guest: the save-image layout, the clone's
-domain XML and its identity archive.
+domain XML and its identity archive. :mod:`vnode.warmstore` keeps the templates;
+:func:`create_clone` makes a node from one.
 """
 
 from __future__ import annotations
@@ -15,16 +16,25 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shutil
 import struct
 import tarfile
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from vnode.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from vnode.keys import ClientKey, KeyPair
+    from vnode.model import NodePlan
+    from vnode.network import NetworkBackend
+    from vnode.nodes import CreatedNode, NodeStore
+    from vnode.warmstore import TemplateRecord
 
 # libvirt's save-image header (src/qemu/qemu_saveimage.h, version 2), little-endian: magic,
 # version, data_len, was_running, compressed (later "format"), cookieOffset, 14 unused u32.
@@ -177,3 +187,210 @@ def identity_archive(values: Mapping[str, str | bytes], apply_script: str) -> by
             tar.addfile(info, io.BytesIO(data))
     raw = buffer.getvalue()
     return raw + b"\0" * (-len(raw) % (1 << 20))
+
+
+# -- making a node from a template ----------------------------------------------------------
+
+IDENTITY_TARGET = "vdc"
+
+
+def identity_values(
+    plan: NodePlan, *, authorized_key: str, host_key: KeyPair
+) -> dict[str, str | bytes]:
+    """The clone's identity, one file per value (the guest never parses one as shell)."""
+    fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
+    values: dict[str, str | bytes] = {
+        "hostname": plan.name,
+        "fqdn": fqdn,
+        "machine-id": uuid.uuid4().hex + "\n",
+        "boot-id": str(uuid.uuid4()) + "\n",
+        "random-seed": secrets.token_bytes(512),
+        "authorized_keys": authorized_key.strip() + "\n",
+        "ssh_host_ed25519_key": host_key.private_openssh,
+        "ssh_host_ed25519_key.pub": host_key.public_openssh.strip() + "\n",
+        "mac": plan.mac,
+    }
+    values.update({f"net/{name}": text for name, text in network_files(plan).items()})
+    return values
+
+
+def network_files(plan: NodePlan) -> dict[str, str]:
+    """The NIC's configuration for the apply script: mode, address and gateway to set at once,
+    and the same in each network tool's own format, to persist for later boots."""
+    address = plan.address
+    mac = plan.mac
+    nic: dict[str, Any] = {"match": {"macaddress": mac}}
+    if address is None:
+        nic["dhcp4"] = True
+        return {
+            "mode": "dhcp",
+            "address": "",
+            "gateway": "",
+            "resolv.conf": "",
+            "netplan.yaml": _netplan(nic),
+            "nm.nmconnection": _nm(mac, "[ipv4]\nmethod=auto\n"),
+            "networkd.network": f"[Match]\nMACAddress={mac}\n\n[Network]\nDHCP=ipv4\n",
+            "ifupdown": "auto @NIC@\niface @NIC@ inet dhcp\n",
+        }
+    cidr = f"{address.ip}/{address.prefix}"
+    gateway = address.gateway or ""
+    nic["addresses"] = [cidr]
+    if gateway:
+        nic["routes"] = [{"to": "0.0.0.0/0", "via": gateway}]
+    nic["nameservers"] = {"addresses": list(address.dns), "search": list(address.search)}
+    resolv = "".join(f"nameserver {dns}\n" for dns in address.dns)
+    if address.search:
+        resolv += f"search {' '.join(address.search)}\n"
+    ipv4 = f"[ipv4]\nmethod=manual\naddress1={cidr}{',' + gateway if gateway else ''}\n"
+    if address.dns:
+        ipv4 += f"dns={';'.join(address.dns)};\n"
+    if address.search:
+        ipv4 += f"dns-search={';'.join(address.search)};\n"
+    networkd = f"[Match]\nMACAddress={mac}\n\n[Network]\nAddress={cidr}\n"
+    networkd += f"Gateway={gateway}\n" if gateway else ""
+    networkd += "".join(f"DNS={dns}\n" for dns in address.dns)
+    networkd += f"Domains={' '.join(address.search)}\n" if address.search else ""
+    ifupdown = f"auto @NIC@\niface @NIC@ inet static\n    address {cidr}\n"
+    ifupdown += f"    gateway {gateway}\n" if gateway else ""
+    return {
+        "mode": "static",
+        "address": cidr,
+        "gateway": gateway,
+        "resolv.conf": resolv,
+        "netplan.yaml": _netplan(nic),
+        "nm.nmconnection": _nm(mac, ipv4),
+        "networkd.network": networkd,
+        "ifupdown": ifupdown,
+    }
+
+
+def _netplan(nic: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump({"network": {"version": 2, "ethernets": {"vnode0": nic}}})
+
+
+def _nm(mac: str, ipv4: str) -> str:
+    return (
+        "[connection]\nid=vnode0\ntype=ethernet\n\n"
+        f"[ethernet]\nmac-address={mac}\n\n{ipv4}\n[ipv6]\nmethod=ignore\n"
+    )
+
+
+def apply_script() -> str:
+    from importlib.resources import files
+
+    return files("vnode.templates").joinpath("warm-apply.sh").read_text()
+
+
+def create_clone(
+    store: NodeStore,
+    plan: NodePlan,
+    template: TemplateRecord,
+    backend: NetworkBackend,
+    client: ClientKey,
+    *,
+    paused: bool = False,
+) -> CreatedNode:
+    """Make the node from the template's saved state instead of booting it: what
+    :func:`vnode.nodes.create_node` does for a cold node, with the same outcome (a node whole
+    or absent, the same metadata, known_hosts entry, console log and files)."""
+    from vnode.nodes import remove_node
+
+    if store.owned(plan.name) is not None:
+        remove_node(store, plan, backend)
+    try:
+        return _build_clone(store, plan, template, backend, client, paused)
+    except BaseException:
+        remove_node(store, plan, backend, quiet=True)
+        raise
+
+
+def _build_clone(
+    store: NodeStore,
+    plan: NodePlan,
+    template: TemplateRecord,
+    backend: NetworkBackend,
+    client: ClientKey,
+    paused: bool,
+) -> CreatedNode:
+    from vnode import hypervisor
+    from vnode.disks import create_overlay
+    from vnode.keys import generate_keypair
+    from vnode.nodes import CreatedNode
+
+    libvirt = hypervisor._libvirt()
+    if plan.node_dir.exists():
+        shutil.rmtree(plan.node_dir)
+    plan.node_dir.mkdir(mode=0o755, parents=True)
+    # The template's virtual size: the saved guest already knows its disk's size.
+    create_overlay(template.disk, plan.disk_path, template.disk_gb)
+    host_key = generate_keypair(f"{plan.name} host key")
+    values = identity_values(plan, authorized_key=client.public_openssh, host_key=host_key)
+    identity = plan.node_dir / "identity.tar"
+    fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(identity_archive(values, apply_script()))
+    planned = ET.fromstring(plan.domain_xml)
+    interface = planned.find("devices/interface")
+    if interface is None:
+        raise EnvironmentProblem(f"{plan.name}: the plan has no NIC to plug in")
+    assert plan.console is not None
+    xml = clone_domain_xml(
+        read_save_image(template.save).xml,
+        name=plan.name,
+        disk=plan.disk_path,
+        console=plan.console.log_path,
+        title=planned.findtext("title"),
+        metadata=planned.find("metadata"),
+    )
+    backend.reserve(plan)
+    # The host key is trusted before the guest exists, so the first connection is verified.
+    store.known_hosts.set(plan.name, host_key.public_openssh)
+    save = plan.node_dir / "restore.save"
+    write_clone_save_image(template.save, save, xml)
+    try:
+        with hypervisor.libvirt_errors(f"restoring {plan.name} from template {template.key}"):
+            store.conn.restoreFlags(str(save), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+    finally:
+        save.unlink(missing_ok=True)
+    domain = hypervisor.lookup(store.conn, plan.name)
+    if domain is None:
+        raise EnvironmentProblem(f"{plan.name}: restored, then gone")
+    with hypervisor.libvirt_errors(f"defining {plan.name}"):
+        # A restored domain is transient; vnode's nodes are persistent, as cold ones are.
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+        domain = store.conn.defineXML(domain.XMLDesc(flags))
+    with hypervisor.libvirt_errors(f"plugging {plan.name}'s NIC and identity"):
+        domain.attachDeviceFlags(
+            ET.tostring(interface, encoding="unicode"),
+            libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG,
+        )
+        # Live only: the identity is applied once; a reboot keeps what was applied.
+        domain.attachDeviceFlags(_identity_disk_xml(identity), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    if not paused:
+        resume_clone(domain)
+    return CreatedNode(plan=plan, domain=domain, host_key=host_key.public_openssh)
+
+
+def _identity_disk_xml(path: Path) -> str:
+    disk = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(disk, "driver", name="qemu", type="raw")
+    ET.SubElement(disk, "source", file=str(path))
+    ET.SubElement(disk, "target", dev=IDENTITY_TARGET, bus="virtio")
+    ET.SubElement(disk, "serial").text = IDENTITY_SERIAL
+    ET.SubElement(disk, "readonly")
+    return ET.tostring(disk, encoding="unicode")
+
+
+def resume_clone(domain: Any) -> None:
+    """Let a clone restored paused run. libvirt reports a domain restored paused with its
+    own pause reason (not the user's), which :func:`vnode.hypervisor.resume` leaves alone."""
+    from vnode import hypervisor
+
+    libvirt = hypervisor._libvirt()
+    with hypervisor.libvirt_errors(f"resuming {domain.name()}"):
+        state, reason = domain.state()
+        bad = (libvirt.VIR_DOMAIN_PAUSED_IOERROR, libvirt.VIR_DOMAIN_PAUSED_CRASHED)
+        if state == libvirt.VIR_DOMAIN_PAUSED and reason not in bad:
+            domain.resume()

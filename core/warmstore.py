@@ -1,0 +1,533 @@
+"""Warm templates: a booted, NIC-less guest saved once per image and shape, cloned many times.
+
+A template lives in ``<state>/templates/<key>/``: ``disk.qcow2`` (read-only from then on: the
+backing file of every clone's overlay), ``state.save`` (libvirt's save image of the running
+guest) and ``record.json`` (what it was made from; written last, so a directory without it is
+an unfinished template). The key covers everything a saved guest depends on: the image's
+content, memory, vCPUs, virt type, disk size, the agent installed in it, and the libvirt and
+QEMU that saved it. The network is not part of it: the NIC is hot-plugged into each clone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from vnode import hypervisor
+from vnode.errors import EnvironmentProblem, UsageError
+from vnode.logs import get_logger
+from vnode.model import ConsoleSetup, Distro, NodePlan, VirtType
+
+log = get_logger("vnode.warmstore")
+
+READY_MARKER = "vnode-template-ready"
+# Raised whenever what the template's agent does changes in a way a clone depends on.
+TEMPLATE_FORMAT = 1
+_AGENT_FILES = ("warm-agent.sh", "warm-finish.sh", "warm-user-data.j2")
+_RECORD = "record.json"
+_SEED_TARGET = "vdb"
+
+
+@attrs.frozen
+class Shape:
+    """What a saved guest cannot change after the save: its memory, CPUs, virt type, disk."""
+
+    memory_mib: int
+    vcpus: int
+    virt_type: VirtType
+    disk_gb: int
+
+
+@attrs.frozen
+class TemplateSpec:
+    """Everything decided about a template before it is made (planned once, made once)."""
+
+    key: str
+    distro: Distro = attrs.field(eq=False)
+    image: Path
+    image_fingerprint: str
+    shape: Shape
+    agent: str
+    libvirt: str
+    qemu: str
+    directory: Path
+    domain_name: str
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk.qcow2"
+
+    @property
+    def save(self) -> Path:
+        return self.directory / "state.save"
+
+
+@attrs.frozen
+class TemplateRecord:
+    """A made template, as ``record.json`` and ``vnode template list`` show it."""
+
+    key: str
+    distro: str
+    image: str
+    image_fingerprint: str
+    memory_mib: int
+    vcpus: int
+    virt_type: str
+    disk_gb: int
+    agent: str
+    libvirt: str
+    qemu: str
+    made: str
+    boot_seconds: float
+    save_bytes: int
+    directory: str = ""  # filled in when read: where the template is
+
+    @property
+    def disk(self) -> Path:
+        return Path(self.directory) / "disk.qcow2"
+
+    @property
+    def save(self) -> Path:
+        return Path(self.directory) / "state.save"
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+def templates_dir(state: Path) -> Path:
+    return state / "templates"
+
+
+def image_fingerprint(image: Path) -> str:
+    """What identifies the image's content without reading 500 MiB: its store record's
+    sha256 while the record still describes the file, else size, mtime and inode."""
+    from vnode.images import read_record
+
+    record = read_record(image)
+    if record is not None and record.describes(image):
+        return f"sha256:{record.sha256}"
+    stat = image.stat()
+    return f"stat:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+
+
+def agent_version() -> str:
+    """A digest of what the template's own boot installs: a change needs new templates.
+    (``warm-apply.sh`` is not in it: it ships on each clone's identity disk.)"""
+    from importlib.resources import files
+
+    digest = hashlib.sha256(f"format {TEMPLATE_FORMAT}".encode())
+    for name in _AGENT_FILES:
+        digest.update(files("vnode.templates").joinpath(name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def host_versions(conn: Any) -> tuple[str, str]:
+    """(libvirt, QEMU) versions as "9.0.0", "7.2.0": a save image is only known to restore
+    on the versions that wrote it."""
+    with hypervisor.libvirt_errors("reading libvirt's version"):
+        return _dotted(conn.getLibVersion()), _dotted(conn.getVersion())
+
+
+def _dotted(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def template_key(fingerprint: str, shape: Shape, agent: str, libvirt: str, qemu: str) -> str:
+    """The template's name in the store: a digest of everything a saved guest depends on."""
+    fields = {
+        "image": fingerprint,
+        "memory_mib": shape.memory_mib,
+        "vcpus": shape.vcpus,
+        "virt_type": shape.virt_type,
+        "disk_gb": shape.disk_gb,
+        "agent": agent,
+        "libvirt": libvirt,
+        "qemu": qemu,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_template(
+    *,
+    state: Path,
+    distro: Distro,
+    image: Path,
+    shape: Shape,
+    versions: tuple[str, str],
+    stem: str,
+) -> TemplateSpec:
+    """Decide the template for this image and shape (nothing is made). ``stem`` names the
+    template's short-lived domain after the configuration's first pool, so that labs sharing
+    a libvirtd never collide."""
+    fingerprint = image_fingerprint(image)
+    agent = agent_version()
+    key = template_key(fingerprint, shape, agent, *versions)
+    return TemplateSpec(
+        key=key,
+        distro=distro,
+        image=image,
+        image_fingerprint=fingerprint,
+        shape=shape,
+        agent=agent,
+        libvirt=versions[0],
+        qemu=versions[1],
+        directory=templates_dir(state) / key,
+        domain_name=f"{stem}tpl-{key[:8]}",
+    )
+
+
+def read_template(directory: Path) -> TemplateRecord | None:
+    """The made template in ``directory``, or None (absent, unfinished or damaged)."""
+    try:
+        data = json.loads((directory / _RECORD).read_text())
+        record = TemplateRecord(**{**data, "directory": str(directory)})
+    except (OSError, ValueError, TypeError):
+        return None
+    if not (record.disk.is_file() and record.save.is_file()):
+        return None
+    return record
+
+
+def list_templates(state: Path) -> list[TemplateRecord]:
+    root = templates_dir(state)
+    if not root.is_dir():
+        return []
+    found = (read_template(path) for path in sorted(root.iterdir()) if path.is_dir())
+    return sorted((r for r in found if r is not None), key=lambda r: (r.distro, r.made))
+
+
+def users_of(record: TemplateRecord, nodes_dir: Path) -> list[str]:
+    """The nodes whose disk is an overlay on this template's disk (they need it to run)."""
+    disk = str(record.disk)
+    users = []
+    if nodes_dir.is_dir():
+        for node_disk in sorted(nodes_dir.glob("*/disk.qcow2")):
+            try:
+                if _backing_file(node_disk) == disk:
+                    users.append(node_disk.parent.name)
+            except (OSError, EnvironmentProblem):
+                continue
+    return users
+
+
+def _backing_file(path: Path) -> str | None:
+    """The backing file a qcow2 header names (bytes 8..20: offset and length), or None."""
+    with path.open("rb") as handle:
+        header = handle.read(20)
+        if len(header) < 20 or header[:4] != b"QFI\xfb":
+            return None
+        offset, size = struct.unpack(">QI", header[8:20])
+        if not offset:
+            return None
+        handle.seek(offset)
+        return handle.read(size).decode(errors="replace")
+
+
+def select_templates(state: Path, which: str) -> list[TemplateRecord]:
+    """The templates ``which`` names: a key (or its unique start), or a distro (all of its
+    templates). UsageError if it names none."""
+    templates = list_templates(state)
+    chosen = [t for t in templates if t.distro == which]
+    if not chosen and len(which) >= 4:
+        chosen = [t for t in templates if t.key.startswith(which)]
+    if not chosen:
+        raise UsageError(f"no template {which!r}: `vnode template list` shows the keys")
+    return chosen
+
+
+def remove_template(record: TemplateRecord, nodes_dir: Path) -> None:
+    """Remove a template nobody runs on; UsageError (nothing removed) if nodes still do."""
+    if users := users_of(record, nodes_dir):
+        raise UsageError(
+            f"template {record.key} is the base of {', '.join(users)}: destroy them first"
+        )
+    _remove_inside(Path(record.directory).parent, Path(record.directory))
+
+
+def _remove_inside(root: Path, path: Path) -> None:
+    # Only ever delete inside vnode's templates directory, whatever a record says.
+    if path.resolve().parent == root.resolve() and path.exists():
+        shutil.rmtree(path)
+
+
+# -- making a template -------------------------------------------------------------------
+
+
+def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> TemplateRecord:
+    """Boot the image NIC-less with the agent's seed, wait for the guest to say it may be
+    saved, unplug the seed, save, keep disk and state. Idempotent: a template already made
+    is returned as it is. On failure nothing of it is left (domain, files)."""
+    if (made := read_template(spec.directory)) is not None:
+        return made
+    started = time.monotonic()
+    if spec.directory.exists():  # an unfinished earlier attempt
+        _remove_inside(spec.directory.parent, spec.directory)
+    spec.directory.mkdir(mode=0o755, parents=True)
+    os.chmod(spec.directory.parent, 0o755)
+    domain = None
+    try:
+        plan = _template_plan(spec)
+        _write_files(spec, plan)
+        with hypervisor.libvirt_errors(f"starting template {spec.domain_name}"):
+            # Transient: once saved, libvirt forgets it; nothing needs undefining.
+            domain = conn.createXML(_template_xml(plan), 0)
+        log.info("template booting", key=spec.key, distro=spec.distro.name)
+        _wait_ready(domain, plan, started + timeout)
+        boot_seconds = time.monotonic() - started
+        _unplug_seed(domain, plan)
+        with hypervisor.libvirt_errors(f"saving template {spec.domain_name}"):
+            domain.save(str(spec.save))
+        domain = None
+    except BaseException:
+        if domain is not None:
+            hypervisor.remove_domain(domain)
+        _remove_inside(spec.directory.parent, spec.directory)
+        raise
+    (spec.directory / "seed.iso").unlink(missing_ok=True)
+    # From now on only ever a backing file: a clone writing to it would corrupt them all.
+    os.chmod(spec.disk, 0o444)
+    record = TemplateRecord(
+        key=spec.key,
+        distro=spec.distro.name,
+        image=str(spec.image),
+        image_fingerprint=spec.image_fingerprint,
+        memory_mib=spec.shape.memory_mib,
+        vcpus=spec.shape.vcpus,
+        virt_type=spec.shape.virt_type,
+        disk_gb=spec.shape.disk_gb,
+        agent=spec.agent,
+        libvirt=spec.libvirt,
+        qemu=spec.qemu,
+        made=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        boot_seconds=round(boot_seconds, 1),
+        save_bytes=spec.save.stat().st_size,
+    )
+    data = {k: v for k, v in record.to_dict().items() if k != "directory"}
+    (spec.directory / _RECORD).write_text(json.dumps(data, indent=2) + "\n")
+    log.info("template made", key=spec.key, seconds=record.boot_seconds)
+    return attrs.evolve(record, directory=str(spec.directory))
+
+
+def _template_plan(spec: TemplateSpec) -> NodePlan:
+    # The same domain as a cold node's (the core's template), so a clone's device layout is
+    # a cold node's less the NIC and the seed; no plugin adjusts it.
+    return NodePlan(
+        name=spec.domain_name,
+        number=0,
+        pool="template",
+        mac="",
+        distro=spec.distro,
+        memory_mib=spec.shape.memory_mib,
+        vcpus=spec.shape.vcpus,
+        disk_gb=spec.shape.disk_gb,
+        network="none",
+        virt_type=spec.shape.virt_type,
+        node_dir=spec.directory,
+        console=ConsoleSetup(log_path=spec.directory / "console.log"),
+    )
+
+
+def _template_xml(plan: NodePlan) -> str:
+    from vnode.templating import render_xml
+
+    return render_xml(
+        "domain.xml.j2",
+        node=plan,
+        namespace=hypervisor.NAMESPACE,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def template_user_data() -> str:
+    """The template's cloud-config: install the agent, then finish and say so on the console."""
+    from importlib.resources import files
+
+    from vnode.templating import render_yaml
+
+    source = files("vnode.templates")
+    rule = (
+        'ACTION=="add", SUBSYSTEM=="block", KERNEL=="vd*", ATTRS{serial}=="vnode-identity", '
+        'TAG+="systemd", ENV{SYSTEMD_WANTS}+="vnode-identity.service"\n'
+    )
+    unit = (
+        "[Unit]\nDescription=vnode warm clone: apply this clone's identity\n"
+        "DefaultDependencies=no\n\n[Service]\nType=oneshot\n"
+        "ExecStart=/usr/local/sbin/vnode-warm-agent\n"
+    )
+    entries = [
+        ("/usr/local/sbin/vnode-warm-agent", source.joinpath("warm-agent.sh").read_text(), "0755"),
+        (
+            "/usr/local/sbin/vnode-template-finish",
+            source.joinpath("warm-finish.sh").read_text(),
+            "0755",
+        ),
+        ("/etc/udev/rules.d/99-vnode-identity.rules", rule, "0644"),
+        ("/etc/systemd/system/vnode-identity.service", unit, "0644"),
+    ]
+    return render_yaml(
+        "warm-user-data.j2",
+        files=[{"path": p, "content": c, "mode": m} for p, c, m in entries],
+    )
+
+
+def _write_files(spec: TemplateSpec, plan: NodePlan) -> None:
+    from vnode.cloudinit import SeedFiles, write_seed_iso
+    from vnode.disks import create_overlay
+    from vnode.templating import render_yaml
+
+    create_overlay(spec.image, spec.disk, spec.shape.disk_gb)
+    meta = render_yaml(
+        "meta-data.j2", instance_id=f"{plan.name}-{uuid.uuid4().hex[:12]}", hostname=plan.name
+    )
+    write_seed_iso(plan.seed_path, SeedFiles(template_user_data(), meta, ""))
+
+
+def _wait_ready(domain: Any, plan: NodePlan, deadline: float) -> None:
+    assert plan.console is not None
+    console = plan.console.log_path
+    while time.monotonic() < deadline:
+        if console.is_file() and READY_MARKER in console.read_text(errors="replace"):
+            return
+        if not hypervisor.is_active(domain):
+            raise EnvironmentProblem(f"template {plan.name} stopped while booting; see {console}")
+        time.sleep(0.5)
+    raise EnvironmentProblem(f"template {plan.name} not ready in time; see {console}")
+
+
+def _unplug_seed(domain: Any, plan: NodePlan) -> None:
+    libvirt = hypervisor._libvirt()
+    disk = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(disk, "source", file=str(plan.seed_path))
+    ET.SubElement(disk, "target", dev=_SEED_TARGET, bus="virtio")
+    xml = ET.tostring(disk, encoding="unicode")
+    with hypervisor.libvirt_errors(f"unplugging {plan.name}'s seed"):
+        domain.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    # The guest acknowledges the unplug asynchronously; the save must not carry the seed.
+    deadline = time.monotonic() + 60
+    while f'dev="{_SEED_TARGET}"' in domain.XMLDesc(0):
+        if time.monotonic() > deadline:
+            raise EnvironmentProblem(f"template {plan.name}: the guest kept its seed disk")
+        time.sleep(0.2)
+
+
+# -- deciding, per node of an `up --warm`, warm or cold ---------------------------------------
+
+# Interface types whose NIC can be hot-plugged into a clone as the plan describes it.
+WARM_INTERFACE_TYPES = ("network", "bridge", "direct")
+
+
+@attrs.frozen
+class WarmChoice:
+    """One node's boot in an ``up --warm`` plan: from ``template`` or, when None, cold, and
+    why (the reason is shown to the user)."""
+
+    node: str
+    template: TemplateSpec | None
+    reason: str
+
+    @property
+    def warm(self) -> bool:
+        return self.template is not None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "boot": "warm" if self.warm else "cold",
+            "template": self.template.key if self.template else None,
+            "reason": self.reason,
+        }
+
+
+def cold_reason(plan: NodePlan, *, plugin_adjusted: bool, wait_cloud_init: bool) -> str | None:
+    """Why this node cannot be a clone (None: it can). A clone is the template's guest with a
+    NIC plugged in and an identity applied, so anything that needs a first boot, or a device
+    the template was not saved with, needs a cold boot."""
+    interface = plan.interface
+    if interface is None or interface.type not in WARM_INTERFACE_TYPES:
+        kind = interface.type if interface else "none"
+        return f"network kind {plan.network} (interface {kind}) is not hot-pluggable into a clone"
+    if plugin_adjusted:
+        return "a plugin changed the domain (vnode_domain_xml): the template lacks its changes"
+    if plan.user_cloud_config:
+        return "the lab's cloud-config runs on a first boot only"
+    if wait_cloud_init:
+        return "--wait-cloud-init waits for a first boot's cloud-init"
+    return None
+
+
+def warm_choice(
+    plan: NodePlan,
+    spec: TemplateSpec,
+    *,
+    plugin_adjusted: bool,
+    wait_cloud_init: bool,
+    others: list[TemplateRecord],
+) -> WarmChoice:
+    """Warm from ``spec`` (made first if needed) or cold with the reason. ``others``: the
+    templates already made, to say why a new one is needed."""
+    if reason := cold_reason(
+        plan, plugin_adjusted=plugin_adjusted, wait_cloud_init=wait_cloud_init
+    ):
+        return WarmChoice(plan.name, None, reason)
+    if any(record.key == spec.key for record in others):
+        return WarmChoice(plan.name, spec, f"template {spec.key}")
+    same_distro = [r for r in others if r.distro == plan.distro.name]
+    if not same_distro:
+        why = f"no template of {plan.distro.name} yet"
+    elif any(r.image_fingerprint != spec.image_fingerprint for r in same_distro):
+        why = f"{plan.distro.name}'s image changed since its template was made"
+    else:
+        made = ", ".join(_shape_words(r) for r in same_distro)
+        why = f"no template of this shape ({_shape_words(spec.shape)}; made: {made})"
+    return WarmChoice(plan.name, spec, f"template {spec.key}, made first: {why}")
+
+
+def _shape_words(shape: Shape | TemplateRecord) -> str:
+    return f"{shape.memory_mib} MiB, {shape.vcpus} vCPU, {shape.virt_type}, {shape.disk_gb} GiB"
+
+
+def ensure_templates(
+    conn: Any,
+    choices: tuple[WarmChoice, ...],
+    locks_dir: Path,
+    progress: Any = None,
+) -> tuple[dict[str, TemplateRecord], dict[str, str]]:
+    """Make every template the choices need, once per key (one at a time: each is a boot,
+    and boots compete for the host's CPU). ({node: template}, {node: why cold after all})."""
+    from vnode.locks import file_lock
+
+    records: dict[str, TemplateRecord] = {}
+    failed: dict[str, str] = {}
+    for choice in choices:
+        spec = choice.template
+        if spec is None or spec.key in records or spec.key in failed:
+            continue
+        waiting = [c.node for c in choices if c.template and c.template.key == spec.key]
+        if progress is not None and read_template(spec.directory) is None:
+            for node in waiting:
+                progress(node, f"making template {spec.key} ({spec.distro.name})")
+        try:
+            # Another vnode making the same template: wait for it, then use its work.
+            with file_lock(locks_dir / f"template-{spec.key}.lock"):
+                records[spec.key] = make_template(conn, spec)
+        except EnvironmentProblem as exc:
+            log.warning("template could not be made; cold boot", key=spec.key, error=str(exc))
+            failed[spec.key] = f"template {spec.key} could not be made: {exc}"
+    warm = {
+        c.node: records[c.template.key] for c in choices if c.template and c.template.key in records
+    }
+    cold = {
+        c.node: failed[c.template.key] for c in choices if c.template and c.template.key in failed
+    }
+    return warm, cold
