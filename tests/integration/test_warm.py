@@ -1,0 +1,178 @@
+"""Warm clones end to end: one template made once, two nodes cloned from it by `up --warm`.
+
+Booting is the expensive part under TCG: the module boots one template (512 MiB, 1 vCPU) and
+restores two clones; every test then checks what a clone must be (a machine of its own, as
+strict as a cold node) against those two over SSH with vnode's known_hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Lab, cleanup_lab, domain_names, make_lab
+
+pytestmark = pytest.mark.integration
+
+SHAPE = ("--memory", "512", "--vcpus", "1", "--virt-type", "qemu")
+PROBE = (
+    "hostname; cat /sys/class/net/*/address | grep -v '^00:00:00:00:00:00$'; "
+    "ip -4 -o addr show scope global | awk '{print $4}'; "
+    "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub; ls /etc/ssh | grep -c '^ssh_host_'; "
+    "cat /etc/machine-id; cat /proc/sys/kernel/random/boot_id; "
+    "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s.%N; "
+    "cat /root/.ssh/authorized_keys"
+)
+
+
+@pytest.fixture(scope="module")
+def wlab(host_ready: None) -> Iterator[Lab]:
+    made = make_lab("wm")
+    try:
+        yield made
+    finally:
+        cleanup_lab(made)
+
+
+@pytest.fixture(scope="module")
+def template(wlab: Lab) -> dict:
+    result = wlab.run("template", "make", "d12", *SHAPE, "--json", timeout=900)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def clones(wlab: Lab, template: dict) -> dict[str, dict]:
+    started = time.monotonic()
+    code, nodes = wlab.run_json("up", "--warm", "1", "2", *SHAPE, timeout=600)
+    assert code == 0, nodes
+    return {"seconds": time.monotonic() - started, **{node["name"]: node for node in nodes}}
+
+
+@pytest.fixture(scope="module")
+def probed(wlab: Lab, clones: dict) -> dict[int, dict]:
+    """What each clone says about itself, with the host's clock around the question."""
+    found = {}
+    for number in (1, 2):
+        before = time.time()
+        result = wlab.ssh(str(number), PROBE)
+        after = time.time()
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        found[number] = {
+            "hostname": lines[0],
+            "mac": lines[1],
+            "address": lines[2],
+            "host_key": lines[3],
+            "host_keys": int(lines[4]),
+            "machine_id": lines[5],
+            "boot_id": lines[6],
+            "random": lines[7],
+            "clock": float(lines[8]),
+            "authorized_keys": lines[9:],
+            "window": (before, after),
+        }
+    return found
+
+
+def test_bad_template_input_is_one_line_and_exit_2(wlab: Lab) -> None:
+    for args in (
+        ("template", "make", "nosuchdistro"),
+        ("template", "make", "d12", "--memory", "0"),
+        ("template", "make", "d12", "--virt-type", "bogus"),
+        ("template", "remove", "nosuchtemplate"),
+    ):
+        result = wlab.run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not any((wlab.state / "templates").glob("*/record.json"))
+
+
+def test_template_is_listed(wlab: Lab, template: dict) -> None:
+    result = wlab.run("template", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    [listed] = json.loads(result.stdout)
+    assert listed["key"] == template["key"]
+    assert (listed["distro"], listed["memory_mib"], listed["vcpus"]) == ("d12", 512, 1)
+    assert listed["virt_type"] == "qemu"
+    directory = Path(listed["directory"])
+    assert (directory / "disk.qcow2").stat().st_mode & 0o777 == 0o444
+    assert (directory / "state.save").is_file()
+    # The template's domain was transient and is gone; only clones are domains.
+    assert not any("tpl-" in name for name in domain_names(wlab.stem))
+
+
+def test_up_warm_makes_ready_clones(wlab: Lab, clones: dict) -> None:
+    for number in (1, 2):
+        node = clones[wlab.name(number)]
+        assert node["state"] == "ready", node
+        assert node["boot"] == "warm"
+        assert node["ip"] == wlab.ip_of(number)
+    listed = {n["name"]: n for n in json.loads(wlab.run("list", "--json").stdout)}
+    assert {wlab.name(1), wlab.name(2)} <= set(listed)
+    assert listed[wlab.name(1)]["state"] == "running"
+
+
+def test_clones_are_machines_of_their_own(wlab: Lab, probed: dict) -> None:
+    one, two = probed[1], probed[2]
+    for number, seen in probed.items():
+        assert seen["hostname"] == wlab.name(number)
+        assert seen["address"] == f"{wlab.ip_of(number)}/24"
+        assert seen["mac"].endswith(f":{number:02d}")
+    for field in ("hostname", "mac", "address", "host_key", "machine_id", "boot_id", "random"):
+        assert one[field] != two[field], field
+
+
+def test_host_key_is_the_one_vnode_made_and_trusts(wlab: Lab, probed: dict) -> None:
+    known = dict(line.split(" ", 1) for line in wlab.known_hosts.read_text().splitlines())
+    for number, seen in probed.items():
+        # Only the key vnode generated: every key the template made was deleted before it
+        # was saved, so none of the template's can be in a clone.
+        assert seen["host_keys"] == 2  # ssh_host_ed25519_key and its .pub
+        assert known[wlab.name(number)] == seen["host_key"]
+
+
+def test_clock_is_the_hosts(probed: dict) -> None:
+    for seen in probed.values():
+        before, after = seen["window"]
+        assert before - 2 <= seen["clock"] <= after + 2, (seen["clock"], before, after)
+
+
+def test_root_logs_in_with_the_users_key_only(wlab: Lab, probed: dict) -> None:
+    user_key = (wlab.state / "ssh" / "id_ed25519.pub").read_text().split()[:2]
+    for seen in probed.values():
+        assert [line.split()[:2] for line in seen["authorized_keys"] if line.strip()] == [user_key]
+
+
+def test_log_shows_the_clones_console(wlab: Lab, clones: dict) -> None:
+    result = wlab.run("log", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"vnode-identity: ready as {wlab.name(1)}" in result.stdout
+
+
+def test_template_in_use_is_not_removed(wlab: Lab, template: dict, clones: dict) -> None:
+    result = wlab.run("template", "remove", template["key"])
+    assert result.returncode == 2
+    assert wlab.name(1) in result.stderr
+    assert Path(template["directory"], "state.save").is_file()
+
+
+def test_destroy_leaves_nothing(wlab: Lab, clones: dict, probed: dict) -> None:
+    result = wlab.run("destroy", "1", "2")
+    assert result.returncode == 0, result.stderr
+    assert not domain_names(wlab.stem)
+    assert not list((wlab.state / "nodes").iterdir())
+    known = wlab.known_hosts.read_text() if wlab.known_hosts.exists() else ""
+    assert wlab.name(1) not in known and wlab.name(2) not in known
+
+
+def test_template_remove_removes_it(wlab: Lab, template: dict) -> None:
+    result = wlab.run("template", "remove", "d12")
+    assert result.returncode == 0, result.stderr
+    assert template["key"] in result.stdout
+    assert not Path(template["directory"]).exists()
+    assert json.loads(wlab.run("template", "list", "--json").stdout) == []
