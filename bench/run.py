@@ -8,6 +8,9 @@ Measures (medians of --runs, with min and max):
   NoCloud seed and DHCP; seconds until every one answers an SSH command;
 - vnode: `vnode up` of N nodes, same image, vCPUs and memory; seconds until all are ready,
   and the ratio vnode/floor;
+- warm: `vnode up --warm` of N nodes cloned from a template made beforehand (issue 15), the
+  ratio warm/floor, and the host memory (QEMU's resident set) N cold and N warm nodes use;
+  and the time `vnode template make` takes (one boot of the image, then saved);
 - control plane: `vnode up --no-wait` of N nodes until all domains run, and `vnode destroy`;
   beside it, libvirt alone (no vnode) defining and starting N domains from ready disks, as
   they come and gated (started paused, then all resumed), to show what libvirt itself costs;
@@ -41,6 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 VNODE = [sys.executable, "-m", "vnode.cli"]
 IMAGE_STORE = Path("/var/lib/vnode/images")
+# Domain names are global on a libvirtd: a prefix of one's own (as the tests' VNODE_TEST_LAB)
+# keeps a bench run from touching another lab's nodes.
+LAB = os.environ.get("VNODE_TEST_LAB", "")
 
 
 def median_row(samples: list[float]) -> dict[str, float]:
@@ -215,7 +221,7 @@ def bench_lab(args: argparse.Namespace) -> Iterator[BenchLab]:
         f'[defaults]\ndistro = "{args.distro}"\nvirt_type = "{args.virt_type}"\n'
         f"memory = {args.memory}\nvcpus = {args.vcpus}\ntimeout = {args.timeout}\n"
         f'[paths]\nstate = "{state}"\nimage_store = "{IMAGE_STORE}"\n'
-        '[[pools]]\nstem = "vb"\nmac_prefix = "52:54:00:ef:ef"\n'
+        f'[[pools]]\nstem = "{LAB}vb"\nmac_prefix = "52:54:00:ef:ef"\n'
         f'[libvirt_network]\nname = "{network}"\nsubnet = "10.232.{args.octet}.0/24"\n'
         'forward = "none"\ndomain = "bench"\n'
     )
@@ -239,11 +245,40 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.Comp
     return time.monotonic() - start, result
 
 
-def vnode_run(n: int, env: dict[str, str]) -> float:
-    seconds, result = _timed([*VNODE, "up", *map(str, range(1, n + 1)), "--json"], env)
+def vnode_run(
+    n: int, env: dict[str, str], *, warm: bool = False, memory: list | None = None
+) -> float:
+    """`vnode up` of N nodes (``warm``: cloned from the template); appends the nodes' host
+    memory in MiB to ``memory`` if given."""
+    extra = ["--warm"] if warm else []
+    seconds, result = _timed([*VNODE, "up", *extra, *map(str, range(1, n + 1)), "--json"], env)
     if result.returncode != 0:
         raise RuntimeError(f"vnode up failed: {result.stdout}{result.stderr}")
+    if warm and any(node.get("boot") != "warm" for node in json.loads(result.stdout)):
+        raise RuntimeError(f"vnode up --warm booted cold: {result.stdout}{result.stderr}")
+    if memory is not None:
+        memory.append(_resident_mib([node["name"] for node in json.loads(result.stdout)]))
     subprocess.run([*VNODE, "destroy", "--all"], env=env, capture_output=True, check=True)
+    return seconds
+
+
+def _resident_mib(names: list[str]) -> float:
+    """The QEMU processes' resident memory, summed: what the nodes cost the host."""
+    total = 0
+    for name in names:
+        pid = Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
+def template_run(args: argparse.Namespace, env: dict[str, str]) -> float:
+    """`vnode template make` from nothing (any template of the distro removed first)."""
+    subprocess.run([*VNODE, "template", "remove", args.distro], env=env, capture_output=True)
+    seconds, result = _timed([*VNODE, "template", "make", args.distro], env)
+    if result.returncode != 0:
+        raise RuntimeError(f"vnode template make failed: {result.stderr}")
     return seconds
 
 
@@ -299,7 +334,7 @@ def libvirt_floor_run(
         xmls.append(
             _FLOOR_DOMAIN.format(
                 virt_type=args.virt_type,
-                name=f"vbfloor{i:02d}",
+                name=f"{LAB}vbfloor{i:02d}",
                 disk=disk,
                 network=network,
                 log=work / f"lvfloor{i}.log",
@@ -321,7 +356,7 @@ def libvirt_floor_run(
     finally:
         for i in range(n):
             try:
-                domain = conn.lookupByName(f"vbfloor{i:02d}")
+                domain = conn.lookupByName(f"{LAB}vbfloor{i:02d}")
             except libvirt.libvirtError:
                 continue
             if domain.isActive():
@@ -349,6 +384,7 @@ def measure(args: argparse.Namespace) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "skip"},
         "host": {"cpus": os.cpu_count()},
         "boot": [],
+        "template": None,
         "variants": [],
         "control_plane": [],
         "cli": {},
@@ -364,9 +400,27 @@ def measure(args: argparse.Namespace) -> dict:
             for n in args.sizes:
                 print(f"boot N={n}", file=sys.stderr)
                 floor = repeat(args.runs, lambda n=n: floor_run(n, args, work, key, pub), "floor")
-                ours = repeat(args.runs, lambda n=n: vnode_run(n, env), "vnode")
+                cold_mib: list[float] = []
+                ours = repeat(
+                    args.runs, lambda n=n, m=cold_mib: vnode_run(n, env, memory=m), "vnode"
+                )
                 row = {"n": n, "floor": median_row(floor), "vnode": median_row(ours)}
                 row["ratio"] = round(row["vnode"]["median"] / row["floor"]["median"], 3)
+                row["cold_mib"] = statistics.median(cold_mib)
+                if "warm" not in args.skip:
+                    if results["template"] is None:
+                        print("template make", file=sys.stderr)
+                        made = repeat(args.template_runs, lambda: template_run(args, env), "make")
+                        results["template"] = median_row(made)
+                    warm_mib: list[float] = []
+                    warm = repeat(
+                        args.runs,
+                        lambda n=n, m=warm_mib: vnode_run(n, env, warm=True, memory=m),
+                        "warm",
+                    )
+                    row["warm"] = median_row(warm)
+                    row["warm_ratio"] = round(row["warm"]["median"] / row["floor"]["median"], 3)
+                    row["warm_mib"] = statistics.median(warm_mib)
                 results["boot"].append(row)
                 save(results)
         if "variants" not in args.skip:
@@ -427,14 +481,25 @@ def markdown(results: dict) -> str:
         lines += [
             "## Ready over SSH",
             "",
-            "| N | floor (plain QEMU) | vnode up | vnode/floor |",
-            "| --- | --- | --- | --- |",
+            "| N | floor (plain QEMU) | vnode up | vnode/floor | vnode up --warm | warm/floor "
+            "| host MiB cold | host MiB warm |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {r['n']} | {cell(r['floor'])} | {cell(r['vnode'])} | {r['ratio']:.2f} |"
+            f"| {r['n']} | {cell(r['floor'])} | {cell(r['vnode'])} | {r['ratio']:.2f} "
+            f"| {_warm_cells(r, cell)} |"
             for r in results["boot"]
         ]
         lines.append("")
+    if results.get("template"):
+        lines += [
+            "## Warm template",
+            "",
+            "| step | seconds |",
+            "| --- | --- |",
+            f"| vnode template make {s['distro']} | {cell(results['template'])} |",
+            "",
+        ]
     if results["variants"]:
         naive = results["variants"][0]["median"]
         lines += [
@@ -468,6 +533,14 @@ def markdown(results: dict) -> str:
         lines += [f"| vnode {k} | {cell(v)} |" for k, v in results["cli"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _warm_cells(row: dict, cell: Callable[[dict], str]) -> str:
+    # Results of older runs (and --skip warm) have no warm columns.
+    cold = f"{row['cold_mib']:.0f}" if "cold_mib" in row else "-"
+    if "warm" not in row:
+        return f"- | - | {cold} | -"
+    return f"{cell(row['warm'])} | {row['warm_ratio']:.2f} | {cold} | {row['warm_mib']:.0f}"
 
 
 def _floor_cell(row: dict, key: str) -> str:
@@ -504,7 +577,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--port-base", type=int, default=22400)
     parser.add_argument("--octet", type=int, default=77, help="bench network 10.232.N.0/24")
-    parser.add_argument("--skip", default="", help="comma list: boot,variants,control-plane,cli")
+    parser.add_argument("--template-runs", type=int, default=1, help="times to make the template")
+    parser.add_argument(
+        "--skip", default="", help="comma list: boot,warm,variants,control-plane,cli"
+    )
     args = parser.parse_args()
     args.skip = set(args.skip.split(","))
     results = measure(args)
