@@ -352,3 +352,34 @@ def test_missing_image_is_a_host_problem(config: Path, capsys: pytest.CaptureFix
 def test_list_is_empty_json(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["template", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_each_template_is_made_once_and_a_failure_boots_its_nodes_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _spec(tmp_path)
+    bad = attrs.evolve(good, key="b" * 16, directory=tmp_path / "templates" / ("b" * 16))
+    made: list[str] = []
+
+    def make(conn: object, spec: warmstore.TemplateSpec) -> warmstore.TemplateRecord:
+        made.append(spec.key)
+        if spec.key == bad.key:
+            raise warmstore.EnvironmentProblem("the guest never said it was ready")
+        directory = _record(tmp_path, spec.key)
+        return warmstore.read_template(directory)  # type: ignore[return-value]
+
+    monkeypatch.setattr(warmstore, "make_template", make)
+    choices = (
+        warmstore.WarmChoice("n1", good, "x"),
+        warmstore.WarmChoice("n2", good, "x"),
+        warmstore.WarmChoice("n3", bad, "x"),
+        warmstore.WarmChoice("n4", None, "cold anyway"),
+    )
+    phases: list[tuple[str, str]] = []
+    warm_nodes, cold = warmstore.ensure_templates(
+        None, choices, tmp_path / "locks", lambda node, text: phases.append((node, text))
+    )
+    assert made == [good.key, bad.key]
+    assert set(warm_nodes) == {"n1", "n2"} and warm_nodes["n1"].key == good.key
+    assert set(cold) == {"n3"} and "never said it was ready" in cold["n3"]
+    assert ("n1", f"making template {good.key} (d12)") in phases
