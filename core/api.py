@@ -18,7 +18,7 @@ import datetime as dt
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -646,15 +646,23 @@ def plan_template(
 
 
 def make_template(
-    distro: str, options: UpOptions | None = None, *, session: Session | None = None
+    distro: str,
+    options: UpOptions | None = None,
+    *,
+    session: Session | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> TemplateRecord:
     """Make (or find already made) the warm template ``up --warm`` clones nodes of
-    ``distro`` from, in the shape the options give: one boot of the image, saved."""
+    ``distro`` from, in the shape the options give: one boot of the image, saved.
+    ``progress`` hears one line when a template is really made (it takes a boot)."""
     from vnode.locks import file_lock
     from vnode.warmstore import make_template as make
+    from vnode.warmstore import read_template
 
     with _session(session) as own:
         spec = plan_template(distro, options, session=own)
+        if progress is not None and read_template(spec.directory) is None:
+            progress(f"making template {spec.key} of {spec.distro.name}: one boot of its image")
         with file_lock(own.config.paths.locks / f"template-{spec.key}.lock"):
             return make(own.conn, spec)
 

@@ -651,7 +651,9 @@ def template_make(
 
     logs.configure()
     options = api.UpOptions(memory=memory, vcpus=vcpus, disk=disk_size, virt_type=virt_type)
-    record = api.make_template(distro, options)
+    record = api.make_template(
+        distro, options, progress=lambda line: print(f"vnode: {line}", file=sys.stderr)
+    )
     if json:
         _emit_json(record.to_dict())
     else:
