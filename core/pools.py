@@ -35,6 +35,8 @@ class Pool:
     first: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     last: int = attrs.field(default=30)
     mac_prefix: str = attrs.field(default="52:54:00:00:00", validator=_check_mac_prefix)
+    # The [[hosts]] this pool's nodes may go to; empty: any host.
+    hosts: list[str] = attrs.field(factory=list, hash=False)
 
     @last.validator
     def _check_last(self, attribute: attrs.Attribute, value: int) -> None:

@@ -43,7 +43,7 @@ class Session:
         raw = read_config(files)
         plugins = None
         disabled = raw.disabled_plugins()
-        if disabled or set(raw.data) - {*CORE_SECTIONS, "pools"}:
+        if disabled or set(raw.data) - {*CORE_SECTIONS, "pools", "hosts"}:
             from vnode.plugins import PluginHost
 
             plugins = PluginHost.discover(disabled)

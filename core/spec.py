@@ -1,4 +1,4 @@
-"""Node specs as users type them: ``[STEM]NUM[:DISTRO]``."""
+"""Node specs as users type them: ``[STEM]NUM[:DISTRO][@HOST]``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import attrs
 from vnode.errors import UsageError
 from vnode.pools import Pool
 
-_SPEC = re.compile(r"^(?P<stem>[A-Za-z][A-Za-z0-9-]*?)?(?P<digits>\d+)(?::(?P<distro>[^:]*))?$")
+_SPEC = re.compile(
+    r"^(?P<stem>[A-Za-z][A-Za-z0-9-]*?)?(?P<digits>\d+)(?::(?P<distro>[^:@]*))?"
+    r"(?:@(?P<host>[A-Za-z][A-Za-z0-9_.-]*))?$"
+)
 _DISTRO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -20,6 +23,7 @@ class NodeRef:
     pool: Pool
     number: int
     distro: str | None = None
+    host: str | None = None  # pinned with NUM@HOST
 
     @property
     def name(self) -> str:
@@ -35,9 +39,10 @@ def parse_spec(text: str, pools: tuple[Pool, ...], *, allow_distro: bool = True)
     match = _SPEC.match(text.strip())
     if not match:
         raise UsageError(
-            f"bad node spec {text!r}: expected [STEM]NUM[:DISTRO], e.g. 3, vnode03:d12"
+            f"bad node spec {text!r}: expected [STEM]NUM[:DISTRO][@HOST], "
+            "e.g. 3, vnode03:d12, 4@hv2"
         )
-    stem, digits, distro = match["stem"], match["digits"], match["distro"]
+    stem, digits, distro, host = match["stem"], match["digits"], match["distro"], match["host"]
     if distro is not None:
         if not allow_distro:
             raise UsageError(f"bad node name {text!r}: a distro is not expected here")
@@ -54,7 +59,9 @@ def parse_spec(text: str, pools: tuple[Pool, ...], *, allow_distro: bool = True)
             f"bad node spec {text!r}: {number} is outside pool {pool.stem} "
             f"({pool.first}..{pool.last})"
         )
-    return NodeRef(pool=pool, number=number, distro=distro)
+    if host is not None and not allow_distro:
+        raise UsageError(f"bad node name {text!r}: a host is not expected here")
+    return NodeRef(pool=pool, number=number, distro=distro, host=host)
 
 
 def parse_specs(
