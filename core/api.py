@@ -151,10 +151,10 @@ def execute_up(
     client = session.client_key()
     plan.backend.prepare(plan.nodes)
     return run_up(
-        _store(session),
+        {"local": _store(session)},
         session.config.paths.locks,
         list(plan.nodes),
-        plan.backend,
+        {"local": plan.backend},
         client,
         started=plan.started,
         timeout=plan.timeout,

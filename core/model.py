@@ -99,6 +99,9 @@ class NodePlan(NodeIdentity):
     virt_type: VirtType
     node_dir: Path
     host: str = "local"  # the hypervisor host's name (see [[hosts]])
+    # The host's vnode storage pool directory: disk, seed and console are volumes there
+    # (made through libvirt's storage API); None: files in node_dir, made locally.
+    volume_dir: Path | None = None
     interface: Interface | None = None
     address: StaticAddress | None = None  # known before boot; None: learned while waiting
     dns_domain: str | None = None  # the node's FQDN is NAME.DOMAIN when set
@@ -107,11 +110,27 @@ class NodePlan(NodeIdentity):
 
     @property
     def disk_path(self) -> Path:
+        if self.volume_dir is not None:
+            return self.volume_dir / self.disk_volume
         return self.node_dir / "disk.qcow2"
 
     @property
     def seed_path(self) -> Path:
+        if self.volume_dir is not None:
+            return self.volume_dir / self.seed_volume
         return self.node_dir / "seed.iso"
+
+    @property
+    def disk_volume(self) -> str:
+        return f"{self.name}-disk.qcow2"
+
+    @property
+    def seed_volume(self) -> str:
+        return f"{self.name}-seed.iso"
+
+    @property
+    def console_volume(self) -> str:
+        return f"{self.name}-console.log"
 
 
 @attrs.frozen
@@ -141,6 +160,7 @@ class NodeInfo:
     ip: str | None
     network: str
     created: str
+    host: str = "local"
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
