@@ -20,7 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -38,7 +38,7 @@ from vnode.model import (
 from vnode.network import NetworkBackend
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
-from vnode.spec import NodeRef, parse_specs
+from vnode.spec import NodeRef, parse_spec, parse_specs
 
 # Imported where used: a quick command such as `vnode list` should not pay for them.
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ class UpOptions:
     keep_failed: bool = False
     # Download missing images (verified) before anything is created.
     fetch: bool = False
+    # With [[hosts]]: put every node without an @HOST on this host.
+    host: str | None = None
 
 
 @attrs.frozen
@@ -78,6 +80,12 @@ class UpPlan:
     keep_failed: bool
     fetch: bool
     started: float  # time.monotonic() when the command began: the timeout counts from it
+    # With [[hosts]] (see vnode.spread): per host, its view and network backend; nodes that
+    # fail before anything is made (their host failed preflight), and nodes moving hosts.
+    hosts: dict[str, Any] = attrs.field(factory=dict, eq=False)
+    backends: dict[str, NetworkBackend] = attrs.field(factory=dict, eq=False)
+    failed: dict[str, str] = attrs.field(factory=dict)
+    moves: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -119,6 +127,12 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
     config = session.config
     defaults = _effective_defaults(config.defaults, options)
     refs = parse_specs(specs, config.pools)
+    if config.hosts:
+        from vnode.spread import plan_spread
+
+        return plan_spread(session, refs, defaults, options, started)
+    if options.host is not None or any(ref.host for ref in refs):
+        raise UsageError("--host and NUM@HOST need [[hosts]] in the config")
     context = session.plugin_context()
     backend = session.plugins.network_backend(_network_choice(session, defaults.network), context)
     virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
@@ -143,6 +157,10 @@ def execute_up(
     from vnode.scheduler import run_up
 
     reporter = reporter or SilentReporter()
+    if plan.hosts:
+        from vnode.spread import execute_spread
+
+        return execute_spread(plan, session=session, reporter=reporter)
     if plan.fetch:
         from vnode import images
 
@@ -175,6 +193,15 @@ def destroy(
         if all_nodes and specs:
             raise UsageError("give node names or --all, not both")
         config = own.config
+        if config.hosts:
+            from vnode import spread
+
+            chosen = (
+                None
+                if all_nodes
+                else [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
+            )
+            return spread.destroy(own, chosen)
         store = _store(own)
         if all_nodes:
             found = hypervisor.vnode_domains(own.conn, config.paths.nodes)
@@ -206,8 +233,18 @@ def destroy(
 
 
 def list_nodes(session: Session | None = None) -> list[NodeInfo]:
-    """Every node vnode made on the configured libvirt URI."""
+    """Every node vnode made on the configured libvirt URI (or on every [[hosts]] host that
+    answers: :func:`list_lab` also says which did not)."""
+    return list_lab(session)[0]
+
+
+def list_lab(session: Session | None = None) -> tuple[list[NodeInfo], dict[str, str]]:
+    """Every node vnode made, and {host: why} for configured hosts that did not answer."""
     with _session(session) as own:
+        if own.config.hosts:
+            from vnode import spread
+
+            return spread.list_lab(own)
         nodes = []
         for domain, mark in hypervisor.vnode_domains(own.conn, own.config.paths.nodes):
             state, _ = hypervisor.state_of(domain)
@@ -222,19 +259,29 @@ def list_nodes(session: Session | None = None) -> list[NodeInfo]:
                     created=mark.created,
                 )
             )
-        return nodes
+        return nodes, {}
 
 
 def ssh_argv(node: str, command: list[str], session: Session | None = None) -> list[str]:
     """The ``ssh`` command line that reaches a node as root, checking its host key strictly."""
     with _session(session) as own:
-        mark = _mark_of(node, own)
-        address = mark.ip or _discover(own, mark)
+        jump: list[str] = []
+        if own.config.hosts:
+            from vnode import spread
+
+            ref = parse_spec(node, own.config.pools, allow_distro=False)
+            view, mark = spread.locate(own, ref.name)
+            jump = spread.jump_options(view, mark.network)
+            address = mark.ip
+        else:
+            mark = _mark_of(node, own)
+            address = mark.ip or _discover(own, mark)
         if not address:
             raise EnvironmentProblem(f"{mark.name}: its address is not known yet")
         key = own.client_key()
         return [
             "ssh",
+            *jump,
             "-i",
             str(key.private_path),
             "-o",
@@ -255,9 +302,32 @@ def ssh_argv(node: str, command: list[str], session: Session | None = None) -> l
 
 
 def console_log(node: str, session: Session | None = None) -> Path:
-    """The file holding the node's serial console since boot."""
+    """The file holding the node's serial console since boot (on its host)."""
     with _session(session) as own:
+        if own.config.hosts:
+            from vnode import spread
+
+            ref = parse_spec(node, own.config.pools, allow_distro=False)
+            return Path(spread.locate(own, ref.name)[1].console)
         return Path(_mark_of(node, own).console)
+
+
+def read_console(node: str, offset: int = 0, session: Session | None = None) -> bytes:
+    """What the node's serial console printed from ``offset`` on; with [[hosts]] read back
+    from its host through libvirt (a volume download), else from the local file."""
+    with _session(session) as own:
+        if own.config.hosts:
+            from vnode import spread
+
+            ref = parse_spec(node, own.config.pools, allow_distro=False)
+            return spread.read_console(own, ref.name, offset)
+        path = Path(_mark_of(node, own).console)
+        try:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                return handle.read()
+        except FileNotFoundError:
+            return b""
 
 
 def plugins(session: Session | None = None) -> list[PluginInfo]:
@@ -325,6 +395,9 @@ def _plan_node(
     defaults: Defaults,
     backend: NetworkBackend,
     virt_type: str,
+    *,
+    host: str = "local",
+    volume_dir: Path | None = None,
 ) -> NodePlan:
     distro = session.plugins.resolve_distro(ref.distro or defaults.distro)
     identity = NodeIdentity(name=ref.name, number=ref.number, pool=ref.pool.stem, mac=ref.mac)
@@ -343,6 +416,8 @@ def _plan_node(
         network=backend.describe(),
         virt_type=virt_type,  # type: ignore[arg-type]
         node_dir=session.config.paths.nodes / ref.name,
+        host=host,
+        volume_dir=volume_dir,
         interface=interface,
         address=backend.static_address(identity),
         dns_domain=backend.dns_domain(),

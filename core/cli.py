@@ -51,6 +51,7 @@ def up(
     wait: bool = True,
     keep_failed: bool = False,
     fetch: bool = False,
+    host: str | None = None,
     json: bool = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
 ) -> int:
@@ -84,6 +85,8 @@ def up(
         Keep nodes that failed or timed out, for inspection.
     fetch
         Download missing images (verified) before creating anything.
+    host
+        With [[hosts]]: put the nodes on this host (NUM@HOST pins one node).
     json
         Print one JSON object per node instead of the table.
     verbose
@@ -110,6 +113,7 @@ def up(
         wait=wait,
         keep_failed=keep_failed,
         fetch=fetch,
+        host=host,
     )
     with Session.open() as session:
         plan = api.plan_up(list(specs), options, session=session)
@@ -143,13 +147,21 @@ def list_(json: bool = False) -> int:
     from vnode import api
     from vnode.progress import format_table
 
-    nodes = api.list_nodes()
+    nodes, unreachable = api.list_lab()
     if json:
         _emit_json([n.to_dict() for n in nodes])
+    elif any(n.host != "local" for n in nodes) or unreachable:
+        rows = [(n.name, n.host, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
+        print(format_table(rows, ("NODE", "HOST", "DISTRO", "STATE", "IP", "MAC", "NETWORK")))
     else:
         rows = [(n.name, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
         print(format_table(rows, ("NODE", "DISTRO", "STATE", "IP", "MAC", "NETWORK")))
-    return 0
+    for name, problem in unreachable.items():
+        print(
+            f"vnode: host {name} did not answer, its nodes are not listed: {problem}",
+            file=sys.stderr,
+        )
+    return 1 if unreachable else 0
 
 
 @app.command
@@ -203,13 +215,17 @@ def log(node: str, follow: Annotated[bool, Parameter(name=["--follow", "-f"])] =
         Keep printing what the console prints, like tail -f.
     """
     from vnode import api
+    from vnode.session import Session
 
-    path = api.console_log(node)
-    with path.open("rb") as handle:
+    offset = 0
+    # One session for the whole follow: with [[hosts]] the console is read back from the
+    # node's host over the same connection each time.
+    with Session.open() as session:
         try:
             while True:
-                chunk = handle.read(65536)
+                chunk = api.read_console(node, offset, session=session)
                 if chunk:
+                    offset += len(chunk)
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
                 elif follow:

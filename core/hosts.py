@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -52,6 +54,20 @@ class Host:
     )
     # The subnet of vnode's libvirt network on this host; None: vnode picks a disjoint one.
     subnet: str | None = attrs.field(default=None, validator=_check_subnet)
+    # vnode's storage pool there (a directory pool, made on first use).
+    pool: str = attrs.field(default="vnode", validator=attrs.validators.matches_re(r"^[\w.-]+$"))
+    pool_dir: str = "/var/lib/vnode/pool"
+    # For reaching nodes through the host (SSH jump): its host key is checked against this
+    # file (default ~/.ssh/known_hosts), with this key (default: the user's own keys).
+    known_hosts: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    identity: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+
+    def jump(self) -> tuple[str, str, int] | None:
+        """(user, address, port) to reach this host by SSH when its URI goes over SSH."""
+        parts = urlsplit(self.uri)
+        if not parts.scheme.endswith("+ssh") or not parts.hostname:
+            return None
+        return parts.username or "root", parts.hostname, parts.port or 22
 
 
 def check_hosts(hosts: Sequence[Host]) -> None:

@@ -200,6 +200,12 @@ class PluginContext:
     uri: str
     mirrors: Mapping[str, str] = attrs.field(factory=dict, hash=False)  # family -> URL
     connection: Any = attrs.field(default=None, eq=False, repr=False)  # libvirt, or None
+    # With [[hosts]]: which host this context is for, its place in the config (0, 1, ...) and
+    # the subnet configured for its own network, if any. A network plugin that creates a
+    # network per host keeps hosts' subnets disjoint with these.
+    host: str = "local"
+    host_index: int = 0
+    host_subnet: str | None = None
 
     def section(self, name: str) -> Any:
         return self.sections[name]

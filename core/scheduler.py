@@ -149,10 +149,17 @@ class _Scheduler:
         if outcome.state != "ready":
             detail = self._explain(created, detail)
             if not self.keep_failed:
-                await asyncio.to_thread(
-                    remove_node, self.stores[plan.host], plan, self.backends[plan.host], quiet=True
-                )
-                detail += " (node removed; --keep-failed keeps it)"
+                try:
+                    await asyncio.to_thread(
+                        remove_node,
+                        self.stores[plan.host],
+                        plan,
+                        self.backends[plan.host],
+                        quiet=True,
+                    )
+                    detail += " (node removed; --keep-failed keeps it)"
+                except Exception as exc:  # its host is gone: say what is left there
+                    detail += f" (left on {plan.host}, could not be removed: {exc})"
         return self._result(plan, outcome.ip, outcome.state, detail)
 
     async def _make(self, plan: NodePlan, gate: _StartingGate) -> CreatedNode:

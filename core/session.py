@@ -11,6 +11,7 @@ sessions with different configurations (two labs, tests) never see each other's 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ class Session:
     known_hosts: KnownHosts
     _plugins: PluginHost | None = attrs.field(default=None, alias="plugins")
     _connection: Any = attrs.field(default=None, alias="connection")
+    # With [[hosts]]: one connection per host name, opened by vnode.fleet.
+    host_connections: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def open(cls, files: list[Path] | None = None) -> Session:
@@ -110,6 +113,11 @@ class Session:
         )
 
     def close(self) -> None:
+        for name, conn in list(self.host_connections.items()):
+            # libvirt's own error type when closing a dead connection: nothing to do.
+            with contextlib.suppress(Exception):
+                conn.close()
+            del self.host_connections[name]
         if self._connection is not None:
             try:
                 self._connection.close()
