@@ -116,9 +116,7 @@ def _nth_subnet(base: str, index: int) -> str:
     """The index-th subnet of the base's size after it (192.168.150.0/24, 1 -> .151.0/24)."""
     net = ipaddress.IPv4Network(base)
     return str(
-        ipaddress.IPv4Network(
-            (int(net.network_address) + index * net.num_addresses, net.prefixlen)
-        )
+        ipaddress.IPv4Network((int(net.network_address) + index * net.num_addresses, net.prefixlen))
     )
 
 
