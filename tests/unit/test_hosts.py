@@ -121,3 +121,31 @@ def test_each_host_gets_a_disjoint_subnet() -> None:
         "b": "192.168.151.0/24",
         "c": "192.168.152.0/24",
     }
+
+
+def test_a_remote_hosts_nodes_are_reached_through_it() -> None:
+    from vnode.fleet import HostView, jump_for
+    from vnode.spread import jump_options
+
+    local = HostView(host=Host(name="hv1"), index=0)
+    assert jump_for(local, "libvirt:vnode") is None
+    remote = HostView(host=Host(name="hv2", uri="qemu+ssh://admin@hv2.lab:2222/system"), index=1)
+    jump = jump_for(remote, "libvirt:vnode")
+    assert (jump.user, jump.host, jump.port) == ("admin", "hv2.lab", 2222)
+    assert jump_for(remote, "bridge:br0") is None  # the site network: reached directly
+    assert jump_options(remote, "libvirt:vnode") == ["-J", "admin@hv2.lab:2222"]
+    strict = HostView(
+        host=Host(name="hv2", uri="qemu+ssh://hv2/system", known_hosts="/k", identity="/i"),
+        index=1,
+    )
+    (flag, proxy) = jump_options(strict, "libvirt:vnode")
+    assert flag == "-o" and proxy.startswith("ProxyCommand=ssh ")
+    assert "StrictHostKeyChecking=yes" in proxy and "UserKnownHostsFile=/k" in proxy
+    assert "-i /i" in proxy and proxy.endswith("-W %h:%p root@hv2")
+
+
+def test_the_libvirt_network_takes_a_subnet_per_host() -> None:
+    from vnode_plugins.libvirt_network import _nth_subnet
+
+    assert _nth_subnet("192.168.150.0/24", 0) == "192.168.150.0/24"
+    assert _nth_subnet("192.168.150.0/24", 2) == "192.168.152.0/24"
