@@ -321,7 +321,8 @@ def remove_pool(conn: Any, name: str) -> None:
             for volume in pool.listAllVolumes(0):
                 volume.delete(0)
             pool.destroy()
-    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_STORAGE_POOL):
+    # The directory may be gone already (removed with its state directory): undefine anyway.
+    with contextlib.suppress(libvirt.libvirtError):
         pool.delete(0)
     with _tolerating(libvirt.VIR_ERR_NO_STORAGE_POOL):
         pool.undefine()

@@ -21,6 +21,13 @@ from vnode import hypervisor
 def two_hosts(host_ready: None) -> Iterator[tuple[Lab, HostNS, str]]:
     octet = random.randint(10, 250)
     second = HostNS(LAB_PREFIX or "mh", octet).start()
+    try:
+        yield from _with_lab(second, octet)
+    finally:
+        second.close()
+
+
+def _with_lab(second: HostNS, octet: int) -> Iterator[tuple[Lab, HostNS, str]]:
     lab = make_lab("th")
     pool = f"{LAB_PREFIX}thpool-{uuid.uuid4().hex[:6]}"
     with lab.config_path.open("a") as handle:
@@ -43,11 +50,12 @@ identity = "{second.key}"
     try:
         yield lab, second, pool
     finally:
-        cleanup_lab(lab)
-        conn = hypervisor.connect("qemu:///system")
-        hypervisor.remove_pool(conn, pool)
-        conn.close()
-        second.close()
+        try:
+            cleanup_lab(lab)
+        finally:
+            conn = hypervisor.connect("qemu:///system")
+            hypervisor.remove_pool(conn, pool)
+            conn.close()
 
 
 def _virsh(uri: str, *args: str) -> str:
