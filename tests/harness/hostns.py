@@ -14,6 +14,7 @@ namespace's host key strictly against the harness's own known_hosts file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,6 +28,18 @@ TMPFS = ("/run", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt", "
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents first."""
+    found = [pid]
+    for parent in found:
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                found.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
 
 
 class HostNS:
@@ -153,8 +166,14 @@ class HostNS:
         return self.daemons[-1]
 
     def stop_libvirtd(self) -> None:
-        """Stop the host's libvirtd (tini and its child), as a host lost mid-way."""
-        os.killpg(self.libvirtd.pid, signal.SIGKILL)
+        """Stop the host's libvirtd (tini and every process under it, whatever their process
+        group: tini gives its child one of its own), as a host lost mid-way."""
+        for pid in reversed(_descendants(self.libvirtd.pid)):
+            # Only the daemon: QEMU and dnsmasq (also under tini, a subreaper) keep running,
+            # as on a host whose libvirtd died.
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() in ("nsenter", "tini", "libvirtd"):
+                    os.kill(pid, signal.SIGKILL)
         self.libvirtd.wait(timeout=10)
 
     def close(self) -> list[str]:
