@@ -73,6 +73,14 @@ def create_node(
         remove_node(store, plan, backend)
     try:
         return _build(store, plan, backend, client, paused)
+    except Exception as exc:
+        try:
+            remove_node(store, plan, backend, quiet=True)
+        except Exception as cleanup:  # the host is gone: say what may be left there
+            raise hypervisor.HypervisorError(
+                f"{exc}; could not be removed from {store.host}: {cleanup}"
+            ) from None
+        raise
     except BaseException:
         remove_node(store, plan, backend, quiet=True)
         raise
