@@ -88,6 +88,9 @@ class UpOptions:
 
     # With [[hosts]]: put every node without an @HOST on this host.
     host: str | None = None
+    # With [[hosts]]: a host that fails its preflight or preparation fails the whole command
+    # before any node is made, instead of only its own nodes.
+    all_or_nothing: bool = False
 
 
 @attrs.frozen
@@ -109,6 +112,7 @@ class UpPlan:
     backends: dict[str, NetworkBackend] = attrs.field(factory=dict, eq=False)
     failed: dict[str, str] = attrs.field(factory=dict)
     moves: dict[str, str] = attrs.field(factory=dict)
+    all_or_nothing: bool = False
 
     @property
     def names(self) -> list[str]:

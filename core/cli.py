@@ -57,6 +57,7 @@ def up(
     script: Annotated[tuple[str, ...], Parameter(name="--script", negative=())] = (),
     wait_cloud_init: bool = False,
     host: str | None = None,
+    all_or_nothing: bool = False,
     json: bool = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
 ) -> int:
@@ -103,6 +104,8 @@ def up(
         Ready means cloud-init reports done, not only SSH answering.
     host
         With [[hosts]]: put the nodes on this host (NUM@HOST pins one node).
+    all_or_nothing
+        With [[hosts]]: if a host fails its preflight, make no node at all.
     json
         Print one JSON object per node instead of the table.
     verbose
@@ -135,6 +138,7 @@ def up(
         scripts=tuple(script),
         wait_cloud_init=wait_cloud_init,
         host=host,
+        all_or_nothing=all_or_nothing,
     )
     with Session.open() as session:
         plan = api.plan_up(list(specs), options, session=session)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode import fleet, hypervisor
-from vnode.errors import UsageError, VnodeError
+from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.hosts import Request, capacity_of, place
 from vnode.logs import get_logger
 from vnode.model import NodeResult
@@ -129,6 +129,8 @@ def plan_spread(
             distro = resolve_distro(ref.distro or defaults.distro, session)
             nodes.append(_stub(ref, distro, session))
     nodes.sort(key=lambda node: order[node.name])
+    if options.all_or_nothing and failed:
+        raise EnvironmentProblem(_nothing_made(failed))
     warn_end_of_life({node.distro.name: node.distro for node in nodes}.values())
     if not options.fetch:
         api._check_images(session, _Nodes(tuple(nodes)))
@@ -146,6 +148,7 @@ def plan_spread(
         backends=backends,
         failed=failed,
         moves=moves,
+        all_or_nothing=options.all_or_nothing,
     )
 
 
@@ -172,6 +175,14 @@ def _stub(ref: NodeRef, distro: Any, session: Session) -> Any:
         virt_type="qemu",
         node_dir=session.config.paths.nodes / ref.name,
         host="-",
+    )
+
+
+def _nothing_made(failed: dict[str, str]) -> str:
+    """One line for --all-or-nothing: the first host's reason, how many nodes it concerns."""
+    first = next(iter(failed.values()))
+    return f"nothing made (--all-or-nothing): {first}" + (
+        f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
     )
 
 
@@ -221,6 +232,9 @@ def execute_spread(plan: UpPlan, *, session: Session, reporter: Reporter) -> lis
                 for node in plan.nodes:
                     if node.host == host:
                         failed[node.name] = f"host {host}: {exc}"
+    if plan.all_or_nothing and failed:
+        reason = _nothing_made(failed)
+        failed = {node.name: failed.get(node.name, reason) for node in plan.nodes}
     _move(plan, session, failed)
     jumps = {
         name: fleet.jump_for(plan.hosts[name], plan.backends[name].describe()) for name in stores

@@ -3,7 +3,8 @@
 - the storage path (libvirt's storage API): image upload verified and recorded, overlay with
   a backing store, seed volume, download, removal: no VM needed;
 - a configured host that does not answer: a node pinned to it fails at once with one line
-  and nothing is made, ``list`` reports the host, ``destroy`` says what it could not check.
+  and nothing is made, ``list`` reports the host, ``destroy`` says what it could not check,
+  ``--all-or-nothing`` makes no node at all, ``doctor`` has a verdict per host.
 
 Nodes booted on two hosts (the local one through the same storage path as the remote one)
 are in test_two_hosts.py.
@@ -122,6 +123,37 @@ def test_a_host_down_fails_only_its_nodes(hosts_lab: tuple[Lab, str]) -> None:
     destroyed = lab.run("destroy", "2")
     assert destroyed.returncode == 0, destroyed.stderr
     assert "not checked: down" in destroyed.stdout
+
+
+def test_all_or_nothing_makes_nothing_when_a_host_is_down(hosts_lab: tuple[Lab, str]) -> None:
+    lab, pool = hosts_lab
+    made = lab.run("up", "3@hv1", "4@down", "--no-wait", "--all-or-nothing")
+    assert made.returncode == 1
+    (line,) = made.stderr.strip().splitlines()
+    assert "nothing made (--all-or-nothing): host down" in line
+    assert lab.name(3) not in _virsh_list()
+    assert not {v for v in _volumes(pool) if v.startswith(lab.name(3))}
+
+
+def test_doctor_gives_a_verdict_per_host(hosts_lab: tuple[Lab, str]) -> None:
+    lab, pool = hosts_lab
+    code, verdicts = lab.run_json("doctor")
+    by_check = {v["check"]: v for v in verdicts}
+    assert by_check["host hv1"]["status"] == "ok", by_check["host hv1"]
+    assert f"pool {pool}" in by_check["host hv1"]["message"]
+    assert by_check["host down"]["status"] == "fail"
+    assert DEAD_URI in by_check["host down"]["message"]
+    assert code == 1
+
+
+def _virsh_list() -> list[str]:
+    out = subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return out.split()
 
 
 def test_placement_pins_and_budgets(hosts_lab: tuple[Lab, str]) -> None:

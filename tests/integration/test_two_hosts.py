@@ -128,9 +128,19 @@ def test_nodes_on_both_hosts(two_hosts: tuple[Lab, HypervisorHost, str]) -> None
     assert stopped.returncode == 0, stopped.stderr
     assert _virsh(second.uri, "domstate", remote).strip() == "shut off"
 
+    # Names are unique across the lab: node 2 named on hv1 moves there (removed on hv2).
+    code, moved = lab.run_json("up", "2@hv1", "--no-wait")
+    assert code == 0 and moved[0]["state"] == "started", moved
+    assert remote not in _virsh(second.uri, "list", "--all", "--name").split()
+    assert remote in _virsh("qemu:///system", "list", "--all", "--name").split()
+    remote_left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
+    assert not {v for v in remote_left if v.startswith(remote)}
+
     destroyed = lab.run("destroy", "--all")
     assert destroyed.returncode == 0, destroyed.stderr
     assert _virsh(second.uri, "list", "--all", "--name").split() == []
+    assert local not in _virsh("qemu:///system", "list", "--all", "--name").split()
+    assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
     left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
     assert left == {f"{TEST_DISTRO}.qcow2", f"{TEST_DISTRO}.qcow2.sha256"}
 
