@@ -286,20 +286,10 @@ def list_lab(session: Session | None = None) -> tuple[list[NodeInfo], dict[str, 
             from vnode import spread
 
             return spread.list_lab(own)
-        nodes = []
-        for domain, mark in hypervisor.vnode_domains(own.conn, own.config.paths.nodes):
-            state, _ = hypervisor.state_of(domain)
-            nodes.append(
-                NodeInfo(
-                    name=mark.name,
-                    distro=mark.distro,
-                    state=state,
-                    mac=mark.mac,
-                    ip=mark.ip or None,
-                    network=mark.network,
-                    created=mark.created,
-                )
-            )
+        nodes = [
+            hypervisor.node_info(domain, mark)
+            for domain, mark in hypervisor.vnode_domains(own.conn, own.config.paths.nodes)
+        ]
         return nodes, {}
 
 

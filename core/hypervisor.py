@@ -7,11 +7,14 @@ import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from vnode.errors import EnvironmentProblem, UsageError
+
+if TYPE_CHECKING:
+    from vnode.model import NodeInfo
 
 NAMESPACE = "urn:x-vnode:node:1"
 
@@ -224,6 +227,26 @@ def state_of(domain: Any) -> tuple[str, str | None]:
         state, reason = domain.state()
     name = _STATE_NAMES.get(state, str(state))
     return name, _PAUSE_REASONS.get(reason) if name == "paused" else None
+
+
+def node_info(domain: Any, mark: DomainMark, host: str = "local") -> NodeInfo:
+    """What ``vnode list`` shows of one node; a domain gone meanwhile is "gone"."""
+    from vnode.model import NodeInfo
+
+    try:
+        state, _ = state_of(domain)
+    except HypervisorError:
+        state = "gone"
+    return NodeInfo(
+        name=mark.name,
+        distro=mark.distro,
+        state=state,
+        mac=mark.mac,
+        ip=mark.ip or None,
+        network=mark.network,
+        created=mark.created,
+        host=host,
+    )
 
 
 def start(domain: Any, *, paused: bool) -> None:

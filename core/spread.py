@@ -301,28 +301,13 @@ def _sha256(path: Path) -> str:
 
 def list_lab(session: Session) -> tuple[list[Any], dict[str, str]]:
     """Every node on every host that answers, and why the others did not."""
-    from vnode.model import NodeInfo
 
     views = fleet.survey(session)
-    nodes = []
-    for view in views.values():
-        for domain, mark in view.domains:
-            try:
-                state, _ = hypervisor.state_of(domain)
-            except hypervisor.HypervisorError:
-                state = "gone"
-            nodes.append(
-                NodeInfo(
-                    name=mark.name,
-                    distro=mark.distro,
-                    state=state,
-                    mac=mark.mac,
-                    ip=mark.ip or None,
-                    network=mark.network,
-                    created=mark.created,
-                    host=view.name,
-                )
-            )
+    nodes = [
+        hypervisor.node_info(domain, mark, view.name)
+        for view in views.values()
+        for domain, mark in view.domains
+    ]
     problems = {name: view.problem for name, view in views.items() if view.problem}
     return sorted(nodes, key=lambda node: node.name), problems
 
