@@ -70,7 +70,7 @@ host-ns:
 test: setup cloud-init host-ns stack-images
 	$(VENV)/bin/ruff check core plugins tests bench
 	$(VENV)/bin/ruff format --check core plugins tests bench
-	$(VENV)/bin/python -m pytest -v tests
+	$(VENV)/bin/python -m pytest -v --durations=40 tests
 
 unit: venv cloud-init
 	$(VENV)/bin/python -m pytest -v tests/unit

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import attrs
 
+from vnode.sshwait import Jump
+
 INVENTORY_FORMATS = ("ini", "yaml", "json")
 _GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
@@ -28,6 +30,9 @@ class NodeAccess:
     pool: str
     distro: str
     family: str
+    # How to get there through the node's hypervisor (OpenSSH options), when its network is
+    # not routable from here: see jump_options.
+    via: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -38,9 +43,29 @@ class Credentials:
     known_hosts: Path
 
 
-def ssh_options(name: str, creds: Credentials) -> list[tuple[str, str]]:
+def jump_options(jump: Jump | None) -> tuple[tuple[str, str], ...]:
+    """OpenSSH options that reach a node through its hypervisor, the hypervisor's host key
+    checked strictly too: ``ProxyJump``, or a ``ProxyCommand`` when the host has its own
+    known_hosts file or key (ProxyJump cannot carry those)."""
+    if jump is None:
+        return ()
+    if jump.known_hosts is None and jump.identity is None:
+        return (("ProxyJump", f"{jump.user}@{jump.host}:{jump.port}"),)
+    inner = ["ssh", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
+    if jump.known_hosts is not None:
+        inner += ["-o", f"UserKnownHostsFile={jump.known_hosts}"]
+    if jump.identity is not None:
+        inner += ["-i", str(jump.identity), "-o", "IdentitiesOnly=yes"]
+    inner += ["-p", str(jump.port), "-W", "%h:%p", f"{jump.user}@{jump.host}"]
+    return (("ProxyCommand", " ".join(shlex.quote(word) for word in inner)),)
+
+
+def ssh_options(
+    name: str, creds: Credentials, via: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
     """The OpenSSH options that make a connection to ``name`` as strict as ``vnode ssh``."""
     return [
+        *via,
         ("User", "root"),
         ("IdentityFile", str(creds.identity_file)),
         ("IdentitiesOnly", "yes"),
@@ -63,8 +88,12 @@ def render_ssh_config(nodes: Sequence[NodeAccess], creds: Credentials) -> str:
     blocks = []
     for node in nodes:
         lines = [f"Host {node.name}", f"  HostName {node.address}"]
-        options = ssh_options(node.name, creds)
-        lines += [f"  {key} {_ssh_config_value(value)}" for key, value in options]
+        options = ssh_options(node.name, creds, node.via)
+        # ProxyCommand takes the rest of its line as a shell command: no quotes around it.
+        lines += [
+            f"  {key} {value if key == 'ProxyCommand' else _ssh_config_value(value)}"
+            for key, value in options
+        ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
@@ -77,7 +106,7 @@ def group_name(kind: str, value: str) -> str:
 def host_vars(node: NodeAccess, creds: Credentials) -> dict[str, str]:
     common = [
         f"-o {shlex.quote(f'{key}={value}')}"
-        for key, value in ssh_options(node.name, creds)
+        for key, value in ssh_options(node.name, creds, node.via)
         if key not in ("User", "IdentityFile")
     ]
     return {

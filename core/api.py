@@ -20,7 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -34,6 +34,7 @@ from vnode.model import (
     NodeInfo,
     NodePlan,
     NodeResult,
+    PluginContext,
 )
 from vnode.network import NetworkBackend
 from vnode.progress import Reporter, SilentReporter
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from vnode.nodes import NodeStore
     from vnode.plugins import PluginInfo
     from vnode.remote import RunStep
+    from vnode.sshwait import Jump
     from vnode.userconfig import CloudConfigSource
     from vnode.warmstore import TemplateRecord, TemplateSpec, WarmChoice
 
@@ -87,6 +89,12 @@ class UpOptions:
     # Make nodes from a warm template where they can be (made first if missing), else cold.
     warm: bool = False
 
+    # With [[hosts]]: put every node without an @HOST on this host.
+    host: str | None = None
+    # With [[hosts]]: a host that fails its preflight or preparation fails the whole command
+    # before any node is made, instead of only its own nodes.
+    all_or_nothing: bool = False
+
 
 @attrs.frozen
 class UpPlan:
@@ -101,6 +109,13 @@ class UpPlan:
     started: float  # time.monotonic() when the command began: the timeout counts from it
     steps: tuple[RunStep, ...] = ()  # --run and --script, in order, on every node
     wait_cloud_init: bool = False
+    # With [[hosts]] (see vnode.spread): per host, its view and network backend; nodes that
+    # fail before anything is made (their host failed preflight), and nodes moving hosts.
+    hosts: dict[str, Any] = attrs.field(factory=dict, eq=False)
+    backends: dict[str, NetworkBackend] = attrs.field(factory=dict, eq=False)
+    failed: dict[str, str] = attrs.field(factory=dict)
+    moves: dict[str, str] = attrs.field(factory=dict)
+    all_or_nothing: bool = False
     # --warm: per node, from which template or cold and why; empty without --warm.
     warm: tuple[WarmChoice, ...] = ()
 
@@ -144,12 +159,27 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
     config = session.config
     defaults = _effective_defaults(config.defaults, options)
     refs = parse_specs(specs, config.pools)
-    context = session.plugin_context()
-    backend = session.plugins.network_backend(_network_choice(session, defaults.network), context)
     steps = _run_steps(options)
     if (steps or options.wait_cloud_init) and not options.wait:
         raise UsageError("--run, --script and --wait-cloud-init need the wait (not --no-wait)")
     cloud_config = _cloud_config_sources(session, defaults, options, refs)
+    if config.hosts:
+        from vnode.spread import plan_spread
+
+        plan = plan_spread(session, refs, defaults, options, started, cloud_config, steps)
+        if options.warm:
+            from vnode.warmstore import WarmChoice
+
+            # Templates live in the local state directory; remote hosts have no copy.
+            reason = "warm clones are made on the local host only, not with [[hosts]] yet"
+            plan = attrs.evolve(
+                plan, warm=tuple(WarmChoice(node.name, None, reason) for node in plan.nodes)
+            )
+        return plan
+    if options.host is not None or any(ref.host for ref in refs):
+        raise UsageError("--host and NUM@HOST need [[hosts]] in the config")
+    context = session.plugin_context()
+    backend = session.plugins.network_backend(_network_choice(session, defaults.network), context)
     virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
     nodes = tuple(
         _plan_node(session, ref, defaults, backend, virt_type, cloud_config, options.override_keys)
@@ -181,6 +211,10 @@ def execute_up(
     from vnode.scheduler import run_up
 
     reporter = reporter or SilentReporter()
+    if plan.hosts:
+        from vnode.spread import execute_spread
+
+        return execute_spread(plan, session=session, reporter=reporter)
     if plan.fetch:
         from vnode import images
 
@@ -198,10 +232,10 @@ def execute_up(
         for node, reason in cold.items():
             reporter.phase(node, f"cold boot: {reason}")
     return run_up(
-        _store(session),
+        {"local": _store(session)},
         session.config.paths.locks,
         list(plan.nodes),
-        plan.backend,
+        {"local": plan.backend},
         client,
         started=plan.started,
         timeout=plan.timeout,
@@ -225,6 +259,15 @@ def destroy(
         if all_nodes and specs:
             raise UsageError("give node names or --all, not both")
         config = own.config
+        if config.hosts:
+            from vnode import spread
+
+            chosen = (
+                None
+                if all_nodes
+                else [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
+            )
+            return spread.destroy(own, chosen)
         store = _store(own)
         if all_nodes:
             found = hypervisor.vnode_domains(own.conn, config.paths.nodes)
@@ -256,35 +299,49 @@ def destroy(
 
 
 def list_nodes(session: Session | None = None) -> list[NodeInfo]:
-    """Every node vnode made on the configured libvirt URI."""
+    """Every node vnode made on the configured libvirt URI (or on every [[hosts]] host that
+    answers: :func:`list_lab` also says which did not)."""
+    return list_lab(session)[0]
+
+
+def list_lab(session: Session | None = None) -> tuple[list[NodeInfo], dict[str, str]]:
+    """Every node vnode made, and {host: why} for configured hosts that did not answer."""
     with _session(session) as own:
-        nodes = []
-        for domain, mark in hypervisor.vnode_domains(own.conn, own.config.paths.nodes):
-            state, _ = hypervisor.state_of(domain)
-            nodes.append(
-                NodeInfo(
-                    name=mark.name,
-                    distro=mark.distro,
-                    state=state,
-                    mac=mark.mac,
-                    ip=mark.ip or None,
-                    network=mark.network,
-                    created=mark.created,
-                )
-            )
-        return nodes
+        if own.config.hosts:
+            from vnode import spread
+
+            return spread.list_lab(own)
+        nodes = [
+            hypervisor.node_info(domain, mark)
+            for domain, mark in hypervisor.vnode_domains(own.conn, own.config.paths.nodes)
+        ]
+        return nodes, {}
 
 
 def ssh_argv(node: str, command: list[str], session: Session | None = None) -> list[str]:
     """The ``ssh`` command line that reaches a node as root, checking its host key strictly."""
     with _session(session) as own:
-        mark = _mark_of(node, own)
-        address = mark.ip or _discover(own, mark)
+        jump: list[str] = []
+        if own.config.hosts:
+            from vnode import fleet, spread
+            from vnode.access import jump_options
+
+            ref = parse_spec(node, own.config.pools, allow_distro=False)
+            view, mark = spread.locate(own, ref.name)
+            jump = [
+                f"-o{key}={value}"
+                for key, value in jump_options(fleet.jump_for(view, mark.network))
+            ]
+            address = mark.ip
+        else:
+            mark = _mark_of(node, own)
+            address = mark.ip or _discover(own, mark)
         if not address:
             raise EnvironmentProblem(f"{mark.name}: its address is not known yet")
         key = own.client_key()
         return [
             "ssh",
+            *jump,
             "-i",
             str(key.private_path),
             "-o",
@@ -325,13 +382,8 @@ def power(
     if not specs:
         raise UsageError(f"name nodes to {action}, e.g. `vnode {action} 1-3`")
     with _session(session) as own:
-        marks = _owned_marks(own, specs)
-        store = _store(own)
-        domains = {}
-        for mark in marks:
-            found = store.owned(mark.name)
-            if found is not None:
-                domains[mark.name] = found[0]
+        located = _locate(own, specs)
+        domains = {place.mark.name: place.domain for place in located}
 
         def one(name: str) -> str:
             domain = domains.get(name)
@@ -345,7 +397,7 @@ def power(
 
         import concurrent.futures
 
-        names = [mark.name for mark in marks]
+        names = [place.mark.name for place in located]
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:
             return dict(zip(names, pool.map(one, names), strict=True))
 
@@ -372,17 +424,13 @@ def wait(
         raise UsageError("name nodes to wait for, e.g. `vnode wait 1-3`")
     steps = _run_steps(UpOptions(run=run, scripts=scripts))
     with _session(session) as own:
-        marks = _owned_marks(own, specs)
         timeout = timeout if timeout is not None else own.config.defaults.timeout
         if timeout <= 0:
             raise UsageError("--timeout must be positive")
-        backends = _backends_of(own, marks)
-        store = _store(own)
+        located = _locate(own, specs)
+        backends = _backends_of(own, located)
         client = own.client_key()
-        targets = []
-        for mark in marks:
-            found = store.owned(mark.name)
-            targets.append((mark, found[0] if found else None, own.known_hosts.get(mark.name)))
+        targets = [(place, own.known_hosts.get(place.mark.name)) for place in located]
         deadline = started + timeout
         return asyncio.run(
             _wait_all(
@@ -398,8 +446,8 @@ def wait(
 
 
 async def _wait_all(
-    targets: list[tuple[hypervisor.DomainMark, object, str | None]],
-    backends: dict[str, NetworkBackend],
+    targets: list[tuple[_Located, str | None]],
+    backends: dict[tuple[str, str], NetworkBackend],
     client_key: Path,
     started: float,
     deadline: float,
@@ -412,7 +460,9 @@ async def _wait_all(
     from vnode.scheduler import after_ready, domain_problem
     from vnode.sshwait import WaitTarget, wait_ready
 
-    async def one(mark: hypervisor.DomainMark, domain: object, host_key: str | None) -> NodeResult:
+    async def one(place: _Located, host_key: str | None) -> NodeResult:
+        mark, domain = place.mark, place.domain
+
         def result(state: str, ip: str | None, detail: str | None, **extra: object) -> NodeResult:
             reporter.phase(mark.name, state if not detail else f"{state}: {detail}")
             return NodeResult(
@@ -430,7 +480,7 @@ async def _wait_all(
             return result("failed", mark.ip or None, "the node is gone")
         if host_key is None:
             return result("failed", mark.ip or None, "no host key recorded for it")
-        backend = backends.get(mark.network)
+        backend = backends.get((place.host, mark.network))
         console = Path(mark.console) if mark.console else None
 
         def address() -> str | None:
@@ -444,12 +494,13 @@ async def _wait_all(
             client_key=client_key,
             domain_problem=lambda: domain_problem(domain, "qemu"),
             address=address,
+            jump=place.jump,
         )
         outcome = await wait_ready(target, deadline, lambda text: reporter.phase(mark.name, text))
         if outcome.state != "ready":
             return result(outcome.state, outcome.ip, outcome.detail)
         assert outcome.ip is not None
-        remote = RemoteTarget(mark.name, outcome.ip, host_key, client_key)
+        remote = RemoteTarget(mark.name, outcome.ip, host_key, client_key, jump=place.jump)
         cloud_init, steps = after
         state, detail, extra = await after_ready(remote, steps, cloud_init, deadline, reporter)
         return result(state, outcome.ip, detail, **extra)
@@ -484,13 +535,13 @@ def inventory(
 def _access(session: Session, specs: list[str] | None) -> tuple[list[NodeAccess], Credentials]:
     """The named nodes (or all of vnode's) with the address and family ssh and Ansible need;
     a node whose address is not known yet is left out with a warning."""
-    from vnode.access import Credentials, NodeAccess
+    from vnode.access import Credentials, NodeAccess, jump_options
     from vnode.logs import get_logger
 
-    marks = _owned_marks(session, specs)
     nodes = []
-    for mark in marks:
-        address = mark.ip or _discover(session, mark)
+    for place in _locate(session, specs):
+        mark = place.mark
+        address = mark.ip or _discover(session, mark, place.context)
         if not address:
             get_logger("vnode.api").warning("left out: address not known yet", node=mark.name)
             continue
@@ -503,12 +554,65 @@ def _access(session: Session, specs: list[str] | None) -> tuple[list[NodeAccess]
                 pool=mark.pool,
                 distro=mark.distro,
                 family=family,
+                via=jump_options(place.jump),
             )
         )
     creds = Credentials(
         identity_file=session.client_key().private_path, known_hosts=session.known_hosts.path
     )
     return nodes, creds
+
+
+@attrs.frozen
+class _Located:
+    """A node vnode made, where it is: its mark, its domain (None: gone meanwhile), its host,
+    how to reach it through that host, and the plugin context for that host (None: the
+    session's, for a lab without [[hosts]])."""
+
+    mark: hypervisor.DomainMark
+    domain: Any
+    host: str = "local"
+    jump: Jump | None = None
+    context: PluginContext | None = None
+
+
+def _locate(session: Session, specs: list[str] | None) -> list[_Located]:
+    """The nodes the specs name (each must exist and be vnode's; UsageError before anything
+    is done), or all of vnode's nodes when no spec is given, on every host of the lab."""
+    if not session.config.hosts:
+        store = _store(session)
+        return [
+            _Located(mark, (store.owned(mark.name) or (None,))[0])
+            for mark in _owned_marks(session, specs)
+        ]
+    from vnode import fleet
+
+    views = fleet.survey(session)
+    if not specs:
+        found = [(view, domain, mark) for view in views.values() for domain, mark in view.domains]
+        found.sort(key=lambda item: item[2].name)
+    else:
+        found, missing = [], []
+        for ref in parse_specs(specs, session.config.pools, allow_distro=False):
+            hit = fleet.find_node(views, ref.name)
+            if hit is None:
+                missing.append(ref.name)
+            else:
+                found.append(hit)
+        if missing:
+            down = [f"{name} ({view.problem})" for name, view in views.items() if view.problem]
+            unchecked = f"; not checked: {', '.join(down)}" if down else ""
+            raise UsageError(f"no node made by vnode: {', '.join(missing)}{unchecked}")
+    return [
+        _Located(
+            mark,
+            domain,
+            view.name,
+            fleet.jump_for(view, mark.network),
+            fleet.context_for(session, view),
+        )
+        for view, domain, mark in found
+    ]
 
 
 def _owned_marks(session: Session, specs: list[str] | None) -> list[hypervisor.DomainMark]:
@@ -532,9 +636,32 @@ def _owned_marks(session: Session, specs: list[str] | None) -> list[hypervisor.D
 
 
 def console_log(node: str, session: Session | None = None) -> Path:
-    """The file holding the node's serial console since boot."""
+    """The file holding the node's serial console since boot (on its host)."""
     with _session(session) as own:
+        if own.config.hosts:
+            from vnode import spread
+
+            ref = parse_spec(node, own.config.pools, allow_distro=False)
+            return Path(spread.locate(own, ref.name)[1].console)
         return Path(_mark_of(node, own).console)
+
+
+def read_console(node: str, offset: int = 0, session: Session | None = None) -> bytes:
+    """What the node's serial console printed from ``offset`` on; with [[hosts]] read back
+    from its host through libvirt (a volume download), else from the local file."""
+    with _session(session) as own:
+        if own.config.hosts:
+            from vnode import spread
+
+            ref = parse_spec(node, own.config.pools, allow_distro=False)
+            return spread.read_console(own, ref.name, offset)
+        path = Path(_mark_of(node, own).console)
+        try:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                return handle.read()
+        except FileNotFoundError:
+            return b""
 
 
 def plugins(session: Session | None = None) -> list[PluginInfo]:
@@ -760,6 +887,9 @@ def _plan_node(
     virt_type: str,
     cloud_config: dict[str, tuple[CloudConfigSource, ...]] | None = None,
     overrides: tuple[str, ...] = (),
+    *,
+    host: str = "local",
+    volume_dir: Path | None = None,
 ) -> NodePlan:
     from vnode.images import resolve_distro
 
@@ -780,6 +910,8 @@ def _plan_node(
         network=backend.describe(),
         virt_type=virt_type,  # type: ignore[arg-type]
         node_dir=session.config.paths.nodes / ref.name,
+        host=host,
+        volume_dir=volume_dir,
         interface=interface,
         address=backend.static_address(identity),
         dns_domain=backend.dns_domain(),
@@ -957,16 +1089,20 @@ def _identity(mark: hypervisor.DomainMark) -> NodeIdentity:
 
 
 def _backends_of(
-    session: Session, marks: Iterable[hypervisor.DomainMark]
-) -> dict[str, NetworkBackend]:
-    """The backend of each network the nodes are on (resolved here, in the main thread)."""
-    backends: dict[str, NetworkBackend] = {}
-    context = session.plugin_context()
-    for mark in marks:
-        if mark.network in backends:
+    session: Session, located: Iterable[_Located]
+) -> dict[tuple[str, str], NetworkBackend]:
+    """The backend of each (host, network) the nodes are on (resolved here, in the main
+    thread)."""
+    backends: dict[tuple[str, str], NetworkBackend] = {}
+    for place in located:
+        mark = place.mark
+        if (place.host, mark.network) in backends:
             continue
+        context = place.context or session.plugin_context()
         try:
-            backends[mark.network] = session.plugins.network_backend(mark.network, context)
+            backends[place.host, mark.network] = session.plugins.network_backend(
+                mark.network, context
+            )
         except (UsageError, EnvironmentProblem) as exc:
             from vnode.logs import get_logger
 
@@ -984,10 +1120,13 @@ def _mark_of(node: str, session: Session) -> hypervisor.DomainMark:
     return found[1]
 
 
-def _discover(session: Session, mark: hypervisor.DomainMark) -> str | None:
-    """A node whose address the wait did not record (``up --no-wait``): ask its network."""
+def _discover(
+    session: Session, mark: hypervisor.DomainMark, context: PluginContext | None = None
+) -> str | None:
+    """A node whose address the wait did not record (``up --no-wait``): ask its network (on
+    its host: ``context``, by default the session's)."""
     try:
-        backend = session.plugins.network_backend(mark.network, session.plugin_context())
+        backend = session.plugins.network_backend(mark.network, context or session.plugin_context())
     except (UsageError, EnvironmentProblem):
         return None
     console = Path(mark.console) if mark.console else None

@@ -60,6 +60,8 @@ def up(
     run: Annotated[tuple[str, ...], Parameter(name="--run", negative=())] = (),
     script: Annotated[tuple[str, ...], Parameter(name="--script", negative=())] = (),
     wait_cloud_init: bool = False,
+    host: str | None = None,
+    all_or_nothing: bool = False,
     warm: bool = False,
     json: bool = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
@@ -105,6 +107,10 @@ def up(
         A script file to run on every node once it is ready (after --run); repeatable.
     wait_cloud_init
         Ready means cloud-init reports done, not only SSH answering.
+    host
+        With [[hosts]]: put the nodes on this host (NUM@HOST pins one node).
+    all_or_nothing
+        With [[hosts]]: if a host fails its preflight, make no node at all.
     warm
         Make nodes from a warm template (a booted guest saved once, made first if missing)
         instead of booting them; nodes that cannot be clones boot cold, and say why.
@@ -139,6 +145,8 @@ def up(
         run=tuple(run),
         scripts=tuple(script),
         wait_cloud_init=wait_cloud_init,
+        host=host,
+        all_or_nothing=all_or_nothing,
         warm=warm,
     )
     with Session.open() as session:
@@ -184,15 +192,23 @@ def list_(json: bool = False, names: bool = False) -> int:
     from vnode import api
     from vnode.progress import format_table
 
-    nodes = api.list_nodes()
+    nodes, unreachable = api.list_lab()
     if names:
         print("\n".join(sorted(n.name for n in nodes)))
     elif json:
         _emit_json([n.to_dict() for n in nodes])
+    elif any(n.host != "local" for n in nodes) or unreachable:
+        rows = [(n.name, n.host, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
+        print(format_table(rows, ("NODE", "HOST", "DISTRO", "STATE", "IP", "MAC", "NETWORK")))
     else:
         rows = [(n.name, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
         print(format_table(rows, ("NODE", "DISTRO", "STATE", "IP", "MAC", "NETWORK")))
-    return 0
+    for name, problem in unreachable.items():
+        print(
+            f"vnode: host {name} did not answer, its nodes are not listed: {problem}",
+            file=sys.stderr,
+        )
+    return 1 if unreachable else 0
 
 
 @app.command
@@ -246,13 +262,17 @@ def log(node: str, follow: Annotated[bool, Parameter(name=["--follow", "-f"])] =
         Keep printing what the console prints, like tail -f.
     """
     from vnode import api
+    from vnode.session import Session
 
-    path = api.console_log(node)
-    with path.open("rb") as handle:
+    offset = 0
+    # One session for the whole follow: with [[hosts]] the console is read back from the
+    # node's host over the same connection each time.
+    with Session.open() as session:
         try:
             while True:
-                chunk = handle.read(65536)
+                chunk = api.read_console(node, offset, session=session)
                 if chunk:
+                    offset += len(chunk)
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
                 elif follow:

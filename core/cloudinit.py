@@ -59,8 +59,8 @@ def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> Se
     return SeedFiles(user_data=user_data, meta_data=meta_data, network_config=network_config)
 
 
-def write_seed_iso(path: Path, seed: SeedFiles) -> None:
-    """Write the NoCloud seed (volume label ``cidata``) as 0600: it holds the host private key."""
+def seed_iso(seed: SeedFiles) -> bytes:
+    """The NoCloud seed image (volume label ``cidata``) as bytes."""
     import pycdlib
 
     iso = pycdlib.PyCdlib()
@@ -76,7 +76,14 @@ def write_seed_iso(path: Path, seed: SeedFiles) -> None:
             rr_name=name,
             joliet_path=f"/{name}",
         )
+    out = io.BytesIO()
+    iso.write_fp(out)
+    iso.close()
+    return out.getvalue()
+
+
+def write_seed_iso(path: Path, seed: SeedFiles) -> None:
+    """Write the NoCloud seed as 0600: it holds the host private key."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        iso.write_fp(handle)
-    iso.close()
+        handle.write(seed_iso(seed))

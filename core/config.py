@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from vnode.errors import UsageError
+from vnode.hosts import Host, check_hosts
 from vnode.pools import Pool, check_disjoint
 
 SYSTEM_CONFIG = Path("/etc/vnode/config.toml")
@@ -114,6 +115,8 @@ class PluginsSettings:
 class Config:
     defaults: Defaults = Defaults()
     pools: tuple[Pool, ...] = (Pool(stem="vnode"),)
+    # [[hosts]]: the hypervisors nodes are spread over; empty: one, at defaults.uri.
+    hosts: tuple[Host, ...] = ()
     paths: Paths = Paths()
     ssh: SSHSettings = SSHSettings()
     images: ImagesSettings = ImagesSettings()
@@ -200,10 +203,10 @@ def build_config(data: dict[str, Any], plugin_sections: dict[str, type] | None =
 
 def build_config_from(raw: RawConfig, plugin_sections: dict[str, type]) -> Config:
     data = raw.data
-    clash = set(plugin_sections) & {*CORE_SECTIONS, "pools"}
+    clash = set(plugin_sections) & {*CORE_SECTIONS, "pools", "hosts"}
     if clash:
         raise UsageError(f"a plugin declares core config section(s): {', '.join(sorted(clash))}")
-    unknown = set(data) - {*CORE_SECTIONS, *plugin_sections, "pools"}
+    unknown = set(data) - {*CORE_SECTIONS, *plugin_sections, "pools", "hosts"}
     if unknown:
         first = sorted(unknown)[0]
         raise UsageError(
@@ -224,6 +227,20 @@ def build_config_from(raw: RawConfig, plugin_sections: dict[str, type]) -> Confi
             structure_section("pools", Pool, entry, raw) for entry in data["pools"]
         )
         check_disjoint(kwargs["pools"])
+    if "hosts" in data:
+        if not isinstance(data["hosts"], list) or not data["hosts"]:
+            raise UsageError("config: hosts must be a non-empty array of tables ([[hosts]])")
+        kwargs["hosts"] = tuple(
+            structure_section("hosts", Host, entry, raw) for entry in data["hosts"]
+        )
+        check_hosts(kwargs["hosts"])
+        names = {host.name for host in kwargs["hosts"]}
+        for pool in kwargs.get("pools", ()):
+            if unknown := set(pool.hosts) - names:
+                raise UsageError(
+                    f"config: pool {pool.stem} is bound to unknown host(s) "
+                    f"{', '.join(sorted(unknown))}"
+                )
     return Config(**kwargs)
 
 

@@ -19,6 +19,11 @@ def tail(path: Path, lines: int = 10) -> list[str]:
             text = handle.read().decode(errors="replace")
     except OSError:
         return []
+    return tail_text(text, lines)
+
+
+def tail_text(text: str, lines: int = 10) -> list[str]:
+    """The last non-empty lines of a log's text, terminal escapes removed."""
     cleaned = [_ANSI.sub("", line).rstrip() for line in text.splitlines()]
     return [line for line in cleaned if line.strip()][-lines:]
 

@@ -49,6 +49,7 @@ def run_checks(session: Session | None = None, network: str | None = None) -> li
         lambda: check_virtlogd(config.defaults.uri),
         lambda: check_reaper(config.defaults.uri),
         lambda: check_network(session, network or config.defaults.network, conn is not None),
+        lambda: check_hosts(session),
         lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
         lambda: check_images(config.paths.images),
         lambda: check_paths(config),
@@ -169,6 +170,40 @@ def virt_type_verdict(wanted: str, offered: set[str]) -> Verdict:
         return Verdict(name, FAIL, "virt_type is qemu but libvirt offers no emulation")
     effective = "kvm" if wanted == "auto" else wanted
     return Verdict(name, OK, f"virt_type {wanted} runs guests as {effective}")
+
+
+def check_hosts(session: Session) -> Iterator[Verdict]:
+    """With [[hosts]]: one verdict per host (answers over its URI, runs the virt type, its
+    vnode pool), all hosts asked at once."""
+    if not session.config.hosts:
+        return
+    from vnode import fleet
+
+    wanted = session.config.defaults.virt_type
+    for name, view in fleet.survey(session).items():
+        yield host_verdict(name, view, wanted)
+
+
+def host_verdict(name: str, view: Any, wanted: str) -> Verdict:
+    check = f"host {name}"
+    if view.problem is not None:
+        return Verdict(check, FAIL, f"{view.host.uri} does not answer: {view.problem}")
+    virt = virt_type_verdict(wanted, domain_types(view.conn.getCapabilities()))
+    if virt.status != OK:
+        return Verdict(check, virt.status, virt.message)
+    try:
+        pool = view.conn.storagePoolLookupByName(view.host.pool)
+        pool_state = "active" if pool.isActive() else "defined, inactive (started by up)"
+    except Exception:  # libvirt's "no such pool": up makes it
+        pool_state = f"not there yet (up makes it at {view.host.pool_dir})"
+    nodes = len(view.domains)
+    return Verdict(
+        check,
+        OK,
+        f"libvirt {_version(view.conn.getLibVersion())} at {view.host.uri}, "
+        f"{view.memory_mib} MiB, {view.cpus} CPUs, {nodes} node(s); pool {view.host.pool} "
+        f"{pool_state}",
+    )
 
 
 def _kvm_stat() -> os.stat_result | None:

@@ -7,11 +7,14 @@ import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from vnode.errors import EnvironmentProblem, UsageError
+
+if TYPE_CHECKING:
+    from vnode.model import NodeInfo
 
 NAMESPACE = "urn:x-vnode:node:1"
 
@@ -226,6 +229,26 @@ def state_of(domain: Any) -> tuple[str, str | None]:
     return name, _PAUSE_REASONS.get(reason) if name == "paused" else None
 
 
+def node_info(domain: Any, mark: DomainMark, host: str = "local") -> NodeInfo:
+    """What ``vnode list`` shows of one node; a domain gone meanwhile is "gone"."""
+    from vnode.model import NodeInfo
+
+    try:
+        state, _ = state_of(domain)
+    except HypervisorError:
+        state = "gone"
+    return NodeInfo(
+        name=mark.name,
+        distro=mark.distro,
+        state=state,
+        mac=mark.mac,
+        ip=mark.ip or None,
+        network=mark.network,
+        created=mark.created,
+        host=host,
+    )
+
+
 def start(domain: Any, *, paused: bool) -> None:
     """Start the domain's QEMU; ``paused`` keeps its vCPUs stopped until :func:`resume`."""
     libvirt = _libvirt()
@@ -312,3 +335,230 @@ def reboot(domain: Any, timeout: float) -> str:
     stopped = shutdown(domain, timeout)
     power_on(domain)
     return "rebooted (forced off)" if stopped == "forced off" else "rebooted"
+
+
+# -- storage: vnode's pool on each host, through libvirt's storage API --------------------
+#
+# Nothing below touches a local file of the hypervisor: images go up with volume upload
+# streams, overlays and seeds are volumes, console logs come back with volume downloads. A
+# remote host (qemu+ssh://) and the local one take the same path.
+
+_CHUNK = 4 * 1024 * 1024
+
+
+def ensure_pool(conn: Any, name: str, target: str) -> Any:
+    """vnode's directory pool on this host, defined, built and started when missing."""
+    libvirt = _libvirt()
+    try:
+        pool = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+            raise HypervisorError(f"looking up pool {name}: {exc.get_error_message()}") from None
+        root = ET.Element("pool", type="dir")
+        ET.SubElement(root, "name").text = name
+        target_element = ET.SubElement(root, "target")
+        ET.SubElement(target_element, "path").text = target
+        # The qemu user reads overlays and seeds; only root writes.
+        permissions = ET.SubElement(target_element, "permissions")
+        ET.SubElement(permissions, "mode").text = "0755"
+        with libvirt_errors(f"defining pool {name} at {target}"):
+            pool = conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
+            pool.build(0)
+    with libvirt_errors(f"starting pool {name}"):
+        if not pool.isActive():
+            pool.create(0)
+        pool.refresh(0)
+    return pool
+
+
+def refresh_pool(pool: Any) -> None:
+    """Let libvirt see files made in the pool's directory by others (virtlogd's logs)."""
+    with libvirt_errors(f"refreshing pool {pool.name()}"):
+        pool.refresh(0)
+
+
+def pool_path(pool: Any) -> str:
+    """The pool's directory on its host."""
+    return ET.fromstring(pool.XMLDesc(0)).findtext("target/path", default="")
+
+
+def remove_pool(conn: Any, name: str) -> None:
+    """Stop, delete (the directory must be empty) and undefine a pool; absent is fine."""
+    libvirt = _libvirt()
+    try:
+        pool = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError:
+        return
+    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_STORAGE_POOL):
+        if pool.isActive():
+            for volume in pool.listAllVolumes(0):
+                volume.delete(0)
+            pool.destroy()
+    # The directory may be gone already (removed with its state directory): undefine anyway.
+    with contextlib.suppress(libvirt.libvirtError):
+        pool.delete(0)
+    with _tolerating(libvirt.VIR_ERR_NO_STORAGE_POOL):
+        pool.undefine()
+
+
+def find_volume(pool: Any, name: str) -> Any | None:
+    libvirt = _libvirt()
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise HypervisorError(f"looking up volume {name}: {exc.get_error_message()}") from None
+
+
+def delete_volume(pool: Any, name: str) -> None:
+    """Delete a volume; one already gone is fine."""
+    libvirt = _libvirt()
+    volume = find_volume(pool, name)
+    if volume is not None:
+        with _tolerating(libvirt.VIR_ERR_NO_STORAGE_VOL):
+            volume.delete(0)
+
+
+def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) -> str:
+    root = ET.Element("volume")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "capacity", unit="bytes").text = str(capacity)
+    target = ET.SubElement(root, "target")
+    ET.SubElement(target, "format", type=fmt)
+    permissions = ET.SubElement(target, "permissions")
+    ET.SubElement(permissions, "mode").text = "0644"
+    if backing is not None:
+        store = ET.SubElement(root, "backingStore")
+        ET.SubElement(store, "path").text = backing
+        ET.SubElement(store, "format", type="qcow2")
+    return ET.tostring(root, encoding="unicode")
+
+
+def upload_bytes(conn: Any, pool: Any, name: str, data: bytes, *, mode: str = "0644") -> Any:
+    """A raw volume holding ``data`` (a seed ISO, a small record), replacing one of that name."""
+    delete_volume(pool, name)
+    xml = _volume_xml(name, max(len(data), 1), "raw").replace(
+        "<mode>0644</mode>", f"<mode>{mode}</mode>"
+    )
+    with libvirt_errors(f"creating volume {name}"):
+        volume = pool.createXML(xml, 0)
+    with libvirt_errors(f"uploading volume {name}"):
+        stream = conn.newStream(0)
+        volume.upload(stream, 0, len(data), 0)
+        view = memoryview(data)
+        for start in range(0, len(data), _CHUNK):
+            stream.send(bytes(view[start : start + _CHUNK]))
+        stream.finish()
+    return volume
+
+
+def upload_file(conn: Any, pool: Any, name: str, path: Path, fmt: str = "qcow2") -> str:
+    """Upload a local file as a volume with a stream; returns the sha256 of what was sent."""
+    import hashlib
+
+    size = path.stat().st_size
+    delete_volume(pool, name)
+    with libvirt_errors(f"creating volume {name}"):
+        volume = pool.createXML(_volume_xml(name, size, fmt), 0)
+    digest = hashlib.sha256()
+    with libvirt_errors(f"uploading {path} as volume {name}"):
+        stream = conn.newStream(0)
+        volume.upload(stream, 0, size, 0)
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                stream.send(chunk)
+        stream.finish()
+    return digest.hexdigest()
+
+
+def download(conn: Any, volume: Any, *, offset: int = 0, length: int = 0) -> bytes:
+    """A volume's bytes (all of them with ``length`` 0) through a download stream."""
+    chunks: list[bytes] = []
+    with libvirt_errors(f"downloading volume {volume.name()}"):
+        stream = conn.newStream(0)
+        volume.download(stream, offset, length, 0)
+        while True:
+            chunk = stream.recv(_CHUNK)
+            if isinstance(chunk, int) or not chunk:  # -2: would block; b"": the end
+                if chunk == -2:
+                    continue
+                break
+            chunks.append(chunk)
+        stream.finish()
+    return b"".join(chunks)
+
+
+def download_sha256(conn: Any, volume: Any) -> str:
+    """The sha256 of a volume's bytes as its host holds them (streamed, never kept whole)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with libvirt_errors(f"verifying volume {volume.name()}"):
+        stream = conn.newStream(0)
+        volume.download(stream, 0, 0, 0)
+        while True:
+            chunk = stream.recv(_CHUNK)
+            if chunk == -2:
+                continue
+            if isinstance(chunk, int) or not chunk:
+                break
+            digest.update(chunk)
+        stream.finish()
+    return digest.hexdigest()
+
+
+def ensure_image(conn: Any, pool: Any, name: str, path: Path, sha256: str) -> tuple[Any, bool]:
+    """The base image as a volume on this host, uploaded only when the host has none or an
+    older one; returns (volume, whether it was uploaded now).
+
+    The sha256 of what the host holds is recorded beside it (``NAME.sha256``, a volume), and
+    an upload counts only once the host's copy, read back, hashes to what was sent.
+    """
+    record_name = f"{name}.sha256"
+    volume = find_volume(pool, name)
+    record = find_volume(pool, record_name)
+    if volume is not None and record is not None:
+        recorded = download(conn, record).decode(errors="replace").split()
+        if recorded[:1] == [sha256]:
+            return volume, False
+    delete_volume(pool, record_name)
+    sent = upload_file(conn, pool, name, path)
+    if sent != sha256:
+        delete_volume(pool, name)
+        raise HypervisorError(f"{path} changed while it was uploaded as {name}; try again")
+    volume = pool.storageVolLookupByName(name)
+    held = download_sha256(conn, volume)
+    if held != sha256:
+        delete_volume(pool, name)
+        raise HypervisorError(f"volume {name} does not hash to what was uploaded")
+    upload_bytes(conn, pool, record_name, f"{sha256}  {path.stat().st_size}\n".encode())
+    return volume, True
+
+
+def create_overlay_volume(pool: Any, name: str, base: Any, size: int) -> Any:
+    """A qcow2 volume backed by the base image's volume: the base stays pristine."""
+    _, capacity, _ = base.info()
+    delete_volume(pool, name)
+    with libvirt_errors(f"creating overlay volume {name}"):
+        return pool.createXML(_volume_xml(name, max(size, capacity), "qcow2", base.path()), 0)
+
+
+def volume_tail(conn: Any, pool: Any, name: str, limit: int = 64 * 1024) -> bytes | None:
+    """The last ``limit`` bytes of a volume (a console log virtlogd writes in the pool's
+    directory), or None when there is none."""
+    refresh_pool(pool)
+    volume = find_volume(pool, name)
+    if volume is None:
+        return None
+    _, capacity, _ = volume.info()
+    offset = max(0, capacity - limit)
+    return download(conn, volume, offset=offset, length=capacity - offset)
+
+
+def host_resources(conn: Any) -> tuple[int, int]:
+    """The host's memory (MiB) and CPUs, as libvirt sees them."""
+    with libvirt_errors("reading the host's resources"):
+        info = conn.getInfo()
+    return int(info[1]), int(info[2])

@@ -115,6 +115,9 @@ class NodePlan(NodeIdentity):
     virt_type: VirtType
     node_dir: Path
     host: str = "local"  # the hypervisor host's name (see [[hosts]])
+    # The host's vnode storage pool directory: disk, seed and console are volumes there
+    # (made through libvirt's storage API); None: files in node_dir, made locally.
+    volume_dir: Path | None = None
     interface: Interface | None = None
     address: StaticAddress | None = None  # known before boot; None: learned while waiting
     dns_domain: str | None = None  # the node's FQDN is NAME.DOMAIN when set
@@ -127,11 +130,27 @@ class NodePlan(NodeIdentity):
 
     @property
     def disk_path(self) -> Path:
+        if self.volume_dir is not None:
+            return self.volume_dir / self.disk_volume
         return self.node_dir / "disk.qcow2"
 
     @property
     def seed_path(self) -> Path:
+        if self.volume_dir is not None:
+            return self.volume_dir / self.seed_volume
         return self.node_dir / "seed.iso"
+
+    @property
+    def disk_volume(self) -> str:
+        return f"{self.name}-disk.qcow2"
+
+    @property
+    def seed_volume(self) -> str:
+        return f"{self.name}-seed.iso"
+
+    @property
+    def console_volume(self) -> str:
+        return f"{self.name}-console.log"
 
 
 @attrs.frozen
@@ -167,6 +186,7 @@ class NodeInfo:
     ip: str | None
     network: str
     created: str
+    host: str = "local"
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -206,6 +226,12 @@ class PluginContext:
     uri: str
     mirrors: Mapping[str, str] = attrs.field(factory=dict, hash=False)  # family -> URL
     connection: Any = attrs.field(default=None, eq=False, repr=False)  # libvirt, or None
+    # With [[hosts]]: which host this context is for, its place in the config (0, 1, ...) and
+    # the subnet configured for its own network, if any. A network plugin that creates a
+    # network per host keeps hosts' subnets disjoint with these.
+    host: str = "local"
+    host_index: int = 0
+    host_subnet: str | None = None
 
     def section(self, name: str) -> Any:
         return self.sections[name]

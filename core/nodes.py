@@ -10,8 +10,8 @@ from typing import Any
 import attrs
 
 from vnode import hypervisor
-from vnode.cloudinit import render_seed, write_seed_iso
-from vnode.disks import create_overlay
+from vnode.cloudinit import render_seed, seed_iso, write_seed_iso
+from vnode.disks import GIB, create_overlay
 from vnode.errors import UsageError
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
 from vnode.logs import get_logger
@@ -30,6 +30,12 @@ class NodeStore:
     nodes_dir: Path
     images_dir: Path
     known_hosts: KnownHosts
+    host: str = "local"
+    # vnode's storage pool on the host (libvirt's storage API) and the base images' volumes
+    # there, by image file name; None: node files are made locally (no [[hosts]]).
+    pool: Any = None
+    base_volumes: dict[str, Any] = attrs.field(factory=dict)
+    base_sizes: dict[str, int] = attrs.field(factory=dict)  # virtual sizes, bytes
 
     def owned(self, name: str) -> tuple[Any, hypervisor.DomainMark] | None:
         """The domain named ``name`` if this vnode made it; UsageError if someone else did."""
@@ -67,6 +73,14 @@ def create_node(
         remove_node(store, plan, backend)
     try:
         return _build(store, plan, backend, client, paused)
+    except Exception as exc:
+        try:
+            remove_node(store, plan, backend, quiet=True)
+        except Exception as cleanup:  # the host is gone: say what may be left there
+            raise hypervisor.HypervisorError(
+                f"{exc}; could not be removed from {store.host}: {cleanup}"
+            ) from None
+        raise
     except BaseException:
         remove_node(store, plan, backend, quiet=True)
         raise
@@ -75,12 +89,15 @@ def create_node(
 def _build(
     store: NodeStore, plan: NodePlan, backend: NetworkBackend, client: ClientKey, paused: bool
 ) -> CreatedNode:
-    _fresh_dir(plan.node_dir)
-    base = store.images_dir / plan.distro.image_filename
-    create_overlay(base, plan.disk_path, plan.disk_gb)
     host_key = generate_keypair(f"{plan.name} host key")
     seed = render_seed(plan, authorized_key=client.public_openssh, host_key=host_key)
-    write_seed_iso(plan.seed_path, seed)
+    if store.pool is not None:
+        _build_volumes(store, plan, seed)
+    else:
+        _fresh_dir(plan.node_dir)
+        base = store.images_dir / plan.distro.image_filename
+        create_overlay(base, plan.disk_path, plan.disk_gb)
+        write_seed_iso(plan.seed_path, seed)
     backend.reserve(plan)
     # The host key is trusted before the guest exists, so the first connection is verified.
     store.known_hosts.set(plan.name, host_key.public_openssh)
@@ -88,6 +105,26 @@ def _build(
     hypervisor.start(domain, paused=paused)
     log.debug("started", node=plan.name, virt_type=plan.virt_type, paused=paused)
     return CreatedNode(plan=plan, domain=domain, host_key=host_key.public_openssh)
+
+
+def _build_volumes(store: NodeStore, plan: NodePlan, seed: Any) -> None:
+    """Disk and seed as volumes in the host's vnode pool, through libvirt alone."""
+    image = plan.distro.image_filename
+    base = store.base_volumes[image]
+    size = max(plan.disk_gb * GIB, store.base_sizes.get(image, 0))
+    hypervisor.create_overlay_volume(store.pool, plan.disk_volume, base, size)
+    hypervisor.upload_bytes(store.conn, store.pool, plan.seed_volume, seed_iso(seed), mode="0600")
+    # virtlogd makes the console log afresh; an earlier one would be read by `vnode log`.
+    hypervisor.delete_volume(store.pool, plan.console_volume)
+
+
+def remove_volumes(store: NodeStore, name: str) -> None:
+    """The node's volumes in the host's pool (disk, seed, console log); absent ones are fine."""
+    if store.pool is None:
+        return
+    hypervisor.refresh_pool(store.pool)
+    for suffix in ("-disk.qcow2", "-seed.iso", "-console.log"):
+        hypervisor.delete_volume(store.pool, f"{name}{suffix}")
 
 
 def _fresh_dir(path: Path) -> None:
@@ -117,6 +154,7 @@ def remove_node(
         node_dir = node_dir or (Path(mark.node_dir) if mark.node_dir else None)
         console = console or (Path(mark.console) if mark.console else None)
         hypervisor.remove_domain(domain)
+    remove_volumes(store, node.name)
     if isinstance(node, NodePlan):
         node_dir = node_dir or node.node_dir
         console = console or (node.console.log_path if node.console else None)
@@ -131,7 +169,13 @@ def remove_node(
         _remove_inside(store.nodes_dir, node_dir)
     # A console kept outside the node's directory (where virtlogd may write) goes too, but
     # only a file named after this node.
-    outside = console is not None and node_dir is not None and console.parent != node_dir
+    # (A pooled node's console is a volume, removed above; its path may not be local.)
+    outside = (
+        store.pool is None
+        and console is not None
+        and node_dir is not None
+        and console.parent != node_dir
+    )
     if outside and console.name.startswith(node.name) and console.is_file():
         console.unlink(missing_ok=True)
     store.known_hosts.remove(node.name)

@@ -39,6 +39,9 @@ class Pool:
     # The pool's own cloud-config files, merged after [defaults] cloud_config.
     cloud_config: list[Path] = attrs.field(factory=list, hash=False, eq=False)
 
+    # The [[hosts]] this pool's nodes may go to; empty: any host.
+    hosts: list[str] = attrs.field(factory=list, hash=False)
+
     @last.validator
     def _check_last(self, attribute: attrs.Attribute, value: int) -> None:
         if value < self.first:

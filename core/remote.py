@@ -8,15 +8,17 @@ does; output is streamed line by line to the caller, which prefixes it with the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from vnode.errors import UsageError
+from vnode.sshwait import Jump, JumpTunnel
 
 _OUTPUT_KEPT = 64 * 1024
 # Runs the script given on stdin as a file, so its #! line chooses the interpreter.
@@ -59,6 +61,7 @@ class RemoteTarget:
     host_key: str  # "ssh-ed25519 AAAA..."
     client_key: Path
     port: int = 22
+    jump: Jump | None = None  # the node's hypervisor, when its network is not routable here
 
 
 @attrs.frozen
@@ -68,12 +71,27 @@ class StepsOutcome:
     failed_step: str | None = None
 
 
-async def connect(target: RemoteTarget, timeout: float) -> Any:  # an SSHClientConnection
+@contextlib.asynccontextmanager
+async def connect(target: RemoteTarget, timeout: float) -> AsyncIterator[Any]:
+    """An SSH connection to the node (an SSHClientConnection), through its hypervisor when it
+    has a jump; both are closed on exit."""
     import asyncssh
 
+    tunnel = JumpTunnel(asyncssh, target.jump) if target.jump else None
+    try:
+        via = await tunnel.get(time.monotonic() + timeout) if tunnel else None
+        async with await _connect_node(asyncssh, target, timeout, via) as conn:
+            yield conn
+    finally:
+        if tunnel is not None:
+            tunnel.close()
+
+
+async def _connect_node(asyncssh: Any, target: RemoteTarget, timeout: float, via: Any) -> Any:
     host_key = asyncssh.import_public_key(target.host_key)
     return await asyncssh.connect(
         target.ip,
+        tunnel=via,
         port=target.port,
         username="root",
         client_keys=[asyncssh.read_private_key(target.client_key)],
@@ -102,7 +120,7 @@ async def run_steps(
         while size > _OUTPUT_KEPT and len(kept) > 1:
             size -= len(kept.pop(0)) + 1
 
-    async with await connect(target, 60) as conn:
+    async with connect(target, 60) as conn:
         for step in steps:
             async with conn.create_process(step.command, stderr=asyncssh.STDOUT) as process:
                 if step.stdin is not None:
@@ -127,7 +145,7 @@ async def wait_cloud_init(target: RemoteTarget, deadline: float) -> str | None:
     timeout = max(1.0, deadline - time.monotonic())
     try:
         async with asyncio.timeout(timeout):
-            async with await connect(target, timeout) as conn:
+            async with connect(target, timeout) as conn:
                 async with conn.create_process(CLOUD_INIT_WAIT) as process:
                     process.stdin.write_eof()  # nothing to read: an open stdin may block
                     output = await process.stdout.read()

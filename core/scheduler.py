@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode import hypervisor
-from vnode.console import qemu_error, tail
+from vnode.console import qemu_error, tail, tail_text
 from vnode.keys import ClientKey
 from vnode.locks import FileLock, node_lock_path
 from vnode.logs import get_logger
@@ -21,7 +21,7 @@ from vnode.network import NetworkBackend
 from vnode.nodes import CreatedNode, NodeStore, create_node, remove_node
 from vnode.progress import Reporter
 from vnode.remote import RemoteTarget, RunStep, run_steps, wait_cloud_init
-from vnode.sshwait import WaitTarget, wait_ready
+from vnode.sshwait import Jump, WaitTarget, wait_ready
 
 if TYPE_CHECKING:
     from vnode.warmstore import TemplateRecord
@@ -30,10 +30,10 @@ log = get_logger("vnode.scheduler")
 
 
 def run_up(
-    store: NodeStore,
+    stores: Mapping[str, NodeStore],
     locks_dir: Path,
     plans: list[NodePlan],
-    backend: NetworkBackend,
+    backends: Mapping[str, NetworkBackend],
     client: ClientKey,
     *,
     started: float,
@@ -43,13 +43,18 @@ def run_up(
     reporter: Reporter,
     steps: tuple[RunStep, ...] = (),
     wait_cloud_init: bool = False,
+    jumps: Mapping[str, Jump] | None = None,
+    failed: Mapping[str, str] | None = None,
     warm: Mapping[str, TemplateRecord] | None = None,
 ) -> list[NodeResult]:
-    """``warm``: the nodes made from a template (vnode.warm) instead of booted cold."""
+    """Make and wait for the nodes; ``stores``, ``backends`` and ``jumps`` (how to reach a
+    host's nodes through it) are per host, by the plan's ``host``. Nodes in ``failed`` (their
+    host failed its preflight) are only reported. ``warm``: the nodes made from a template
+    (vnode.warm) instead of booted cold."""
     scheduler = _Scheduler(
-        store,
+        stores,
         locks_dir,
-        backend,
+        backends,
         client,
         started,
         started + timeout,
@@ -58,6 +63,8 @@ def run_up(
         reporter,
         steps,
         wait_cloud_init,
+        jumps or {},
+        failed or {},
         dict(warm or {}),
     )
     return asyncio.run(scheduler.run(plans))
@@ -89,9 +96,9 @@ class _StartingGate:
 
 @attrs.frozen
 class _Scheduler:
-    store: NodeStore
+    stores: Mapping[str, NodeStore]
     locks_dir: Path
-    backend: NetworkBackend
+    backends: Mapping[str, NetworkBackend]
     client: ClientKey
     started: float
     deadline: float
@@ -100,6 +107,8 @@ class _Scheduler:
     reporter: Reporter
     steps: tuple[RunStep, ...] = ()
     wait_cloud_init: bool = False
+    jumps: Mapping[str, Jump] = attrs.field(factory=dict)
+    failed: Mapping[str, str] = attrs.field(factory=dict)
     warm: dict[str, TemplateRecord] = attrs.field(factory=dict)
 
     async def run(self, plans: list[NodePlan]) -> list[NodeResult]:
@@ -134,6 +143,9 @@ class _Scheduler:
             lock.release()
 
     async def _make_and_wait(self, plan: NodePlan, gate: _StartingGate) -> NodeResult:
+        if plan.name in self.failed:
+            gate.arrive()
+            return self._result(plan, None, "failed", self.failed[plan.name])
         self.reporter.phase(plan.name, "creating")
         try:
             created = await self._make(plan, gate)
@@ -151,11 +163,26 @@ class _Scheduler:
         if outcome.state != "ready":
             detail = self._explain(created, detail)
             if not self.keep_failed:
-                await asyncio.to_thread(remove_node, self.store, plan, self.backend, quiet=True)
-                detail += " (node removed; --keep-failed keeps it)"
+                try:
+                    await asyncio.to_thread(
+                        remove_node,
+                        self.stores[plan.host],
+                        plan,
+                        self.backends[plan.host],
+                        quiet=True,
+                    )
+                    detail += " (node removed; --keep-failed keeps it)"
+                except Exception as exc:  # its host is gone: say what is left there
+                    detail += f" (left on {plan.host}, could not be removed: {exc})"
             return self._result(plan, outcome.ip, outcome.state, detail)
         assert outcome.ip is not None
-        target = RemoteTarget(plan.name, outcome.ip, created.host_key, self.client.private_path)
+        target = RemoteTarget(
+            plan.name,
+            outcome.ip,
+            created.host_key,
+            self.client.private_path,
+            jump=self.jumps.get(plan.host),
+        )
         state, detail, extra = await after_ready(
             target, self.steps, self.wait_cloud_init, self.deadline, self.reporter
         )
@@ -184,12 +211,13 @@ class _Scheduler:
 
     def _create(self, plan: NodePlan) -> CreatedNode:
         """Make the node paused: from its warm template, or booted cold."""
+        store, backend = self.stores[plan.host], self.backends[plan.host]
         template = self.warm.get(plan.name)
         if template is None:
-            return create_node(self.store, plan, self.backend, self.client, paused=True)
+            return create_node(store, plan, backend, self.client, paused=True)
         from vnode.warm import create_clone
 
-        return create_clone(self.store, plan, template, self.backend, self.client, paused=True)
+        return create_clone(store, plan, template, backend, self.client, paused=True)
 
     def _result(
         self, plan: NodePlan, ip: str | None, state: str, detail: str | None, **extra: Any
@@ -216,13 +244,20 @@ class _Scheduler:
             name=plan.name,
             host_key=created.host_key,
             client_key=self.client.private_path,
-            domain_problem=lambda: domain_problem(created.domain, plan.virt_type),
-            address=lambda: self.backend.discover_address(plan, _console_path(plan)),
+            domain_problem=lambda: domain_problem(
+                created.domain, plan.virt_type, local=self.stores[plan.host].pool is None
+            ),
+            address=lambda: self.backends[plan.host].discover_address(plan, _console_path(plan)),
+            jump=self.jumps.get(plan.host),
         )
 
     def _explain(self, created: CreatedNode, detail: str | None) -> str:
-        console_path = _console_path(created.plan)
-        lines = tail(console_path, 5) if console_path else []
+        store = self.stores[created.plan.host]
+        if store.pool is not None:
+            lines = pooled_console_tail(store, created.plan.name, 5)
+        else:
+            console_path = _console_path(created.plan)
+            lines = tail(console_path, 5) if console_path else []
         console = "\n".join(f"    console| {line}" for line in lines) or "    (console is empty)"
         return f"{detail}\n{console}"
 
@@ -288,7 +323,16 @@ def _resume(created: CreatedNode) -> None:
         log.bind(node=created.plan.name).warning("could not resume", error=str(exc))
 
 
-def domain_problem(domain: Any, virt_type: str) -> str | None:
+def pooled_console_tail(store: NodeStore, name: str, lines: int) -> list[str]:
+    """The last lines of a node's console log kept as a volume in its host's pool."""
+    try:
+        data = hypervisor.volume_tail(store.conn, store.pool, f"{name}-console.log")
+    except hypervisor.HypervisorError:
+        return []
+    return tail_text(data.decode(errors="replace"), lines) if data else []
+
+
+def domain_problem(domain: Any, virt_type: str, *, local: bool = True) -> str | None:
     """Why a started domain is no longer running, in words a user can act on; None if fine."""
     try:
         state, reason = hypervisor.state_of(domain)
@@ -298,7 +342,8 @@ def domain_problem(domain: Any, virt_type: str) -> str | None:
         return None
     name = domain.name()
     words = f"domain {state}" + (f" ({reason})" if reason else "")
-    if error := qemu_error(name):
+    # QEMU's own log is a local file: only the local host's (file-based) nodes have it here.
+    if local and (error := qemu_error(name)):
         words += f": {error}"
     if virt_type == "kvm":
         words += "; KVM may not work for guests on this host (nested?): try --virt-type qemu"

@@ -11,6 +11,7 @@ sessions with different configurations (two labs, tests) never see each other's 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ class Session:
     _plugins: PluginHost | None = attrs.field(default=None, alias="plugins")
     _connection: Any = attrs.field(default=None, alias="connection")
     _catalogs_loaded: bool = attrs.field(default=False, init=False)
+    # With [[hosts]]: one connection per host name, opened by vnode.fleet.
+    host_connections: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def open(cls, files: list[Path] | None = None) -> Session:
@@ -44,7 +47,7 @@ class Session:
         raw = read_config(files)
         plugins = None
         disabled = raw.disabled_plugins()
-        if disabled or set(raw.data) - {*CORE_SECTIONS, "pools"}:
+        if disabled or set(raw.data) - {*CORE_SECTIONS, "pools", "hosts"}:
             from vnode.plugins import PluginHost
 
             plugins = PluginHost.discover(disabled)
@@ -120,6 +123,11 @@ class Session:
         )
 
     def close(self) -> None:
+        for name, conn in list(self.host_connections.items()):
+            # libvirt's own error type when closing a dead connection: nothing to do.
+            with contextlib.suppress(Exception):
+                conn.close()
+            del self.host_connections[name]
         if self._connection is not None:
             try:
                 self._connection.close()

@@ -1,4 +1,5 @@
-"""Node specs as users type them: ``[STEM]NUM[:DISTRO]`` or a range ``[STEM]A-B[:DISTRO]``."""
+"""Node specs as users type them: ``[STEM]NUM[:DISTRO][@HOST]`` or a range
+``[STEM]A-B[:DISTRO][@HOST]``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from vnode.pools import Pool
 
 _SPEC = re.compile(
     r"^(?P<stem>[A-Za-z][A-Za-z0-9-]*?)?(?P<digits>\d+)(?:-(?P<last>\d+))?"
-    r"(?::(?P<distro>[^:]*))?$"
+    r"(?::(?P<distro>[^:@]*))?(?:@(?P<host>[A-Za-z][A-Za-z0-9_.-]*))?$"
 )
 _DISTRO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -23,6 +24,7 @@ class NodeRef:
     pool: Pool
     number: int
     distro: str | None = None
+    host: str | None = None  # pinned with NUM@HOST
 
     @property
     def name(self) -> str:
@@ -49,10 +51,10 @@ def parse_spec_range(
     match = _SPEC.match(text.strip())
     if not match:
         raise UsageError(
-            f"bad node spec {text!r}: expected [STEM]NUM[:DISTRO] or [STEM]FIRST-LAST[:DISTRO], "
-            "e.g. 3, vnode03:d12, 1-10"
+            f"bad node spec {text!r}: expected [STEM]NUM[:DISTRO][@HOST] or "
+            "[STEM]FIRST-LAST[:DISTRO][@HOST], e.g. 3, vnode03:d12, 1-10, 4@hv2"
         )
-    stem, distro = match["stem"], match["distro"]
+    stem, distro, host = match["stem"], match["distro"], match["host"]
     if distro is not None:
         if not allow_distro:
             raise UsageError(f"bad node name {text!r}: a distro is not expected here")
@@ -74,7 +76,9 @@ def parse_spec_range(
                 f"bad node spec {text!r}: {number} is outside pool {pool.stem} "
                 f"({pool.first}..{pool.last})"
             )
-    return [NodeRef(pool=pool, number=n, distro=distro) for n in range(first, last + 1)]
+    if host is not None and not allow_distro:
+        raise UsageError(f"bad node name {text!r}: a host is not expected here")
+    return [NodeRef(pool=pool, number=n, distro=distro, host=host) for n in range(first, last + 1)]
 
 
 def parse_specs(

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -29,6 +30,19 @@ class WaitOutcome:
 
 
 @attrs.frozen
+class Jump:
+    """A hypervisor to reach its nodes through (their network is not routable from here):
+    an SSH connection to it carries the probes and the handshake (direct-tcpip channels).
+    Its host key is checked strictly against ``known_hosts`` (None: ~/.ssh/known_hosts)."""
+
+    host: str
+    user: str = "root"
+    port: int = 22
+    known_hosts: Path | None = None
+    identity: Path | None = None  # None: the user's default keys
+
+
+@attrs.frozen
 class WaitTarget:
     name: str
     host_key: str  # "ssh-ed25519 AAAA..."
@@ -36,6 +50,7 @@ class WaitTarget:
     # Blocking callables, run in threads: the domain's health and the node's address.
     domain_problem: Callable[[], str | None]
     address: Callable[[], str | None]
+    jump: Jump | None = None
     port: int = 22
 
 
@@ -44,6 +59,57 @@ async def wait_ready(
 ) -> WaitOutcome:
     import asyncssh
 
+    tunnel = JumpTunnel(asyncssh, target.jump) if target.jump else None
+    try:
+        return await _wait(asyncssh, target, deadline, on_phase, tunnel)
+    finally:
+        if tunnel is not None:
+            tunnel.close()
+
+
+class JumpTunnel:
+    """One SSH connection to the jump host, opened on first use, opened again once lost."""
+
+    def __init__(self, asyncssh: Any, jump: Jump) -> None:
+        self._asyncssh = asyncssh
+        self._jump = jump
+        self._conn: Any = None
+
+    async def get(self, deadline: float) -> Any:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        jump = self._jump
+        timeout = max(1.0, min(10.0, deadline - time.monotonic()))
+        options: dict[str, Any] = {}
+        if jump.known_hosts is not None:
+            options["known_hosts"] = str(jump.known_hosts)
+        if jump.identity is not None:
+            options["client_keys"] = [str(jump.identity)]
+        async with asyncio.timeout(timeout):
+            self._conn = await self._asyncssh.connect(
+                jump.host,
+                port=jump.port,
+                username=jump.user,
+                agent_path=None,
+                preferred_auth=("publickey",),
+                login_timeout=timeout,
+                **options,
+            )
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+async def _wait(
+    asyncssh: Any,
+    target: WaitTarget,
+    deadline: float,
+    on_phase: Callable[[str], None],
+    tunnel: JumpTunnel | None,
+) -> WaitOutcome:
     host_key = asyncssh.import_public_key(target.host_key)
     client_key = asyncssh.read_private_key(target.client_key)
     ip: str | None = None
@@ -66,13 +132,23 @@ async def wait_ready(
             await asyncio.sleep(1.0)
             continue
         enter("booting")
-        if not await _port_open(ip, target.port, deadline):
+        via = None
+        if tunnel is not None:
+            try:
+                via = await tunnel.get(deadline)
+            except (OSError, asyncssh.Error, TimeoutError) as exc:
+                last_error = f"ssh to the hypervisor {target.jump.host}: {exc}"  # type: ignore[union-attr]
+                await asyncio.sleep(_PROBE_INTERVAL)
+                continue
+        if not await _port_open(ip, target.port, deadline, via):
             last_error = f"{ip}:{target.port} not answering"
             await asyncio.sleep(_PROBE_INTERVAL)
             continue
         enter("ssh handshake")
         try:
-            name = await _run_hostname(asyncssh, ip, target.port, host_key, client_key, deadline)
+            name = await _run_hostname(
+                asyncssh, ip, target.port, host_key, client_key, deadline, via
+            )
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             # sshd can be up before cloud-init installed the key; try again.
             last_error = f"ssh {ip}: {type(exc).__name__}: {exc}".strip()
@@ -86,22 +162,28 @@ async def wait_ready(
     return WaitOutcome(state="timeout", ip=ip, detail=last_error)
 
 
-async def _port_open(ip: str, port: int, deadline: float) -> bool:
+async def _port_open(ip: str, port: int, deadline: float, via: Any = None) -> bool:
     timeout = max(0.1, min(1.0, deadline - time.monotonic()))
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
-    except (OSError, TimeoutError):
+        if via is not None:  # a direct-tcpip channel from the hypervisor
+            _, writer = await asyncio.wait_for(via.open_connection(ip, port), timeout)
+        else:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+    except Exception:  # refused, unreachable, timed out, or the channel was refused
         return False
     writer.close()
     return True
 
 
-async def _run_hostname(asyncssh, ip, port, host_key, client_key, deadline: float) -> str:
+async def _run_hostname(
+    asyncssh, ip, port, host_key, client_key, deadline: float, via: Any = None
+) -> str:
     timeout = max(1.0, deadline - time.monotonic())
     async with asyncio.timeout(timeout):
         async with asyncssh.connect(
             ip,
             port=port,
+            tunnel=via,
             username="root",
             client_keys=[client_key],
             known_hosts=([host_key], [], []),

@@ -99,12 +99,24 @@ def vnode_network_backend(
     if kind != KIND:
         return None
     settings = context.section("libvirt_network")
+    if context.host_subnet or context.host_index:
+        # Another hypervisor host: its own network, on a subnet no other host uses.
+        subnet = context.host_subnet or _nth_subnet(settings.subnet, context.host_index)
+        settings = attrs.evolve(settings, subnet=subnet)
     return LibvirtNetwork(
         name=arg or settings.name,
         settings=settings,
         pools=context.pools,
         state_dir=context.state_dir,
         connection=context.connection,
+    )
+
+
+def _nth_subnet(base: str, index: int) -> str:
+    """The index-th subnet of the base's size after it (192.168.150.0/24, 1 -> .151.0/24)."""
+    net = ipaddress.IPv4Network(base)
+    return str(
+        ipaddress.IPv4Network((int(net.network_address) + index * net.num_addresses, net.prefixlen))
     )
 
 

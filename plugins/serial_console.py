@@ -41,6 +41,10 @@ def vnode_config_sections() -> dict[str, type]:
 
 @hookimpl(trylast=True)
 def vnode_console_setup(node: NodePlan, context: PluginContext) -> ConsoleSetup | None:
+    if node.volume_dir is not None:
+        # In the host's vnode pool, where vnode reads it back as a volume (the host may be
+        # another machine).
+        return ConsoleSetup(log_path=node.volume_dir / node.console_volume)
     settings = context.section("console")
     return ConsoleSetup(log_path=settings.log_dir / f"{node.name}-console.log")
 

@@ -86,3 +86,37 @@ def test_ini_inventory_quotes_the_ssh_args_as_one_value() -> None:
     groups = configparser.ConfigParser(allow_no_value=True, delimiters=("=",))
     groups.read_string(text.split("\n\n", 1)[1])
     assert list(groups["pool_vnode"]) == ["vnode01"]
+
+
+def test_a_node_behind_its_hypervisor_is_reached_through_it(tmp_path: Path) -> None:
+    import subprocess
+
+    from vnode.access import jump_options
+    from vnode.sshwait import Jump
+
+    assert jump_options(None) == ()
+    assert jump_options(Jump(host="hv2.lab", user="admin", port=2222)) == (
+        ("ProxyJump", "admin@hv2.lab:2222"),
+    )
+    strict = Jump(host="hv2", known_hosts=Path("/k h/known"), identity=Path("/i"))
+    ((key, proxy),) = jump_options(strict)
+    assert key == "ProxyCommand"
+    assert shlex.split(proxy) == [
+        *("ssh", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"),
+        *("-o", "UserKnownHostsFile=/k h/known", "-i", "/i", "-o", "IdentitiesOnly=yes"),
+        *("-p", "22", "-W", "%h:%p", "root@hv2"),
+    ]
+    behind = NodeAccess("vnode02", "192.168.151.102", "vnode", "d12", "debian", via=((key, proxy),))
+    config = tmp_path / "config"
+    config.write_text(render_ssh_config([behind], CREDS))
+    # OpenSSH's own reading of the block: the proxy command arrives whole, host key strict.
+    resolved = subprocess.run(
+        ["ssh", "-G", "-F", str(config), "vnode02"], capture_output=True, text=True, check=True
+    ).stdout
+    options = dict(line.split(" ", 1) for line in resolved.splitlines())
+    assert shlex.split(options["proxycommand"])[-3:] == ["-W", "%h:%p", "root@hv2"]
+    assert options["hostname"] == "192.168.151.102"
+    assert options["stricthostkeychecking"] == "true"
+    hostvars = json.loads(render_inventory([behind], CREDS, "json"))["_meta"]["hostvars"]
+    ansible_args = shlex.split(hostvars["vnode02"]["ansible_ssh_common_args"])
+    assert f"ProxyCommand={proxy}" in ansible_args

@@ -1,0 +1,181 @@
+"""Two hypervisor hosts in one lab: the local libvirtd and a second one in a namespace
+(tests/harness/hypervisor_host.py), reached over qemu+ssh. Nodes on both in one `vnode up`;
+the remote node is reached through its hypervisor (SSH jump) with strict host keys."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import (
+    IMAGE_STORE,
+    LAB_PREFIX,
+    TEST_DISTRO,
+    VNODE,
+    Lab,
+    cleanup_lab,
+    make_lab,
+)
+from tests.harness.hypervisor_host import HypervisorHost
+from vnode import hypervisor
+
+
+@pytest.fixture(scope="module")
+def two_hosts(host_ready: None) -> Iterator[tuple[Lab, HypervisorHost, str]]:
+    octet = random.randint(10, 250)
+    with HypervisorHost(LAB_PREFIX or "mh", octet) as second:
+        yield from _with_lab(second, octet)
+
+
+def _with_lab(second: HypervisorHost, octet: int) -> Iterator[tuple[Lab, HypervisorHost, str]]:
+    lab = make_lab("th")
+    pool = f"{LAB_PREFIX}thpool-{uuid.uuid4().hex[:6]}"
+    with lab.config_path.open("a") as handle:
+        handle.write(
+            f"""
+[[hosts]]
+name = "hv1"
+uri = "qemu:///system"
+pool = "{pool}"
+pool_dir = "{lab.state}/pool"
+
+[[hosts]]
+name = "hv2"
+uri = "{second.uri}"
+subnet = "10.233.{octet}.0/24"
+known_hosts = "{second.known_hosts}"
+identity = "{second.key}"
+"""
+        )
+    try:
+        yield lab, second, pool
+    finally:
+        try:
+            cleanup_lab(lab)
+        finally:
+            conn = hypervisor.connect("qemu:///system")
+            hypervisor.remove_pool(conn, pool)
+            conn.close()
+
+
+def _virsh(uri: str, *args: str) -> str:
+    return subprocess.run(
+        ["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, check=False
+    ).stdout
+
+
+def test_nodes_on_both_hosts(two_hosts: tuple[Lab, HypervisorHost, str]) -> None:
+    lab, second, pool = two_hosts
+    local, remote = lab.name(1), lab.name(2)
+    started = time.monotonic()
+    code, results = lab.run_json("up", "1@hv1", "2@hv2", "--timeout", "600", timeout=900)
+    print(f"up on two hosts: {time.monotonic() - started:.1f}s")
+    by_name = {r["name"]: r for r in results}
+    assert code == 0, results
+    assert by_name[local]["state"] == by_name[remote]["state"] == "ready"
+    assert by_name[remote]["ip"].startswith("10.233.")
+    # The main libvirtd sees nothing of the remote node; the second host holds it.
+    assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
+    assert remote in _virsh(second.uri, "list", "--all", "--name").split()
+    volumes = _virsh(second.uri, "vol-list", "vnode")
+    assert f"{TEST_DISTRO}.qcow2" in volumes and f"{remote}-disk.qcow2" in volumes
+    # The local host takes the same path: the node's disk, seed and console are volumes in
+    # its pool, beside the image and the sha256 record of what was uploaded.
+    local_volumes = {v.split()[0] for v in _virsh("qemu:///system", "vol-list", pool).splitlines()}
+    assert {f"{local}-disk.qcow2", f"{local}-seed.iso", f"{TEST_DISTRO}.qcow2"} <= local_volumes
+    image_sha = json.loads((IMAGE_STORE / f"{TEST_DISTRO}.qcow2.json").read_text())["sha256"]
+    record = (lab.state / "pool" / f"{TEST_DISTRO}.qcow2.sha256").read_text()
+    assert record.split()[0] == image_sha
+
+    listed = lab.run("list")
+    assert listed.returncode == 0, listed.stderr
+    hosts = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
+    assert hosts == {local: "hv1", remote: "hv2"}
+
+    for number, name in ((1, local), (2, remote)):
+        ssh = lab.ssh(str(number), "hostname")
+        assert ssh.returncode == 0, ssh.stderr
+        assert ssh.stdout.strip() == name
+
+    log = lab.run("log", "2")
+    assert log.returncode == 0 and log.stdout.strip(), log.stderr
+
+    # Plain OpenSSH with vnode's ssh-config reaches the remote node through its hypervisor.
+    config = lab.state / "ssh_config"
+    written = lab.run("ssh-config")
+    assert written.returncode == 0, written.stderr
+    config.write_text(written.stdout)
+    plain = subprocess.run(
+        ["ssh", "-F", str(config), remote, "hostname"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert plain.returncode == 0 and plain.stdout.strip() == remote, plain.stderr
+
+    # The lab-day commands find each node's host: wait (and --run) through the jump, stop.
+    code, waited = lab.run_json("wait", "1-2", "--run", "cat /etc/hostname", "--timeout", "120")
+    assert code == 0, waited
+    assert {r["name"]: r["output"].strip() for r in waited} == {local: local, remote: remote}
+    stopped = lab.run("stop", "2", "--timeout", "5")
+    assert stopped.returncode == 0, stopped.stderr
+    assert _virsh(second.uri, "domstate", remote).strip() == "shut off"
+
+    # Names are unique across the lab: node 2 named on hv1 moves there (removed on hv2).
+    code, moved = lab.run_json("up", "2@hv1", "--no-wait")
+    assert code == 0 and moved[0]["state"] == "started", moved
+    assert remote not in _virsh(second.uri, "list", "--all", "--name").split()
+    assert remote in _virsh("qemu:///system", "list", "--all", "--name").split()
+    remote_left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
+    assert not {v for v in remote_left if v.startswith(remote)}
+
+    destroyed = lab.run("destroy", "--all")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert _virsh(second.uri, "list", "--all", "--name").split() == []
+    assert local not in _virsh("qemu:///system", "list", "--all", "--name").split()
+    assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
+    left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
+    assert left == {f"{TEST_DISTRO}.qcow2", f"{TEST_DISTRO}.qcow2.sha256"}
+
+
+def test_second_host_lost_during_up(two_hosts: tuple[Lab, HypervisorHost, str]) -> None:
+    """Last in the module: the second host stays down afterwards."""
+    import re
+
+    lab, second, _ = two_hosts
+    local, remote = lab.name(3), lab.name(4)
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        [*VNODE, "up", "3@hv1", "4@hv2", "--timeout", "600", "--json"],
+        env=lab.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while remote not in _virsh(second.uri, "list", "--name").split():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - began < 300, "the remote node never started"
+            time.sleep(1)
+        second.stop_libvirtd()
+        stopped = time.monotonic() - began
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    results = {r["name"]: r for r in json.loads(out)}
+    assert results[local]["state"] == "ready", results[local]
+    assert results[remote]["state"] == "failed", results[remote]
+    assert "could not be removed" in results[remote]["detail"]  # the lost host is named
+    failed_at = [float(m.group(1)) for m in re.finditer(rf"\[\s*([\d.]+)s\] {remote}: failed", err)]
+    assert failed_at and failed_at[0] - stopped < 30, (stopped, err[-2000:])
+    listed = lab.run("list")
+    assert "host hv2 did not answer" in listed.stderr
+    assert local in listed.stdout

@@ -1,0 +1,141 @@
+"""Several hypervisor hosts: [[hosts]] config, NUM@host specs, placement, subnets. Pure logic."""
+
+from __future__ import annotations
+
+import pytest
+
+from vnode.config import build_config
+from vnode.errors import UsageError
+from vnode.hosts import Capacity, Host, Load, Request, capacity_of, host_subnets, place
+from vnode.pools import Pool
+from vnode.spec import parse_spec, parse_specs
+
+HOSTS = ["hv1", "hv2"]
+POOLS = (Pool(stem="vnode"),)
+
+
+def req(name: str, pin: str | None = None, allowed: tuple[str, ...] = (), mem: int = 1024):
+    return Request(name=name, memory_mib=mem, vcpus=1, pin=pin, allowed=allowed)
+
+
+def test_new_nodes_go_to_the_host_with_most_free_memory() -> None:
+    capacity = {"hv1": Capacity(memory_mib=4096), "hv2": Capacity(memory_mib=8192)}
+    placed = place([req(f"n{i}") for i in range(6)], HOSTS, capacity, {})
+    # hv2 takes nodes until both have the same room, then they alternate (hv1 first on ties).
+    assert [placed[f"n{i}"] for i in range(6)] == ["hv2", "hv2", "hv2", "hv2", "hv1", "hv2"]
+
+
+def test_existing_nodes_count_against_their_host() -> None:
+    capacity = {"hv1": Capacity(memory_mib=4096), "hv2": Capacity(memory_mib=4096)}
+    existing = {"old": ("hv1", Load("old", 3072, 1))}
+    assert place([req("new")], HOSTS, capacity, existing) == {"new": "hv2"}
+
+
+def test_a_re_created_node_goes_back_to_its_host() -> None:
+    capacity = {"hv1": Capacity(memory_mib=2048), "hv2": Capacity(memory_mib=100_000)}
+    existing = {"n1": ("hv1", Load("n1", 2048, 1))}
+    # Its own share is freed first, so it fits again where it was, though hv2 has more room.
+    assert place([req("n1", mem=2048)], HOSTS, capacity, existing) == {"n1": "hv1"}
+
+
+def test_a_pin_wins_and_moves_an_existing_node() -> None:
+    existing = {"n1": ("hv1", Load("n1", 1024, 1))}
+    assert place([req("n1", pin="hv2")], HOSTS, {}, existing) == {"n1": "hv2"}
+
+
+def test_a_pool_bound_to_hosts_stays_there() -> None:
+    capacity = {"hv1": Capacity(memory_mib=100_000), "hv2": Capacity(memory_mib=1024)}
+    placed = place([req("a", allowed=("hv2",))], HOSTS, capacity, {})
+    assert placed == {"a": "hv2"}
+    with pytest.raises(UsageError, match="bound to hv2, not hv1"):
+        place([req("a", pin="hv1", allowed=("hv2",))], HOSTS, capacity, {})
+
+
+def test_capacity_is_respected() -> None:
+    capacity = {"hv1": Capacity(nodes=1), "hv2": Capacity(nodes=1)}
+    assert set(place([req("a"), req("b")], HOSTS, capacity, {}).values()) == {"hv1", "hv2"}
+    with pytest.raises(UsageError, match="c fits on no host: hv1 has room for 1"):
+        place([req("a"), req("b"), req("c")], HOSTS, capacity, {})
+    with pytest.raises(UsageError, match="does not fit on hv1"):
+        place([req("a", pin="hv1"), req("b", pin="hv1")], HOSTS, capacity, {})
+    with pytest.raises(UsageError, match="memory budget is 512 MiB"):
+        place([req("a", pin="hv1")], HOSTS, {"hv1": Capacity(memory_mib=512)}, {})
+
+
+def test_an_unknown_host_is_named() -> None:
+    with pytest.raises(UsageError, match="no host 'hv9'"):
+        place([req("a", pin="hv9")], HOSTS, {}, {})
+
+
+def test_budgets_default_to_the_hosts_own_memory() -> None:
+    assert capacity_of(Host(name="h"), 16384, 8) == Capacity(None, 16384, None)
+    configured = Host(name="h", max_nodes=3, max_memory=2048, max_vcpus=4)
+    assert capacity_of(configured, 16384, 8) == Capacity(3, 2048, 4)
+
+
+def test_specs_pin_a_host() -> None:
+    ref = parse_spec("3:d12@hv2", POOLS)
+    assert (ref.name, ref.distro, ref.host) == ("vnode03", "d12", "hv2")
+    assert parse_spec("vnode04@hv1", POOLS).host == "hv1"
+    assert parse_spec("5", POOLS).host is None
+    with pytest.raises(UsageError, match="host is not expected"):
+        parse_specs(["4@hv1"], POOLS, allow_distro=False)
+
+
+def test_hosts_config_is_checked() -> None:
+    config = build_config(
+        {
+            "hosts": [
+                {"name": "hv1", "uri": "qemu:///system"},
+                {"name": "hv2", "uri": "qemu+ssh://root@hv2/system", "max_nodes": 16},
+            ],
+            "pools": [{"stem": "vnode", "hosts": ["hv2"]}],
+        }
+    )
+    assert [h.name for h in config.hosts] == ["hv1", "hv2"]
+    assert config.hosts[1].max_nodes == 16
+    assert config.pools[0].hosts == ["hv2"]
+    assert build_config({}).hosts == ()
+    with pytest.raises(UsageError, match="used twice"):
+        build_config({"hosts": [{"name": "a", "uri": "x:///"}, {"name": "a", "uri": "y:///"}]})
+    with pytest.raises(UsageError, match="unknown host"):
+        build_config({"hosts": [{"name": "a"}], "pools": [{"stem": "v", "hosts": ["b"]}]})
+    with pytest.raises(UsageError, match="unknown key"):
+        build_config({"hosts": [{"name": "a", "ram": 3}]})
+    with pytest.raises(UsageError, match="overlapping subnets"):
+        build_config(
+            {
+                "hosts": [
+                    {"name": "a", "uri": "x:///", "subnet": "10.0.0.0/24"},
+                    {"name": "b", "uri": "y:///", "subnet": "10.0.0.128/25"},
+                ]
+            }
+        )
+
+
+def test_each_host_gets_a_disjoint_subnet() -> None:
+    hosts = [Host(name="a", uri="1"), Host(name="b", uri="2", subnet="192.168.151.0/24")]
+    hosts.append(Host(name="c", uri="3"))
+    assert host_subnets(hosts, "192.168.150.0/24") == {
+        "a": "192.168.150.0/24",
+        "b": "192.168.151.0/24",
+        "c": "192.168.152.0/24",
+    }
+
+
+def test_a_remote_hosts_nodes_are_reached_through_it() -> None:
+    from vnode.fleet import HostView, jump_for
+
+    local = HostView(host=Host(name="hv1"), index=0)
+    assert jump_for(local, "libvirt:vnode") is None
+    remote = HostView(host=Host(name="hv2", uri="qemu+ssh://admin@hv2.lab:2222/system"), index=1)
+    jump = jump_for(remote, "libvirt:vnode")
+    assert (jump.user, jump.host, jump.port) == ("admin", "hv2.lab", 2222)
+    assert jump_for(remote, "bridge:br0") is None  # the site network: reached directly
+
+
+def test_the_libvirt_network_takes_a_subnet_per_host() -> None:
+    from vnode_plugins.libvirt_network import _nth_subnet
+
+    assert _nth_subnet("192.168.150.0/24", 0) == "192.168.150.0/24"
+    assert _nth_subnet("192.168.150.0/24", 2) == "192.168.152.0/24"
