@@ -1,8 +1,9 @@
 """A lab's day (issue 14) on real guests: ranges, plain ssh/scp/Ansible through vnode's
-config and inventory, wait, power, --run; then one `up` with the lab's own cloud-config.
+config and inventory, wait, power, --run, the lab's own cloud-config.
 
-Two nodes are booted once for the module (``up 1-2``: a range); one more `up` boots a third
-node with --cloud-config, --run, --script and --wait-cloud-init.
+Two nodes are booted once for the module, by one `up` of a range with --cloud-config,
+--wait-cloud-init, --run and --script (the script fails on node 2 on purpose: that node is
+kept, reachable, for the other tests).
 """
 
 from __future__ import annotations
@@ -26,11 +27,52 @@ BIN = Path(sys.executable).parent
 BOOT = os.environ.get("VNODE_TEST_BOOT_TIMEOUT", "420")
 
 
+LAB_CLOUD_CONFIG = """#cloud-config
+write_files:
+  - path: /etc/lab/{{ name }}.conf
+    content: "number={{ number }} address={{ address }}\\n"
+runcmd:
+  - [sh, -c, "echo {{ name }} > /etc/lab-name"]
+"""
+
+
 @pytest.fixture(scope="module")
-def pair(lab: Lab) -> dict[str, dict]:
-    code, nodes = lab.run_json("up", "1-2", "--memory", "768", "--timeout", BOOT)
-    assert code == 0, [(node["name"], node["state"], node["detail"]) for node in nodes]
-    return {node["name"]: node for node in nodes}
+def booted(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str]:
+    """(exit status, {name: result}, stderr) of the module's one `up`."""
+    files = tmp_path_factory.mktemp("lab_day")
+    mine = files / "lab.yaml"
+    mine.write_text(LAB_CLOUD_CONFIG)
+    script = files / "check.sh"
+    script.write_text(
+        f'#!/bin/sh\ncat /etc/lab-name\n[ "$(hostname)" != {lab.name(2)} ] || exit 3\n'
+    )
+    result = lab.run(
+        "up",
+        "1-2",
+        "--memory",
+        "768",
+        "--timeout",
+        BOOT,
+        "--cloud-config",
+        str(mine),
+        "--wait-cloud-init",
+        "--run",
+        "cat /etc/lab/$(hostname).conf",
+        "--script",
+        str(script),
+        "--json",
+        timeout=float(BOOT) + 120,
+    )
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, {n["name"]: n for n in json.loads(result.stdout)}, result.stderr
+
+
+@pytest.fixture(scope="module")
+def pair(lab: Lab, booted: tuple[int, dict, str]) -> dict[str, dict]:
+    _, nodes, _ = booted
+    for name, node in nodes.items():
+        assert node["exit_status"] is not None, (name, node["state"], node["detail"])
+    return nodes
 
 
 def _ssh_config(lab: Lab, tmp_path: Path, *specs: str) -> Path:
@@ -200,47 +242,21 @@ def test_a_cloud_config_setting_a_vnode_key_is_refused(lab: Lab, tmp_path: Path)
     assert lab.name(4) not in lab.run("list", "--names").stdout
 
 
-LAB_CLOUD_CONFIG = """#cloud-config
-write_files:
-  - path: /etc/lab/{{ name }}.conf
-    content: "number={{ number }} address={{ address }}\\n"
-runcmd:
-  - [sh, -c, "echo {{ name }} > /etc/lab-name"]
-"""
-
-
 def test_up_with_cloud_config_run_script_and_wait_for_cloud_init(
-    lab: Lab, pair: dict, tmp_path: Path
+    lab: Lab, booted: tuple[int, dict, str]
 ) -> None:
-    mine = tmp_path / "lab.yaml"
-    mine.write_text(LAB_CLOUD_CONFIG)
-    script = tmp_path / "check.sh"
-    script.write_text("#!/bin/sh\ncat /etc/lab-name\nexit 3\n")
-    name = lab.name(3)
-    result = lab.run(
-        "up",
-        "3",
-        "--memory",
-        "768",
-        "--timeout",
-        BOOT,
-        "--cloud-config",
-        str(mine),
-        "--wait-cloud-init",
-        "--run",
-        f"cat /etc/lab/{name}.conf",
-        "--script",
-        str(script),
-        "--json",
-    )
-    assert result.returncode == 1, result.stderr  # the script failed on purpose
-    (node,) = json.loads(result.stdout)
-    # runcmd runs late in cloud-init: its file exists because the wait saw cloud-init done.
-    assert node["output"] == f"number=3 address={lab.ip_of(3)}\n{name}".replace("\n\n", "\n")
-    assert node["exit_status"] == 3
-    assert node["state"] == "failed"
-    assert "exit status 3 (node kept)" in node["detail"]
-    assert f"{name}| number=3 address={lab.ip_of(3)}" in result.stderr
-    assert f"{name}| {name}" in result.stderr
+    code, nodes, stderr = booted
+    assert code == 1, stderr  # the script failed on node 2, on purpose
+    for number in (1, 2):
+        name = lab.name(number)
+        node = nodes[name]
+        # runcmd runs late in cloud-init: its file exists because the wait saw cloud-init done.
+        assert node["output"] == f"number={number} address={lab.ip_of(number)}\n{name}"
+        assert f"{name}| number={number} address={lab.ip_of(number)}" in stderr
+        assert f"{name}| {name}" in stderr
+    assert nodes[lab.name(1)]["state"] == "ready" and nodes[lab.name(1)]["exit_status"] == 0
+    failed = nodes[lab.name(2)]
+    assert failed["exit_status"] == 3 and failed["state"] == "failed"
+    assert "exit status 3 (node kept)" in failed["detail"]
     # The node is kept for inspection, still reachable.
-    assert lab.ssh("3", "hostname").stdout.strip() == name
+    assert lab.ssh("2", "hostname").stdout.strip() == lab.name(2)

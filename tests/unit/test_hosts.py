@@ -82,6 +82,18 @@ def test_specs_pin_a_host() -> None:
         parse_specs(["4@hv1"], POOLS, allow_distro=False)
 
 
+def test_a_range_pins_every_node_of_it() -> None:
+    refs = parse_specs(["1-3:d13@hv2", "4@hv1"], POOLS)
+    assert [(r.name, r.distro, r.host) for r in refs] == [
+        ("vnode01", "d13", "hv2"),
+        ("vnode02", "d13", "hv2"),
+        ("vnode03", "d13", "hv2"),
+        ("vnode04", None, "hv1"),
+    ]
+    with pytest.raises(UsageError, match="expected"):
+        parse_spec("3@", POOLS)
+
+
 def test_hosts_config_is_checked() -> None:
     config = build_config(
         {
