@@ -275,7 +275,7 @@ def destroy(
         else:
             names = [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
         marks = {name: found[1] for name in names if (found := store.owned(name)) is not None}
-        backends = _backends_of(own, marks.values())
+        backends = _backends_of(own, [_Located(mark, None) for mark in marks.values()])
 
         def destroy_one(name: str) -> str:
             # The node's lock makes destroy wait for an `up` still working on the same node.
@@ -284,7 +284,8 @@ def destroy(
                 if found is None:
                     return "absent"
                 mark = found[1]
-                remove_node(store, _identity(mark), backends.get(mark.network), quiet=True)
+                backend = backends.get(("local", mark.network))
+                remove_node(store, _identity(mark), backend, quiet=True)
                 return "destroyed"
 
         import concurrent.futures
