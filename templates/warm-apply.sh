@@ -14,7 +14,12 @@ get() { IFS= read -r "$1" <"$d/$2" || true; }
 # copy FILE DEST: a text file, byte for byte, without starting cp.
 copy() { while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done <"$1" >"$2"; }
 say() { echo "vnode-identity: $*" >/dev/ttyS0 2>/dev/null || true; }
+# A failure is told on the console (`vnode log NODE`), with the step it happened in: the
+# node is then unreachable, and the console is all a user can read.
+step=start
+trap 'rc=$?; [ "$rc" -eq 0 ] || say "failed (exit $rc) while: $step"' EXIT
 
+step='clock'
 # The wall clock first: the guest's clock still says when the template was saved. QEMU's
 # RTC follows the host's clock across a restore; it counts whole seconds, so take the
 # middle of the current one.
@@ -23,6 +28,7 @@ if [ -r /sys/class/rtc/rtc0/since_epoch ]; then
     date -u -s "@$rtc.5" >/dev/null
 fi
 
+step='entropy'
 # Entropy the host drew for this clone, mixed into the kernel's pool; then RNDRESEEDCRNG
 # (root only) makes the CRNG reseed from it at once (writing alone does not). perl-base is
 # on every Debian and Ubuntu and starts faster than python3, which every cloud-init image
@@ -38,6 +44,7 @@ else
         2>/dev/null || say "could not reseed the CRNG at once"
 fi
 
+step='machine-id and boot ID'
 # machine-id, and a boot ID of its own: the kernel made boot_id once, before the template
 # was saved, and offers no way to renew it short of a reboot; readers see the clone's.
 old_id=
@@ -56,6 +63,7 @@ done
 copy "$d/boot-id" /run/vnode/boot_id
 mount --bind /run/vnode/boot_id /proc/sys/kernel/random/boot_id
 
+step='name'
 # Name.
 get name hostname
 get fqdn fqdn
@@ -75,6 +83,7 @@ if [ -f /etc/hosts ]; then
     mv /etc/hosts.vnode /etc/hosts
 fi
 
+step='keys'
 # Root logs in with the user's key only; the host key vnode generated and trusts (the
 # template's own keys were deleted before it was saved).
 umask 077
@@ -87,6 +96,7 @@ copy "$d/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
 umask 022
 copy "$d/ssh_host_ed25519_key.pub" /etc/ssh/ssh_host_ed25519_key.pub
 
+step='finding the NIC'
 # The NIC was hot-plugged with the clone's MAC; find it by that MAC.
 get mac mac
 find_nic() {
@@ -108,21 +118,27 @@ done
 udevadm settle -t 5 || true
 find_nic # udev may have renamed it meanwhile
 
+step='addressing the NIC'
 get mode net/mode
 get addr net/address
 get gateway net/gateway
+# "replace", not "add": an image's own network manager (NetworkManager's automatic wired
+# connection) may have got the same address by DHCP from the reservation meanwhile, and
+# "add" would then fail with "File exists" and leave the clone without sshd.
 if [ "$mode" = static ]; then
     {
         echo "link set dev $nic up"
-        echo "address add $addr dev $nic"
-        [ -z "$gateway" ] || echo "route add default via $gateway dev $nic"
+        echo "address replace $addr dev $nic"
+        [ -z "$gateway" ] || echo "route replace default via $gateway dev $nic"
     } | ip -batch -
 fi
+step='starting sshd'
 # sshd as soon as the clone is itself: it listens on every address, including one DHCP
 # gives below, and nothing after this point changes what SSH sees.
 systemctl start ssh.service 2>/dev/null || systemctl start sshd.service
 say "ready as $name"
 
+step='persisting the network configuration'
 # Persist the configuration for later boots, in whatever the image uses, and start DHCP.
 # (After sshd: netplan's and NetworkManager's tools take seconds to start under emulation.)
 if [ -d /etc/netplan ] && command -v netplan >/dev/null; then
@@ -154,6 +170,7 @@ elif [ -d /etc/network ] && command -v ifup >/dev/null; then
     [ "$mode" = static ] || ifup "$nic" || say "ifup $nic failed"
 fi
 
+step='the resolver'
 # The resolver after sshd: SSH does not need it, and resolvconf's hooks took ~8 s of the
 # spike's ~33 s in this script under load.
 if [ "$mode" = static ] && [ -s "$d/net/resolv.conf" ] && [ ! -f /etc/netplan/90-vnode.yaml ]; then
