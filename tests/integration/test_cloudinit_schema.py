@@ -23,6 +23,7 @@ from vnode.cloudinit import render_seed
 from vnode.keys import KeyPair, generate_keypair
 from vnode.model import NodePlan, StaticAddress
 from vnode.plugins import PluginHost
+from vnode.warmstore import template_user_data
 
 pytestmark = pytest.mark.integration
 
@@ -153,6 +154,16 @@ def checked(host_key: KeyPair) -> dict[str, dict]:
                 "network_config": seed.network_config,
             }
         )
+    # A warm template's own first boot (vnode.warmstore): no network-config at all.
+    jobs.append(
+        {
+            "id": "warm-template",
+            "family": "debian",
+            "renderer": "eni",
+            "user_data": template_user_data(),
+            "network_config": "version: 2\nethernets: {}\n",
+        }
+    )
     result = subprocess.run(
         [DEBIAN_PYTHON, "-I", "-c", CHECKER, str(SITE)],
         input=json.dumps(jobs),
@@ -203,6 +214,11 @@ def _lab_cloud_config(distro: str) -> str:
 @pytest.mark.parametrize("name", DISTROS)
 def test_user_data_with_the_labs_cloud_config_passes_the_schema(checked: dict, name: str) -> None:
     problems = set(checked[f"{name}/lab"]["schema"]) - KNOWN_OLD_SCHEMA_PROBLEMS
+    assert not problems, problems
+
+
+def test_warm_template_user_data_passes_the_schema(checked: dict) -> None:
+    problems = set(checked["warm-template"]["schema"]) - KNOWN_OLD_SCHEMA_PROBLEMS
     assert not problems, problems
 
 
