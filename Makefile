@@ -17,8 +17,9 @@ CLOUD_INIT_LIBS := python3-yaml python3-jsonschema python3-jinja2 python3-reques
 
 # What the tests need beyond vnode: a Fedora host's network daemons, which the tests run in a namespace of their own
 # (tests/harness/hostns.py). Neither package ships an init script, and nothing here starts
-# them on this host; zsh, for the completion test.
-HOST_NS_PACKAGES := network-manager firewalld dbus iputils-ping zsh
+# them on this host; zsh, for the completion test; sshd for the second hypervisor host
+# (tests/harness/hypervisor_host.py runs its own, in a namespace).
+HOST_NS_PACKAGES := network-manager firewalld dbus iputils-ping zsh openssh-server
 
 .PHONY: setup host venv image stack-images demo test unit lint cloud-init host-ns bench
 
