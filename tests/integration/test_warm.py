@@ -154,6 +154,37 @@ def test_log_shows_the_clones_console(wlab: Lab, clones: dict) -> None:
     assert f"vnode-identity: ready as {wlab.name(1)}" in result.stdout
 
 
+def test_plan_says_which_nodes_boot_cold_and_why(
+    wlab: Lab, template: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planned only (nothing is made): the reasons a user reads on stderr."""
+    from vnode import api
+    from vnode.session import Session
+
+    monkeypatch.setenv("VNODE_CONFIG", str(wlab.config_path))
+    lab_config = tmp_path / "lab.yaml"
+    lab_config.write_text("#cloud-config\nruncmd: [[true]]\n")
+    shape = {"memory": 512, "vcpus": 1, "virt_type": "qemu"}
+    with Session.open() as session:
+        warm_plan = api.plan_up(["5", "6:d13"], api.UpOptions(warm=True, **shape), session=session)
+        by_node = {c.node: c for c in warm_plan.warm}
+        assert by_node[wlab.name(5)].warm
+        assert by_node[wlab.name(5)].template.key == template["key"]
+        assert (
+            by_node[wlab.name(6)].warm and "no template of d13 yet" in by_node[wlab.name(6)].reason
+        )
+        bigger = api.plan_up(["5"], api.UpOptions(warm=True, memory=1024), session=session)
+        assert "no template of this shape" in bigger.warm[0].reason
+        for options, words in (
+            (api.UpOptions(warm=True, cloud_config=(str(lab_config),), **shape), "cloud-config"),
+            (api.UpOptions(warm=True, wait_cloud_init=True, **shape), "--wait-cloud-init"),
+        ):
+            [choice] = api.plan_up(["5"], options, session=session).warm
+            assert not choice.warm and words in choice.reason
+        assert api.plan_up(["5"], api.UpOptions(**shape), session=session).warm == ()
+    assert wlab.name(5) not in domain_names(wlab.stem)
+
+
 def test_template_in_use_is_not_removed(wlab: Lab, template: dict, clones: dict) -> None:
     result = wlab.run("template", "remove", template["key"])
     assert result.returncode == 2
