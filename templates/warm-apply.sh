@@ -170,6 +170,28 @@ elif [ -d /etc/network ] && command -v ifup >/dev/null; then
     [ "$mode" = static ] || ifup "$nic" || say "ifup $nic failed"
 fi
 
+step='reporting the address'
+# DHCP: the address is the site's. Report it on the console in cloud-init's device table
+# format: vnode's bridge and direct plugins read that table for a node the site's DNS does
+# not know, and a clone runs no cloud-init to print it.
+if [ "$mode" = dhcp ]; then
+    got=
+    i=0
+    while [ -z "$got" ] && [ $i -lt 240 ]; do
+        got=$(ip -4 -o address show dev "$nic" scope global |
+            { read -r _ _ _ cidr _ || true; echo "${cidr%/*}"; })
+        [ -n "$got" ] || { sleep 0.5; i=$((i + 1)); }
+    done
+    if [ -n "$got" ]; then
+        {
+            echo "ci-info: | Device | Up | Address | Mask | Scope | Hw-Address |"
+            echo "ci-info: | $nic | True | $got | . | global | $mac |"
+        } >/dev/ttyS0 2>/dev/null || true
+    else
+        say "no address from DHCP on $nic"
+    fi
+fi
+
 step='the resolver'
 # The resolver after sshd: SSH does not need it, and resolvconf's hooks took ~8 s of the
 # spike's ~33 s in this script under load.

@@ -1,23 +1,28 @@
-"""Warm clones end to end: one template made once, two nodes cloned from it by `up --warm`.
+"""Warm clones end to end: one template made once, nodes cloned from it by `up --warm`.
 
 Booting is the expensive part under TCG: the module boots one template (512 MiB, 1 vCPU) and
-restores two clones; every test then checks what a clone must be (a machine of its own, as
-strict as a cold node) against those two over SSH with vnode's known_hosts.
+restores two clones on the lab's isolated libvirt network (static addresses) and one on the
+site's bridge (an address from the site's DHCP, unknown to its DNS); every test then checks
+what a clone must be (a machine of its own, as strict as a cold node) over SSH with vnode's
+known_hosts.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Lab, cleanup_lab, domain_names, make_lab
+from tests.conftest import Lab, domain_names
+from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration
 
+# Two clones on the libvirt network; one on the bridge, with the site's DHCP reservation but
+# no DNS name (bridge_site's node 2), so vnode learns its address from the console.
+A, B, D = 3, 4, 2
 SHAPE = ("--memory", "512", "--vcpus", "1", "--virt-type", "qemu")
 PROBE = (
     "hostname; cat /sys/class/net/*/address | grep -v '^00:00:00:00:00:00$'; "
@@ -30,12 +35,10 @@ PROBE = (
 
 
 @pytest.fixture(scope="module")
-def wlab(host_ready: None) -> Iterator[Lab]:
-    made = make_lab("wm")
-    try:
-        yield made
-    finally:
-        cleanup_lab(made)
+def wlab(bridge_site: Site) -> Lab:
+    """The site's lab (removed with it): its default network is the bridge, and it has its
+    own isolated libvirt network too."""
+    return bridge_site.lab
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,9 @@ def template(wlab: Lab) -> dict:
 @pytest.fixture(scope="module")
 def clones(wlab: Lab, template: dict) -> dict[str, dict]:
     started = time.monotonic()
-    code, nodes = wlab.run_json("up", "--warm", "1", "2", *SHAPE, timeout=600)
+    code, nodes = wlab.run_json(
+        "up", "--warm", str(A), str(B), "--network", "libvirt", *SHAPE, timeout=600
+    )
     assert code == 0, nodes
     return {"seconds": time.monotonic() - started, **{node["name"]: node for node in nodes}}
 
@@ -57,7 +62,7 @@ def clones(wlab: Lab, template: dict) -> dict[str, dict]:
 def probed(wlab: Lab, clones: dict) -> dict[int, dict]:
     """What each clone says about itself, with the host's clock around the question."""
     found = {}
-    for number in (1, 2):
+    for number in (A, B):
         before = time.time()
         result = wlab.ssh(str(number), PROBE)
         after = time.time()
@@ -107,18 +112,18 @@ def test_template_is_listed(wlab: Lab, template: dict) -> None:
 
 
 def test_up_warm_makes_ready_clones(wlab: Lab, clones: dict) -> None:
-    for number in (1, 2):
+    for number in (A, B):
         node = clones[wlab.name(number)]
         assert node["state"] == "ready", node
         assert node["boot"] == "warm"
         assert node["ip"] == wlab.ip_of(number)
     listed = {n["name"]: n for n in json.loads(wlab.run("list", "--json").stdout)}
-    assert {wlab.name(1), wlab.name(2)} <= set(listed)
-    assert listed[wlab.name(1)]["state"] == "running"
+    assert {wlab.name(A), wlab.name(B)} <= set(listed)
+    assert listed[wlab.name(A)]["state"] == "running"
 
 
 def test_clones_are_machines_of_their_own(wlab: Lab, probed: dict) -> None:
-    one, two = probed[1], probed[2]
+    one, two = probed[A], probed[B]
     for number, seen in probed.items():
         assert seen["hostname"] == wlab.name(number)
         assert seen["address"] == f"{wlab.ip_of(number)}/24"
@@ -149,9 +154,9 @@ def test_root_logs_in_with_the_users_key_only(wlab: Lab, probed: dict) -> None:
 
 
 def test_log_shows_the_clones_console(wlab: Lab, clones: dict) -> None:
-    result = wlab.run("log", "1")
+    result = wlab.run("log", str(A))
     assert result.returncode == 0, result.stderr
-    assert f"vnode-identity: ready as {wlab.name(1)}" in result.stdout
+    assert f"vnode-identity: ready as {wlab.name(A)}" in result.stdout
 
 
 def test_plan_says_which_nodes_boot_cold_and_why(
@@ -185,20 +190,39 @@ def test_plan_says_which_nodes_boot_cold_and_why(
     assert wlab.name(5) not in domain_names(wlab.stem)
 
 
+@pytest.fixture(scope="module")
+def dhcp_clone(wlab: Lab, clones: dict) -> dict:
+    code, nodes = wlab.run_json("up", "--warm", str(D), *SHAPE, timeout=600)
+    assert code == 0, nodes
+    return nodes[0]
+
+
+def test_a_clone_on_the_bridge_takes_the_sites_dhcp_address(
+    bridge_site: Site, dhcp_clone: dict
+) -> None:
+    reserved = bridge_site.reservation(D)
+    assert dhcp_clone["boot"] == "warm" and dhcp_clone["state"] == "ready", dhcp_clone
+    assert dhcp_clone["ip"] == reserved.ip and dhcp_clone["mac"] == reserved.mac
+    result = bridge_site.lab.ssh(str(D), "hostname; ip -4 -o addr show scope global")
+    assert result.returncode == 0, result.stderr
+    hostname, addresses = result.stdout.split("\n", 1)
+    assert hostname == reserved.name and f"inet {reserved.ip}/24" in addresses
+
+
 def test_template_in_use_is_not_removed(wlab: Lab, template: dict, clones: dict) -> None:
     result = wlab.run("template", "remove", template["key"])
     assert result.returncode == 2
-    assert wlab.name(1) in result.stderr
+    assert wlab.name(A) in result.stderr
     assert Path(template["directory"], "state.save").is_file()
 
 
 def test_destroy_leaves_nothing(wlab: Lab, clones: dict, probed: dict) -> None:
-    result = wlab.run("destroy", "1", "2")
+    result = wlab.run("destroy", str(A), str(B), str(D))
     assert result.returncode == 0, result.stderr
     assert not domain_names(wlab.stem)
     assert not list((wlab.state / "nodes").iterdir())
     known = wlab.known_hosts.read_text() if wlab.known_hosts.exists() else ""
-    assert wlab.name(1) not in known and wlab.name(2) not in known
+    assert wlab.name(A) not in known and wlab.name(B) not in known
 
 
 def test_template_remove_removes_it(wlab: Lab, template: dict) -> None:
