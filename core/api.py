@@ -86,8 +86,9 @@ class UpOptions:
     scripts: tuple[str, ...] = ()
     # Ready means cloud-init reports done, not only SSH answering.
     wait_cloud_init: bool = False
-    # Make nodes from a warm template where they can be (made first if missing), else cold.
-    warm: bool = False
+    # Make nodes from a warm template where they can be (made first if missing), else cold;
+    # None: as [defaults] warm says.
+    warm: bool | None = None
 
     # With [[hosts]]: put every node without an @HOST on this host.
     host: str | None = None
@@ -163,11 +164,12 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
     if (steps or options.wait_cloud_init) and not options.wait:
         raise UsageError("--run, --script and --wait-cloud-init need the wait (not --no-wait)")
     cloud_config = _cloud_config_sources(session, defaults, options, refs)
+    warm = config.defaults.warm if options.warm is None else options.warm
     if config.hosts:
         from vnode.spread import plan_spread
 
         plan = plan_spread(session, refs, defaults, options, started, cloud_config, steps)
-        if options.warm:
+        if warm:
             from vnode.warmstore import WarmChoice
 
             # Templates live in the local state directory; remote hosts have no copy.
@@ -198,7 +200,7 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         started=started,
         steps=steps,
         wait_cloud_init=options.wait_cloud_init,
-        warm=_plan_warm(session, nodes, options) if options.warm else (),
+        warm=_plan_warm(session, nodes, options) if warm else (),
     )
     _preflight(session, plan)
     return plan

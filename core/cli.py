@@ -62,7 +62,8 @@ def up(
     wait_cloud_init: bool = False,
     host: str | None = None,
     all_or_nothing: bool = False,
-    warm: bool = False,
+    warm: Annotated[bool, Parameter(negative=())] = False,
+    cold: Annotated[bool, Parameter(negative=())] = False,
     json: bool = False,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
 ) -> int:
@@ -114,6 +115,8 @@ def up(
     warm
         Make nodes from a warm template (a booted guest saved once, made first if missing)
         instead of booting them; nodes that cannot be clones boot cold, and say why.
+    cold
+        Boot every node, even when [defaults] warm is set.
     json
         Print one JSON object per node instead of the table.
     verbose
@@ -129,6 +132,8 @@ def up(
     ]
     if len(chosen) > 1:
         raise _usage("give one of --network, --bridge, --direct")
+    if warm and cold:
+        raise _usage("give --warm or --cold, not both")
     options = api.UpOptions(
         distro=distro,
         memory=memory,
@@ -147,7 +152,7 @@ def up(
         wait_cloud_init=wait_cloud_init,
         host=host,
         all_or_nothing=all_or_nothing,
-        warm=warm,
+        warm=True if warm else (False if cold else None),
     )
     with Session.open() as session:
         plan = api.plan_up(list(specs), options, session=session)

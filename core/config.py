@@ -38,6 +38,8 @@ class Defaults:
     uri: str = "qemu:///system"
     # The lab's own cloud-config files (Jinja templates), merged into every node's user-data.
     cloud_config: list[Path] = attrs.field(factory=list, hash=False)
+    # `up` clones nodes from warm templates (as --warm) unless --cold is given.
+    warm: bool = False
 
 
 @attrs.frozen

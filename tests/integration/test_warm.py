@@ -187,6 +187,15 @@ def test_plan_says_which_nodes_boot_cold_and_why(
             [choice] = api.plan_up(["5"], options, session=session).warm
             assert not choice.warm and words in choice.reason
         assert api.plan_up(["5"], api.UpOptions(**shape), session=session).warm == ()
+    # [defaults] warm = true: up clones without --warm; --cold (warm=False) boots.
+    warm_by_default = tmp_path / "warm.toml"
+    warm_by_default.write_text(
+        wlab.config_path.read_text().replace("[defaults]\n", "[defaults]\nwarm = true\n", 1)
+    )
+    with Session.open([warm_by_default]) as session:
+        [choice] = api.plan_up(["5"], api.UpOptions(**shape), session=session).warm
+        assert choice.warm and choice.template.key == template["key"]
+        assert api.plan_up(["5"], api.UpOptions(warm=False, **shape), session=session).warm == ()
     assert wlab.name(5) not in domain_names(wlab.stem)
 
 

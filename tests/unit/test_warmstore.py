@@ -332,6 +332,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["template", "make", "d12", "--virt-type", "bogus"], "virt_type"),
         (["template", "remove", "d12"], "no template 'd12'"),
         (["template", "frob"], ""),
+        (["up", "3", "--warm", "--cold"], "--warm or --cold"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_made(
