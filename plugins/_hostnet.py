@@ -12,11 +12,12 @@ import json
 import re
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 
-from vnode.plugin import UsageError, Verdict, get_logger
+from vnode.plugin import Interface, NetworkBackend, NodeIdentity, UsageError, Verdict, get_logger
 
 SYS_NET = Path("/sys/class/net")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -231,6 +232,35 @@ class SiteAddresses:
             ]
         known = f"{name} is {addresses[0]}" if addresses else f"{name} is not defined there"
         return [Verdict("site dns", "ok", f"{server} answers ({known})")]
+
+
+class SiteNetwork(NetworkBackend):
+    """A network kind that puts nodes on the site's own network through a host device (a
+    bridge, a macvtap parent): the site's DHCP gives the addresses, :class:`SiteAddresses`
+    finds them. Subclasses say how the device is checked and how the NIC attaches."""
+
+    kind = ""
+
+    def __init__(self, device: str, addresses: SiteAddresses, example: str = "vnode00") -> None:
+        self.device = device
+        self.addresses = addresses
+        self.example = example  # a node name to ask the site's DNS about
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.device}"
+
+    def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
+        return [self.device_verdict(), *self.addresses.diagnose(self.example)]
+
+    def device_verdict(self) -> Verdict:
+        """Whether the host device can carry nodes, with the exact fix when not."""
+        raise NotImplementedError
+
+    def interface(self, node: NodeIdentity) -> Interface:
+        raise NotImplementedError
+
+    def discover_address(self, node: NodeIdentity, console: Path | None) -> str | None:
+        return self.addresses.find(node.name, node.mac, console)
 
 
 def resolve_name(name: str) -> str | None:

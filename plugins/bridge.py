@@ -15,8 +15,6 @@ Leases are not an option: the site's DHCP server is not ours to read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from vnode.plugin import (
@@ -27,7 +25,13 @@ from vnode.plugin import (
     Verdict,
     hookimpl,
 )
-from vnode_plugins._hostnet import SiteAddresses, SiteSettings, check_ifname, host_device
+from vnode_plugins._hostnet import (
+    SiteAddresses,
+    SiteNetwork,
+    SiteSettings,
+    check_ifname,
+    host_device,
+)
 
 KIND = "bridge"
 DEFAULT_BRIDGE = "br0"
@@ -104,23 +108,12 @@ def _example_name(context: PluginContext) -> str:
     return pool.name(pool.first)
 
 
-class BridgeNetwork(NetworkBackend):
+class BridgeNetwork(SiteNetwork):
     kind = KIND
 
-    def __init__(self, bridge: str, addresses: SiteAddresses, example: str = "vnode00") -> None:
-        self.bridge = bridge
-        self.addresses = addresses
-        self.example = example
-
-    def describe(self) -> str:
-        return f"{KIND}:{self.bridge}"
-
-    def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
-        return [self._device_verdict(), *self.addresses.diagnose(self.example)]
-
-    def _device_verdict(self) -> Verdict:
-        device = host_device(self.bridge)
-        name = self.bridge
+    def device_verdict(self) -> Verdict:
+        device = host_device(self.device)
+        name = self.device
         if not device.exists:
             return Verdict(
                 "bridge input",
@@ -146,7 +139,4 @@ class BridgeNetwork(NetworkBackend):
         return Verdict("bridge", "ok", f"{name} is up, ports: {', '.join(device.ports)}")
 
     def interface(self, node: NodeIdentity) -> Interface:
-        return Interface(type="bridge", source={"bridge": self.bridge})
-
-    def discover_address(self, node: NodeIdentity, console: Path | None) -> str | None:
-        return self.addresses.find(node.name, node.mac, console)
+        return Interface(type="bridge", source={"bridge": self.device})

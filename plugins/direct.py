@@ -12,9 +12,6 @@ Addresses come from the site's DHCP and are learned as for bridges (see ``bridge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
 from vnode.plugin import (
     Interface,
     NetworkBackend,
@@ -26,6 +23,7 @@ from vnode.plugin import (
 )
 from vnode_plugins._hostnet import (
     SiteAddresses,
+    SiteNetwork,
     SiteSettings,
     check_ifname,
     host_device,
@@ -60,23 +58,12 @@ def vnode_network_backend(
     return DirectNetwork(parent, site, example=pool.name(pool.first))
 
 
-class DirectNetwork(NetworkBackend):
+class DirectNetwork(SiteNetwork):
     kind = KIND
 
-    def __init__(self, parent: str, addresses: SiteAddresses, example: str = "vnode00") -> None:
-        self.parent = parent
-        self.addresses = addresses
-        self.example = example
-
-    def describe(self) -> str:
-        return f"{KIND}:{self.parent}"
-
-    def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
-        return [self._device_verdict(), *self.addresses.diagnose(self.example)]
-
-    def _device_verdict(self) -> Verdict:
-        device = host_device(self.parent)
-        parent = self.parent
+    def device_verdict(self) -> Verdict:
+        device = host_device(self.device)
+        parent = self.device
         if not device.exists:
             return Verdict(
                 "direct input",
@@ -100,7 +87,4 @@ class DirectNetwork(NetworkBackend):
         )
 
     def interface(self, node: NodeIdentity) -> Interface:
-        return Interface(type="direct", source={"dev": self.parent, "mode": "bridge"})
-
-    def discover_address(self, node: NodeIdentity, console: Path | None) -> str | None:
-        return self.addresses.find(node.name, node.mac, console)
+        return Interface(type="direct", source={"dev": self.device, "mode": "bridge"})
