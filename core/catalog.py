@@ -210,8 +210,7 @@ def update_cache(state: Path, change: Callable[[CachedCatalogs], CachedCatalogs]
     return changed
 
 
-def remember_place(state: Path, distro: str, place: str) -> None:
-    """The checksum URL that answered for ``distro``: tried first next time."""
-    update_cache(
-        state, lambda cached: attrs.evolve(cached, places={**cached.places, distro: place})
-    )
+def remember_place(distro: str, place: str) -> Callable[[CachedCatalogs], CachedCatalogs]:
+    """A change for :func:`update_cache`: the checksum URL that answered for ``distro`` is
+    tried first next time."""
+    return lambda cached: attrs.evolve(cached, places={**cached.places, distro: place})

@@ -31,9 +31,7 @@ from vnode.catalog import (
     CachedCatalogs,
     Catalog,
     MetadataReader,
-    load_cache,
     remember_place,
-    update_cache,
     utcnow,
 )
 from vnode.checksums import hash_file
@@ -234,7 +232,7 @@ def show_image(name: str, session: Session) -> ImageSource:
     distro = resolve_distro(name, session)
     config = session.config
     mirror = config.images.mirror_for(distro.family)
-    preferred = load_cache(config.paths.state).places.get(distro.name)
+    preferred = session.catalog_cache.places.get(distro.name)
     places = fetch.places(distro, preferred) if fetch.downloadable(distro) else []
     first, *others = [
         (fetch.with_mirror(p.image_url, mirror), fetch.with_mirror(p.checksum_url, mirror))
@@ -288,7 +286,6 @@ def refresh_catalogs(
     refresh may take."""
     import time
 
-    state = session.config.paths.state
     deadline = time.monotonic() + within if within is not None else None
     reader = MetadataReader(mirrors=session.config.images.mirror, deadline=deadline)
     fresh, failures = session.plugins.refresh_catalogs(reader)
@@ -298,7 +295,7 @@ def refresh_catalogs(
     def merge(cached: CachedCatalogs) -> CachedCatalogs:
         return attrs.evolve(cached, catalogs={**cached.catalogs, **stamped}, last_attempt=now)
 
-    update_cache(state, merge)
+    session.update_catalog_cache(merge)
     session.reload_catalogs()
     outcomes = [
         RefreshOutcome(c.family, c.latest, c.previous, len(c.releases), c.origin)
@@ -325,7 +322,7 @@ def refresh_if_stale(distros: Iterable[Distro], session: Session) -> None:
     ``[images] catalog_max_age_days`` (or there is none), so `fetch` gets current files."""
     if not _may_refresh(session):
         return
-    cached = load_cache(session.config.paths.state)
+    cached = session.catalog_cache
     limit = datetime.timedelta(days=session.config.images.catalog_max_age_days)
     ages = [cached.age(d.family) for d in distros if d.family in _followed_families(session)]
     if any(age is None or age > limit for age in ages):
@@ -340,7 +337,7 @@ def _may_refresh(session: Session) -> bool:
     config = session.config
     if not config.images.auto_refresh:
         return False
-    return not load_cache(config.paths.state).attempted_within(REFRESH_RETRY)
+    return not session.catalog_cache.attempted_within(REFRESH_RETRY)
 
 
 def _refresh_quietly(session: Session) -> None:
@@ -386,7 +383,7 @@ def fetch_images(
     pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(distros) or 1))
     try:
         futures = [
-            pool.submit(_fetch_outcome, d, store, force, config, reporter, stop) for d in distros
+            pool.submit(_fetch_outcome, d, store, force, session, reporter, stop) for d in distros
         ]
         return [future.result() for future in futures]
     except BaseException:
@@ -492,13 +489,13 @@ def _fetch_outcome(
     distro: Distro,
     store: Path,
     force: bool,
-    config: Config,
+    session: Session,
     reporter: Reporter,
     stop: threading.Event,
 ) -> FetchOutcome:
     dest = store / distro.image_filename
     try:
-        fetched = _fetch_one(distro, dest, force, config, reporter, stop)
+        fetched = _fetch_one(distro, dest, force, session, reporter, stop)
     except (VnodeError, OSError) as exc:
         reporter.phase(distro.name, "stopped" if stop.is_set() else "failed")
         return FetchOutcome(distro.name, dest, "failed", _one_line(exc))
@@ -509,7 +506,7 @@ def _fetch_one(
     distro: Distro,
     dest: Path,
     force: bool,
-    config: Config,
+    session: Session,
     reporter: Reporter,
     stop: threading.Event,
 ) -> bool:
@@ -524,11 +521,11 @@ def _fetch_one(
             progress("present")
             return False
         progress("reading checksums")
-        state = config.paths.state
-        preferred = load_cache(state).places.get(distro.name)
-        source = fetch.locate(distro, config.images.mirror_for(distro.family), preferred)
+        preferred = session.catalog_cache.places.get(distro.name)
+        mirror = session.config.images.mirror_for(distro.family)
+        source = fetch.locate(distro, mirror, preferred)
         if source.place != preferred:
-            remember_place(state, distro.name, source.place)
+            session.update_catalog_cache(remember_place(distro.name, source.place))
         part = dest.with_name(dest.name + ".part")
         fetch.download(source, part, progress, stop)
         converted = _ensure_qcow2(part, progress)

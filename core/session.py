@@ -12,6 +12,7 @@ sessions with different configurations (two labs, tests) never see each other's 
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ from vnode.keys import ClientKey, KnownHosts, client_key
 from vnode.model import PluginContext
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vnode.catalog import CachedCatalogs
     from vnode.plugins import PluginHost
 
 
@@ -33,6 +37,11 @@ class Session:
     _plugins: PluginHost | None = attrs.field(default=None, alias="plugins")
     _connection: Any = attrs.field(default=None, alias="connection")
     _catalogs_loaded: bool = attrs.field(default=False, init=False)
+    # catalog.json parsed once per session: resolving names, deciding whether to refresh and
+    # describing images all read it.
+    _catalog_cache: CachedCatalogs | None = attrs.field(default=None, init=False)
+    # Parallel fetches remember places from their worker threads.
+    _catalog_update: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     # With [[hosts]]: one connection per host name, opened by vnode.fleet.
     host_connections: dict[str, Any] = attrs.field(factory=dict)
 
@@ -75,11 +84,26 @@ class Session:
         return self._plugins
 
     def reload_catalogs(self) -> None:
-        """Hand the plugins the catalogs cached in the state dir (after a refresh, too)."""
-        from vnode.catalog import load_cache
-
+        """Hand the plugins the catalogs cached in the state dir."""
         self._catalogs_loaded = True
-        self.plugins.use_catalogs(load_cache(self._config.paths.state).catalogs)
+        self.plugins.use_catalogs(self.catalog_cache.catalogs)
+
+    @property
+    def catalog_cache(self) -> CachedCatalogs:
+        """What the state dir's catalog.json held when this session first asked."""
+        if self._catalog_cache is None:
+            from vnode.catalog import load_cache
+
+            self._catalog_cache = load_cache(self._config.paths.state)
+        return self._catalog_cache
+
+    def update_catalog_cache(self, change: Callable[[CachedCatalogs], CachedCatalogs]) -> None:
+        """Change catalog.json under its lock (another command may have written it since this
+        session read it); :meth:`reload_catalogs` hands changed catalogs to the plugins."""
+        from vnode.catalog import update_cache
+
+        with self._catalog_update:
+            self._catalog_cache = update_cache(self._config.paths.state, change)
 
     @property
     def config(self) -> Config:
