@@ -33,6 +33,9 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	# An editable install has no bytecode until the first import writes it, and none at all
+	# where PYTHONDONTWRITEBYTECODE is set; a wheel install has it from the start.
+	$(VENV)/bin/python -m compileall -q core plugins
 	touch $@
 
 image: venv
