@@ -806,6 +806,9 @@ def _usage(message: str) -> VnodeError:
 
 def _terminate_like_interrupt(signum: int, frame: object) -> None:
     # SIGTERM takes the same orderly path as Ctrl-C: no node is left half-made.
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        # A background job of a script starts with SIGINT ignored; SIGTERM must still stop it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.raise_signal(signal.SIGINT)
 
 

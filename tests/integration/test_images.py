@@ -295,6 +295,9 @@ def test_ctrl_c_during_a_fetch_stops_it_with_one_line_and_the_store_unchanged(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a terminal's foreground job, whatever this test runs under (a script's background
+        # job has SIGINT ignored, and then Ctrl-C never reaches it).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not mirror.requests_for(path) and time.monotonic() < deadline:

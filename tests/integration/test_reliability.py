@@ -167,11 +167,17 @@ def test_key_files_are_private(rlab: Lab) -> None:
 
 
 @pytest.mark.parametrize(
-    "moment",
-    # At the starting gate (some nodes made and paused, others still being made), and later.
-    ["starting with the others", "booting"],
+    ("moment", "sigint"),
+    [
+        # At the starting gate (some nodes made and paused, others still being made) ...
+        ("starting with the others", signal.SIG_DFL),
+        # ... and later, in a background job of a script, which starts with SIGINT ignored.
+        ("booting", signal.SIG_IGN),
+    ],
 )
-def test_interrupting_up_leaves_every_node_whole_or_absent(rlab: Lab, moment: str) -> None:
+def test_interrupting_up_leaves_every_node_whole_or_absent(
+    rlab: Lab, moment: str, sigint: signal.Handlers
+) -> None:
     numbers = (4, 5, 6)
     process = subprocess.Popen(
         [*VNODE, "up", *map(str, numbers)],
@@ -179,6 +185,7 @@ def test_interrupting_up_leaves_every_node_whole_or_absent(rlab: Lab, moment: st
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
     assert process.stderr is not None
     seen = []
