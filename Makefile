@@ -7,6 +7,10 @@ IMAGE_DIR := /var/lib/vnode/images
 # always works. On bare metal use VIRT_TYPE=auto.
 VIRT_TYPE ?= qemu
 DEMO_DISTRO ?= d12
+# Test files run in parallel workers (pytest-xdist; a file's tests stay together in one
+# worker). Guests under plain emulation are CPU-bound: one worker per core, at most four
+# (a file may boot three guests at once).
+TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
 
 # cloud-init's own validator, for the tests: Debian's package unpacked (never installed: that
 # would enable cloud-init's boot services on this host) and run by Debian's python3 with the
@@ -74,7 +78,7 @@ host-ns:
 test: setup cloud-init host-ns stack-images
 	$(VENV)/bin/ruff check core plugins tests bench
 	$(VENV)/bin/ruff format --check core plugins tests bench
-	$(VENV)/bin/python -m pytest -v --durations=40 tests
+	$(VENV)/bin/python -m pytest -v --durations=40 -n $(TEST_WORKERS) --dist loadfile tests
 
 unit: venv cloud-init
 	$(VENV)/bin/python -m pytest -v tests/unit

@@ -105,16 +105,32 @@ def cleanup_lab(lab: Lab) -> None:
     shutil.rmtree(lab.state, ignore_errors=True)
 
 
-def _free_octet() -> int:
-    """A 10.231.N.0/24 that no host route uses yet, so the lab network can start."""
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
-    free = [n for n in range(16, 250) if f"10.231.{n}." not in routes]
+# `make test` runs test files in parallel pytest-xdist workers ("gw0", "gw1", ...): each takes
+# its own share of the octets below, so two labs never pick one subnet (or MAC prefix) at once.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(_WORKER.removeprefix("gw")) if _WORKER else 0
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def free_octet(*networks: str) -> int:
+    """An N of this worker's share such that no address or route of this host lies in any of
+    ``networks``.N (``free_octet("10.231")``: a 10.231.N.0/24 the lab network can use)."""
+    used = subprocess.run(
+        ["sh", "-c", "ip -4 route; ip -4 addr"], capture_output=True, text=True, check=True
+    ).stdout
+    free = [
+        n
+        for n in range(16, 250)
+        if n % _WORKERS == _WORKER_INDEX and not any(f"{net}.{n}." in used for net in networks)
+    ]
     return random.choice(free)
 
 
-# Domain names are global on a libvirtd: runs of the suite side by side (developers' labs)
-# need stems of their own, so every stem carries this run's prefix.
-LAB_PREFIX = os.environ.get("VNODE_TEST_LAB", "")
+# Domain names are global on a libvirtd: runs of the suite side by side (developers' labs) and
+# the workers of one run need stems of their own, so every stem carries this prefix.
+LAB_PREFIX = os.environ.get("VNODE_TEST_LAB", "") + (
+    "abcdefghijklmnop"[_WORKER_INDEX] if _WORKER else ""
+)
 
 
 def make_lab(stem: str, image_store: Path = IMAGE_STORE, state: Path | None = None) -> Lab:
@@ -123,7 +139,7 @@ def make_lab(stem: str, image_store: Path = IMAGE_STORE, state: Path | None = No
     token = uuid.uuid4().hex[:6]
     state = state or Path(f"/var/lib/vnode-test-{token}")
     state.mkdir(mode=0o755, parents=True, exist_ok=True)
-    octet = _free_octet()
+    octet = free_octet("10.231")
     network = f"vnt-{token}"
     config = state / "config.toml"
     config.write_text(

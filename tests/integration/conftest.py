@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.conftest import Lab, cleanup_lab, make_lab
+from tests.conftest import Lab, cleanup_lab, free_octet, make_lab
 from vnode_plugins._hostnet import SiteDnsError, query_a
 
 SITE_DOMAIN = "site.test"  # .test is reserved: it can never be a real name
@@ -73,8 +73,7 @@ def unique_stem(kind: str) -> str:
 
 def free_prefix() -> str:
     """A 10.232.N that no route or address of this host uses yet."""
-    used = ip("-4", "route") + ip("-4", "addr")
-    return f"10.232.{random.choice([n for n in range(16, 250) if f'10.232.{n}.' not in used])}"
+    return f"10.232.{free_octet('10.232')}"
 
 
 def pool_mac(lab: Lab, number: int) -> str:

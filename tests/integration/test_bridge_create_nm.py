@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.conftest import IMAGE_STORE, LAB_PREFIX, TEST_DISTRO, VIRT_TYPE
+from tests.conftest import IMAGE_STORE, LAB_PREFIX, TEST_DISTRO, VIRT_TYPE, free_octet
 from tests.harness.hostns import HostNamespace
 
 pytestmark = pytest.mark.integration
@@ -76,8 +75,7 @@ class NmHost:
 
 
 def _free_prefix() -> str:
-    used = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True).stdout
-    return f"10.234.{random.choice([n for n in range(16, 250) if f'10.234.{n}.' not in used])}"
+    return f"10.234.{free_octet('10.234')}"
 
 
 @pytest.fixture

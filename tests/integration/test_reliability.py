@@ -146,7 +146,7 @@ def test_a_state_dir_under_root_is_refused(rlab: Lab) -> None:
 
 
 def test_a_node_that_never_answers_times_out_alone(rlab: Lab) -> None:
-    code, nodes = rlab.run_json("up", "1", "2:d11", "--timeout", "100")
+    code, nodes = rlab.run_json("up", "1", "2:d11", "--timeout", "150")
     assert code == 1
     by_name = {n["name"]: n for n in nodes}
     ready, stuck = by_name[rlab.name(1)], by_name[rlab.name(2)]

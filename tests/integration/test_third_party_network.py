@@ -10,7 +10,6 @@ node's address can only come from the plugin reading the leases.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Lab
+from tests.conftest import REPO, Lab, free_octet
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +44,7 @@ def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def lab_network(lab: Lab) -> Iterator[str]:
     """An isolated libvirt network with plain DHCP: what a lab might already run."""
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
-    octet = random.choice([n for n in range(16, 250) if f"10.233.{n}." not in routes])
+    octet = free_octet("10.233")
     name = f"vtln-{uuid.uuid4().hex[:6]}"
     xml = Path(lab.state / f"{name}.xml")
     xml.write_text(

@@ -5,7 +5,6 @@ the remote node is reached through its hypervisor (SSH jump) with strict host ke
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import time
 import uuid
@@ -20,6 +19,7 @@ from tests.conftest import (
     VNODE,
     Lab,
     cleanup_lab,
+    free_octet,
     make_lab,
 )
 from tests.harness.hypervisor_host import HypervisorHost
@@ -28,7 +28,9 @@ from vnode import hypervisor
 
 @pytest.fixture(scope="module")
 def two_hosts(host_ready: None) -> Iterator[tuple[Lab, HypervisorHost, str]]:
-    octet = random.randint(10, 250)
+    # The link to the second host is on 10.232.N here; its own network 10.233.N is inside
+    # its namespace, but other labs' routes must not shadow it for this host either.
+    octet = free_octet("10.232", "10.233")
     with HypervisorHost(LAB_PREFIX or "mh", octet) as second:
         yield from _with_lab(second, octet)
 
