@@ -195,9 +195,9 @@ def lab(host_ready: None) -> Iterator[Lab]:
         cleanup_lab(made)
 
 
-# The integration files that boot guests longest, longest first (measured: `make test`'s durations). With
-# parallel workers a long file must not be left for the end, where one worker would run it
-# while the others sit idle; the rest keep their order.
+# The integration files that boot guests longest, longest first (measured: `make test`'s
+# durations). With parallel workers a long file must not be left for the end, where one worker
+# would run it while the others sit idle; the rest keep their order.
 LONGEST_FIRST = (
     "test_reliability.py",
     "test_lab_day.py",
