@@ -203,13 +203,15 @@ def build_config(data: dict[str, Any], plugin_sections: dict[str, type] | None =
     return build_config_from(RawConfig(data=data, origins={}, sources=()), plugin_sections or {})
 
 
-def build_config_from(raw: RawConfig, plugin_sections: dict[str, type]) -> Config:
+def build_config_from(raw: RawConfig, plugin_sections: dict[str, type] | None) -> Config:
+    """The checked Config; ``plugin_sections`` None leaves the sections that are no core's
+    unchecked and out of the Config, for when the plugins have loaded."""
     data = raw.data
-    clash = set(plugin_sections) & {*CORE_SECTIONS, "pools", "hosts"}
+    clash = set(plugin_sections or {}) & {*CORE_SECTIONS, "pools", "hosts"}
     if clash:
         raise UsageError(f"a plugin declares core config section(s): {', '.join(sorted(clash))}")
-    unknown = set(data) - {*CORE_SECTIONS, *plugin_sections, "pools", "hosts"}
-    if unknown:
+    unknown = set(data) - {*CORE_SECTIONS, *(plugin_sections or {}), "pools", "hosts"}
+    if unknown and plugin_sections is not None:
         first = sorted(unknown)[0]
         raise UsageError(
             f"unknown config section(s): {', '.join(sorted(unknown))}{_where(raw, first)}"
@@ -220,7 +222,7 @@ def build_config_from(raw: RawConfig, plugin_sections: dict[str, type]) -> Confi
             kwargs[section] = structure_section(section, cls, data[section], raw)
     kwargs["sections"] = {
         section: structure_section(section, cls, data.get(section, {}), raw)
-        for section, cls in plugin_sections.items()
+        for section, cls in (plugin_sections or {}).items()
     }
     if "pools" in data:
         if not isinstance(data["pools"], list) or not data["pools"]:
@@ -249,8 +251,6 @@ def build_config_from(raw: RawConfig, plugin_sections: dict[str, type]) -> Confi
 def structure_section(section: str, cls: type, values: Any, raw: RawConfig) -> Any:
     """One table into its attrs class: unknown keys and wrong types are one-line UsageErrors
     naming the file, the section and the key."""
-    import cattrs
-
     if not isinstance(values, dict):
         raise UsageError(f"config: [{section}] must be a table{_where(raw, section)}")
     if not values:  # nothing to check: cattrs (and its import) is not needed
@@ -265,6 +265,8 @@ def structure_section(section: str, cls: type, values: Any, raw: RawConfig) -> A
             f"config: unknown key(s) in [{section}]: {', '.join(unknown)}"
             f"{_where(raw, f'{section}.{unknown[0]}')}"
         )
+    import cattrs
+
     try:
         return _converter().structure(values, cls)
     except UsageError:

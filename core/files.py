@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -13,6 +12,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     The temporary file has ``mode`` from its first byte (a secret is never world-readable,
     not even briefly), is flushed to disk, and is removed if anything fails.
     """
+    import tempfile  # only here: quick commands that write nothing do not load it
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -120,6 +120,15 @@ class PluginSource:
     version: str = "?"
     distribution: str = "?"
     entry_point: str = ""
+    # The installed distribution, whose metadata gives version and name. Reading it parses
+    # a METADATA file per plugin, so it is read only when the plugins are listed.
+    dist: Any = attrs.field(default=None, eq=False, repr=False)
+
+    def described(self) -> tuple[str, str]:
+        """(distribution, version)."""
+        if self.dist is None:
+            return self.distribution, self.version
+        return self.dist.name, self.dist.version
 
 
 def entry_point_sources() -> list[PluginSource]:
@@ -130,11 +139,7 @@ def entry_point_sources() -> list[PluginSource]:
     unique = {(ep.name, ep.value): ep for ep in points}
     return [
         PluginSource(
-            name=ep.name,
-            load=ep.load,
-            version=ep.dist.version if ep.dist else "?",
-            distribution=ep.dist.name if ep.dist else "?",
-            entry_point=f"{ep.name} = {ep.value}",
+            name=ep.name, load=ep.load, entry_point=f"{ep.name} = {ep.value}", dist=ep.dist
         )
         for ep in sorted(unique.values(), key=lambda ep: ep.name)
     ]
@@ -149,6 +154,7 @@ class PluginHost:
         self._faults: dict[str, list[str]] = {}
         self._catalogs: dict[str, Catalog] = {}
         self._code_owner: dict[Any, str] = {}  # a hook function's code -> its plugin's name
+        self._sources: dict[str, PluginSource] = {}
         disabled = set(disabled)
         infos = []
         for source in sources:
@@ -267,8 +273,14 @@ class PluginHost:
     @property
     def infos(self) -> tuple[PluginInfo, ...]:
         with_conflicts = self._with_conflicts(self._infos)
+        described = {name: source.described() for name, source in self._sources.items()}
         return tuple(
-            attrs.evolve(info, notes=(*info.notes, *self._faults.get(info.name, ())))
+            attrs.evolve(
+                info,
+                distribution=described[info.name][0],
+                version=described[info.name][1],
+                notes=(*info.notes, *self._faults.get(info.name, ())),
+            )
             for info in with_conflicts
         )
 
@@ -328,10 +340,11 @@ class PluginHost:
         return self._info(source, status="ok", kinds=tuple(kinds), provides=tuple(provides))
 
     def _info(self, source: PluginSource, **fields: Any) -> PluginInfo:
+        self._sources[source.name] = source
         return PluginInfo(
             name=source.name,
-            version=source.version,
-            distribution=source.distribution,
+            version="?",  # filled in by infos, from the source
+            distribution="?",
             entry_point=source.entry_point,
             **{"kinds": (), **fields},
         )

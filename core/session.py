@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode import hypervisor
-from vnode.config import CORE_SECTIONS, Config, build_config_from, read_config
+from vnode.config import CORE_SECTIONS, Config, RawConfig, build_config_from, read_config
 from vnode.keys import ClientKey, KnownHosts, client_key
 from vnode.model import PluginContext
 
@@ -37,6 +37,8 @@ class Session:
     _plugins: PluginHost | None = attrs.field(default=None, alias="plugins")
     _connection: Any = attrs.field(default=None, alias="connection")
     _catalogs_loaded: bool = attrs.field(default=False, init=False)
+    # The files' sections that are no core's, checked against the plugins' once they load.
+    _unchecked: RawConfig | None = attrs.field(default=None, init=False)
     # catalog.json parsed once per session: resolving names, deciding whether to refresh and
     # describing images all read it.
     _catalog_cache: CachedCatalogs | None = attrs.field(default=None, init=False)
@@ -49,19 +51,24 @@ class Session:
     def open(cls, files: list[Path] | None = None) -> Session:
         """Read the configuration files and check every section, the plugins' own included.
 
-        Plugins (less those the config disables) are loaded here when the files have a
-        section the core does not own (only they can say whether it is theirs); otherwise on
-        first use, so a quick command such as ``vnode list`` does not pay for them.
+        The core's sections are checked here. Plugins (less those the config disables) are
+        loaded on first use, and the sections the core does not own are checked then (only
+        the plugins can say whether a section is theirs): a quick command such as ``vnode
+        list`` needs no plugin and does not pay for loading them. A command that uses plugins
+        touches them while planning, before it creates anything.
         """
         raw = read_config(files)
-        plugins = None
         disabled = raw.disabled_plugins()
-        if disabled or set(raw.data) - {*CORE_SECTIONS, "pools", "hosts"}:
+        if disabled:  # a name there no plugin has is bad input for every command
             from vnode.plugins import PluginHost
 
             plugins = PluginHost.discover(disabled)
-        config = build_config_from(raw, plugins.config_sections() if plugins else {})
-        return cls.for_config(config, plugins)
+            return cls.for_config(build_config_from(raw, plugins.config_sections()), plugins)
+        if set(raw.data) - {*CORE_SECTIONS, "pools", "hosts"}:
+            session = cls.for_config(build_config_from(raw, None))
+            session._unchecked = raw
+            return session
+        return cls.for_config(build_config_from(raw, {}))
 
     @classmethod
     def for_config(cls, config: Config, plugins: PluginHost | None = None) -> Session:
@@ -78,7 +85,11 @@ class Session:
         if self._plugins is None:
             from vnode.plugins import PluginHost
 
-            self._plugins = PluginHost.discover(self._config.plugins.disable)
+            plugins = PluginHost.discover(self._config.plugins.disable)
+            if self._unchecked is not None:
+                self._config = build_config_from(self._unchecked, plugins.config_sections())
+                self._unchecked = None
+            self._plugins = plugins
         if not self._catalogs_loaded:
             self.reload_catalogs()
         return self._plugins

@@ -98,6 +98,8 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(rlab: Lab) -> None:
         ('[defaults]\nmemory = "lots"\n', "wrong type"),
         ('[[pools]]\nstem = "vr"\nmac_prefix = "52:54"\n', "mac_prefix"),
         ("[nonsense]\n", "unknown config section"),
+        # A plugin's section is checked when the plugins load, still before anything is made.
+        ('[libvirt_network]\nsubnett = "10.0.0.0/24"\n', "unknown key"),
     ],
 )
 def test_a_broken_config_is_bad_input(rlab: Lab, config_text: str, message: str) -> None:
