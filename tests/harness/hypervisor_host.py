@@ -140,9 +140,13 @@ class HypervisorHost:
         dnsmasq), remove the veth and the namespace; safe after a failed start."""
         try:
             if self.namespace._holder is not None:
-                mount_ns = os.readlink(f"/proc/{self.namespace.pid}/ns/mnt")
+                held = {
+                    os.readlink(f"/proc/{self.namespace.pid}/ns/{kind}") for kind in ("mnt", "net")
+                }
+                if held & {os.readlink(f"/proc/self/ns/{kind}") for kind in ("mnt", "net")}:
+                    raise RuntimeError("the host namespace shares a namespace with this process")
                 self.namespace.close()
-                _kill_mount_namespace(mount_ns)
+                _kill_namespaces(held)
         finally:
             self.namespace.close()
             subprocess.run(["ip", "link", "del", self.outer], capture_output=True, check=False)
@@ -159,13 +163,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _kill_mount_namespace(mount_ns: str) -> None:
-    """SIGKILL every process left in that mount namespace (its daemons are stopped already;
-    what is left is what they started: QEMU, dnsmasq)."""
+def _kill_namespaces(held: set[str]) -> None:
+    """SIGKILL every process left in those namespaces (its daemons are stopped already; what
+    is left is what they started: dnsmasq, and QEMU, which libvirtd puts in a mount namespace
+    of its own, but which stays in the host's network namespace)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if os.readlink(entry / "ns" / "mnt") == mount_ns:
+            if {os.readlink(entry / "ns" / kind) for kind in ("mnt", "net")} & held:
                 os.kill(int(entry.name), signal.SIGKILL)
     time.sleep(0.2)
