@@ -205,25 +205,14 @@ def build_config(data: dict[str, Any], plugin_sections: dict[str, type] | None =
 
 def build_config_from(raw: RawConfig, plugin_sections: dict[str, type] | None) -> Config:
     """The checked Config; ``plugin_sections`` None leaves the sections that are no core's
-    unchecked and out of the Config, for when the plugins have loaded."""
+    unchecked and out of the Config, for :func:`check_plugin_sections` once plugins load."""
     data = raw.data
-    clash = set(plugin_sections or {}) & {*CORE_SECTIONS, "pools", "hosts"}
-    if clash:
-        raise UsageError(f"a plugin declares core config section(s): {', '.join(sorted(clash))}")
-    unknown = set(data) - {*CORE_SECTIONS, *(plugin_sections or {}), "pools", "hosts"}
-    if unknown and plugin_sections is not None:
-        first = sorted(unknown)[0]
-        raise UsageError(
-            f"unknown config section(s): {', '.join(sorted(unknown))}{_where(raw, first)}"
-        )
     kwargs: dict[str, Any] = {"sources": raw.sources}
+    if plugin_sections is not None:
+        kwargs["sections"] = check_plugin_sections(raw, plugin_sections)
     for section, cls in CORE_SECTIONS.items():
         if section in data:
             kwargs[section] = structure_section(section, cls, data[section], raw)
-    kwargs["sections"] = {
-        section: structure_section(section, cls, data.get(section, {}), raw)
-        for section, cls in (plugin_sections or {}).items()
-    }
     if "pools" in data:
         if not isinstance(data["pools"], list) or not data["pools"]:
             raise UsageError("config: pools must be a non-empty array of tables ([[pools]])")
@@ -246,6 +235,24 @@ def build_config_from(raw: RawConfig, plugin_sections: dict[str, type] | None) -
                     f"{', '.join(sorted(unknown))}"
                 )
     return Config(**kwargs)
+
+
+def check_plugin_sections(raw: RawConfig, plugin_sections: dict[str, type]) -> dict[str, Any]:
+    """The plugins' sections, structured; a section no plugin (nor the core) declares is bad
+    input."""
+    clash = set(plugin_sections) & {*CORE_SECTIONS, "pools", "hosts"}
+    if clash:
+        raise UsageError(f"a plugin declares core config section(s): {', '.join(sorted(clash))}")
+    unknown = set(raw.data) - {*CORE_SECTIONS, *plugin_sections, "pools", "hosts"}
+    if unknown:
+        first = sorted(unknown)[0]
+        raise UsageError(
+            f"unknown config section(s): {', '.join(sorted(unknown))}{_where(raw, first)}"
+        )
+    return {
+        section: structure_section(section, cls, raw.data.get(section, {}), raw)
+        for section, cls in plugin_sections.items()
+    }
 
 
 def structure_section(section: str, cls: type, values: Any, raw: RawConfig) -> Any:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode import hypervisor
-from vnode.config import CORE_SECTIONS, Config, RawConfig, build_config_from, read_config
+from vnode.config import (
+    CORE_SECTIONS,
+    Config,
+    RawConfig,
+    build_config_from,
+    check_plugin_sections,
+    read_config,
+)
 from vnode.keys import ClientKey, KnownHosts, client_key
 from vnode.model import PluginContext
 
@@ -87,7 +94,8 @@ class Session:
 
             plugins = PluginHost.discover(self._config.plugins.disable)
             if self._unchecked is not None:
-                self._config = build_config_from(self._unchecked, plugins.config_sections())
+                sections = check_plugin_sections(self._unchecked, plugins.config_sections())
+                self._config = attrs.evolve(self._config, sections=sections)
                 self._unchecked = None
             self._plugins = plugins
         if not self._catalogs_loaded:
