@@ -197,7 +197,8 @@ def lab(host_ready: None) -> Iterator[Lab]:
 
 # The integration files that boot guests longest, longest first (measured: `make test`'s
 # durations). With parallel workers a long file must not be left for the end, where one worker
-# would run it while the others sit idle; the rest keep their order.
+# would run it while the others sit idle; the rest keep their order. (`make test` passes
+# --no-loadscope-reorder: by default pytest-xdist hands out the files with most tests first.)
 LONGEST_FIRST = (
     "test_reliability.py",
     "test_lab_day.py",
