@@ -11,6 +11,9 @@ DEMO_DISTRO ?= d12
 # worker). Guests under plain emulation are CPU-bound: one worker per core, at most four
 # (a file may boot three guests at once).
 TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
+# These pip-install third-party plugins into the venv for a while: every vnode the other
+# workers ran meanwhile would load them too. They run after the others, on their own.
+ALONE_TESTS := tests/integration/test_third_party_plugins.py tests/integration/test_third_party_network.py
 
 # cloud-init's own validator, for the tests: Debian's package unpacked (never installed: that
 # would enable cloud-init's boot services on this host) and run by Debian's python3 with the
@@ -78,7 +81,9 @@ host-ns:
 test: setup cloud-init host-ns stack-images
 	$(VENV)/bin/ruff check core plugins tests bench
 	$(VENV)/bin/ruff format --check core plugins tests bench
-	$(VENV)/bin/python -m pytest -v --durations=40 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
+	$(VENV)/bin/python -m pytest -v --durations=40 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  $(foreach f,$(ALONE_TESTS),--ignore=$(f)) tests
+	$(VENV)/bin/python -m pytest -v --durations=10 $(ALONE_TESTS)
 
 unit: venv cloud-init
 	$(VENV)/bin/python -m pytest -v tests/unit

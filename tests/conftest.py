@@ -208,8 +208,6 @@ LONGEST_FIRST = (
     "test_core.py",
     "test_direct.py",
     "test_warm.py",
-    "test_third_party_network.py",
-    "test_third_party_plugins.py",
     "test_bridge.py",
     "test_bridge_create_nm.py",
 )
