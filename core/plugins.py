@@ -158,6 +158,7 @@ class PluginHost:
         disabled = set(disabled)
         infos = []
         for source in sources:
+            self._sources[source.name] = source
             if source.name in disabled:
                 self._pm.set_blocked(source.name)
                 infos.append(self._info(source, status="disabled", reason="disabled in config"))
@@ -340,7 +341,6 @@ class PluginHost:
         return self._info(source, status="ok", kinds=tuple(kinds), provides=tuple(provides))
 
     def _info(self, source: PluginSource, **fields: Any) -> PluginInfo:
-        self._sources[source.name] = source
         return PluginInfo(
             name=source.name,
             version="?",  # filled in by infos, from the source

@@ -56,12 +56,12 @@ class Session:
 
     @classmethod
     def open(cls, files: list[Path] | None = None) -> Session:
-        """Read the configuration files and check every section, the plugins' own included.
+        """Read the configuration files and check the core's sections now, the others when
+        the plugins load.
 
-        The core's sections are checked here. Plugins (less those the config disables) are
-        loaded on first use, and the sections the core does not own are checked then (only
-        the plugins can say whether a section is theirs): a quick command such as ``vnode
-        list`` needs no plugin and does not pay for loading them. A command that uses plugins
+        Plugins (less those the config disables) are loaded on first use, and only then can
+        they say whether a section the core does not own is theirs: a quick command such as
+        ``vnode list`` needs no plugin and does not pay for loading them. A command that uses plugins
         touches them while planning, before it creates anything.
         """
         raw = read_config(files)
@@ -71,11 +71,10 @@ class Session:
 
             plugins = PluginHost.discover(disabled)
             return cls.for_config(build_config_from(raw, plugins.config_sections()), plugins)
+        session = cls.for_config(build_config_from(raw, None))
         if set(raw.data) - {*CORE_SECTIONS, "pools", "hosts"}:
-            session = cls.for_config(build_config_from(raw, None))
             session._unchecked = raw
-            return session
-        return cls.for_config(build_config_from(raw, {}))
+        return session
 
     @classmethod
     def for_config(cls, config: Config, plugins: PluginHost | None = None) -> Session:
