@@ -1,6 +1,6 @@
 """How plain tools reach vnode's nodes: an OpenSSH config and an Ansible inventory.
 
-Pure rendering from :class:`NodeAccess` records; :mod:`vnode.api` gathers them. Both say the
+Pure rendering from :class:`NodeAccess` records; :mod:`vnode.nodeops` gathers them. Both say the
 same as ``vnode ssh``: root, vnode's key only, vnode's known_hosts, strict host key checking
 with the node's name as the alias (the key was recorded under the name before boot).
 """
@@ -73,6 +73,18 @@ def ssh_options(
         ("StrictHostKeyChecking", "yes"),
         ("HostKeyAlias", name),
         ("PasswordAuthentication", "no"),
+    ]
+
+
+def ssh_argv(node: NodeAccess, creds: Credentials, command: Sequence[str]) -> list[str]:
+    """The ``ssh`` command line of ``vnode ssh``: the same options as the ssh-config, each an
+    argument of its own (no shell between)."""
+    options = [*ssh_options(node.name, creds, node.via), ("LogLevel", "ERROR")]
+    return [
+        "ssh",
+        *(f"-o{key}={value}" for key, value in options),
+        f"root@{node.address}",
+        *command,
     ]
 
 

@@ -173,37 +173,44 @@ def virt_type_verdict(wanted: str, offered: set[str]) -> Verdict:
 
 
 def check_hosts(session: Session) -> Iterator[Verdict]:
-    """With [[hosts]]: one verdict per host (answers over its URI, runs the virt type, its
-    vnode pool), all hosts asked at once."""
-    if not session.config.hosts:
-        return
-    from vnode import fleet
+    """One verdict per host of the lab (answers over its URI, runs the virt type, where its
+    node files go), all hosts asked at once."""
+    from vnode import lab
 
     wanted = session.config.defaults.virt_type
-    for name, view in fleet.survey(session).items():
-        yield host_verdict(name, view, wanted)
+    try:
+        views = lab.survey(session)
+    except VnodeError:
+        return  # no host answers: the libvirt check above says why
+    for name, view in views.items():
+        yield host_verdict(name, view, wanted, session.config.paths.nodes)
 
 
-def host_verdict(name: str, view: Any, wanted: str) -> Verdict:
+def host_verdict(name: str, view: Any, wanted: str, nodes_dir: Path) -> Verdict:
     check = f"host {name}"
     if view.problem is not None:
         return Verdict(check, FAIL, f"{view.host.uri} does not answer: {view.problem}")
     virt = virt_type_verdict(wanted, domain_types(view.conn.getCapabilities()))
     if virt.status != OK:
         return Verdict(check, virt.status, virt.message)
-    try:
-        pool = view.conn.storagePoolLookupByName(view.host.pool)
-        pool_state = "active" if pool.isActive() else "defined, inactive (started by up)"
-    except Exception:  # libvirt's "no such pool": up makes it
-        pool_state = f"not there yet (up makes it at {view.host.pool_dir})"
     nodes = len(view.domains)
     return Verdict(
         check,
         OK,
         f"libvirt {_version(view.conn.getLibVersion())} at {view.host.uri}, "
-        f"{view.memory_mib} MiB, {view.cpus} CPUs, {nodes} node(s); pool {view.host.pool} "
-        f"{pool_state}",
+        f"{view.memory_mib} MiB, {view.cpus} CPUs, {nodes} node(s); {_storage(view, nodes_dir)}",
     )
+
+
+def _storage(view: Any, nodes_dir: Path) -> str:
+    if view.host.pool is None:
+        return f"node files in {nodes_dir}"
+    try:
+        pool = view.conn.storagePoolLookupByName(view.host.pool)
+        pool_state = "active" if pool.isActive() else "defined, inactive (started by up)"
+    except Exception:  # libvirt's "no such pool": up makes it
+        pool_state = f"not there yet (up makes it at {view.host.pool_dir})"
+    return f"pool {view.host.pool} {pool_state}"
 
 
 def _kvm_stat() -> os.stat_result | None:
@@ -341,8 +348,7 @@ def _orphan_reap_delay(limit: float = 3.0) -> float:
 
 def check_network(session: Session, network: str, connected: bool) -> Iterator[Verdict]:
     """The network plugin's own diagnosis of the network nodes would join."""
-    if ":" not in network and network not in session.plugins.network_kinds():
-        network = f"libvirt:{network}"
+    network = session.plugins.network_choice(network)
     try:
         backend = session.plugins.network_backend(
             network, session.plugin_context(connect=connected)

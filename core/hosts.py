@@ -15,6 +15,7 @@ is created.
 from __future__ import annotations
 
 import ipaddress
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,22 @@ class Host:
     )
     # The subnet of vnode's libvirt network on this host; None: vnode picks a disjoint one.
     subnet: str | None = attrs.field(default=None, validator=_check_subnet)
-    # vnode's storage pool there (a directory pool, made on first use).
-    pool: str = attrs.field(default="vnode", validator=attrs.validators.matches_re(r"^[\w.-]+$"))
+    # vnode's storage pool there (a directory pool, made on first use); None only for the
+    # implicit host of a lab without [[hosts]], whose node files live in the state directory.
+    pool: str | None = attrs.field(
+        default="vnode",
+        validator=attrs.validators.optional(attrs.validators.matches_re(r"^[\w.-]+$")),
+    )
     pool_dir: str = "/var/lib/vnode/pool"
     # For reaching nodes through the host (SSH jump): its host key is checked against this
     # file (default ~/.ssh/known_hosts), with this key (default: the user's own keys).
     known_hosts: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     identity: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the hypervisor runs on this machine (its files are this machine's)."""
+        return not urlsplit(self.uri).hostname
 
     def jump(self) -> tuple[str, str, int] | None:
         """(user, address, port) to reach this host by SSH when its URI goes over SSH."""
@@ -68,6 +78,15 @@ class Host:
         if not parts.scheme.endswith("+ssh") or not parts.hostname:
             return None
         return parts.username or "root", parts.hostname, parts.port or 22
+
+
+def lab_hosts(config: Any) -> tuple[Host, ...]:
+    """The lab's hosts: the ``[[hosts]]`` of the config, or with none the one implicit host
+    ``local`` at ``[defaults] uri``, whose node files stay in the state directory as they
+    always did. The one place that reads ``config.hosts``: everything else sees a fleet."""
+    if config.hosts:
+        return tuple(config.hosts)
+    return (Host(name=LOCAL, uri=config.defaults.uri, pool=None),)
 
 
 def check_hosts(hosts: Sequence[Host]) -> None:
@@ -85,6 +104,37 @@ def check_hosts(hosts: Sequence[Host]) -> None:
         for other, other_net in nets[i + 1 :]:
             if net.overlaps(other_net):
                 raise UsageError(f"config: hosts {name} and {other} have overlapping subnets")
+
+
+def state_dir(state: Path, host: Host, local_uri: str) -> Path:
+    """Where vnode and the plugins keep what they record about one host (a network they
+    created, ...). The host a lab without ``[[hosts]]`` uses (``local_uri``) keeps the lab's
+    own state directory whatever the host is called, so naming it in ``[[hosts]]`` later
+    finds what was made before; every other host has a directory of its own."""
+    if host.uri == local_uri:
+        return state
+    return state / "hosts" / host.name
+
+
+def adopt_legacy_state(state: Path, host: Host, local_uri: str) -> None:
+    """Earlier versions kept a listed host's records under ``hosts/NAME`` even for the lab's
+    own host: move what is there and not in its state directory now, so nothing made then is
+    taken for someone else's."""
+    target = state_dir(state, host, local_uri)
+    legacy = state / "hosts" / host.name
+    if target == legacy or not legacy.is_dir():
+        return
+    for path in sorted(legacy.rglob("*")):
+        moved = target / path.relative_to(legacy)
+        if path.is_file() and not moved.exists():
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, moved)
+    # What both places hold stays where it is: the one in use wins, the other is not lost.
+    for path in sorted(legacy.rglob("*"), reverse=True):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    if not any(legacy.iterdir()):
+        legacy.rmdir()
 
 
 def host_subnets(hosts: Sequence[Host], base: str) -> dict[str, str]:
@@ -119,7 +169,11 @@ class Capacity:
 
 def capacity_of(host: Host, memory_mib: int | None, cpus: int | None) -> Capacity:
     """The configured budgets, else the host's own memory; vCPUs are not limited unless the
-    config says so (TCG and KVM guests overcommit CPUs routinely, memory they cannot)."""
+    config says so (TCG and KVM guests overcommit CPUs routinely, memory they cannot). The
+    implicit host of a lab without [[hosts]] has no budget: there is no other host to choose,
+    and libvirt says when QEMU cannot have the memory."""
+    if host.pool is None:
+        return Capacity()
     return Capacity(
         nodes=host.max_nodes,
         memory_mib=host.max_memory if host.max_memory is not None else memory_mib,

@@ -29,6 +29,11 @@ log = get_logger("vnode.network")
 
 class NetworkBackend:
     kind = "abstract"
+    # Whether the core reaches this network's nodes through their hypervisor host (an SSH
+    # jump, for a host reached over ``qemu+ssh``): a network private to its host, such as a
+    # libvirt network, is not routable from where vnode runs; a site network (a bridge,
+    # macvtap) is reached directly.
+    reached_through_host: bool = False
 
     def describe(self) -> str:
         """The network as ``KIND[:ARG]``, as ``vnode list`` shows it."""

@@ -228,6 +228,13 @@ class PluginHost:
     def network_kinds(self) -> list[str]:
         return sorted({k for kinds in self._call("vnode_network_kinds") for k in kinds})
 
+    def network_choice(self, network: str) -> str:
+        """``--network NAME`` names a libvirt network unless it says ``KIND:ARG`` or a bare
+        kind."""
+        if ":" in network:
+            return network
+        return network if network in self.network_kinds() else f"libvirt:{network}"
+
     def network_backend(self, network: str, context: PluginContext) -> NetworkBackend:
         """The backend for ``KIND[:ARG]``, or a UsageError listing the kinds plugins provide."""
         kind, _, arg = network.partition(":")

@@ -20,10 +20,11 @@ from vnode.model import NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import CreatedNode, NodeStore, create_node, remove_node
 from vnode.progress import Reporter
-from vnode.remote import RemoteTarget, RunStep, run_steps, wait_cloud_init
+from vnode.remote import RemoteTarget, run_steps, wait_cloud_init
 from vnode.sshwait import Jump, WaitTarget, wait_ready
 
 if TYPE_CHECKING:
+    from vnode.planning import After
     from vnode.warmstore import TemplateRecord
 
 log = get_logger("vnode.scheduler")
@@ -41,16 +42,18 @@ def run_up(
     wait: bool,
     keep_failed: bool,
     reporter: Reporter,
-    steps: tuple[RunStep, ...] = (),
-    wait_cloud_init: bool = False,
+    after: After | None = None,
     jumps: Mapping[str, Jump] | None = None,
     failed: Mapping[str, str] | None = None,
     warm: Mapping[str, TemplateRecord] | None = None,
 ) -> list[NodeResult]:
     """Make and wait for the nodes; ``stores``, ``backends`` and ``jumps`` (how to reach a
     host's nodes through it) are per host, by the plan's ``host``. Nodes in ``failed`` (their
-    host failed its preflight) are only reported. ``warm``: the nodes made from a template
+    host failed its preflight) are only reported. ``after``: what follows SSH answering
+    (--wait-cloud-init, --run, --script). ``warm``: the nodes made from a template
     (vnode.warm) instead of booted cold."""
+    from vnode.planning import After
+
     scheduler = _Scheduler(
         stores,
         locks_dir,
@@ -61,8 +64,7 @@ def run_up(
         wait,
         keep_failed,
         reporter,
-        steps,
-        wait_cloud_init,
+        after or After(),
         jumps or {},
         failed or {},
         dict(warm or {}),
@@ -105,8 +107,7 @@ class _Scheduler:
     wait: bool
     keep_failed: bool
     reporter: Reporter
-    steps: tuple[RunStep, ...] = ()
-    wait_cloud_init: bool = False
+    after: After
     jumps: Mapping[str, Jump] = attrs.field(factory=dict)
     failed: Mapping[str, str] = attrs.field(factory=dict)
     warm: dict[str, TemplateRecord] = attrs.field(factory=dict)
@@ -183,9 +184,7 @@ class _Scheduler:
             self.client.private_path,
             jump=self.jumps.get(plan.host),
         )
-        state, detail, extra = await after_ready(
-            target, self.steps, self.wait_cloud_init, self.deadline, self.reporter
-        )
+        state, detail, extra = await after_ready(target, self.after, self.deadline, self.reporter)
         return self._result(plan, outcome.ip, state, detail, **extra)
 
     async def _make(self, plan: NodePlan, gate: _StartingGate) -> CreatedNode:
@@ -263,15 +262,12 @@ class _Scheduler:
 
 
 async def after_ready(
-    target: RemoteTarget,
-    steps: tuple[RunStep, ...],
-    cloud_init: bool,
-    deadline: float,
-    reporter: Reporter,
+    target: RemoteTarget, after: After, deadline: float, reporter: Reporter
 ) -> tuple[str, str | None, dict[str, Any]]:
     """What follows SSH answering: cloud-init's end (--wait-cloud-init), then the lab's
     commands. (state, detail, result extras); a failure is "failed", the node is kept."""
-    if cloud_init:
+    steps = after.steps
+    if after.wait_cloud_init:
         reporter.phase(target.name, "waiting for cloud-init")
         if problem := await wait_cloud_init(target, deadline):
             return "failed", f"{problem} (node kept)", {}

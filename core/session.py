@@ -51,7 +51,7 @@ class Session:
     _catalog_cache: CachedCatalogs | None = attrs.field(default=None, init=False)
     # Parallel fetches remember places from their worker threads.
     _catalog_update: threading.Lock = attrs.field(factory=threading.Lock, init=False)
-    # With [[hosts]]: one connection per host name, opened by vnode.fleet.
+    # One connection per host of the lab, by name (vnode.lab opens them).
     host_connections: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
@@ -61,8 +61,8 @@ class Session:
 
         Plugins (less those the config disables) are loaded on first use, and only then can
         they say whether a section the core does not own is theirs: a quick command such as
-        ``vnode list`` needs no plugin and does not pay for loading them. A command that uses plugins
-        touches them while planning, before it creates anything.
+        ``vnode list`` needs no plugin and does not pay for loading them. A command that uses
+        plugins touches them while planning, before it creates anything.
         """
         raw = read_config(files)
         disabled = raw.disabled_plugins()
@@ -143,6 +143,17 @@ class Session:
         if self._connection is None:
             self._connection = hypervisor.connect(self.config.defaults.uri)
         return self._connection
+
+    def connection_to(self, name: str, uri: str) -> Any:
+        """The connection to one host of the lab, opened once; the host at ``[defaults] uri``
+        shares :attr:`conn`, whatever the lab calls it."""
+        if uri == self.config.defaults.uri:
+            return self.conn
+        conn = self.host_connections.get(name)
+        if conn is None:
+            conn = hypervisor.connect(uri)
+            self.host_connections[name] = conn
+        return conn
 
     def client_key(self) -> ClientKey:
         return client_key(self.config.paths.ssh, self.config.ssh.key)

@@ -122,6 +122,7 @@ def _nth_subnet(base: str, index: int) -> str:
 
 class LibvirtNetwork(NetworkBackend):
     kind = KIND
+    reached_through_host = True  # private to its host: not routable from elsewhere
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
 from tests.conftest import (
@@ -27,7 +28,7 @@ from vnode import hypervisor
 
 
 @pytest.fixture(scope="module")
-def two_hosts(host_ready: None) -> Iterator[tuple[Lab, HypervisorHost, str]]:
+def two_hosts(host_ready: None) -> Iterator[Grown]:
     # The link to the second host is on 10.232.N here; its own network 10.233.N is inside
     # its namespace, but other labs' routes must not shadow it for this host either.
     octet = free_octet("10.232", "10.233")
@@ -35,28 +36,42 @@ def two_hosts(host_ready: None) -> Iterator[tuple[Lab, HypervisorHost, str]]:
         yield from _with_lab(second, octet)
 
 
-def _with_lab(second: HypervisorHost, octet: int) -> Iterator[tuple[Lab, HypervisorHost, str]]:
-    lab = make_lab("th")
-    pool = f"{LAB_PREFIX}thpool-{uuid.uuid4().hex[:6]}"
-    with lab.config_path.open("a") as handle:
-        handle.write(
-            f"""
+@attrs.frozen
+class Grown:
+    """A lab that starts with no [[hosts]] and grows: :meth:`hosts` rewrites its config."""
+
+    lab: Lab
+    second: HypervisorHost
+    pool: str
+    octet: int
+    base: str
+
+    def hosts(self, *names: str) -> None:
+        blocks = {
+            "hv1": f"""
 [[hosts]]
 name = "hv1"
 uri = "qemu:///system"
-pool = "{pool}"
-pool_dir = "{lab.state}/pool"
-
+pool = "{self.pool}"
+pool_dir = "{self.lab.state}/pool"
+""",
+            "hv2": f"""
 [[hosts]]
 name = "hv2"
-uri = "{second.uri}"
-subnet = "10.233.{octet}.0/24"
-known_hosts = "{second.known_hosts}"
-identity = "{second.key}"
-"""
-        )
+uri = "{self.second.uri}"
+subnet = "10.233.{self.octet}.0/24"
+known_hosts = "{self.second.known_hosts}"
+identity = "{self.second.key}"
+""",
+        }
+        self.lab.config_path.write_text(self.base + "".join(blocks[name] for name in names))
+
+
+def _with_lab(second: HypervisorHost, octet: int) -> Iterator[Grown]:
+    lab = make_lab("th")
+    pool = f"{LAB_PREFIX}thpool-{uuid.uuid4().hex[:6]}"
     try:
-        yield lab, second, pool
+        yield Grown(lab, second, pool, octet, lab.config_path.read_text())
     finally:
         try:
             cleanup_lab(lab)
@@ -72,60 +87,84 @@ def _virsh(uri: str, *args: str) -> str:
     ).stdout
 
 
-def test_nodes_on_both_hosts(two_hosts: tuple[Lab, HypervisorHost, str]) -> None:
-    lab, second, pool = two_hosts
-    local, remote = lab.name(1), lab.name(2)
-    started = time.monotonic()
-    code, results = lab.run_json("up", "1@hv1", "2@hv2", "--timeout", "600", timeout=900)
-    print(f"up on two hosts: {time.monotonic() - started:.1f}s")
-    by_name = {r["name"]: r for r in results}
-    assert code == 0, results
-    assert by_name[local]["state"] == by_name[remote]["state"] == "ready"
-    assert by_name[remote]["ip"].startswith("10.233.")
-    # The main libvirtd sees nothing of the remote node; the second host holds it.
-    assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
-    assert remote in _virsh(second.uri, "list", "--all", "--name").split()
-    volumes = _virsh(second.uri, "vol-list", "vnode")
-    assert f"{TEST_DISTRO}.qcow2" in volumes and f"{remote}-disk.qcow2" in volumes
-    # The local host takes the same path: the node's disk, seed and console are volumes in
-    # its pool, beside the image and the sha256 record of what was uploaded.
+def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
+    """A new user's way: one host (no [[hosts]]), then that same host named in [[hosts]],
+    then a second host added. What was made at each step keeps working at the next (reached
+    over SSH). Two guests boot: one on the lone host, one on the second host."""
+    grown = two_hosts
+    lab, second, pool = grown.lab, grown.second, grown.pool
+    first, local, remote = lab.name(1), lab.name(3), lab.name(2)
+
+    code, results = lab.run_json("up", "1", "--timeout", "600", timeout=900)
+    assert code == 0 and results[0]["state"] == "ready", results
+    marker = lab.state / "networks" / f"{lab.network}.uuid"
+    assert marker.is_file()
+
+    # The same host, now named: its network is still vnode's, its node still answers.
+    grown.hosts("hv1")
+    listed = lab.run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[:2] for line in listed.stdout.splitlines()[1:]] == [[first, "hv1"]]
+    ssh = lab.ssh("1", "hostname")
+    assert ssh.returncode == 0 and ssh.stdout.strip() == first, ssh.stderr
+    code, made = lab.run_json("up", "3", "--no-wait")
+    assert code == 0 and made[0]["state"] == "started", made
+    assert made[0]["ip"] == lab.ip_of(3)
+    assert not (lab.state / "hosts").exists()
+    # The local host takes the listed hosts' path: the node's disk, seed and console are
+    # volumes in its pool, beside the image and the sha256 record of what was uploaded.
     local_volumes = {v.split()[0] for v in _virsh("qemu:///system", "vol-list", pool).splitlines()}
     assert {f"{local}-disk.qcow2", f"{local}-seed.iso", f"{TEST_DISTRO}.qcow2"} <= local_volumes
     image_sha = json.loads((IMAGE_STORE / f"{TEST_DISTRO}.qcow2.json").read_text())["sha256"]
     record = (lab.state / "pool" / f"{TEST_DISTRO}.qcow2.sha256").read_text()
     assert record.split()[0] == image_sha
+    destroyed = lab.run("destroy", "3")
+    assert destroyed.returncode == 0, destroyed.stderr
+
+    # A second host: nodes on both, the first node untouched by it.
+    grown.hosts("hv1", "hv2")
+    started = time.monotonic()
+    code, results = lab.run_json("up", "2@hv2", "--timeout", "600", timeout=900)
+    print(f"up on the second host: {time.monotonic() - started:.1f}s")
+    assert code == 0 and results[0]["state"] == "ready", results
+    assert results[0]["ip"].startswith("10.233.")
+    # The main libvirtd sees nothing of the remote node; the second host holds it.
+    assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
+    assert remote in _virsh(second.uri, "list", "--all", "--name").split()
+    volumes = _virsh(second.uri, "vol-list", "vnode")
+    assert f"{TEST_DISTRO}.qcow2" in volumes and f"{remote}-disk.qcow2" in volumes
 
     listed = lab.run("list")
     assert listed.returncode == 0, listed.stderr
     hosts = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
-    assert hosts == {local: "hv1", remote: "hv2"}
+    assert hosts == {first: "hv1", remote: "hv2"}
 
-    for number, name in ((1, local), (2, remote)):
+    for number, name in ((1, first), (2, remote)):
         ssh = lab.ssh(str(number), "hostname")
         assert ssh.returncode == 0, ssh.stderr
         assert ssh.stdout.strip() == name
-
-    log = lab.run("log", "2")
-    assert log.returncode == 0 and log.stdout.strip(), log.stderr
+        log = lab.run("log", str(number))
+        assert log.returncode == 0 and log.stdout.strip(), log.stderr
 
     # Plain OpenSSH with vnode's ssh-config reaches the remote node through its hypervisor.
     config = lab.state / "ssh_config"
     written = lab.run("ssh-config")
     assert written.returncode == 0, written.stderr
     config.write_text(written.stdout)
-    plain = subprocess.run(
-        ["ssh", "-F", str(config), remote, "hostname"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert plain.returncode == 0 and plain.stdout.strip() == remote, plain.stderr
+    for name in (first, remote):
+        plain = subprocess.run(
+            ["ssh", "-F", str(config), name, "hostname"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert plain.returncode == 0 and plain.stdout.strip() == name, plain.stderr
 
     # The lab-day commands find each node's host: wait (and --run) through the jump, stop.
     code, waited = lab.run_json("wait", "1-2", "--run", "cat /etc/hostname", "--timeout", "120")
     assert code == 0, waited
-    assert {r["name"]: r["output"].strip() for r in waited} == {local: local, remote: remote}
+    assert {r["name"]: r["output"].strip() for r in waited} == {first: first, remote: remote}
     stopped = lab.run("stop", "2", "--timeout", "5")
     assert stopped.returncode == 0, stopped.stderr
     assert _virsh(second.uri, "domstate", remote).strip() == "shut off"
@@ -141,17 +180,19 @@ def test_nodes_on_both_hosts(two_hosts: tuple[Lab, HypervisorHost, str]) -> None
     destroyed = lab.run("destroy", "--all")
     assert destroyed.returncode == 0, destroyed.stderr
     assert _virsh(second.uri, "list", "--all", "--name").split() == []
-    assert local not in _virsh("qemu:///system", "list", "--all", "--name").split()
-    assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
+    for name in (first, remote):
+        assert name not in _virsh("qemu:///system", "list", "--all", "--name").split()
+    assert not (lab.state / "nodes" / first).exists()
     left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
     assert left == {f"{TEST_DISTRO}.qcow2", f"{TEST_DISTRO}.qcow2.sha256"}
 
 
-def test_second_host_lost_during_up(two_hosts: tuple[Lab, HypervisorHost, str]) -> None:
+def test_second_host_lost_during_up(two_hosts: Grown) -> None:
     """Last in the module: the second host stays down afterwards."""
     import re
 
-    lab, second, _ = two_hosts
+    two_hosts.hosts("hv1", "hv2")
+    lab, second = two_hosts.lab, two_hosts.second
     local, remote = lab.name(3), lab.name(4)
     began = time.monotonic()
     proc = subprocess.Popen(

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vnode.config import build_config
 from vnode.errors import UsageError
-from vnode.hosts import Capacity, Host, Load, Request, capacity_of, host_subnets, place
+from vnode.hosts import (
+    LOCAL,
+    Capacity,
+    Host,
+    Load,
+    Request,
+    adopt_legacy_state,
+    capacity_of,
+    host_subnets,
+    lab_hosts,
+    place,
+    state_dir,
+)
 from vnode.pools import Pool
 from vnode.spec import parse_spec, parse_specs
 
@@ -135,19 +149,50 @@ def test_each_host_gets_a_disjoint_subnet() -> None:
     }
 
 
-def test_a_remote_hosts_nodes_are_reached_through_it() -> None:
-    from vnode.fleet import HostView, jump_for
-
-    local = HostView(host=Host(name="hv1"), index=0)
-    assert jump_for(local, "libvirt:vnode") is None
-    remote = HostView(host=Host(name="hv2", uri="qemu+ssh://admin@hv2.lab:2222/system"), index=1)
-    jump = jump_for(remote, "libvirt:vnode")
-    assert (jump.user, jump.host, jump.port) == ("admin", "hv2.lab", 2222)
-    assert jump_for(remote, "bridge:br0") is None  # the site network: reached directly
-
-
 def test_the_libvirt_network_takes_a_subnet_per_host() -> None:
     from vnode_plugins.libvirt_network import _nth_subnet
 
     assert _nth_subnet("192.168.150.0/24", 0) == "192.168.150.0/24"
     assert _nth_subnet("192.168.150.0/24", 2) == "192.168.152.0/24"
+
+
+def test_a_lab_without_hosts_is_one_implicit_host() -> None:
+    config = build_config({"defaults": {"uri": "qemu:///session"}})
+    (host,) = lab_hosts(config)
+    assert (host.name, host.uri, host.pool) == (LOCAL, "qemu:///session", None)
+    listed = build_config({"hosts": [{"name": "hv1"}, {"name": "hv2", "uri": "test:///x"}]})
+    assert [h.name for h in lab_hosts(listed)] == ["hv1", "hv2"]
+
+
+def test_the_implicit_host_has_no_budget_a_listed_one_has_its_memory() -> None:
+    (implicit,) = lab_hosts(build_config({}))
+    assert capacity_of(implicit, 2048, 2) == Capacity()
+    assert capacity_of(Host(name="hv1"), 2048, 2) == Capacity(memory_mib=2048)
+
+
+def test_the_labs_own_host_keeps_the_labs_state_whatever_it_is_called(tmp_path: Path) -> None:
+    local = "qemu:///system"
+    assert state_dir(tmp_path, Host(name=LOCAL, uri=local, pool=None), local) == tmp_path
+    assert state_dir(tmp_path, Host(name="hv1", uri=local), local) == tmp_path
+    remote = Host(name="hv2", uri="qemu+ssh://hv2/system")
+    assert state_dir(tmp_path, remote, local) == tmp_path / "hosts" / "hv2"
+
+
+def test_records_kept_under_the_old_per_host_directory_are_adopted(tmp_path: Path) -> None:
+    legacy = tmp_path / "hosts" / "hv1" / "networks"
+    legacy.mkdir(parents=True)
+    (legacy / "vnode.uuid").write_text("uuid-from-hosts")
+    (legacy / "both.uuid").write_text("old")
+    (tmp_path / "networks").mkdir()
+    (tmp_path / "networks" / "both.uuid").write_text("current")
+    adopt_legacy_state(tmp_path, Host(name="hv1"), "qemu:///system")
+    assert (tmp_path / "networks" / "vnode.uuid").read_text() == "uuid-from-hosts"
+    # What both places hold: the one in use wins, the other stays where it was.
+    assert (tmp_path / "networks" / "both.uuid").read_text() == "current"
+    assert (legacy / "both.uuid").read_text() == "old"
+    assert not (legacy / "vnode.uuid").exists()
+
+
+def test_a_host_is_local_when_its_uri_names_no_machine() -> None:
+    assert Host(name="a", uri="qemu:///system").is_local
+    assert not Host(name="b", uri="qemu+ssh://root@hv2/system").is_local

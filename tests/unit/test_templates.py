@@ -11,9 +11,10 @@ import pycdlib
 import pytest
 import yaml
 
-from vnode import api, hypervisor
+from vnode import hypervisor, planning
 from vnode.cloudinit import render_seed, write_seed_iso
 from vnode.config import build_config
+from vnode.domainxml import domain_xml
 from vnode.errors import EnvironmentProblem
 from vnode.keys import KeyPair, generate_keypair
 from vnode.model import Distro, Interface, NodePlan, StaticAddress
@@ -46,7 +47,7 @@ def _planned(state: Path, network: str, spec: str = "3:d12") -> NodePlan:
     session = _session(state, PluginSource("hostile", lambda: _HostileDistro))
     backend = session.plugins.network_backend(network, session.plugin_context(connect=False))
     ref = parse_spec(spec, session.config.pools)
-    return api._plan_node(session, ref, session.config.defaults, backend, "qemu")
+    return planning.plan_node(session, ref, session.config.defaults, backend, "qemu")
 
 
 def _plan(name: str = "vnode03", tmp: Path = Path("/var/lib/vnode/nodes/vnode03")) -> NodePlan:
@@ -125,7 +126,7 @@ def test_an_interface_source_attribute_that_is_no_xml_name_is_refused(tmp_path: 
         interface=Interface(type="bridge", source={'bridge" x="': "br0"}),
     )
     with pytest.raises(EnvironmentProblem, match="not a libvirt <source> attribute"):
-        api._domain_xml(_session(tmp_path), plan)
+        domain_xml(_session(tmp_path).plugins, plan)
 
 
 def test_plugins_adjust_the_domain_through_the_parsed_xml(tmp_path: Path) -> None:
@@ -139,7 +140,7 @@ def test_plugins_adjust_the_domain_through_the_parsed_xml(tmp_path: Path) -> Non
     session = _session(tmp_path, PluginSource("second-nic", lambda: SecondNic))
     backend = session.plugins.network_backend("bridge:br0", session.plugin_context(connect=False))
     ref = parse_spec("3", session.config.pools)
-    plan = api._plan_node(session, ref, build_config({}).defaults, backend, "qemu")
+    plan = planning.plan_node(session, ref, build_config({}).defaults, backend, "qemu")
     nics = ET.fromstring(plan.domain_xml).findall("devices/interface")
     assert [n.find("source").attrib for n in nics] == [
         {"bridge": "br0"},

@@ -12,9 +12,10 @@ import attrs
 import pytest
 import yaml
 
-from vnode import api, warm, warmstore
+from vnode import planning, warm, warmstore
 from vnode.cli import main
 from vnode.config import build_config
+from vnode.domainxml import plugin_adjusted
 from vnode.errors import UsageError
 from vnode.keys import generate_keypair
 from vnode.model import Distro, Interface, NodePlan, StaticAddress
@@ -264,12 +265,14 @@ def _planned(state: Path, *extra: PluginSource) -> NodePlan:
     session = Session.for_config(build_config({"paths": {"state": str(state)}}), host)
     backend = session.plugins.network_backend("bridge:br0", session.plugin_context(connect=False))
     ref = parse_spec("3:d12", session.config.pools)
-    return api._plan_node(session, ref, session.config.defaults, backend, "qemu")
+    return planning.plan_node(session, ref, session.config.defaults, backend, "qemu")
 
 
 def test_a_plugins_domain_change_is_seen(tmp_path: Path) -> None:
-    assert not api._plugin_adjusted(_planned(tmp_path))
-    assert api._plugin_adjusted(_planned(tmp_path, PluginSource("adjusts", lambda: _Adjusts)))
+    assert not plugin_adjusted(PluginHost(entry_point_sources()), _planned(tmp_path))
+    adjusts = PluginSource("adjusts", lambda: _Adjusts)
+    host = PluginHost([*entry_point_sources(), adjusts])
+    assert plugin_adjusted(host, _planned(tmp_path, adjusts))
 
 
 # -- a clone's identity ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vnode import api
+from vnode import planning
 from vnode.cloudinit import render_seed
 from vnode.config import build_config
 from vnode.errors import UsageError
@@ -21,7 +21,7 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
-def _plans(tmp_path: Path, options: api.UpOptions, specs: list[str]) -> list:
+def _plans(tmp_path: Path, options: planning.UpOptions, specs: list[str]) -> list:
     common = _write(tmp_path / "common.yaml", "#cloud-config\npackages: [jq]\n")
     pooled = _write(
         tmp_path / "lab.yaml", "#cloud-config\nruncmd: ['echo {{ name }} {{ address }}']\n"
@@ -39,17 +39,17 @@ def _plans(tmp_path: Path, options: api.UpOptions, specs: list[str]) -> list:
     session = Session.for_config(config)
     backend = session.plugins.network_backend("libvirt", session.plugin_context(connect=False))
     refs = parse_specs(specs, config.pools)
-    defaults = api._effective_defaults(config.defaults, options)
-    sources = api._cloud_config_sources(session, defaults, options, refs)
+    defaults = planning.effective_defaults(config.defaults, options)
+    sources = planning.cloud_config_sources(session, defaults, options, refs)
     return [
-        api._plan_node(session, ref, defaults, backend, "qemu", sources, options.override_keys)
+        planning.plan_node(session, ref, defaults, backend, "qemu", sources, options.override_keys)
         for ref in refs
     ]
 
 
 def test_each_node_gets_defaults_then_pool_then_command_line(tmp_path: Path) -> None:
     extra = _write(tmp_path / "cli.yaml", "#cloud-config\npackages: [curl]\n")
-    options = api.UpOptions(distro="d12", cloud_config=(extra,))
+    options = planning.UpOptions(distro="d12", cloud_config=(extra,))
     plain, pooled = _plans(tmp_path, options, ["3", "lab4"])
     assert yaml.safe_load(plain.user_cloud_config) == {"packages": ["jq", "curl"]}
     assert yaml.safe_load(pooled.user_cloud_config) == {
@@ -65,8 +65,10 @@ def test_each_node_gets_defaults_then_pool_then_command_line(tmp_path: Path) -> 
 def test_a_vnode_key_stops_the_plan_unless_overridden(tmp_path: Path) -> None:
     bad = _write(tmp_path / "bad.yaml", "#cloud-config\nmanage_etc_hosts: false\n")
     with pytest.raises(UsageError, match="'manage_etc_hosts' is set by vnode"):
-        _plans(tmp_path, api.UpOptions(distro="d12", cloud_config=(bad,)), ["3"])
-    options = api.UpOptions(distro="d12", cloud_config=(bad,), override_keys=("manage_etc_hosts",))
+        _plans(tmp_path, planning.UpOptions(distro="d12", cloud_config=(bad,)), ["3"])
+    options = planning.UpOptions(
+        distro="d12", cloud_config=(bad,), override_keys=("manage_etc_hosts",)
+    )
     (plan,) = _plans(tmp_path, options, ["3"])
     assert plan.cloud_config_overrides == ("manage_etc_hosts",)
     seed = render_seed(plan, authorized_key="ssh-ed25519 AAAA k", host_key=generate_keypair("t"))
@@ -75,9 +77,9 @@ def test_a_vnode_key_stops_the_plan_unless_overridden(tmp_path: Path) -> None:
 
 def test_an_unknown_override_key_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--override-key packages"):
-        _plans(tmp_path, api.UpOptions(distro="d12", override_keys=("packages",)), ["3"])
+        _plans(tmp_path, planning.UpOptions(distro="d12", override_keys=("packages",)), ["3"])
 
 
 def test_run_steps_are_in_the_plan_order() -> None:
-    steps = api._run_steps(api.UpOptions(run=("a", "b")))
+    steps = planning.run_steps(("a", "b"), ())
     assert [step.label for step in steps] == ["a", "b"]

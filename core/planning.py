@@ -1,0 +1,541 @@
+"""Planning ``up``: every decision about every node, for any number of hosts, made before
+anything is created or destroyed (:func:`plan_up`). All plugin calls of ``up`` happen here,
+in the main thread; the executor (:mod:`vnode.execute`) works from the :class:`UpPlan` alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from vnode import hypervisor, lab
+from vnode.config import Defaults
+from vnode.domainxml import domain_xml, plugin_adjusted
+from vnode.errors import EnvironmentProblem, UsageError, VnodeError
+from vnode.hosts import Request, capacity_of, place
+from vnode.model import ConsoleSetup, Interface, NodeIdentity, NodePlan
+from vnode.network import NetworkBackend
+from vnode.spec import NodeRef, parse_specs
+
+if TYPE_CHECKING:
+    from vnode.lab import HostView
+    from vnode.remote import RunStep
+    from vnode.session import Session
+    from vnode.userconfig import CloudConfigSource
+    from vnode.warmstore import TemplateSpec, WarmChoice
+
+
+@attrs.frozen
+class UpOptions:
+    """Overrides of the configured defaults for one ``up``; None means "as configured"."""
+
+    distro: str | None = None
+    memory: int | None = None
+    vcpus: int | None = None
+    disk: int | None = None
+    timeout: float | None = None
+    virt_type: str | None = None
+    network: str | None = None
+    wait: bool = True
+    keep_failed: bool = False
+    # Download missing images (verified) before anything is created.
+    fetch: bool = False
+    # The lab's own cloud-config files, after those of [defaults] and the node's pool.
+    cloud_config: tuple[str, ...] = ()
+    # vnode's own cloud-config keys the user's files may override (see vnode.userconfig).
+    override_keys: tuple[str, ...] = ()
+    # Commands, then scripts (their paths), run on every node once it is ready.
+    run: tuple[str, ...] = ()
+    scripts: tuple[str, ...] = ()
+    # Ready means cloud-init reports done, not only SSH answering.
+    wait_cloud_init: bool = False
+    # Make nodes from a warm template where they can be (made first if missing), else cold;
+    # None: as [defaults] warm says.
+    warm: bool | None = None
+
+    # Put every node without an @HOST on this host.
+    host: str | None = None
+    # A host that fails its preflight or preparation fails the whole command before any
+    # node is made, instead of only its own nodes.
+    all_or_nothing: bool = False
+
+
+@attrs.frozen
+class After:
+    """What happens to each node once it answers SSH (``up`` and ``wait`` alike)."""
+
+    # --run and --script, in order, on every node.
+    steps: tuple[RunStep, ...] = ()
+    # Ready means cloud-init reports done, not only SSH answering.
+    wait_cloud_init: bool = False
+
+
+@attrs.frozen
+class UpPlan:
+    """Everything ``up`` decided; :func:`vnode.execute.execute_up` works from this alone."""
+
+    nodes: tuple[NodePlan, ...]
+    timeout: float
+    wait: bool
+    keep_failed: bool
+    fetch: bool
+    started: float  # time.monotonic() when the command began: the timeout counts from it
+    after: After = After()
+    # Per host the nodes are on: its view, and its network backend.
+    hosts: dict[str, HostView] = attrs.field(factory=dict, eq=False)
+    backends: dict[str, NetworkBackend] = attrs.field(factory=dict, eq=False)
+    # Nodes that fail before anything is made (their host failed preflight), and nodes
+    # moving hosts (name: the host they are on now).
+    failed: dict[str, str] = attrs.field(factory=dict)
+    moves: dict[str, str] = attrs.field(factory=dict)
+    # A moving node's network backend on the host it leaves (None: its plugin is gone).
+    move_backends: dict[str, NetworkBackend | None] = attrs.field(factory=dict, eq=False)
+    all_or_nothing: bool = False
+    # --warm: per node, from which template or cold and why; empty without --warm.
+    warm: tuple[WarmChoice, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [node.name for node in self.nodes]
+
+    @property
+    def steps(self) -> tuple[RunStep, ...]:
+        return self.after.steps
+
+    @property
+    def wait_cloud_init(self) -> bool:
+        return self.after.wait_cloud_init
+
+
+def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Session) -> UpPlan:
+    """Decide everything about the nodes (host, distro, network, address, console, domain
+    XML) and check the hosts; nothing is created or destroyed."""
+    started = time.monotonic()
+    options = options or UpOptions()
+    config = session.config
+    defaults = effective_defaults(config.defaults, options)
+    refs = parse_specs(specs, config.pools)
+    after = After(run_steps(options.run, options.scripts), options.wait_cloud_init)
+    if (after.steps or after.wait_cloud_init) and not options.wait:
+        raise UsageError("--run, --script and --wait-cloud-init need the wait (not --no-wait)")
+    cloud_config = cloud_config_sources(session, defaults, options, refs)
+    views = lab.survey(session)
+    failed: dict[str, VnodeError] = {}
+    placed, moves = _placement(refs, views, defaults, options, failed)
+    choice = session.plugins.network_choice(defaults.network)
+    backends: dict[str, NetworkBackend] = {}
+    nodes: list[NodePlan] = []
+    by_ref = {ref.name: ref for ref in refs}
+    for name, view in views.items():
+        mine = [by_ref[node] for node, host in placed.items() if host == name]
+        if not mine:
+            continue
+        try:
+            backend = session.plugins.network_backend(choice, lab.context_for(session, view))
+            virt_type = hypervisor.resolve_virt_type(view.conn, defaults.virt_type)
+            planned = [
+                plan_node(
+                    session,
+                    ref,
+                    defaults,
+                    backend,
+                    virt_type,
+                    cloud_config,
+                    options.override_keys,
+                    host=name,
+                    volume_dir=lab.volume_dir(view),
+                )
+                for ref in mine
+            ]
+            _preflight(session, view, planned, backend)
+        except UsageError:
+            raise
+        except VnodeError as exc:
+            failed.update(dict.fromkeys((ref.name for ref in mine), _on_host(exc, name, views)))
+            continue
+        backends[name] = backend
+        nodes.extend(planned)
+    _stop_if_contained_nowhere(failed, views, options.all_or_nothing)
+    # Nodes that fail before anything is made still get a plan (for the report).
+    from vnode.images import resolve_distro, warn_end_of_life
+
+    for name in failed:
+        ref = by_ref[name]
+        nodes.append(_stub(ref, resolve_distro(ref.distro or defaults.distro, session), session))
+    order = {ref.name: i for i, ref in enumerate(refs)}
+    nodes.sort(key=lambda node: order[node.name])
+    warn_end_of_life({node.distro.name: node.distro for node in nodes}.values())
+    if not options.fetch:
+        check_images(session, [node for node in nodes if node.name not in failed], views)
+    warm = config.defaults.warm if options.warm is None else options.warm
+    planned_nodes = tuple(node for node in nodes if node.name not in failed)
+    return UpPlan(
+        nodes=tuple(nodes),
+        timeout=defaults.timeout,
+        wait=options.wait,
+        keep_failed=options.keep_failed,
+        fetch=options.fetch,
+        started=started,
+        after=after,
+        hosts=views,
+        backends=backends,
+        failed={name: str(exc) for name, exc in failed.items()},
+        moves=moves,
+        move_backends=_move_backends(session, moves, views),
+        all_or_nothing=options.all_or_nothing,
+        warm=_plan_warm(session, planned_nodes, views, after) if warm else (),
+    )
+
+
+def nothing_made(failed: dict[str, Any]) -> str:
+    """One line for --all-or-nothing: the first host's reason, how many nodes it concerns."""
+    first = next(iter(failed.values()))
+    return f"nothing made (--all-or-nothing): {first}" + (
+        f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    )
+
+
+def _stop_if_contained_nowhere(
+    failed: dict[str, VnodeError], views: dict[str, HostView], all_or_nothing: bool
+) -> None:
+    if not failed:
+        return
+    if all_or_nothing:
+        raise EnvironmentProblem(nothing_made(failed))
+    if not lab.contains_failures(views):
+        raise next(iter(failed.values()))
+
+
+def _on_host(exc: VnodeError, host: str, views: dict[str, HostView]) -> VnodeError:
+    """The error as the node's result says it: naming its host where there are several."""
+    if not lab.contains_failures(views):
+        return exc
+    return EnvironmentProblem(f"host {host}: {exc}")
+
+
+def _placement(
+    refs: list[NodeRef],
+    views: dict[str, HostView],
+    defaults: Defaults,
+    options: UpOptions,
+    failed: dict[str, VnodeError],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each node's host (a node whose host cannot be used goes into ``failed``), and the
+    nodes that move from the host they are on."""
+    reachable = [name for name, view in views.items() if view.problem is None]
+    existing = lab.loads(views)
+    requests = []
+    for ref in refs:
+        pin = ref.host or options.host
+        if pin is not None and pin not in views:
+            raise UsageError(f"{ref.name}: no host {pin!r} in [[hosts]]")
+        for bound in ref.pool.hosts:
+            if bound not in views:
+                raise UsageError(f"pool {ref.pool.stem}: no host {bound!r} in [[hosts]]")
+        target = pin
+        if target is None and ref.name in existing:
+            target = existing[ref.name][0]
+        if target is not None and views[target].problem is not None:
+            failed[ref.name] = EnvironmentProblem(f"host {target}: {views[target].problem}")
+            continue
+        allowed = tuple(h for h in ref.pool.hosts if h in reachable)
+        if ref.pool.hosts and not allowed:
+            failed[ref.name] = EnvironmentProblem(f"no host of pool {ref.pool.stem} answers")
+            continue
+        requests.append(
+            Request(ref.name, defaults.memory, defaults.vcpus, pin=pin, allowed=allowed)
+        )
+    capacity = {
+        name: capacity_of(view.host, view.memory_mib, view.cpus)
+        for name, view in views.items()
+        if view.problem is None
+    }
+    placed = place(requests, reachable, capacity, existing) if requests else {}
+    moves = {
+        name: existing[name][0]
+        for name, host in placed.items()
+        if name in existing and existing[name][0] != host
+    }
+    return placed, moves
+
+
+def _move_backends(
+    session: Session, moves: dict[str, str], views: dict[str, HostView]
+) -> dict[str, NetworkBackend | None]:
+    backends = {}
+    for name, old in moves.items():
+        found = lab.find_node(views, name)
+        network = found[2].network if found is not None else None
+        backends[name] = lab.backend_for(session, views[old], network) if network else None
+    return backends
+
+
+def _preflight(
+    session: Session, view: HostView, nodes: list[NodePlan], backend: NetworkBackend
+) -> None:
+    """What can be known wrong on one host before anything is created or destroyed."""
+    for node in nodes:  # a domain of that name vnode did not make: not ours
+        if hypervisor.lookup(view.conn, node.name) is not None:
+            lab.store_for(session, view, make_pool=False).owned(node.name)
+    if view.host.pool is None:  # QEMU reads the node files in the state directory
+        state = session.config.paths.state.resolve()
+        if state == Path("/root") or Path("/root") in state.parents:
+            raise EnvironmentProblem(
+                f"paths.state {state} is under /root, which the qemu user cannot read"
+            )
+    backend.check(nodes)
+
+
+def check_images(
+    session: Session, nodes: Sequence[NodePlan], views: dict[str, HostView] | None = None
+) -> None:
+    """Every node's image is in the store; QEMU itself reads it where a host uses it in
+    place (a host without a pool), elsewhere vnode uploads it."""
+    # Imported here: the image store pulls in the HTTP client, which `vnode list` never needs.
+    from vnode import images
+    from vnode.disks import unreadable_by_qemu
+
+    in_place = {
+        node.distro
+        for node in nodes
+        if views is None or node.host not in views or views[node.host].host.pool is None
+    }
+    for distro in {node.distro for node in nodes}:
+        image = images.image_path(distro, session.config)
+        if not image.exists():
+            raise EnvironmentProblem(images.missing_message(distro, image, session))
+        if distro in in_place and (problem := unreadable_by_qemu(image)):
+            raise EnvironmentProblem(f"image for {distro.name}: {problem}")
+
+
+def _stub(ref: NodeRef, distro: Any, session: Session) -> NodePlan:
+    """The plan of a node that fails before anything is made: only what its report needs."""
+    return NodePlan(
+        name=ref.name,
+        number=ref.number,
+        pool=ref.pool.stem,
+        mac=ref.mac,
+        distro=distro,
+        memory_mib=1,
+        vcpus=1,
+        disk_gb=1,
+        network="-",
+        virt_type="qemu",
+        node_dir=session.config.paths.nodes / ref.name,
+        host="-",
+    )
+
+
+def run_steps(run: tuple[str, ...], scripts: tuple[str, ...]) -> tuple[RunStep, ...]:
+    """--run commands, then --script files (read now: a missing one is bad input)."""
+    from vnode.remote import command_step, script_step
+
+    return (
+        *(command_step(command) for command in run),
+        *(script_step(path) for path in scripts),
+    )
+
+
+def cloud_config_sources(
+    session: Session, defaults: Defaults, options: UpOptions, refs: list[NodeRef]
+) -> dict[str, tuple[CloudConfigSource, ...]]:
+    """Per pool stem, the user's cloud-config files in merge order: [defaults], the pool's,
+    then the command line's; each file read once."""
+    from vnode.userconfig import PROTECTED_KEYS, read_sources
+
+    unknown = sorted(set(options.override_keys) - set(PROTECTED_KEYS))
+    if unknown:
+        raise UsageError(
+            f"--override-key {unknown[0]}: not one of vnode's keys ({', '.join(PROTECTED_KEYS)})"
+        )
+    common = read_sources(defaults.cloud_config)
+    given = read_sources(options.cloud_config)
+    return {
+        ref.pool.stem: (*common, *read_sources(ref.pool.cloud_config), *given)
+        for ref in {ref.pool.stem: ref for ref in refs}.values()
+    }
+
+
+def _user_cloud_config(
+    ref: NodeRef,
+    distro: str,
+    address: str | None,
+    fqdn: str,
+    sources: tuple[CloudConfigSource, ...],
+    overrides: tuple[str, ...],
+) -> str:
+    """The node's own merged cloud-config; bad input (a vnode key not overridden) stops the
+    plan before anything is made."""
+    if not sources:
+        return ""
+    from vnode.userconfig import check_conflicts, dump, node_values, render_sources
+
+    values = node_values(
+        name=ref.name,
+        number=ref.number,
+        pool=ref.pool.stem,
+        distro=distro,
+        address=address,
+        fqdn=fqdn,
+    )
+    merged = render_sources(sources, values)
+    check_conflicts(merged, overrides)
+    return dump(merged)
+
+
+def plan_node(
+    session: Session,
+    ref: NodeRef,
+    defaults: Defaults,
+    backend: NetworkBackend,
+    virt_type: str,
+    cloud_config: dict[str, tuple[CloudConfigSource, ...]] | None = None,
+    overrides: tuple[str, ...] = (),
+    *,
+    host: str = "local",
+    volume_dir: Path | None = None,
+) -> NodePlan:
+    """One node's plan on one host: distro, NIC, address, cloud-config, console, domain."""
+    from vnode.images import resolve_distro
+
+    distro = resolve_distro(ref.distro or defaults.distro, session)
+    identity = NodeIdentity(name=ref.name, number=ref.number, pool=ref.pool.stem, mac=ref.mac)
+    interface = backend.interface(identity)
+    if not isinstance(interface, Interface):
+        raise EnvironmentProblem(f"network {backend.describe()}: no interface for {ref.name}")
+    plan = NodePlan(
+        name=ref.name,
+        number=ref.number,
+        pool=ref.pool.stem,
+        mac=ref.mac,
+        distro=distro,
+        memory_mib=defaults.memory,
+        vcpus=defaults.vcpus,
+        disk_gb=max(defaults.disk, distro.disk_gb),
+        network=backend.describe(),
+        virt_type=virt_type,  # type: ignore[arg-type]
+        node_dir=session.config.paths.nodes / ref.name,
+        host=host,
+        volume_dir=volume_dir,
+        interface=interface,
+        address=backend.static_address(identity),
+        dns_domain=backend.dns_domain(),
+    )
+    fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
+    user_cloud_config = _user_cloud_config(
+        ref,
+        distro.name,
+        plan.address.ip if plan.address else None,
+        fqdn,
+        (cloud_config or {}).get(ref.pool.stem, ()),
+        overrides,
+    )
+    if user_cloud_config:
+        plan = attrs.evolve(
+            plan, user_cloud_config=user_cloud_config, cloud_config_overrides=tuple(overrides)
+        )
+    context = session.plugin_context(connect=False)
+    console = session.plugins.console_setup(plan, context) or ConsoleSetup(
+        log_path=plan.node_dir / "console.log"
+    )
+    plan = attrs.evolve(plan, console=console)
+    return attrs.evolve(plan, domain_xml=domain_xml(session.plugins, plan))
+
+
+def _plan_warm(
+    session: Session,
+    nodes: tuple[NodePlan, ...],
+    views: dict[str, HostView],
+    after: After,
+) -> tuple[WarmChoice, ...]:
+    """Per node: the template it is cloned from (made first if missing), or cold and why."""
+    from vnode import images, warmstore
+
+    config = session.config
+    versions = warmstore.host_versions(session.conn)
+    made = warmstore.list_templates(config.paths.state)
+    specs: dict[tuple[str, warmstore.Shape], warmstore.TemplateSpec] = {}
+    choices = []
+    for node in nodes:
+        if views[node.host].host.pool is not None:
+            # Templates live in the local state directory; a pool's host has no copy.
+            reason = "warm clones are made only where node files are local, not yet in a pool"
+            choices.append(warmstore.WarmChoice(node.name, None, reason))
+            continue
+        image = images.image_path(node.distro, config)
+        if not image.is_file():
+            reason = "its image is fetched by this command; a template can be made next time"
+            choices.append(warmstore.WarmChoice(node.name, None, reason))
+            continue
+        shape = warmstore.Shape(node.memory_mib, node.vcpus, node.virt_type, node.disk_gb)
+        if (node.distro.name, shape) not in specs:
+            specs[node.distro.name, shape] = warmstore.plan_template(
+                state=config.paths.state,
+                distro=node.distro,
+                image=image,
+                shape=shape,
+                versions=versions,
+                stem=config.pools[0].stem,
+            )
+        choice = warmstore.warm_choice(
+            node,
+            specs[node.distro.name, shape],
+            plugin_adjusted=plugin_adjusted(session.plugins, node),
+            wait_cloud_init=after.wait_cloud_init,
+            others=made,
+        )
+        choices.append(choice)
+    return tuple(choices)
+
+
+def effective_defaults(defaults: Defaults, options: UpOptions) -> Defaults:
+    """The configured defaults with the command's options laid over them."""
+    overrides = {
+        key: value
+        for key in ("distro", "memory", "vcpus", "disk", "timeout", "virt_type", "network")
+        if (value := getattr(options, key)) is not None
+    }
+    try:
+        return attrs.evolve(defaults, **overrides)
+    except (TypeError, ValueError) as exc:
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
+        raise UsageError(f"bad option: {message}") from None
+
+
+def plan_template(
+    distro: str, options: UpOptions | None = None, *, session: Session
+) -> TemplateSpec:
+    """Decide the warm template of ``distro`` in the shape the options (or the configured
+    defaults) give; nothing is made. Bad input is a UsageError, a missing image an
+    EnvironmentProblem."""
+    from vnode import images, warmstore
+    from vnode.disks import unreadable_by_qemu
+
+    options = options or UpOptions()
+    config = session.config
+    defaults = effective_defaults(config.defaults, attrs.evolve(options, distro=distro))
+    resolved = images.resolve_distro(defaults.distro, session)
+    virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
+    image = images.image_path(resolved, config)
+    if not image.exists():
+        raise EnvironmentProblem(images.missing_message(resolved, image, session))
+    if problem := unreadable_by_qemu(image):
+        raise EnvironmentProblem(f"image for {resolved.name}: {problem}")
+    shape = warmstore.Shape(
+        memory_mib=defaults.memory,
+        vcpus=defaults.vcpus,
+        virt_type=virt_type,  # type: ignore[arg-type]
+        disk_gb=max(defaults.disk, resolved.disk_gb),
+    )
+    return warmstore.plan_template(
+        state=config.paths.state,
+        distro=resolved,
+        image=image,
+        shape=shape,
+        versions=warmstore.host_versions(session.conn),
+        stem=config.pools[0].stem,
+    )

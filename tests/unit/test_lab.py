@@ -1,0 +1,39 @@
+"""vnode.lab's pure parts: how a host's nodes are reached, and when a host's failure is
+contained. (Surveying hosts needs libvirt: tests/integration/test_two_hosts.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vnode.config import build_config
+from vnode.hosts import Host
+from vnode.lab import HostView, contains_failures, jump_for
+from vnode.session import Session
+
+
+def _backend(tmp_path: Path, network: str):
+    session = Session.for_config(build_config({"paths": {"state": str(tmp_path)}}))
+    return session.plugins.network_backend(network, session.plugin_context(connect=False))
+
+
+def test_a_remote_hosts_private_network_is_reached_through_the_host(tmp_path: Path) -> None:
+    libvirt = _backend(tmp_path, "libvirt:vnode")
+    local = HostView(host=Host(name="hv1"), index=0)
+    assert jump_for(local, libvirt) is None
+    remote = HostView(host=Host(name="hv2", uri="qemu+ssh://admin@hv2.lab:2222/system"), index=1)
+    jump = jump_for(remote, libvirt)
+    assert jump is not None
+    assert (jump.user, jump.host, jump.port) == ("admin", "hv2.lab", 2222)
+
+
+def test_a_site_network_is_reached_directly_even_on_a_remote_host(tmp_path: Path) -> None:
+    remote = HostView(host=Host(name="hv2", uri="qemu+ssh://admin@hv2.lab/system"), index=1)
+    assert jump_for(remote, _backend(tmp_path, "bridge:br0")) is None
+    assert jump_for(remote, None) is None  # the network's plugin is gone: no way to know
+
+
+def test_a_hosts_failure_is_contained_only_where_other_hosts_go_on() -> None:
+    one = {"local": HostView(host=Host(name="local", pool=None), index=0)}
+    two = {**one, "hv2": HostView(host=Host(name="hv2", uri="qemu+ssh://hv2/system"), index=1)}
+    assert not contains_failures(one)
+    assert contains_failures(two)
