@@ -53,6 +53,7 @@ class Session:
     _catalog_update: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     # With [[hosts]]: one connection per host name, opened by vnode.fleet.
     host_connections: dict[str, Any] = attrs.field(factory=dict)
+    _noted: set[str] = attrs.field(factory=set, init=False)
 
     @classmethod
     def open(cls, files: list[Path] | None = None) -> Session:
@@ -61,8 +62,8 @@ class Session:
 
         Plugins (less those the config disables) are loaded on first use, and only then can
         they say whether a section the core does not own is theirs: a quick command such as
-        ``vnode list`` needs no plugin and does not pay for loading them. A command that uses plugins
-        touches them while planning, before it creates anything.
+        ``vnode list`` needs no plugin and does not pay for loading them. A command that uses
+        plugins touches them while planning, before it creates anything.
         """
         raw = read_config(files)
         disabled = raw.disabled_plugins()
@@ -143,6 +144,13 @@ class Session:
         if self._connection is None:
             self._connection = hypervisor.connect(self.config.defaults.uri)
         return self._connection
+
+    def note_once(self, key: str) -> bool:
+        """True the first time a command asks about ``key``: a warning that holds for the
+        whole command (a stale catalog) is said once, not once per node."""
+        first = key not in self._noted
+        self._noted.add(key)
+        return first
 
     def client_key(self) -> ClientKey:
         return client_key(self.config.paths.ssh, self.config.ssh.key)
