@@ -481,12 +481,22 @@ def plugins_list(json: bool = False) -> int:
 
 
 @images_app.command(name="list")
-def images_list(json: bool = False) -> int:
+def images_list(json: bool = False, names: bool = False) -> int:
     """Per distro the plugins know: latest / one-but-last / end of life, whether its image is
-    present, its size, how it was verified, and where `fetch` gets it."""
+    present, its size, how it was verified, and where `fetch` gets it.
+
+    Parameters
+    ----------
+    names
+        Only the names `up` and `fetch` take, one a line (`fedora`, `fedora~1`, `f45`, ...),
+        for shell completion and scripts.
+    """
     from vnode import api
     from vnode.progress import format_table
 
+    if names:
+        print("\n".join(api.distro_names()))
+        return 0
     entries = api.list_images()
     if json:
         _emit_json([e.to_dict() for e in entries])
@@ -891,6 +901,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vnode: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `vnode list | head`: the reader has what it wanted. Python would complain again
+        # when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return code if isinstance(code, int) else 0
 
 
