@@ -256,6 +256,13 @@ def list_images(session: Session | None = None) -> list[ImageEntry]:
         return images.list_images(own)
 
 
+def distro_names(session: Session | None = None) -> list[str]:
+    """Every distro name the plugins list, family aliases (``fedora``, ``fedora~1``)
+    included; no network."""
+    with _session(session) as own:
+        return list(dict.fromkeys(own.plugins.distro_names()))
+
+
 def fetch_images(
     names: list[str],
     *,

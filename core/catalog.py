@@ -24,6 +24,9 @@ from vnode.model import Distro
 
 Role = Literal["latest", "one-but-last", "end of life", ""]
 
+# `fedora~1`: the family's one-but-last release (the users' matrix is "last and one-but-last").
+PREVIOUS_SUFFIX = "~1"
+
 CACHE_FILE = "catalog.json"
 CACHE_VERSION = 1
 METADATA_TIMEOUT = 10.0  # seconds: a catalog refresh must never hold a command for long
@@ -39,7 +42,8 @@ class Catalog:
     """One family's releases. ``latest`` and ``previous`` are canonical names in ``releases``.
 
     ``origin`` says where the table came from ("built-in", or upstream's metadata URL) and
-    ``fetched`` when (ISO date-time, UTC), for ``vnode images list``.
+    ``fetched`` when (ISO date-time, UTC; for a built-in table, the day it was written), for
+    ``vnode images list`` and for deciding when a family alias needs a refresh.
     """
 
     family: str
@@ -50,16 +54,32 @@ class Catalog:
     fetched: str | None = None
 
     def resolve(self, name: str) -> Distro | None:
-        wanted = name.lower()
-        if wanted in (self.family, "latest-" + self.family):
-            wanted = self.latest
+        wanted = self.moving_aliases().get(name.lower(), name.lower())
         for distro in self.releases:
             if wanted == distro.name or wanted in distro.aliases:
                 return distro
         return None
 
+    def moving_aliases(self) -> dict[str, str]:
+        """The names that follow upstream's releases, and the release each means today:
+        ``fedora`` (and ``latest-fedora``) the latest, ``fedora~1`` the one-but-last."""
+        aliases = {self.family: self.latest, f"latest-{self.family}": self.latest}
+        if self.previous is not None:
+            aliases[self.family + PREVIOUS_SUFFIX] = self.previous
+        return aliases
+
+    def moving_names(self) -> list[str]:
+        """The aliases ``vnode images list`` and completion show: ``fedora``, ``fedora~1``."""
+        return [self.family] + ([self.family + PREVIOUS_SUFFIX] if self.previous else [])
+
     def names(self) -> list[str]:
-        return [self.family, *(d.name for d in self.releases)]
+        return [*self.moving_names(), *(d.name for d in self.releases)]
+
+    def age(self, now: datetime.datetime | None = None) -> datetime.timedelta | None:
+        """How old the table is: since it was fetched, or since the built-in table's date."""
+        if self.fetched is None:
+            return None
+        return (now or utcnow()) - datetime.datetime.fromisoformat(self.fetched)
 
     def role(self, distro: Distro) -> Role:
         if distro.name == self.latest:
@@ -157,9 +177,7 @@ class CachedCatalogs:
 
     def age(self, family: str, now: datetime.datetime | None = None) -> datetime.timedelta | None:
         known = self.catalogs.get(family)
-        if known is None or known.fetched is None:
-            return None
-        return (now or utcnow()) - datetime.datetime.fromisoformat(known.fetched)
+        return known.age(now) if known is not None else None
 
     def attempted_within(self, span: datetime.timedelta) -> bool:
         if self.last_attempt is None:

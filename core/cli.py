@@ -14,6 +14,7 @@ from cyclopts import App, Parameter
 
 from vnode import __version__
 from vnode.errors import VnodeError
+from vnode.launch import HELP_FORMS
 
 app = App(
     name="vnode",
@@ -480,12 +481,22 @@ def plugins_list(json: bool = False) -> int:
 
 
 @images_app.command(name="list")
-def images_list(json: bool = False) -> int:
+def images_list(json: bool = False, names: bool = False) -> int:
     """Per distro the plugins know: latest / one-but-last / end of life, whether its image is
-    present, its size, how it was verified, and where `fetch` gets it."""
+    present, its size, how it was verified, and where `fetch` gets it.
+
+    Parameters
+    ----------
+    names
+        Only the names `up` and `fetch` take, one a line (`fedora`, `fedora~1`, `f45`, ...),
+        for shell completion and scripts.
+    """
     from vnode import api
     from vnode.progress import format_table
 
+    if names:
+        print("\n".join(api.distro_names()))
+        return 0
     entries = api.list_images()
     if json:
         _emit_json([e.to_dict() for e in entries])
@@ -848,13 +859,38 @@ def _add_plugin_commands(tokens: list[str]) -> None:
         core_words.add(name)
 
 
+def _print_help(tokens: list[str]) -> int:
+    """The top-level help, kept for the console script's next ``vnode --help``."""
+    import io
+
+    from rich.console import Console
+
+    from vnode.launch import store_help
+
+    terminal = Console()  # where cyclopts would print: stdout, as it is
+    buffer = io.StringIO()
+    capture = Console(
+        file=buffer,
+        force_terminal=terminal.is_terminal,
+        width=terminal.width,
+        color_system=terminal.color_system,  # type: ignore[arg-type]
+        no_color=terminal.no_color,
+    )
+    app.help_print([], console=capture)
+    sys.stdout.write(buffer.getvalue())
+    store_help(tokens, buffer.getvalue())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     tokens = _remote_command_verbatim(argv if argv is not None else sys.argv[1:])
     try:
         _add_plugin_commands(tokens)
         # A bare `vnode` shows what it can do rather than complaining that no node was named.
-        code = app(tokens or ["--help"], result_action="return_value")
+        if tokens in HELP_FORMS:
+            return _print_help(tokens)
+        code = app(tokens, result_action="return_value")
     except cyclopts.CycloptsError as exc:
         message = " ".join(str(exc).split())
         print(f"vnode: {message}", file=sys.stderr)
@@ -865,6 +901,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vnode: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `vnode list | head`: the reader has what it wanted. Python would complain again
+        # when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return code if isinstance(code, int) else 0
 
 

@@ -27,6 +27,11 @@ NODE_COMMANDS = (
 )
 # Options whose value is a file.
 FILE_OPTIONS = ("--cloud-config", "--script")
+# Where a distro name goes: these options' values, these commands' arguments, and after the
+# `:` of a node spec (`vnode 3:fe<Tab>`). Names come from `vnode images list --names`:
+# `fedora`, `fedora~1` and the releases the catalogs know then.
+DISTRO_OPTIONS = ("--distro", "-d")
+DISTRO_COMMANDS = ("images fetch", "images show", "images build", "template make")
 
 
 def command_tree(app: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -81,6 +86,8 @@ declare -gA _vnode_subs=(
 _vnode_commands="{_words(commands)}"
 _vnode_node_commands=" {_words(node_commands)} "
 _vnode_file_options=" {_words(list(FILE_OPTIONS))} "
+_vnode_distro_options=" {_words(list(DISTRO_OPTIONS))} "
+_vnode_distro_commands="|{"|".join(DISTRO_COMMANDS)}|"
 
 _vnode() {{
     local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}} key="" w i
@@ -97,6 +104,9 @@ _vnode() {{
         COMPREPLY=($(compgen -W "$_vnode_commands --help --version" -- "$cur"))
     elif [[ $_vnode_file_options == *" $prev "* ]]; then
         COMPREPLY=($(compgen -f -- "$cur"))
+    elif [[ $_vnode_distro_options == *" $prev "* || $prev == ":" \
+            || ($cur != -* && $_vnode_distro_commands == *"|$key|"*) ]]; then
+        COMPREPLY=($(compgen -W "$(vnode images list --names 2>/dev/null)" -- "$cur"))
     elif [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "${{_vnode_opts[$key]}}" -- "$cur"))
     elif [[ -n ${{_vnode_subs[$key]+x}} ]]; then
@@ -124,6 +134,8 @@ _vnode() {{
     )
     local commands="{_words(commands)}" node_commands=" {_words(node_commands)} "
     local file_options=" {_words(list(FILE_OPTIONS))} "
+    local distro_options=" {_words(list(DISTRO_OPTIONS))} "
+    local distro_commands="|{"|".join(DISTRO_COMMANDS)}|"
     local key="" w i
     for ((i = 2; i < CURRENT; i++)); do
         w=${{words[i]}}
@@ -138,6 +150,12 @@ _vnode() {{
         compadd -- ${{=commands}} --help --version
     elif [[ $file_options == *" ${{words[CURRENT-1]}} "* ]]; then
         _files
+    elif [[ $distro_options == *" ${{words[CURRENT-1]}} "* ]] \
+            || [[ $PREFIX != -* && $distro_commands == *"|$key|"* ]]; then
+        compadd -- ${{(f)"$(vnode images list --names 2>/dev/null)"}}
+    elif [[ $PREFIX == [^-]*:* ]]; then
+        compset -P '*:'
+        compadd -- ${{(f)"$(vnode images list --names 2>/dev/null)"}}
     elif [[ $PREFIX == -* ]]; then
         compadd -- ${{=opts[$key]}}
     elif (( ${{+subs[$key]}} )); then

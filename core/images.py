@@ -304,33 +304,51 @@ def refresh_catalogs(
     return sorted(outcomes, key=lambda o: o.family), failures
 
 
-def resolve_distro(name: str, session: Session) -> Distro:
-    """The Distro for ``name``; a name no catalog knows first refreshes the catalogs from
-    upstream (with ``[images] auto_refresh``, at most once an hour), a new release may
-    have appeared since the last refresh."""
+def resolve_distro(name: str, session: Session, *, for_download: bool = False) -> Distro:
+    """The Distro for ``name``, from a catalog no older than ``[images]
+    catalog_max_age_days`` where it matters: a family alias (``fedora``, ``fedora~1``) moves
+    with upstream's releases, and a download (``for_download``) wants upstream's current
+    files. A stale or missing catalog is refreshed first (with ``[images] auto_refresh``, at
+    most once an hour, so an offline host does not try at every command); a name no catalog
+    knows refreshes too, a new release may have appeared. Offline, the alias answers from the
+    cache or the built-in table and says once per command how old that is.
+
+    Every command resolves through here once, and plans, fetches and templates use the Distro
+    it returns: `up --fetch` downloads the release it planned."""
     distro = session.plugins.find_distro(name)
-    if distro is None and _may_refresh(session):
+    family = _catalog_of(session, distro.family) if distro is not None else None
+    moving = family is not None and name.lower() in family.moving_aliases()
+    wanted = distro is None or ((moving or for_download) and _stale(session, family))
+    if wanted and _may_refresh(session):
         _refresh_quietly(session)
         distro = session.plugins.find_distro(name)
+        family = _catalog_of(session, distro.family) if distro is not None else None
     if distro is None:
         return session.plugins.resolve_distro(name)  # raises, listing the names known
+    if moving and _stale(session, family) and session.note_once(f"stale catalog {distro.family}"):
+        log.warning(
+            f"the {distro.family} catalog is {_age_text(family)}: `{name}` means {distro.name}",
+            fix="vnode images refresh",
+        )
     return distro
 
 
-def refresh_if_stale(distros: Iterable[Distro], session: Session) -> None:
-    """Before downloading: refresh when a family's cached catalog is older than
-    ``[images] catalog_max_age_days`` (or there is none), so `fetch` gets current files."""
-    if not _may_refresh(session):
-        return
-    cached = session.catalog_cache
-    limit = datetime.timedelta(days=session.config.images.catalog_max_age_days)
-    ages = [cached.age(d.family) for d in distros if d.family in _followed_families(session)]
-    if any(age is None or age > limit for age in ages):
-        _refresh_quietly(session)
+def _catalog_of(session: Session, family: str) -> Catalog | None:
+    return {c.family: c for c in session.plugins.distro_catalogs()}.get(family)
 
 
-def _followed_families(session: Session) -> set[str]:
-    return {c.family for c in session.plugins.distro_catalogs()}
+def _stale(session: Session, family: Catalog | None) -> bool:
+    if family is None:
+        return False  # a plugin that keeps no catalog: nothing to refresh
+    age = family.age()
+    return age is None or age > datetime.timedelta(days=session.config.images.catalog_max_age_days)
+
+
+def _age_text(family: Catalog | None) -> str:
+    age = family.age() if family is not None else None
+    if age is None:
+        return "undated"
+    return "1 day old" if age.days == 1 else f"{age.days} days old"
 
 
 def _may_refresh(session: Session) -> bool:
@@ -366,13 +384,23 @@ def fetch_images(
     Unknown or undownloadable distros are a UsageError before any download starts; a failed
     download is reported in its outcome and leaves the store as it was.
     """
+    distros = [resolve_distro(name, session, for_download=True) for name in names]
+    warn_end_of_life(_unique(distros))
+    return fetch_distros(distros, session, force=force, reporter=reporter)
+
+
+def fetch_distros(
+    distros: Iterable[Distro],
+    session: Session,
+    *,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> list[FetchOutcome]:
+    """:func:`fetch_images` for distros already resolved (``up --fetch`` downloads exactly
+    what it planned)."""
     config = session.config
     reporter = reporter or SilentReporter()
-    distros = _unique(resolve_distro(name, session) for name in names)
-    refresh_if_stale(distros, session)
-    # The refresh may have moved a family alias (`fedora`) to a new release.
-    distros = _unique(resolve_distro(name, session) for name in names)
-    warn_end_of_life(distros)
+    distros = _unique(distros)
     for distro in distros:
         if not fetch.downloadable(distro):
             raise UsageError(
@@ -398,10 +426,10 @@ def ensure_images(
     distros: Iterable[Distro], session: Session, reporter: Reporter | None = None
 ) -> None:
     """Fetch the images that are missing (``up --fetch``); the first failure is raised."""
-    missing = [d.name for d in _unique(distros) if not image_path(d, session.config).exists()]
+    missing = [d for d in _unique(distros) if not image_path(d, session.config).exists()]
     if not missing:
         return
-    failed = [o for o in fetch_images(missing, session, reporter=reporter) if o.detail]
+    failed = [o for o in fetch_distros(missing, session, reporter=reporter) if o.detail]
     if failed:
         raise fetch.FetchError(f"fetching {failed[0].distro} failed: {failed[0].detail}")
 

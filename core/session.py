@@ -53,6 +53,7 @@ class Session:
     _catalog_update: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     # One connection per host of the lab, by name (vnode.lab opens them).
     host_connections: dict[str, Any] = attrs.field(factory=dict)
+    _noted: set[str] = attrs.field(factory=set, init=False)
 
     @classmethod
     def open(cls, files: list[Path] | None = None) -> Session:
@@ -154,6 +155,13 @@ class Session:
             conn = hypervisor.connect(uri)
             self.host_connections[name] = conn
         return conn
+
+    def note_once(self, key: str) -> bool:
+        """True the first time a command asks about ``key``: a warning that holds for the
+        whole command (a stale catalog) is said once, not once per node."""
+        first = key not in self._noted
+        self._noted.add(key)
+        return first
 
     def client_key(self) -> ClientKey:
         return client_key(self.config.paths.ssh, self.config.ssh.key)

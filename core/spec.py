@@ -14,7 +14,7 @@ _SPEC = re.compile(
     r"^(?P<stem>[A-Za-z][A-Za-z0-9-]*?)?(?P<digits>\d+)(?:-(?P<last>\d+))?"
     r"(?::(?P<distro>[^:@]*))?(?:@(?P<host>[A-Za-z][A-Za-z0-9_.-]*))?$"
 )
-_DISTRO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_DISTRO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")  # `~`: fedora~1
 
 
 @attrs.frozen

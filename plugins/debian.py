@@ -32,9 +32,11 @@ from vnode.plugin import (
 FAMILY = "debian"
 ROOT = "https://cloud.debian.org/images/cloud"
 _BASE = ROOT + "/{codename}/latest"
-# The built-in table, as of 2026-11-24.
+# The built-in table, as of TABLE_DATE.
+TABLE_DATE = "2026-12-07T00:00:00+00:00"
 _RELEASES = {"11": "bullseye", "12": "bookworm", "13": "trixie"}
 LATEST = "d13"
+LATEST_RELEASED = "2025-08-09"  # Debian 13's release day
 PREVIOUS = "d12"
 _END_OF_LIFE = {"9", "10", "11"}  # Debian 11's LTS ended 2026-08-31
 _IMAGE = re.compile(r"debian-(\d+)-genericcloud-amd64\.qcow2")
@@ -63,6 +65,7 @@ BUILT_IN = catalog(
     LATEST,
     (debian(n, c, end_of_life=n in _END_OF_LIFE) for n, c in _RELEASES.items()),
     previous=PREVIOUS,
+    fetched=TABLE_DATE,
 )
 
 

@@ -8,15 +8,19 @@ mirrors for ``archives.fedoraproject.org`` some weeks or months after its end of
 fixed day: every release therefore has both places, the likelier first, and ``fetch`` tries
 the other on a 404 (and remembers which answered).
 
-``f<N>`` resolves for every release from MIN_RELEASE to the latest; a release whose compose
-is not known keeps a file-name pattern that ``vnode images fetch`` fills in from the
-release's index page and CHECKSUM file.
+``f<N>`` resolves for every release from MIN_RELEASE to the latest. The image URL of a
+release releases.json lists is the ``link`` it gives (Fedora has renamed its images before);
+the rule that builds a file name from the compose is only for releases it no longer lists,
+and a release whose compose is not known keeps a file-name pattern that ``vnode images
+fetch`` fills in from the release's index page and CHECKSUM file.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+
+import attrs
 
 from vnode.plugin import (
     Catalog,
@@ -30,9 +34,11 @@ from vnode.plugin import (
 
 FAMILY = "fedora"
 METADATA_URL = "https://fedoraproject.org/releases.json"
-# The built-in table, as of 2026-11-24: what answers offline before the first refresh.
-LATEST = 44
-PREVIOUS = 43
+# The built-in table, as of TABLE_DATE: what answers offline before the first refresh.
+TABLE_DATE = "2026-12-07T00:00:00+00:00"
+LATEST = 45
+LATEST_RELEASED = "2026-11-04"  # its GA images' date
+PREVIOUS = 44
 # The first release published under releases/N/Cloud/x86_64/images (27 and older used
 # CloudImages/), as qcow2 with a CHECKSUM file.
 MIN_RELEASE = 28
@@ -78,13 +84,20 @@ def fedora(
     on_mirrors: bool,
     end_of_life: bool,
     sha256: str | None = None,
+    link: str | None = None,
 ) -> Distro:
+    """A release; ``link``, where releases.json gives it, is the image's URL on the mirrors
+    (its CHECKSUM file beside it), and the archive keeps the same file name."""
     image = image_file(number, compose) if compose else _image_pattern(number)
+    if link is not None:
+        image = link.rsplit("/", 1)[1]
     checksum = checksum_file(number, compose or "*")
     mirrors, archive = (
         Location(f"{base.format(n=number)}/{image}", f"{base.format(n=number)}/{checksum}")
         for base in (_MIRRORS, _ARCHIVE)
     )
+    if link is not None:
+        mirrors = Location(link, f"{link.rsplit('/', 1)[0]}/{checksum}")
     first, other = (mirrors, archive) if on_mirrors else (archive, mirrors)
     return Distro(
         name=f"f{number}",
@@ -103,17 +116,31 @@ def fedora(
     )
 
 
-def _table(
-    latest: int, previous: int, current: Mapping[int, tuple[str, str | None]]
-) -> list[Distro]:
-    """Every release from MIN_RELEASE to ``latest``; ``current`` ones (compose, sha256) are
-    on the mirrors and supported, older ones past their end of life and likely archived."""
+@attrs.frozen
+class Listed:
+    """A release as releases.json lists it (or the built-in table, which has no link)."""
+
+    compose: str | None
+    sha256: str | None = None
+    link: str | None = None
+
+
+def _table(latest: int, previous: int, current: Mapping[int, Listed]) -> list[Distro]:
+    """Every release from MIN_RELEASE to ``latest``; ``current`` ones are on the mirrors and
+    supported, older ones past their end of life and likely archived."""
     releases = []
     for number in range(MIN_RELEASE, latest + 1):
         if number in current:
-            compose, sha256 = current[number]
+            listed = current[number]
             releases.append(
-                fedora(number, compose, on_mirrors=True, end_of_life=False, sha256=sha256)
+                fedora(
+                    number,
+                    listed.compose,
+                    on_mirrors=True,
+                    end_of_life=False,
+                    sha256=listed.sha256,
+                    link=listed.link,
+                )
             )
         else:
             supported = number >= previous
@@ -128,8 +155,9 @@ def _table(
 BUILT_IN = catalog(
     FAMILY,
     f"f{LATEST}",
-    _table(LATEST, PREVIOUS, {n: (COMPOSES[n], None) for n in (LATEST, PREVIOUS)}),
+    _table(LATEST, PREVIOUS, {n: Listed(COMPOSES.get(n)) for n in (LATEST, PREVIOUS)}),
     previous=f"f{PREVIOUS}",
+    fetched=TABLE_DATE,
 )
 
 
@@ -137,7 +165,7 @@ def parse_releases_json(data: object, origin: str) -> Catalog:
     """Fedora's releases.json as a catalog; pre-releases ("45 Beta") are left out."""
     if not isinstance(data, list):
         raise CatalogError(f"{origin}: expected a list of releases")
-    current: dict[int, tuple[str, str | None]] = {}
+    current: dict[int, Listed] = {}
     for entry in data:
         if not isinstance(entry, dict):
             raise CatalogError(f"{origin}: an entry is not an object")
@@ -159,7 +187,9 @@ def parse_releases_json(data: object, origin: str) -> Catalog:
         sha256 = entry.get("sha256")
         if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(sha256)):
             raise CatalogError(f"{origin}: release {number}: {sha256!r} is not a sha256")
-        current[number] = (compose, sha256)
+        if not link.startswith("https://") or ".." in link.split("/"):
+            raise CatalogError(f"{origin}: release {number}: odd image link {link!r}")
+        current[number] = Listed(compose, sha256, link)
     if not current:
         raise CatalogError(f"{origin}: no released x86_64 Cloud Base qcow2 is listed")
     latest, *older = sorted(current, reverse=True)
@@ -189,7 +219,7 @@ def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
     shown = {table.latest, table.previous} | {
         d.name for d in table.releases if int(d.release) in COMPOSES
     }
-    return [FAMILY, *sorted(n for n in shown if n)]
+    return [*table.moving_names(), *sorted(n for n in shown if n)]
 
 
 @hookimpl(trylast=True)

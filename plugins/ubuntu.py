@@ -30,7 +30,8 @@ FAMILY = "ubuntu"
 ROOT = "https://cloud-images.ubuntu.com/releases"
 METADATA_URL = f"{ROOT}/streams/v1/com.ubuntu.cloud:released:download.json"
 _STABLE = ROOT + "/{v}/release"
-# The built-in table, as of 2026-11-24: LTS releases and their codenames.
+# The built-in table, as of TABLE_DATE: LTS releases and their codenames.
+TABLE_DATE = "2026-12-07T00:00:00+00:00"
 _LTS = {
     "18.04": "bionic",
     "20.04": "focal",
@@ -39,6 +40,7 @@ _LTS = {
     "26.04": "resolute",
 }
 LATEST = "u26.04"
+LATEST_RELEASED = "2026-04-23"  # an LTS comes every second April
 PREVIOUS = "u24.04"
 _END_OF_LIFE = {"18.04", "20.04"}  # standard support ended (2023-05, 2025-05)
 _PRODUCT = re.compile(r"com\.ubuntu\.cloud:server:(\d\d\.\d\d):amd64")
@@ -82,6 +84,7 @@ BUILT_IN = catalog(
     LATEST,
     (ubuntu(v, c, end_of_life=v in _END_OF_LIFE) for v, c in _LTS.items()),
     previous=PREVIOUS,
+    fetched=TABLE_DATE,
 )
 
 

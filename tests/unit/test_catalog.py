@@ -10,8 +10,10 @@ and verified (and the place remembered); metadata that lies about a checksum sto
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,9 @@ from vnode.catalog import cache_path, load_cache
 from vnode.config import build_config
 from vnode.errors import UsageError
 from vnode.session import Session
+from vnode_plugins import debian as debian_plugin
+from vnode_plugins import fedora as fedora_plugin
+from vnode_plugins import ubuntu as ubuntu_plugin
 
 FEDORA_TREE = "/fedora/pub/fedora/linux/releases"
 FEDORA_ARCHIVE = "/fedora/pub/archive/fedora/linux/releases"
@@ -71,9 +76,9 @@ def _publish_fedora(site: Mirror, tree: str, version: str, compose: str, body: b
     return f"{directory}/{name}"
 
 
-def _fedora_metadata_for(site: Mirror, body: bytes, version: str = "45") -> None:
+def _fedora_metadata_for(site: Mirror, body: bytes, version: str = "46") -> None:
     """releases.json whose sha256 for ``version`` is ``body``'s, as upstream's would be."""
-    entries = releases_json({version: "1.3", "44": "1.7"})
+    entries = releases_json({version: "1.3", "45": "1.7"})
     for entry in entries:
         if entry["version"] == version and entry["link"].endswith(".qcow2"):
             entry["sha256"] = hashlib.sha256(body).hexdigest()
@@ -87,22 +92,22 @@ def test_a_new_fedora_release_becomes_fedora_after_a_refresh_and_a_beta_never(
     site: Mirror, tmp_path: Path
 ) -> None:
     session = _session(tmp_path, site.url)
-    assert session.plugins.resolve_distro("fedora").name == "f44"  # built-in, before
-    _serve_fedora(site, {"45": "1.3", "44": "1.7"}, beta="46")
+    assert session.plugins.resolve_distro("fedora").name == "f45"  # built-in, before
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"}, beta="47")
     outcomes, failures = images.refresh_catalogs(session)
     assert failures == [
         f"debian: {site.url}/debian/images/cloud/: no release directories listed",
         f"ubuntu: {site.url}{UBUNTU_STREAM}: HTTP 404 Not Found",
     ]
-    assert [(o.family, o.latest, o.previous) for o in outcomes] == [("fedora", "f45", "f44")]
-    assert session.plugins.resolve_distro("fedora").name == "f45"
-    with pytest.raises(UsageError, match="unknown distro 'f46'"):
-        session.plugins.resolve_distro("f46")
+    assert [(o.family, o.latest, o.previous) for o in outcomes] == [("fedora", "f46", "f45")]
+    assert session.plugins.resolve_distro("fedora").name == "f46"
+    with pytest.raises(UsageError, match="unknown distro 'f47'"):
+        session.plugins.resolve_distro("f47")
     # Another command (a new session) reads the cache: no network needed.
     later = _session(tmp_path, "http://127.0.0.1:9", auto_refresh=False)
     assert later.plugins.resolve_distro("fedora").image_url == (
-        "https://download.fedoraproject.org/pub/fedora/linux/releases/45/Cloud/x86_64/images/"
-        "Fedora-Cloud-Base-Generic-45-1.3.x86_64.qcow2"
+        "https://download.fedoraproject.org/pub/fedora/linux/releases/46/Cloud/x86_64/images/"
+        "Fedora-Cloud-Base-Generic-46-1.3.x86_64.qcow2"
     )
 
 
@@ -162,27 +167,27 @@ def test_bad_metadata_is_a_clear_error_and_keeps_the_cached_catalog(
     site: Mirror, tmp_path: Path, fault: str, message: str
 ) -> None:
     session = _session(tmp_path, site.url)
-    _serve_fedora(site, {"45": "1.3", "44": "1.7"})
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"})
     images.refresh_catalogs(session)
     cached = cache_path(session.config.paths.state)
     good = json.loads(cached.read_text())["catalogs"]["fedora"]
-    good_body = json.dumps(releases_json({"46": "1.1", "45": "1.3"}))
+    good_body = json.dumps(releases_json({"47": "1.1", "46": "1.3"}))
     if fault == "missing":
         site.remove("/fedora/releases.json")
     elif fault == "truncated":
         site.put("/fedora/releases.json", good_body, mode="truncate", cut=len(good_body) // 2)
     elif fault == "malformed":
-        site.put("/fedora/releases.json", "[{'version': 46,")
+        site.put("/fedora/releases.json", "[{'version': 47,")
     elif fault == "not-fedora":
         site.put("/fedora/releases.json", json.dumps({"releases": []}))
     else:
-        site.put("/fedora/releases.json", json.dumps(releases_json({}, beta="46")))
+        site.put("/fedora/releases.json", json.dumps(releases_json({}, beta="47")))
     outcomes, failures = images.refresh_catalogs(session)
     assert "fedora" not in {o.family for o in outcomes}
     [fedora_failure] = [f for f in failures if f.startswith("fedora: ")]
     assert message in fedora_failure and "releases.json" in fedora_failure
     assert json.loads(cached.read_text())["catalogs"]["fedora"] == good
-    assert session.plugins.resolve_distro("fedora").name == "f45"
+    assert session.plugins.resolve_distro("fedora").name == "f46"
 
 
 def test_offline_the_cache_answers_then_the_built_in_table(site: Mirror, tmp_path: Path) -> None:
@@ -193,28 +198,28 @@ def test_offline_the_cache_answers_then_the_built_in_table(site: Mirror, tmp_pat
     outcomes, failures = images.refresh_catalogs(fresh)
     assert outcomes == [] and len(failures) == 3
     assert all("Connection refused" in line for line in failures)
-    assert fresh.plugins.resolve_distro("fedora").name == "f44"  # the built-in table
+    assert fresh.plugins.resolve_distro("fedora").name == "f45"  # the built-in table
 
-    _serve_fedora(site, {"45": "1.3", "44": "1.7"})
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"})
     images.refresh_catalogs(_session(tmp_path, site.url))
     offline = _session(tmp_path, dead)
     images.refresh_catalogs(offline)
-    assert offline.plugins.resolve_distro("fedora").name == "f45"  # the cache
+    assert offline.plugins.resolve_distro("fedora").name == "f46"  # the cache
 
 
 def test_an_unknown_name_refreshes_once_unless_auto_refresh_is_off(
     site: Mirror, tmp_path: Path
 ) -> None:
-    _serve_fedora(site, {"45": "1.3", "44": "1.7"})
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"})
     manual = _session(tmp_path / "manual", site.url, auto_refresh=False)
-    with pytest.raises(UsageError, match="unknown distro 'f45'"):
-        images.resolve_distro("f45", manual)
+    with pytest.raises(UsageError, match="unknown distro 'f46'"):
+        images.resolve_distro("f46", manual)
     assert site.requests_for("/fedora/releases.json") == []
     automatic = _session(tmp_path, site.url)
-    assert images.resolve_distro("f45", automatic).name == "f45"
+    assert images.resolve_distro("f46", automatic).name == "f46"
     assert len(site.requests_for("/fedora/releases.json")) == 1
-    with pytest.raises(UsageError, match="unknown distro 'f47'"):
-        images.resolve_distro("f47", automatic)  # tried within the hour: not again
+    with pytest.raises(UsageError, match="unknown distro 'f48'"):
+        images.resolve_distro("f48", automatic)  # tried within the hour: not again
     assert len(site.requests_for("/fedora/releases.json")) == 1
 
 
@@ -228,22 +233,22 @@ def test_a_release_moved_to_the_archive_is_fetched_verified_and_the_place_rememb
     _fedora_metadata_for(site, blobs["a"])
     images.refresh_catalogs(session)
     # The metadata still says "on the mirrors"; the file is in the archive already.
-    image = _publish_fedora(site, FEDORA_ARCHIVE, "45", "1.3", blobs["a"])
+    image = _publish_fedora(site, FEDORA_ARCHIVE, "46", "1.3", blobs["a"])
     [outcome] = images.fetch_images(["fedora"], session)
-    assert (outcome.distro, outcome.state, outcome.detail) == ("f45", "fetched", None)
-    assert (tmp_path / "images/f45.qcow2").read_bytes() == blobs["a"]
-    record = json.loads((tmp_path / "images/f45.qcow2.json").read_text())
+    assert (outcome.distro, outcome.state, outcome.detail) == ("f46", "fetched", None)
+    assert (tmp_path / "images/f46.qcow2").read_bytes() == blobs["a"]
+    record = json.loads((tmp_path / "images/f46.qcow2.json").read_text())
     assert record["status"] == "verified" and record["source"] == site.url + image
     archive_checksum = (
-        "https://archives.fedoraproject.org/pub/archive/fedora/linux/releases/45/"
-        "Cloud/x86_64/images/Fedora-Cloud-45-1.3-x86_64-CHECKSUM"
+        "https://archives.fedoraproject.org/pub/archive/fedora/linux/releases/46/"
+        "Cloud/x86_64/images/Fedora-Cloud-46-1.3-x86_64-CHECKSUM"
     )
-    assert load_cache(session.config.paths.state).places == {"f45": archive_checksum}
-    shown = images.show_image("f45", session)
+    assert load_cache(session.config.paths.state).places == {"f46": archive_checksum}
+    shown = images.show_image("f46", session)
     assert shown.checksum_url == site.url + "/fedora" + archive_checksum.split(".org", 1)[1]
-    mirror_checksum = f"{FEDORA_TREE}/45/Cloud/x86_64/images/Fedora-Cloud-45-1.3-x86_64-CHECKSUM"
+    mirror_checksum = f"{FEDORA_TREE}/46/Cloud/x86_64/images/Fedora-Cloud-46-1.3-x86_64-CHECKSUM"
     asked = len(site.requests_for(mirror_checksum))
-    images.fetch_images(["f45"], session, force=True)
+    images.fetch_images(["f46"], session, force=True)
     assert len(site.requests_for(mirror_checksum)) == asked  # the archive is asked first now
 
 
@@ -253,15 +258,15 @@ def test_metadata_that_lies_about_the_checksum_stops_the_fetch_and_keeps_the_ima
     session = _session(tmp_path, site.url)
     _fedora_metadata_for(site, blobs["a"])
     images.refresh_catalogs(session)
-    image = _publish_fedora(site, FEDORA_TREE, "45", "1.3", blobs["a"])
-    assert images.fetch_images(["f45"], session)[0].state == "fetched"
+    image = _publish_fedora(site, FEDORA_TREE, "46", "1.3", blobs["a"])
+    assert images.fetch_images(["f46"], session)[0].state == "fetched"
     # Upstream's metadata now names another image than the checksum file vouches for.
     _fedora_metadata_for(site, blobs["b"])
     images.refresh_catalogs(session)
-    [outcome] = images.fetch_images(["f45"], session, force=True)
+    [outcome] = images.fetch_images(["f46"], session, force=True)
     assert outcome.state == "failed"
     assert "the release metadata" in outcome.detail and "nothing was downloaded" in outcome.detail
-    assert (tmp_path / "images/f45.qcow2").read_bytes() == blobs["a"]
+    assert (tmp_path / "images/f46.qcow2").read_bytes() == blobs["a"]
     assert len(site.requests_for(image)) == 1  # only the first, good download
 
 
@@ -296,3 +301,122 @@ def test_a_refresh_past_its_deadline_reads_nothing_more(site: Mirror) -> None:
     with pytest.raises(CatalogError, match="ran out of time"):
         late.json("fedora", "https://fedoraproject.org/releases.json")
     assert site.requests_for("/fedora/releases.json") == []
+
+
+# -- family aliases follow a catalog no older than catalog_max_age_days ---------------------
+
+
+def _age_cache(session: Session, days: int) -> None:
+    """Make the cached catalogs and the last refresh attempt ``days`` old, as a host that has
+    not refreshed since would have them."""
+    path = cache_path(session.config.paths.state)
+    data = json.loads(path.read_text())
+    then = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days, hours=1)
+    then = then.isoformat()
+    for table in data["catalogs"].values():
+        table["fetched"] = then
+    data["last_attempt"] = then
+    path.write_text(json.dumps(data))
+
+
+def test_a_family_alias_refreshes_a_stale_catalog_first_and_a_fresh_one_never(
+    site: Mirror, tmp_path: Path
+) -> None:
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"})
+    images.refresh_catalogs(_session(tmp_path, site.url))
+    _serve_fedora(site, {"47": "1.1", "46": "1.3"})
+    fresh = _session(tmp_path, site.url)
+    assert images.resolve_distro("fedora", fresh).name == "f46"  # a day-old cache: not asked
+    assert len(site.requests_for("/fedora/releases.json")) == 1
+    assert images.resolve_distro("f45", fresh).name == "f45"  # a release name never moves
+
+    _age_cache(fresh, days=8)
+    stale = _session(tmp_path, site.url)
+    assert images.resolve_distro("fedora", stale).name == "f47"
+    assert images.resolve_distro("fedora~1", stale).name == "f46"
+    assert images.resolve_distro("latest-fedora", stale).name == "f47"
+    assert len(site.requests_for("/fedora/releases.json")) == 2  # once for the whole command
+
+
+def test_a_download_resolves_against_a_fresh_catalog_and_fetches_what_it_resolved(
+    site: Mirror, tmp_path: Path, blobs: dict[str, bytes]
+) -> None:
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"})
+    images.refresh_catalogs(_session(tmp_path, site.url))
+    _age_cache(_session(tmp_path, site.url), days=30)
+    _fedora_metadata_for(site, blobs["a"], version="47")
+    _publish_fedora(site, FEDORA_TREE, "47", "1.3", blobs["a"])
+    session = _session(tmp_path, site.url)
+    # `up --fetch` plans with resolve_distro, then downloads exactly the planned releases.
+    planned = images.resolve_distro("fedora", session)
+    images.ensure_images([planned], session)
+    assert planned.name == "f47"
+    assert (tmp_path / "images/f47.qcow2").read_bytes() == blobs["a"]
+    assert len(site.requests_for("/fedora/releases.json")) == 2
+
+
+def test_offline_a_stale_alias_answers_from_the_cache_and_says_once_how_old(
+    site: Mirror, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"})
+    images.refresh_catalogs(_session(tmp_path, site.url))
+    site.remove("/fedora/releases.json")
+    _age_cache(_session(tmp_path, site.url), days=9)
+    offline = _session(tmp_path, site.url)
+    with caplog.at_level(logging.WARNING, logger="vnode"):
+        names = [images.resolve_distro(n, offline).name for n in ("fedora", "fedora", "f45")]
+    assert names == ["f46", "f46", "f45"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the fedora catalog is 9 days old: `fedora` means f46 fix=vnode images refresh"
+    ]
+
+
+def test_with_auto_refresh_off_a_stale_alias_is_never_refreshed(
+    site: Mirror, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _serve_fedora(site, {"46": "1.3", "45": "1.7"})
+    manual = _session(tmp_path, site.url, auto_refresh=False)
+    images.refresh_catalogs(manual)
+    _age_cache(manual, days=8)
+    with caplog.at_level(logging.WARNING, logger="vnode"):
+        assert (
+            images.resolve_distro("fedora~1", _session(tmp_path, site.url, auto_refresh=False)).name
+            == "f45"
+        )
+    assert len(site.requests_for("/fedora/releases.json")) == 1
+    assert "8 days old: `fedora~1` means f45" in caplog.text
+
+
+# -- the built-in tables are current ---------------------------------------------------------
+
+# How often each family releases, and how long after a release is due the table may go on
+# without it: past that, the table is a release behind.
+CADENCE = {"fedora": (183, 60), "ubuntu": (730, 60), "debian": (730, 120)}
+
+
+def _release_number(distro_name: str) -> float:
+    return float(distro_name.lstrip("fud"))
+
+
+@pytest.mark.parametrize("plugin", [fedora_plugin, ubuntu_plugin, debian_plugin])
+def test_a_built_in_table_is_never_more_than_one_release_behind(plugin: object) -> None:
+    built_in = plugin.BUILT_IN
+    # What this host's cached metadata says (a developer's host that refreshed, a Fedora host):
+    # upstream's latest may be one release ahead of the table, never two.
+    cached = load_cache(Path("/var/lib/vnode")).catalogs.get(built_in.family)
+    if cached is not None:
+        newer = [
+            d.name
+            for d in cached.releases
+            if _release_number(d.name) > _release_number(built_in.latest) and not d.end_of_life
+        ]
+        assert len(newer) <= 1, f"{built_in.family}'s built-in table lacks {newer}"
+    # And by the calendar, on a host that never refreshed (CI): this fails on the day the next
+    # release is overdue in the table.
+    every, grace = CADENCE[built_in.family]
+    due = datetime.date.fromisoformat(plugin.LATEST_RELEASED) + datetime.timedelta(every + grace)
+    assert datetime.date.today() <= due, (
+        f"{built_in.family}: the built-in table's latest, {built_in.latest}, was released on "
+        f"{plugin.LATEST_RELEASED}; its successor is due: add it to the table"
+    )
+    assert built_in.age() is not None and built_in.previous is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -65,7 +66,11 @@ def _network_config(address: StaticAddress | None) -> str:
 
 def net_convert(text: str, distro: str, kind: str) -> tuple[dict[str, str], list]:
     if not (SITE / "cloudinit").is_dir():
-        pytest.fail(f"cloud-init is missing at {SITE}: run `make cloud-init`")
+        missing = f"cloud-init is not unpacked at {SITE}: run `make cloud-init`"
+        # `make test` and `make unit` unpack it first: there, its absence is a failure.
+        if os.environ.get("VNODE_TEST_REQUIRE_CLOUD_INIT"):
+            pytest.fail(missing)
+        pytest.skip(missing)
     with tempfile.TemporaryDirectory() as work:
         config = Path(work) / "network-config"
         config.write_text(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +43,21 @@ def test_bash_completes_commands_options_and_sub_commands() -> None:
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh")
 def test_zsh_script_parses() -> None:
     subprocess.run(["zsh", "-n", "-c", render("zsh", app)], check=True)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_bash_completes_distro_names_aliases_included(tmp_path) -> None:
+    # `vnode images list --names` answers from the plugins' catalogs: no network, no libvirt.
+    launcher = tmp_path / "vnode"
+    launcher.write_text(f'#!/bin/sh\nexec {sys.executable} -m vnode.cli "$@"\n')
+    launcher.chmod(0o755)
+    script = render("bash", app)
+    path = f"PATH={tmp_path}:$PATH"
+
+    def offered(words: list[str]) -> set[str]:
+        return set(complete(words, f"export {path}\n{script}"))
+
+    assert offered(["vnode", "up", "3", ":", "fedora"]) == {"fedora", "fedora~1"}
+    assert {"fedora~1", "f45", "f44"} <= offered(["vnode", "up", "--distro", "f"])
+    assert {"ubuntu", "ubuntu~1", "u26.04", "u24.04"} <= offered(["vnode", "images", "fetch", "u"])
+    assert "debian~1" in offered(["vnode", "template", "make", "deb"])

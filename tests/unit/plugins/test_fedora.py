@@ -17,17 +17,23 @@ def _resolve(name: str):
     return fedora.vnode_distro_resolve(name=name, catalogs={})
 
 
-# What the built-in table (2026-11-24) fetches: image URL, checksum URL, formats, fallback.
+# What the built-in table (2026-12-07) fetches: image URL, checksum URL, formats, fallback.
 PINNED = {
+    # Fedora 45's compose is not in the table: fetch finds it in the release's CHECKSUM file.
+    "f45": (
+        f"{MIRRORS}/45/Cloud/x86_64/images/Fedora-Cloud-Base-Generic*-45-*.qcow2",
+        f"{MIRRORS}/45/Cloud/x86_64/images/Fedora-Cloud-45-*-x86_64-CHECKSUM",
+        f"{ARCHIVE}/45/Cloud/x86_64/images/Fedora-Cloud-45-*-x86_64-CHECKSUM",
+    ),
     "f44": (
         f"{MIRRORS}/44/Cloud/x86_64/images/Fedora-Cloud-Base-Generic-44-1.7.x86_64.qcow2",
         f"{MIRRORS}/44/Cloud/x86_64/images/Fedora-Cloud-44-1.7-x86_64-CHECKSUM",
         f"{ARCHIVE}/44/Cloud/x86_64/images/Fedora-Cloud-44-1.7-x86_64-CHECKSUM",
     ),
     "f43": (
-        f"{MIRRORS}/43/Cloud/x86_64/images/Fedora-Cloud-Base-Generic-43-1.6.x86_64.qcow2",
-        f"{MIRRORS}/43/Cloud/x86_64/images/Fedora-Cloud-43-1.6-x86_64-CHECKSUM",
+        f"{ARCHIVE}/43/Cloud/x86_64/images/Fedora-Cloud-Base-Generic-43-1.6.x86_64.qcow2",
         f"{ARCHIVE}/43/Cloud/x86_64/images/Fedora-Cloud-43-1.6-x86_64-CHECKSUM",
+        f"{MIRRORS}/43/Cloud/x86_64/images/Fedora-Cloud-43-1.6-x86_64-CHECKSUM",
     ),
     "f42": (
         f"{ARCHIVE}/42/Cloud/x86_64/images/Fedora-Cloud-Base-Generic-42-1.1.x86_64.qcow2",
@@ -59,8 +65,9 @@ def test_built_in_table_pins_each_release(name: str) -> None:
 
 def test_built_in_roles_latest_one_but_last_and_end_of_life() -> None:
     table = fedora.BUILT_IN
-    assert (_resolve("fedora").name, table.latest, table.previous) == ("f44", "f44", "f43")
-    assert [table.role(_resolve(n)) for n in ("f44", "f43", "f42")] == [
+    assert (_resolve("fedora").name, table.latest, table.previous) == ("f45", "f45", "f44")
+    assert (_resolve("fedora~1").name, _resolve("latest-fedora").name) == ("f44", "f45")
+    assert [table.role(_resolve(n)) for n in ("f45", "f44", "f43")] == [
         "latest",
         "one-but-last",
         "end of life",
@@ -73,7 +80,7 @@ def test_every_release_from_28_resolves_and_nothing_newer_or_older() -> None:
     )
     f38 = _resolve("f38")
     assert f38.image_url == f"{ARCHIVE}/38/Cloud/x86_64/images/Fedora-Cloud-Base-38-*.x86_64.qcow2"
-    for name in ("f27", "f45", "f0", "f038"):
+    for name in ("f27", "f46", "f0", "f038", "fedora~2"):
         assert _resolve(name) is None
 
 
@@ -144,6 +151,23 @@ def test_releases_json_gives_latest_previous_and_archive_for_the_rest() -> None:
     f43 = table.resolve("f43")
     assert f43.end_of_life and f43.image_url.startswith(f"{ARCHIVE}/43/")
     assert table.resolve("f46") is None
+    assert table.resolve("fedora~1").name == "f44"
+
+
+def test_the_image_url_is_the_link_releases_json_gives_not_one_built_from_the_compose() -> None:
+    # Fedora renamed its images twice around release 40: a rename must not break fetch.
+    data = releases_json({"46": "1.2"})
+    renamed = f"{MIRRORS}/46/Cloud/x86_64/images/Fedora-Cloud-Base-Generic.x86_64-46-1.2.qcow2"
+    data[0]["link"] = renamed
+    f46 = fedora.parse_releases_json(data, "http://x/releases.json").resolve("f46")
+    assert f46.image_url == renamed
+    assert (
+        f46.checksum_url == f"{MIRRORS}/46/Cloud/x86_64/images/Fedora-Cloud-46-1.2-x86_64-CHECKSUM"
+    )
+    # The archive keeps the file's name once the release leaves the mirrors.
+    assert [a.image_url for a in f46.alternates] == [
+        f"{ARCHIVE}/46/Cloud/x86_64/images/Fedora-Cloud-Base-Generic.x86_64-46-1.2.qcow2"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -163,6 +187,15 @@ def test_releases_json_gives_latest_previous_and_archive_for_the_rest() -> None:
         (
             [{**releases_json({"45": "1.3"})[0], "version": "44"}],
             "release 44 links to",
+        ),
+        (
+            [
+                {
+                    **releases_json({"45": "1.3"})[0],
+                    "link": "http://x/45/Fedora-Cloud-Base-Generic-45-1.3.x86_64.qcow2",
+                }
+            ],
+            "odd image link",
         ),
     ],
 )
