@@ -49,6 +49,7 @@ __all__ = [
     "build_image",
     "console_log",
     "destroy",
+    "distro_names",
     "doctor",
     "execute_up",
     "fetch_images",
