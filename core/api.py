@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         ImageSource,
         RefreshOutcome,
     )
+    from vnode.labplan import LabPlan
     from vnode.model import Verdict
     from vnode.plugins import PluginInfo
     from vnode.warmstore import TemplateRecord
@@ -46,6 +47,7 @@ __all__ = [
     "POWER_ACTIONS",
     "UpOptions",
     "UpPlan",
+    "apply_lab",
     "build_image",
     "console_log",
     "destroy",
@@ -60,6 +62,7 @@ __all__ = [
     "list_nodes",
     "list_templates",
     "make_template",
+    "plan_lab",
     "plan_template",
     "plan_up",
     "plugins",
@@ -191,6 +194,35 @@ def wait(
             reporter=reporter or SilentReporter(),
             started=started,
         )
+
+
+def plan_lab(
+    path: Path,
+    *,
+    prune: bool = False,
+    update: bool = False,
+    session: Session | None = None,
+) -> LabPlan:
+    """What applying the lab file at ``path`` would do, per node (create, replace and why,
+    keep; with ``prune``, remove); reads only."""
+    from vnode.labplan import plan_lab as plan
+
+    with _session(session) as own:
+        return plan(path, own, prune=prune, update=update)
+
+
+def apply_lab(
+    plan: LabPlan,
+    *,
+    session: Session,
+    timeout: float | None = None,
+    reporter: Reporter | None = None,
+) -> list[NodeResult]:
+    """Carry out a lab plan (:func:`plan_lab`): kept nodes untouched, the rest made in one
+    ``up``; the lab's lock written when every node is ready."""
+    from vnode.labplan import apply_lab as apply
+
+    return apply(plan, session, timeout=timeout, reporter=reporter)
 
 
 def ssh_config(specs: list[str] | None = None, session: Session | None = None) -> str:

@@ -52,6 +52,7 @@ def up(
     memory: int | None = None,
     vcpus: int | None = None,
     disk_size: int | None = None,
+    disk_extra: Annotated[tuple[int, ...], Parameter(name="--disk-extra", negative=())] = (),
     virt_type: str | None = None,
     network: str | None = None,
     bridge: str | None = None,
@@ -87,6 +88,9 @@ def up(
         Virtual CPUs per node.
     disk_size
         Disk size per node in GiB.
+    disk_extra
+        An extra disk per node, in GiB (empty, unformatted: vdb, vdc, ... with the serial
+        vnode-data1, ...); repeatable.
     virt_type
         auto, kvm or qemu (plain emulation, works where nested KVM does not).
     network
@@ -143,6 +147,7 @@ def up(
         memory=memory,
         vcpus=vcpus,
         disk=disk_size,
+        disks=_extra_disks(disk_extra),
         timeout=timeout,
         virt_type=virt_type,
         network=chosen[0] if chosen else None,
@@ -174,6 +179,126 @@ def up(
     else:
         print(results_table(results))
     return 0 if all(r.state in ("ready", "started") for r in results) else 1
+
+
+def _extra_disks(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    from vnode.disks import MAX_EXTRA_DISKS
+    from vnode.labfile import MAX_DISK_GB
+
+    if len(sizes) > MAX_EXTRA_DISKS:
+        raise _usage(f"--disk-extra: at most {MAX_EXTRA_DISKS} extra disks, not {len(sizes)}")
+    for size in sizes:
+        if not 1 <= size <= MAX_DISK_GB:
+            raise _usage(f"--disk-extra: a disk must be from 1 to {MAX_DISK_GB} GiB, not {size}")
+    return tuple(sizes)
+
+
+@app.command(name="plan")
+def plan(lab_file: str, *, prune: bool = False, update: bool = False, json: bool = False) -> int:
+    """What `vnode apply LAB_FILE` would do, per node: create, replace (and why), keep, and
+    with --prune remove; reads only.
+
+    Parameters
+    ----------
+    lab_file
+        The lab file (TOML: [lab], [defaults], [[nodes]]; see README).
+    prune
+        Also list the nodes this lab made that the file no longer names, as remove.
+    update
+        Plan with the image store's current images instead of those lab.lock pins.
+    json
+        Print the plan as JSON.
+    """
+    from pathlib import Path
+
+    from vnode import api, logs
+
+    logs.configure(False)
+    planned = api.plan_lab(Path(lab_file), prune=prune, update=update)
+    if json:
+        _emit_json(planned.to_dict())
+        return 0
+    print(planned.summary())
+    for action in planned.actions:
+        print(f"  {action.describe()}")
+    return 0
+
+
+@app.command(name="apply")
+def apply(
+    lab_file: str,
+    *,
+    prune: bool = False,
+    update: bool = False,
+    yes: bool = False,
+    timeout: float | None = None,
+    json: bool = False,
+) -> int:
+    """Make the lab what LAB_FILE says: create and replace nodes in parallel as `up` does,
+    leave the others untouched; replacing or removing a node needs --yes (or an answer at
+    the prompt). Applying an unchanged file does nothing.
+
+    Parameters
+    ----------
+    lab_file
+        The lab file (TOML: [lab], [defaults], [[nodes]]; see README).
+    prune
+        Also remove the nodes this lab made that the file no longer names.
+    update
+        Make nodes from the image store's current images and rewrite lab.lock (without it,
+        nodes are made from the images lab.lock pins).
+    yes
+        Replace and remove without asking.
+    timeout
+        Seconds to wait for SSH, counted from the start of the nodes' creation.
+    json
+        Print one JSON object per node made instead of the table.
+    """
+    from pathlib import Path
+
+    from vnode import api, logs
+    from vnode.progress import LiveReporter, results_table
+    from vnode.session import Session
+
+    logs.configure(False)
+    with Session.open() as session:
+        planned = api.plan_lab(Path(lab_file), prune=prune, update=update, session=session)
+        print(planned.summary(), file=sys.stderr)
+        changes = planned.of("create", "replace", "remove")
+        for action in changes:
+            print(f"  {action.describe()}", file=sys.stderr)
+        if not changes:
+            if json:
+                _emit_json([])
+            return 0
+        destructive = planned.of("replace", "remove")
+        if destructive and not yes and not _confirmed(len(destructive)):
+            raise _usage(
+                f"{len(destructive)} node(s) would be replaced or removed: "
+                "give --yes (see `vnode plan`)"
+            )
+        made = [a.node for a in planned.of("create", "replace")]
+        try:
+            with LiveReporter(made) as reporter:
+                results = api.apply_lab(
+                    planned, session=session, timeout=timeout, reporter=reporter
+                )
+        except KeyboardInterrupt:
+            print(f"vnode: interrupted; {_left_behind(made, session)}", file=sys.stderr)
+            return 130
+    if json:
+        _emit_json([r.to_dict() for r in results])
+    elif results:
+        print(results_table(results))
+    return 0 if all(r.state == "ready" for r in results) else 1
+
+
+def _confirmed(count: int) -> bool:
+    """Asked on a terminal only: a script must say --yes."""
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"replace or remove {count} node(s)? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _left_behind(names: list[str], session: object) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from vnode.errors import EnvironmentProblem
 
 GIB = 1024**3
+MAX_EXTRA_DISKS = 8  # vdb .. vdi, before the seed
 _QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -47,6 +48,19 @@ def create_overlay(base: Path, overlay: Path, size_gb: int) -> None:
     if result.returncode != 0:
         overlay.unlink(missing_ok=True)
         raise EnvironmentProblem(f"qemu-img could not create {overlay}: {result.stderr.strip()}")
+
+
+def create_blank(path: Path, size_gb: int) -> None:
+    """An empty qcow2 (an extra disk): sparse, so its size costs nothing until written."""
+    result = subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(size_gb * GIB)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        path.unlink(missing_ok=True)
+        raise EnvironmentProblem(f"qemu-img could not create {path}: {result.stderr.strip()}")
 
 
 def unreadable_by_qemu(path: Path) -> str | None:

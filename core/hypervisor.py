@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,63 @@ def read_mark(domain: Any) -> DomainMark | None:
         pool=text_of("pool"),
         number=int(text_of("number") or -1),
     )
+
+
+@attrs.frozen
+class AppliedShape:
+    """The shape vnode recorded when it made a domain (``<vnode:shape>``), checked as read:
+    a field that is not what vnode writes makes the whole shape unknown (None)."""
+
+    memory_mib: int
+    vcpus: int
+    disk_gb: int
+    extra_disks: tuple[int, ...]
+    image_sha256: str
+    lab: str
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_LAB = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def read_shape(domain: Any) -> AppliedShape | None:
+    """The shape recorded on a domain vnode made; None for a domain made before vnode
+    recorded shapes, or whose record is not vnode's form (a plan then replaces it)."""
+    libvirt = _libvirt()
+    try:
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
+    except libvirt.libvirtError:
+        return None
+    try:
+        shape = ET.fromstring(text).find("shape")
+    except ET.ParseError:
+        return None
+    if shape is None:
+        return None
+    fields = {tag: (shape.findtext(tag) or "").strip() for tag in _SHAPE_TAGS}
+    numbers = [fields["memory"], fields["vcpus"], fields["disk"]]
+    disks = [d for d in fields["disks"].split(",") if d]
+    if not all(_whole(n) for n in [*numbers, *disks]):
+        return None
+    if fields["image"] and not _SHA256.fullmatch(fields["image"]):
+        return None
+    if fields["lab"] and not _LAB.fullmatch(fields["lab"]):
+        return None
+    return AppliedShape(
+        memory_mib=int(fields["memory"]),
+        vcpus=int(fields["vcpus"]),
+        disk_gb=int(fields["disk"]),
+        extra_disks=tuple(int(d) for d in disks),
+        image_sha256=fields["image"],
+        lab=fields["lab"],
+    )
+
+
+_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab")
+
+
+def _whole(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 9 and int(text) > 0
 
 
 def record_address(domain: Any, ip: str) -> None:
@@ -543,6 +601,13 @@ def create_overlay_volume(pool: Any, name: str, base: Any, size: int) -> Any:
     delete_volume(pool, name)
     with libvirt_errors(f"creating overlay volume {name}"):
         return pool.createXML(_volume_xml(name, max(size, capacity), "qcow2", base.path()), 0)
+
+
+def create_blank_volume(pool: Any, name: str, size: int) -> Any:
+    """An empty qcow2 volume (a node's extra disk)."""
+    delete_volume(pool, name)
+    with libvirt_errors(f"creating volume {name}"):
+        return pool.createXML(_volume_xml(name, size, "qcow2"), 0)
 
 
 def volume_tail(conn: Any, pool: Any, name: str, limit: int = 64 * 1024) -> bytes | None:

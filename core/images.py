@@ -126,6 +126,15 @@ def read_record(image: Path) -> ImageRecord | None:
         return None
 
 
+def recorded_sha256(image: Path) -> str:
+    """The image's sha256 as its record vouches for it; "" when absent or unvouched."""
+    try:
+        record = read_record(image)
+        return record.sha256 if record is not None and record.describes(image) else ""
+    except OSError:
+        return ""
+
+
 def image_status(image: Path) -> tuple[str, str | None]:
     """(status, source) as ``images list`` shows them."""
     if not image.exists():

@@ -127,6 +127,29 @@ class NodePlan(NodeIdentity):
     # vnode keys the user chose to override; merged into vnode's user-data at creation.
     user_cloud_config: str = ""
     cloud_config_overrides: tuple[str, ...] = ()
+    # Extra disks (GiB), empty and unformatted: vdb, vdc, ... in the guest, before the seed,
+    # each with the serial ``vnode-dataN`` (so /dev/disk/by-id/virtio-vnode-dataN names it).
+    extra_disks: tuple[int, ...] = ()
+    # The lab file that made the node (its [lab] name), recorded in the domain's metadata.
+    lab: str = ""
+    # The sha256 of the image the node boots from, as its store record says ("" when it is
+    # fetched by this command): a lab's lock pins it.
+    image_sha256: str = ""
+
+    @property
+    def extra_disk_paths(self) -> tuple[Path, ...]:
+        if self.volume_dir is not None:
+            return tuple(self.volume_dir / volume for volume in self.extra_disk_volumes)
+        return tuple(self.node_dir / f"data{i}.qcow2" for i in range(1, len(self.extra_disks) + 1))
+
+    @property
+    def extra_disk_volumes(self) -> tuple[str, ...]:
+        return tuple(extra_disk_volume(self.name, i) for i in range(1, len(self.extra_disks) + 1))
+
+    @property
+    def seed_target(self) -> str:
+        """The seed's device, after the root disk and the extra disks."""
+        return "vd" + chr(ord("b") + len(self.extra_disks))
 
     @property
     def disk_path(self) -> Path:
@@ -151,6 +174,11 @@ class NodePlan(NodeIdentity):
     @property
     def console_volume(self) -> str:
         return f"{self.name}-console.log"
+
+
+def extra_disk_volume(node: str, index: int) -> str:
+    """The volume name of a node's ``index``-th extra disk (from 1) in a host's pool."""
+    return f"{node}-data{index}.qcow2"
 
 
 @attrs.frozen

@@ -11,11 +11,11 @@ import attrs
 
 from vnode import hypervisor
 from vnode.cloudinit import render_seed, seed_iso, write_seed_iso
-from vnode.disks import GIB, create_overlay
+from vnode.disks import GIB, MAX_EXTRA_DISKS, create_blank, create_overlay
 from vnode.errors import UsageError
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
 from vnode.logs import get_logger
-from vnode.model import NodeIdentity, NodePlan
+from vnode.model import NodeIdentity, NodePlan, extra_disk_volume
 from vnode.network import NetworkBackend
 
 log = get_logger("vnode.nodes")
@@ -97,6 +97,8 @@ def _build(
         _fresh_dir(plan.node_dir)
         base = store.images_dir / plan.distro.image_filename
         create_overlay(base, plan.disk_path, plan.disk_gb)
+        for path, size_gb in zip(plan.extra_disk_paths, plan.extra_disks, strict=True):
+            create_blank(path, size_gb)
         write_seed_iso(plan.seed_path, seed)
     backend.reserve(plan)
     # The host key is trusted before the guest exists, so the first connection is verified.
@@ -113,18 +115,22 @@ def _build_volumes(store: NodeStore, plan: NodePlan, seed: Any) -> None:
     base = store.base_volumes[image]
     size = max(plan.disk_gb * GIB, store.base_sizes.get(image, 0))
     hypervisor.create_overlay_volume(store.pool, plan.disk_volume, base, size)
+    for volume, size_gb in zip(plan.extra_disk_volumes, plan.extra_disks, strict=True):
+        hypervisor.create_blank_volume(store.pool, volume, size_gb * GIB)
     hypervisor.upload_bytes(store.conn, store.pool, plan.seed_volume, seed_iso(seed), mode="0600")
     # virtlogd makes the console log afresh; an earlier one would be read by `vnode log`.
     hypervisor.delete_volume(store.pool, plan.console_volume)
 
 
 def remove_volumes(store: NodeStore, name: str) -> None:
-    """The node's volumes in the host's pool (disk, seed, console log); absent ones are fine."""
+    """The node's volumes in the host's pool (disk, extra disks, seed, console log); absent
+    ones are fine."""
     if store.pool is None:
         return
     hypervisor.refresh_pool(store.pool)
-    for suffix in ("-disk.qcow2", "-seed.iso", "-console.log"):
-        hypervisor.delete_volume(store.pool, f"{name}{suffix}")
+    extra = [extra_disk_volume(name, i) for i in range(1, MAX_EXTRA_DISKS + 1)]
+    for volume in (f"{name}-disk.qcow2", *extra, f"{name}-seed.iso", f"{name}-console.log"):
+        hypervisor.delete_volume(store.pool, volume)
 
 
 def _fresh_dir(path: Path) -> None:

@@ -6,7 +6,7 @@ in the main thread; the executor (:mod:`vnode.execute`) works from the :class:`U
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +57,32 @@ class UpOptions:
     # None: as [defaults] warm says.
     warm: bool | None = None
 
+    # Extra disks (GiB) for every node: vdb, vdc, ...
+    disks: tuple[int, ...] = ()
+
     # Put every node without an @HOST on this host.
     host: str | None = None
     # A host that fails its preflight or preparation fails the whole command before any
     # node is made, instead of only its own nodes.
     all_or_nothing: bool = False
+
+
+@attrs.frozen
+class NodeShape:
+    """One node's own shape over the command's options (a lab file's ``[[nodes]]`` table);
+    None and empty mean "as the command says"."""
+
+    distro: str | None = None
+    memory: int | None = None
+    vcpus: int | None = None
+    disk: int | None = None
+    # Extra disks (GiB); they replace the command's --disk-extra for this node.
+    disks: tuple[int, ...] | None = None
+    warm: bool | None = None
+    # The node's own cloud-config files, merged after the command's.
+    cloud_config: tuple[str, ...] = ()
+    # The lab file that names the node, recorded in its metadata.
+    lab: str = ""
 
 
 @attrs.frozen
@@ -111,21 +132,30 @@ class UpPlan:
         return self.after.wait_cloud_init
 
 
-def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Session) -> UpPlan:
+def plan_up(
+    specs: list[str],
+    options: UpOptions | None = None,
+    *,
+    session: Session,
+    shapes: Mapping[str, NodeShape] | None = None,
+) -> UpPlan:
     """Decide everything about the nodes (host, distro, network, address, console, domain
-    XML) and check the hosts; nothing is created or destroyed."""
+    XML) and check the hosts; nothing is created or destroyed. ``shapes``: per node name, its
+    own shape over the options (``vnode apply`` of a lab file)."""
     started = time.monotonic()
     options = options or UpOptions()
     config = session.config
     defaults = effective_defaults(config.defaults, options)
     refs = parse_specs(specs, config.pools)
+    shapes = shapes or {}
+    own = {ref.name: node_defaults(defaults, shapes.get(ref.name)) for ref in refs}
     after = After(run_steps(options.run, options.scripts), options.wait_cloud_init)
     if (after.steps or after.wait_cloud_init) and not options.wait:
         raise UsageError("--run, --script and --wait-cloud-init need the wait (not --no-wait)")
     cloud_config = cloud_config_sources(session, defaults, options, refs)
     views = lab.survey(session)
     failed: dict[str, VnodeError] = {}
-    placed, moves = _placement(refs, views, defaults, options, failed)
+    placed, moves = _placement(refs, views, own, options, failed)
     choice = session.plugins.network_choice(defaults.network)
     backends: dict[str, NetworkBackend] = {}
     nodes: list[NodePlan] = []
@@ -141,13 +171,14 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
                 plan_node(
                     session,
                     ref,
-                    defaults,
+                    own[ref.name],
                     backend,
                     virt_type,
                     cloud_config,
                     options.override_keys,
                     host=name,
                     volume_dir=lab.volume_dir(view),
+                    shape=_extras(options, shapes.get(ref.name)),
                 )
                 for ref in mine
             ]
@@ -165,14 +196,20 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
 
     for name in failed:
         ref = by_ref[name]
-        nodes.append(_stub(ref, resolve_distro(ref.distro or defaults.distro, session), session))
+        distro = resolve_distro(ref.distro or own[name].distro, session)
+        nodes.append(_stub(ref, distro, session))
     order = {ref.name: i for i, ref in enumerate(refs)}
     nodes.sort(key=lambda node: order[node.name])
     warn_end_of_life({node.distro.name: node.distro for node in nodes}.values())
     if not options.fetch:
         check_images(session, [node for node in nodes if node.name not in failed], views)
     warm = config.defaults.warm if options.warm is None else options.warm
-    planned_nodes = tuple(node for node in nodes if node.name not in failed)
+
+    def wants_warm(name: str) -> bool:
+        shape = shapes.get(name)
+        return warm if shape is None or shape.warm is None else shape.warm
+
+    warm_nodes = tuple(n for n in nodes if n.name not in failed and wants_warm(n.name))
     return UpPlan(
         nodes=tuple(nodes),
         timeout=defaults.timeout,
@@ -187,7 +224,7 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         moves=moves,
         move_backends=_move_backends(session, moves, views),
         all_or_nothing=options.all_or_nothing,
-        warm=_plan_warm(session, planned_nodes, views, after) if warm else (),
+        warm=_plan_warm(session, warm_nodes, views, after) if warm_nodes else (),
     )
 
 
@@ -220,7 +257,7 @@ def _on_host(exc: VnodeError, host: str, views: dict[str, HostView]) -> VnodeErr
 def _placement(
     refs: list[NodeRef],
     views: dict[str, HostView],
-    defaults: Defaults,
+    own: Mapping[str, Defaults],
     options: UpOptions,
     failed: dict[str, VnodeError],
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -246,9 +283,8 @@ def _placement(
         if ref.pool.hosts and not allowed:
             failed[ref.name] = EnvironmentProblem(f"no host of pool {ref.pool.stem} answers")
             continue
-        requests.append(
-            Request(ref.name, defaults.memory, defaults.vcpus, pin=pin, allowed=allowed)
-        )
+        shape = own[ref.name]
+        requests.append(Request(ref.name, shape.memory, shape.vcpus, pin=pin, allowed=allowed))
     capacity = {
         name: capacity_of(view.host, view.memory_mib, view.cpus)
         for name, view in views.items()
@@ -398,11 +434,13 @@ def plan_node(
     *,
     host: str = "local",
     volume_dir: Path | None = None,
+    shape: Extras | None = None,
 ) -> NodePlan:
     """One node's plan on one host: distro, NIC, address, cloud-config, console, domain."""
-    from vnode.images import resolve_distro
+    from vnode import images
 
-    distro = resolve_distro(ref.distro or defaults.distro, session)
+    extras = shape or Extras()
+    distro = images.resolve_distro(ref.distro or defaults.distro, session)
     identity = NodeIdentity(name=ref.name, number=ref.number, pool=ref.pool.stem, mac=ref.mac)
     interface = backend.interface(identity)
     if not isinstance(interface, Interface):
@@ -424,6 +462,9 @@ def plan_node(
         interface=interface,
         address=backend.static_address(identity),
         dns_domain=backend.dns_domain(),
+        extra_disks=extras.disks,
+        lab=extras.lab,
+        image_sha256=images.recorded_sha256(images.image_path(distro, session.config)),
     )
     fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
     user_cloud_config = _user_cloud_config(
@@ -431,7 +472,7 @@ def plan_node(
         distro.name,
         plan.address.ip if plan.address else None,
         fqdn,
-        (cloud_config or {}).get(ref.pool.stem, ()),
+        (*(cloud_config or {}).get(ref.pool.stem, ()), *extras.cloud_config),
         overrides,
     )
     if user_cloud_config:
@@ -466,6 +507,10 @@ def _plan_warm(
             reason = "warm clones are made only where node files are local, not yet in a pool"
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
+        if node.extra_disks:
+            reason = "extra disks are not part of a template"
+            choices.append(warmstore.WarmChoice(node.name, None, reason))
+            continue
         image = images.image_path(node.distro, config)
         if not image.is_file():
             reason = "its image is fetched by this command; a template can be made next time"
@@ -490,6 +535,40 @@ def _plan_warm(
         )
         choices.append(choice)
     return tuple(choices)
+
+
+@attrs.frozen
+class Extras:
+    """What a node gets beyond its Defaults: extra disks, its own cloud-config, its lab."""
+
+    disks: tuple[int, ...] = ()
+    cloud_config: tuple[CloudConfigSource, ...] = ()
+    lab: str = ""
+
+
+def _extras(options: UpOptions, shape: NodeShape | None) -> Extras:
+    from vnode.userconfig import read_sources
+
+    if shape is None:
+        return Extras(disks=options.disks)
+    disks = options.disks if shape.disks is None else shape.disks
+    return Extras(disks=disks, cloud_config=tuple(read_sources(shape.cloud_config)), lab=shape.lab)
+
+
+def node_defaults(defaults: Defaults, shape: NodeShape | None) -> Defaults:
+    """A node's own Defaults: the command's, with its shape laid over them."""
+    if shape is None:
+        return defaults
+    overrides = {
+        key: value
+        for key in ("distro", "memory", "vcpus", "disk")
+        if (value := getattr(shape, key)) is not None
+    }
+    try:
+        return attrs.evolve(defaults, **overrides)
+    except (TypeError, ValueError) as exc:
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
+        raise UsageError(f"bad shape: {message}") from None
 
 
 def effective_defaults(defaults: Defaults, options: UpOptions) -> Defaults:

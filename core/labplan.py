@@ -1,0 +1,287 @@
+"""``vnode plan`` and ``vnode apply`` of a lab file: compare what the file asks for with what
+runs, then converge.
+
+Each node of the file is ``create`` (absent), ``keep`` (it runs in the shape asked for: its
+recorded shape, distro and image match) or ``replace`` (with the reasons: which attributes
+differ); with ``prune``, nodes that the same lab made and the file no longer names are
+``remove``. The comparison reads what vnode recorded in each domain's metadata when it made
+it, so it holds from any machine that reaches the hosts. ``apply`` leaves kept nodes
+untouched (not even rebooted) and makes the others in one ``up``: the same starting gate,
+wait, timeout and per-node results.
+
+``lab.lock`` beside the file pins the image each distro's nodes were made from (its sha256):
+``apply`` makes nodes from the pinned image only, and ``apply --update`` takes the store's
+current image and rewrites the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+
+from vnode import hypervisor, lab
+from vnode.errors import UsageError
+from vnode.files import write_atomic
+from vnode.labfile import LabFile, LabNode, read_lab
+from vnode.planning import NodeShape, UpOptions, node_defaults
+
+if TYPE_CHECKING:
+    from vnode.model import NodeResult
+    from vnode.progress import Reporter
+    from vnode.session import Session
+
+Action = Literal["create", "replace", "keep", "remove"]
+LOCK_VERSION = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@attrs.frozen
+class LabAction:
+    """What ``apply`` does to one node, and the shape it ends with."""
+
+    node: str
+    action: Action
+    reasons: tuple[str, ...] = ()
+    host: str = ""
+    distro: str = ""
+    memory_mib: int = 0
+    vcpus: int = 0
+    disk_gb: int = 0
+    extra_disks: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+    def describe(self) -> str:
+        if self.action == "remove":
+            return f"{self.action:<8} {self.node}"
+        shape = f"{self.distro} {self.memory_mib} MiB {self.vcpus} vCPU {self.disk_gb} GiB"
+        shape += "".join(f" +{size} GiB" for size in self.extra_disks)
+        why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        return f"{self.action:<8} {self.node:<12} {shape}{why}"
+
+
+@attrs.frozen
+class LabPlan:
+    lab: LabFile
+    actions: tuple[LabAction, ...]
+    # distro -> the image sha256 the lock holds once the plan is applied.
+    lock: dict[str, str]
+    update: bool = False
+
+    def of(self, *actions: Action) -> list[LabAction]:
+        return [a for a in self.actions if a.action in actions]
+
+    def summary(self) -> str:
+        counts = {
+            action: len(self.of(action)) for action in ("create", "replace", "keep", "remove")
+        }
+        listed = ", ".join(f"{n} to {action}" for action, n in counts.items())
+        return f"lab {self.lab.name} ({self.lab.path}): {listed}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "lab": self.lab.name,
+            "file": str(self.lab.path),
+            "nodes": [a.to_dict() for a in self.actions],
+            "lock": self.lock,
+        }
+
+
+def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool = False) -> LabPlan:
+    """What ``apply`` would do; reads only. Bad input (the file, a domain of a node's name
+    that vnode did not make, an image the lock pins that the store no longer has) is a
+    UsageError."""
+    views = lab.survey(session)
+    cpus = max((view.cpus or 0 for view in views.values()), default=0) or None
+    labfile = read_lab(path, session.config.pools, host_cpus=cpus)
+    pinned = read_lock(labfile.lock_path, labfile.name)
+    from vnode import images
+
+    actions: list[LabAction] = []
+    lock: dict[str, str] = {}
+    for node in labfile.nodes:
+        defaults = node_defaults(session.config.defaults, _shape(node, labfile))
+        distro = images.resolve_distro(node.ref.distro or defaults.distro, session)
+        current = images.recorded_sha256(images.image_path(distro, session.config))
+        wanted = current if update or distro.name not in pinned else pinned[distro.name]
+        want = LabAction(
+            node=node.name,
+            action="create",
+            host=node.ref.host or "",
+            distro=distro.name,
+            memory_mib=defaults.memory,
+            vcpus=defaults.vcpus,
+            disk_gb=max(defaults.disk, distro.disk_gb),
+            extra_disks=node.shape.disks,
+        )
+        action = _compare(views, node, want, wanted)
+        if action.action != "keep" and wanted and wanted != current:
+            raise UsageError(
+                f"{labfile.lock_path}: {distro.name} is pinned to image sha256 {wanted[:12]}, "
+                f"the store has {current[:12] or 'none'}; {node.name} cannot be made from the "
+                "pinned image: `vnode apply --update` takes the current one"
+            )
+        actions.append(action)
+        if wanted:
+            lock.setdefault(distro.name, wanted)
+    if prune:
+        named = {node.name for node in labfile.nodes}
+        for view in views.values():
+            for domain, mark in view.domains:
+                shape = hypervisor.read_shape(domain)
+                if mark.name not in named and shape is not None and shape.lab == labfile.name:
+                    actions.append(LabAction(node=mark.name, action="remove", host=view.name))
+    return LabPlan(lab=labfile, actions=tuple(actions), lock=lock, update=update)
+
+
+def _compare(
+    views: dict[str, lab.HostView], node: LabNode, want: LabAction, image: str
+) -> LabAction:
+    hit = lab.find_node(views, node.name)
+    if hit is None:
+        lab.refuse_foreign(views, node.name)  # a domain vnode did not make: never replaced
+        return want
+    view, domain, mark = hit
+    shape = hypervisor.read_shape(domain)
+    reasons = []
+    if mark.distro != want.distro:
+        reasons.append(f"distro {mark.distro} -> {want.distro}")
+    if want.host and want.host != view.name:
+        reasons.append(f"host {view.name} -> {want.host}")
+    if shape is None:
+        reasons.append("made without a recorded shape")
+    else:
+        for label, old, new, unit in (
+            ("memory", shape.memory_mib, want.memory_mib, " MiB"),
+            ("vcpus", shape.vcpus, want.vcpus, ""),
+            ("disk", shape.disk_gb, want.disk_gb, " GiB"),
+        ):
+            if old != new:
+                reasons.append(f"{label} {old} -> {new}{unit}")
+        if shape.extra_disks != want.extra_disks:
+            reasons.append(f"disks {list(shape.extra_disks)} -> {list(want.extra_disks)}")
+        if image and shape.image_sha256 and shape.image_sha256 != image:
+            reasons.append(f"image {shape.image_sha256[:12]} -> {image[:12]}")
+    action: Action = "replace" if reasons else "keep"
+    return attrs.evolve(want, action=action, reasons=tuple(reasons), host=view.name)
+
+
+def apply_lab(
+    plan: LabPlan,
+    session: Session,
+    *,
+    timeout: float | None = None,
+    reporter: Reporter | None = None,
+) -> list[NodeResult]:
+    """Carry the plan out: remove what it removes, make what it creates or replaces (one
+    ``up``), run each node's ``run`` commands on the nodes made, write the lock. Kept nodes
+    are not touched. Returns the results of the nodes made."""
+    from vnode import execute, nodeops, planning
+    from vnode.progress import SilentReporter
+
+    reporter = reporter or SilentReporter()
+    removed = [a.node for a in plan.of("remove")]
+    if removed:
+        nodeops.destroy(session, removed)
+    made = plan.of("create", "replace")
+    results: list[NodeResult] = []
+    if made:
+        nodes = {node.name: node for node in plan.lab.nodes}
+        specs = [_spec(nodes[a.node]) for a in made]
+        shapes = {a.node: _shape(nodes[a.node], plan.lab) for a in made}
+        up = planning.plan_up(specs, UpOptions(timeout=timeout), session=session, shapes=shapes)
+        results = execute.execute_up(up, session=session, reporter=reporter)
+        results = _run_steps(session, results, nodes, timeout, reporter)
+    if all(result.state == "ready" for result in results):
+        write_lock(plan.lab.lock_path, plan.lab.name, plan.lock)
+    return results
+
+
+def _run_steps(
+    session: Session,
+    results: list[NodeResult],
+    nodes: dict[str, LabNode],
+    timeout: float | None,
+    reporter: Reporter,
+) -> list[NodeResult]:
+    """Each node's ``run`` commands, as ``--run`` runs them, on the nodes that are ready;
+    nodes with the same commands run them together."""
+    from vnode import waiting
+    from vnode.planning import After, run_steps
+
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for result in results:
+        commands = nodes[result.name].shape.run
+        if result.state == "ready" and commands:
+            groups.setdefault(commands, []).append(result.name)
+    ran: dict[str, NodeResult] = {}
+    for commands, names in groups.items():
+        after = After(run_steps(commands, ()))
+        started = time.monotonic()
+        for result in waiting.wait(
+            session, names, timeout=timeout, after=after, reporter=reporter, started=started
+        ):
+            ran[result.name] = result
+    return [ran.get(result.name, result) for result in results]
+
+
+def _spec(node: LabNode) -> str:
+    return f"{node.name}@{node.ref.host}" if node.ref.host else node.name
+
+
+def _shape(node: LabNode, labfile: LabFile) -> NodeShape:
+    shape = node.shape
+    return NodeShape(
+        distro=node.ref.distro or shape.distro,
+        memory=shape.memory,
+        vcpus=shape.vcpus,
+        disk=shape.disk,
+        disks=shape.disks,
+        warm=shape.warm,
+        cloud_config=tuple(str(p) for p in shape.cloud_config),
+        lab=labfile.name,
+    )
+
+
+# -- lab.lock ---------------------------------------------------------------------------
+
+
+def read_lock(path: Path, lab_name: str) -> dict[str, str]:
+    """The images a lab's lock pins ({distro: sha256}); {} without a lock. A lock that is not
+    vnode's form is bad input: it is never silently replaced."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"{path}: not a lab lock ({exc}); remove it to pin the current images"
+        ) from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != LOCK_VERSION
+        or not isinstance(images, dict)
+    ):
+        raise UsageError(f"{path}: not a lab lock of this vnode (version {LOCK_VERSION})")
+    if data.get("lab") != lab_name:
+        raise UsageError(f"{path}: the lock of lab {data.get('lab')!r}, not {lab_name!r}")
+    for distro, digest in images.items():
+        if (
+            not isinstance(distro, str)
+            or not isinstance(digest, str)
+            or not _SHA256.fullmatch(digest)
+        ):
+            raise UsageError(f"{path}: images: {distro!r} is not pinned to a sha256")
+    return dict(images)
+
+
+def write_lock(path: Path, lab_name: str, images: dict[str, str]) -> None:
+    data = {"version": LOCK_VERSION, "lab": lab_name, "images": dict(sorted(images.items()))}
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
