@@ -187,6 +187,11 @@ def read_shape(domain: Any) -> AppliedShape | None:
         text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
     except libvirt.libvirtError:
         return None
+    return parse_shape(text)
+
+
+def parse_shape(text: str) -> AppliedShape | None:
+    """:func:`read_shape` of the metadata element's text."""
     try:
         shape = ET.fromstring(text).find("shape")
     except ET.ParseError:
