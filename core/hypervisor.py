@@ -309,6 +309,7 @@ def node_info(domain: Any, mark: DomainMark, host: str = "local") -> NodeInfo:
         network=mark.network,
         created=mark.created,
         host=host,
+        shape=attrs.asdict(shape) if (shape := read_shape(domain)) is not None else None,
     )
 
 

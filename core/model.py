@@ -215,6 +215,9 @@ class NodeInfo:
     network: str
     created: str
     host: str = "local"
+    # The shape vnode made it in (None: made before vnode recorded shapes): memory_mib,
+    # vcpus, disk_gb, extra_disks, image_sha256, lab.
+    shape: dict[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

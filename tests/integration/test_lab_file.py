@@ -101,6 +101,15 @@ def test_apply_makes_each_node_in_its_own_shape(lab: Lab, lab_file: Path) -> Non
     )
     lock = json.loads(lab_file.with_name("lab.lock").read_text())
     assert set(lock["images"]) == {TEST_DISTRO} and len(lock["images"][TEST_DISTRO]) == 64
+    listed = {n["name"]: n["shape"] for n in lab.run_json("list")[1]}
+    assert listed[lab.name(2)] == {
+        "memory_mib": 1280,
+        "vcpus": 2,
+        "disk_gb": 10,
+        "extra_disks": [3],
+        "image_sha256": lock["images"][TEST_DISTRO],
+        "lab": lock["lab"],
+    }
 
 
 def test_an_unchanged_file_applies_as_a_no_op(lab: Lab, lab_file: Path) -> None:
