@@ -61,6 +61,7 @@ def create_blank(path: Path, size_gb: int) -> None:
     if result.returncode != 0:
         path.unlink(missing_ok=True)
         raise EnvironmentProblem(f"qemu-img could not create {path}: {result.stderr.strip()}")
+    path.chmod(0o600)  # the guest's data: root's and (once libvirt chowns it) qemu's alone
 
 
 def unreadable_by_qemu(path: Path) -> str | None:
