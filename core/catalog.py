@@ -25,7 +25,8 @@ from vnode.model import Distro
 Role = Literal["latest", "one-but-last", "end of life", ""]
 
 CACHE_FILE = "catalog.json"
-CACHE_VERSION = 1
+# 2: distros carry how their checksum file is signed; a cache without it would fetch unsigned.
+CACHE_VERSION = 2
 METADATA_TIMEOUT = 10.0  # seconds: a catalog refresh must never hold a command for long
 METADATA_LIMIT = 64 << 20  # Ubuntu's download stream is tens of MiB
 

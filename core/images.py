@@ -71,6 +71,10 @@ class ImageRecord:
     # the imported file's own sha256 (import); with the checksum file's URL when there is one.
     source_checksum: dict[str, str] | None = None
     converted_from: str | None = None  # the source's format when it was not qcow2
+    # fetch: the fingerprint of the key that signed the checksum file (None: not checked),
+    # and how the checksum file was checked, or why its signature was not.
+    signed_by: str | None = None
+    signature: str | None = None
 
     def describes(self, image: Path) -> bool:
         stat = image.stat()
@@ -84,7 +88,10 @@ class ImageEntry:
     path: Path
     present: bool
     size: int | None
-    status: str  # "verified", "built", "imported", "unverified", or "-" when absent
+    # "signed" (fetched: checksums and the checksum file's signature verified), "unsigned"
+    # (fetched: checksums verified, no signature checked), "built", "imported", "unverified"
+    # (changed since it was recorded), or "-" when absent
+    status: str
     source: str | None = None  # where the stored image came from (its record)
     family: str = ""
     role: str = ""  # "latest", "one-but-last", "end of life" or ""
@@ -133,6 +140,9 @@ def image_status(image: Path) -> tuple[str, str | None]:
     record = read_record(image)
     if record is None or not record.describes(image):
         return "unverified", None
+    if record.status == "verified":
+        # Checksums matched; "signed" says the checksum file's signature did too.
+        return ("signed" if record.signed_by else "unsigned"), record.source
     return record.status, record.source
 
 
@@ -469,6 +479,8 @@ def write_record(
     source: str,
     source_checksum: dict[str, str] | None = None,
     converted_from: str | None = None,
+    signed_by: str | None = None,
+    signature: str | None = None,
 ) -> ImageRecord:
     stat = image.stat()
     record = ImageRecord(
@@ -480,6 +492,8 @@ def write_record(
         recorded=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         source_checksum=source_checksum,
         converted_from=converted_from,
+        signed_by=signed_by,
+        signature=signature,
     )
     write_atomic(record_path(image), json.dumps(attrs.asdict(record), indent=2) + "\n")
     return record
@@ -523,7 +537,8 @@ def _fetch_one(
         progress("reading checksums")
         preferred = session.catalog_cache.places.get(distro.name)
         mirror = session.config.images.mirror_for(distro.family)
-        source = fetch.locate(distro, mirror, preferred)
+        keyring = session.config.images.keyring_for(distro.family)
+        source = fetch.locate(distro, mirror, preferred, keyring)
         if source.place != preferred:
             session.update_catalog_cache(remember_place(distro.name, source.place))
         part = dest.with_name(dest.name + ".part")
@@ -536,8 +551,10 @@ def _fetch_one(
             source=source.image_url,
             source_checksum={**source.checksum.to_dict(), "checksum_url": source.checksum_url},
             converted_from=converted,
+            signed_by=source.signer,
+            signature=source.signature_note,
         )
-    progress("verified")
+    progress("verified, signed" if source.signer else f"verified; {source.signature_note}")
     return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,20 @@ class Distro:
     # file must agree, or the fetch stops (metadata and checksum file tell two stories).
     sha256: str | None = None
     end_of_life: bool = False
+    # How upstream signs the checksum file: "clearsigned" (a cleartext signature inside it,
+    # as Fedora's CHECKSUM), a suffix naming a detached signature next to it (".gpg" for
+    # Ubuntu's SHA256SUMS.gpg), or None when upstream signs nothing. See vnode.signatures.
+    signature: str | None = attrs.field(default=None)
+    # Public key files that vouch for the signature: ones a host package installs, or ones
+    # shipped with the plugin; those absent on the host are skipped. Every key in them is
+    # trusted unless ``signers`` names primary key fingerprints (a pin within a keyring).
+    keyrings: tuple[str, ...] = ()
+    signers: tuple[str, ...] = ()
+
+    @signature.validator
+    def _check_signature(self, attribute: attrs.Attribute, value: str | None) -> None:
+        if value is not None and not re.fullmatch(r"clearsigned|\.[A-Za-z0-9]+", value):
+            raise ValueError(f"{self.name}: signature {value!r} is not 'clearsigned' or '.SUFFIX'")
 
     @property
     def image_filename(self) -> str:

@@ -37,6 +37,9 @@ _RELEASES = {"11": "bullseye", "12": "bookworm", "13": "trixie"}
 LATEST = "d13"
 PREVIOUS = "d12"
 _END_OF_LIFE = {"9", "10", "11"}  # Debian 11's LTS ended 2026-08-31
+# SHA512SUMS is signed next to it (SHA512SUMS.sign) by a Debian role key; the debian-keyring
+# package installs Debian's role keys (www.debian.org/CD/verify lists the CD signing keys).
+_KEY_FILES = ("/usr/share/keyrings/debian-role-keys.gpg",)
 _IMAGE = re.compile(r"debian-(\d+)-genericcloud-amd64\.qcow2")
 _CODENAME = re.compile(r"[a-z]+")
 
@@ -55,6 +58,8 @@ def debian(number: str, codename: str, *, end_of_life: bool) -> Distro:
         disk_gb=10,
         aliases=(codename, f"debian{number}", f"debian-{number}"),
         end_of_life=end_of_life,
+        signature=".sign",
+        keyrings=_KEY_FILES,
     )
 
 

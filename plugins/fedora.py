@@ -41,6 +41,15 @@ _ARCHIVE = (
     "https://archives.fedoraproject.org/pub/archive/fedora/linux/releases/{n}/Cloud/x86_64/images"
 )
 
+# Fedora clearsigns each CHECKSUM file with the release's own key, which the host has where it
+# runs Fedora (fedora-gpg-keys: the releases around its own) or distribution-gpg-keys (every
+# release; Fedora's and EPEL's repositories). The key files are the trust anchor (installed by
+# the host's package manager, itself verified); getfedora.org/security lists fingerprints.
+_KEY_FILES = (
+    "/etc/pki/rpm-gpg/RPM-GPG-KEY-fedora-{n}-primary",
+    "/usr/share/distribution-gpg-keys/fedora/RPM-GPG-KEY-fedora-{n}-primary",
+)
+
 # release -> compose of its Cloud Base image, as published.
 COMPOSES = {44: "1.7", 43: "1.6", 42: "1.1", 41: "1.4", 40: "1.14", 39: "1.5", 33: "1.2"}
 
@@ -100,6 +109,8 @@ def fedora(
         alternates=(other,),
         sha256=sha256,
         end_of_life=end_of_life,
+        signature="clearsigned",
+        keyrings=tuple(path.format(n=number) for path in _KEY_FILES),
     )
 
 
