@@ -1132,6 +1132,8 @@ def _discover(
 ) -> str | None:
     """A node whose address the wait did not record (``up --no-wait``): ask its network (on
     its host: ``context``, by default the session's)."""
+    if mark.damage:
+        return None  # a wrong number or pool would find another node's address
     try:
         backend = session.plugins.network_backend(mark.network, context or session.plugin_context())
     except (UsageError, EnvironmentProblem):

@@ -202,6 +202,7 @@ class NodeInfo:
     network: str
     created: str
     host: str = "local"
+    damage: str | None = None  # what is wrong with the domain's vnode mark (state "damaged")
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

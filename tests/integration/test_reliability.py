@@ -177,6 +177,69 @@ def test_key_files_are_private(rlab: Lab) -> None:
         ("booting", signal.SIG_IGN),
     ],
 )
+def _define_marked(lab: Lab, name: str, fields: dict[str, str]) -> None:
+    """A domain (never started) bearing vnode's mark with these fields, as any libvirt client
+    could write it: the mark is outside vnode's control."""
+    from xml.sax.saxutils import escape
+
+    mark = "".join(f"<vnode:{k}>{escape(v)}</vnode:{k}>" for k, v in fields.items())
+    xml = f"""<domain type="qemu"><name>{name}</name><memory unit="MiB">64</memory>
+<metadata><vnode:node xmlns:vnode="urn:x-vnode:node:1"><vnode:created-by>vnode</vnode:created-by>
+<vnode:dir>{lab.state}/nodes/{name}</vnode:dir>{mark}</vnode:node></metadata>
+<os><type arch="x86_64">hvm</type></os></domain>"""
+    path = lab.state / f"{name}.xml"
+    path.write_text(xml)
+    subprocess.run(["virsh", "-q", "define", str(path)], check=True, capture_output=True)
+
+
+def test_a_domain_with_a_bad_mark_is_listed_as_damaged_and_never_configures_ssh(
+    rlab: Lab, tmp_path: Path
+) -> None:
+    injected = rlab.name(20)
+    bad_number = rlab.name(21)
+    other_name = rlab.name(22)
+    good = {"pool": rlab.stem, "distro": "d12", "mac": "52:54:00:e7:00:20", "network": "libvirt"}
+    _define_marked(
+        rlab,
+        injected,
+        {**good, "number": "20", "ip": '192.0.2.7\n  ProxyCommand sh -c "id > /tmp/pwned"'},
+    )
+    _define_marked(rlab, bad_number, {**good, "number": "x", "ip": "10.231.0.9"})
+    # The name says 22, the mark 5: an address found through the mark would be vnode05's.
+    _define_marked(rlab, other_name, {**good, "number": "5", "ip": "10.231.0.5"})
+    try:
+        code, listed = rlab.run_json("list")
+        assert code == 0
+        states = {entry["name"]: entry for entry in listed}
+        for name in (injected, bad_number, other_name):
+            assert states[name]["state"] == "damaged", listed
+            assert states[name]["damage"], listed
+        assert "ip" in states[injected]["damage"] and states[injected]["ip"] is None
+
+        config = rlab.run("ssh-config")
+        assert config.returncode == 0, config.stderr
+        assert "ProxyCommand" not in config.stdout and "192.0.2.7" not in config.stdout
+        path = tmp_path / "ssh_config"
+        path.write_text(config.stdout)
+        resolved = subprocess.run(
+            ["ssh", "-G", "-F", str(path), injected], capture_output=True, text=True, check=True
+        )
+        assert "proxycommand" not in resolved.stdout.lower()
+        for fmt in ("ini", "yaml", "json"):
+            inventory = rlab.run("inventory", "--format", fmt)
+            assert inventory.returncode == 0, inventory.stderr
+            assert "ProxyCommand" not in inventory.stdout and "10.231.0.5" not in inventory.stdout
+        reached = rlab.run("ssh", injected, "true")
+        assert reached.returncode == 1 and len(reached.stderr.strip().splitlines()) == 1
+
+        destroyed = rlab.run("destroy", "--all")
+        assert destroyed.returncode == 0, destroyed.stderr
+        assert not {injected, bad_number, other_name} & domain_names(rlab.stem)
+    finally:
+        for name in (injected, bad_number, other_name):
+            subprocess.run(["virsh", "-q", "undefine", name], capture_output=True, check=False)
+
+
 def test_interrupting_up_leaves_every_node_whole_or_absent(
     rlab: Lab, moment: str, sigint: signal.Handlers
 ) -> None:
