@@ -90,6 +90,21 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(rlab: Lab) -> None:
     assert _snapshot(rlab) == before
 
 
+def test_a_labs_cloud_config_cannot_run_code_on_the_host(rlab: Lab, tmp_path: Path) -> None:
+    witness = tmp_path / "ran"
+    evil = tmp_path / "lab.yaml"
+    evil.write_text(
+        "#cloud-config\nruncmd:\n"
+        f"  - \"{{{{ cycler.__init__.__globals__.os.popen('touch {witness}').read() }}}}\"\n"
+    )
+    before = _snapshot(rlab)
+    result = rlab.run("up", "3", "--cloud-config", str(evil))
+    assert result.returncode == 2, result.stderr
+    assert "unsafe" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not witness.exists()
+    assert _snapshot(rlab) == before
+
+
 @pytest.mark.parametrize(
     ("config_text", "message"),
     [
