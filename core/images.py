@@ -436,12 +436,20 @@ def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Pa
 
 
 def import_image(
-    source: Path, name: str, session: Session, *, force: bool = False
+    source: Path,
+    name: str,
+    session: Session,
+    *,
+    force: bool = False,
+    allow_backing: bool = False,
 ) -> tuple[Path, ImageRecord]:
     """Copy (qcow2) or convert (any format qemu-img reads) a user's image into the store.
 
     ``name`` must resolve to a distro, whose canonical name the image takes: nodes of that
-    distro then boot from it. An existing image is replaced only with ``force``.
+    distro then boot from it. An existing image is replaced only with ``force``. An image
+    that names other files (a backing file, a data file, extents) is refused unless
+    ``allow_backing``: flattening it copies those files, which may be any of the host's
+    (root reads them all), into an image every node boots.
     """
     config = session.config
     distro = resolve_distro(name, session)
@@ -453,6 +461,12 @@ def import_image(
     info = _image_info(source, fmt=None)
     if info is None:
         raise UsageError(f"{source} is not a disk image qemu-img can read")
+    others = _external_names(info)
+    if others and not allow_backing:
+        raise UsageError(
+            f"{source} reads other files ({', '.join(others)}); importing it would copy them "
+            "into the image: give --allow-backing if you mean it"
+        )
     store = _prepare_store(config)
     staging = dest.with_name(dest.name + ".import")
     with file_lock(_lock_path(store, dest)):
@@ -606,8 +620,25 @@ def _image_info(path: Path, fmt: str | None) -> dict[str, Any] | None:
 
 
 def _external_files(info: dict[str, Any]) -> bool:
-    data = info.get("format-specific", {}).get("data", {})
-    return bool(info.get("backing-filename") or data.get("data-file"))
+    return bool(_external_names(info))
+
+
+def _external_names(info: dict[str, Any]) -> list[str]:
+    """The files besides itself an image makes qemu read: its backing file, a qcow2 data
+    file, a VMDK's extents (as ``qemu-img info`` reports them)."""
+    specific = info.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    data = data if isinstance(data, dict) else {}
+    names = [str(info["backing-filename"])] if info.get("backing-filename") else []
+    if data.get("data-file"):
+        names.append(str(data["data-file"]))
+    own = str(info.get("filename", ""))
+    extents = data.get("extents")
+    for extent in extents if isinstance(extents, list) else ():
+        name = extent.get("filename") if isinstance(extent, dict) else None
+        if name and str(name) != own:
+            names.append(str(name))
+    return names
 
 
 def _qemu_img(*args: str) -> None:

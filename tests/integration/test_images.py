@@ -567,6 +567,37 @@ def test_import_registers_a_users_image_under_a_distro_name(
     _no_leftovers(store)
 
 
+def test_import_copies_no_host_file_unless_asked_by_name(store: Store, tmp_path: Path) -> None:
+    secret = tmp_path / "root-only"  # stands for /etc/shadow, a host key, another VM's disk
+    secret.write_bytes(b"host secret " * 4096)
+    secret.chmod(0o600)
+    backed = tmp_path / "backed.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(secret), str(backed)],
+        check=True,
+    )
+    data_file = tmp_path / "external.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={secret}",
+         str(data_file), "64K"],
+        check=True,
+    )  # fmt: skip
+    for image in (backed, data_file):
+        result = store.run("images", "import", str(image), "--as", "d12")
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and str(secret) in result.stderr
+        assert "--allow-backing" in result.stderr
+        assert not store.image("d12").exists()
+    result = store.run("images", "import", str(backed), "--as", "d12", "--allow-backing")
+    assert result.returncode == 0, result.stderr
+    flattened = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(store.image("d12"))],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "backing-filename" not in json.loads(flattened.stdout)
+    _no_leftovers(store)
+
+
 def test_import_refuses_bad_input_with_exit_2(store: Store, tmp_path: Path) -> None:
     own = tmp_path / "x.qcow2"
     own.write_bytes(b"\0" * 512)
