@@ -12,6 +12,7 @@ a good cached catalog.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -29,6 +30,9 @@ CACHE_FILE = "catalog.json"
 CACHE_VERSION = 2
 METADATA_TIMEOUT = 10.0  # seconds: a catalog refresh must never hold a command for long
 METADATA_LIMIT = 64 << 20  # Ubuntu's download stream is tens of MiB
+# A family has tens of releases; metadata claiming more (a "version 2000000") is lying, and
+# must not make vnode build millions of entries.
+MAX_RELEASES = 500
 
 
 class CatalogError(VnodeError):
@@ -78,7 +82,11 @@ def catalog(
     origin: str = "built-in",
     fetched: str | None = None,
 ) -> Catalog:
-    """A checked Catalog: ``latest`` and ``previous`` must be releases of the table."""
+    """A checked Catalog: ``latest`` and ``previous`` must be releases of the table, which
+    holds at most MAX_RELEASES."""
+    releases = tuple(itertools.islice(releases, MAX_RELEASES + 1))
+    if len(releases) > MAX_RELEASES:
+        raise CatalogError(f"{family}: more than {MAX_RELEASES} releases; not believed")
     built = Catalog(
         family=family,
         releases=tuple(releases),

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 
 from vnode.plugin import (
+    MAX_RELEASES,
     Catalog,
     CatalogError,
     Distro,
@@ -165,6 +166,9 @@ def parse_releases_json(data: object, origin: str) -> Catalog:
         if not match:
             raise CatalogError(f"{origin}: no compose in the image name {link!r}")
         number, compose = int(version), match[2] or match[4]
+        if number - MIN_RELEASE >= MAX_RELEASES:
+            # The table has every release from MIN_RELEASE up: bound it before building it.
+            raise CatalogError(f"{origin}: release {number} is not believable")
         if int(match[1] or match[3]) != number:
             raise CatalogError(f"{origin}: release {number} links to {link!r}")
         sha256 = entry.get("sha256")

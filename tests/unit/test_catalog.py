@@ -296,3 +296,32 @@ def test_a_refresh_past_its_deadline_reads_nothing_more(site: Mirror) -> None:
     with pytest.raises(CatalogError, match="ran out of time"):
         late.json("fedora", "https://fedoraproject.org/releases.json")
     assert site.requests_for("/fedora/releases.json") == []
+
+
+def test_a_family_of_more_releases_than_believable_is_refused() -> None:
+    from vnode.catalog import MAX_RELEASES, CatalogError, catalog
+    from vnode.model import Distro
+
+    def releases(count: int) -> Iterator[Distro]:
+        for n in range(count):
+            yield Distro(name=f"x{n}", family="x", release=str(n), title="x", osinfo="x")
+
+    assert len(catalog("x", "x0", releases(MAX_RELEASES)).releases) == MAX_RELEASES
+    with pytest.raises(CatalogError, match="more than"):
+        catalog("x", "x0", releases(10**9))  # never built whole
+
+
+def test_a_debian_tree_listing_thousands_of_codenames_is_refused(mirror: Mirror) -> None:
+    from vnode.catalog import CatalogError, MetadataReader
+    from vnode_plugins import debian
+
+    mirror.clear()
+    for n in range(500):  # each would be one more request
+        mirror.put(f"/debian/images/cloud/name{chr(97 + n % 26)}{chr(97 + n // 26)}/x", "")
+    reader = MetadataReader(mirrors={"debian": f"{mirror.url}/debian"})
+    try:
+        with pytest.raises(CatalogError, match="500 release directories"):
+            debian.read_image_tree(reader)
+        assert len(mirror.log) == 1
+    finally:
+        mirror.clear()

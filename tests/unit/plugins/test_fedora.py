@@ -164,6 +164,8 @@ def test_releases_json_gives_latest_previous_and_archive_for_the_rest() -> None:
             [{**releases_json({"45": "1.3"})[0], "version": "44"}],
             "release 44 links to",
         ),
+        # Lying metadata: two million releases from 28 up would take 43 s and 3 GiB.
+        (releases_json({"2000000": "1.1"}), "release 2000000 is not believable"),
     ],
 )
 def test_malformed_releases_json_is_a_catalog_error(data: object, message: str) -> None:
