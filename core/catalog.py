@@ -192,11 +192,36 @@ def load_cache(state: Path) -> CachedCatalogs:
     path = cache_path(state)
     try:
         data = json.loads(path.read_text())
-        if data.pop("version", None) != CACHE_VERSION:
-            return CachedCatalogs()
-        return cattrs.structure(data, CachedCatalogs)
-    except (OSError, ValueError, TypeError, cattrs.BaseValidationError):
+    except FileNotFoundError:
         return CachedCatalogs()
+    except (OSError, ValueError) as exc:
+        return _unreadable(path, exc)
+    if not isinstance(data, dict) or data.pop("version", None) != CACHE_VERSION:
+        return CachedCatalogs()  # another vnode's format: rebuilt at the next refresh
+    try:
+        cached = cattrs.structure(data, CachedCatalogs)
+        # Dates are compared later, in every command: a bad one is found here, once.
+        for when in (cached.last_attempt, *(c.fetched for c in cached.catalogs.values())):
+            if when is not None:
+                datetime.datetime.fromisoformat(when)
+        for family, known in cached.catalogs.items():
+            if known.family != family:
+                raise ValueError(f"{family}: holds {known.family}'s catalog")
+            catalog(family, known.latest, known.releases, known.previous)
+    except (ValueError, TypeError, AttributeError, CatalogError, cattrs.BaseValidationError) as exc:
+        return _unreadable(path, exc)
+    return cached
+
+
+def _unreadable(path: Path, exc: BaseException) -> CachedCatalogs:
+    from vnode.logs import get_logger
+
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    get_logger("vnode.catalog").warning(
+        f"{path} is unreadable ({reason}); the built-in catalogs answer until `vnode images "
+        "refresh` rewrites it"
+    )
+    return CachedCatalogs()
 
 
 def save_cache(state: Path, cached: CachedCatalogs) -> None:

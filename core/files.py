@@ -10,7 +10,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a private temporary file beside it, then rename.
 
     The temporary file has ``mode`` from its first byte (a secret is never world-readable,
-    not even briefly), is flushed to disk, and is removed if anything fails.
+    not even briefly), is flushed to disk, and is removed if anything fails; the directory
+    is flushed after the rename, so a crash leaves the old file or the new one.
     """
     import tempfile  # only here: quick commands that write nothing do not load it
 
@@ -26,6 +27,16 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or creation in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def install_atomic(staging: Path, dest: Path, mode: int = 0o644) -> None:
@@ -34,3 +45,4 @@ def install_atomic(staging: Path, dest: Path, mode: int = 0o644) -> None:
         os.fsync(handle.fileno())
     os.chmod(staging, mode)
     os.replace(staging, dest)
+    fsync_dir(dest.parent)

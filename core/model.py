@@ -22,11 +22,21 @@ class Location:
     checksum_url: str
 
 
+# A distro's name and image file become a path in the image store: one file name, no "/",
+# not starting with "." (no "..", no hidden file), whatever a plugin or a cached catalog says.
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def _file_name(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not _FILE_NAME.fullmatch(value):
+        raise ValueError(f"distro {attribute.name} {value!r} cannot name a file in the store")
+
+
 @attrs.frozen
 class Distro:
     """What a distro plugin knows about one release's cloud image."""
 
-    name: str  # canonical short name, e.g. "f43", "u24.04", "d12"
+    name: str = attrs.field(validator=_file_name)  # canonical short name: "f43", "u24.04"
     family: str  # "fedora", "ubuntu", "debian", or a third party's own
     release: str
     title: str
@@ -41,7 +51,7 @@ class Distro:
     aliases: tuple[str, ...] = ()
     # The image's file in the image store; by default named after the distro. A plugin may
     # point at another distro's file to reuse its image.
-    image_file: str | None = None
+    image_file: str | None = attrs.field(default=None, validator=_file_name)
     # Where to look when image_url/checksum_url answer 404 (a release moved to the archive,
     # or not yet): tried in order; the place that worked is remembered.
     alternates: tuple[Location, ...] = ()
