@@ -507,14 +507,16 @@ def delete_volume(pool: Any, name: str) -> None:
             volume.delete(0)
 
 
-def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) -> str:
+def _volume_xml(
+    name: str, capacity: int, fmt: str, backing: str | None = None, mode: str = "0644"
+) -> str:
     root = ET.Element("volume")
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "capacity", unit="bytes").text = str(capacity)
     target = ET.SubElement(root, "target")
     ET.SubElement(target, "format", type=fmt)
     permissions = ET.SubElement(target, "permissions")
-    ET.SubElement(permissions, "mode").text = "0644"
+    ET.SubElement(permissions, "mode").text = mode
     if backing is not None:
         store = ET.SubElement(root, "backingStore")
         ET.SubElement(store, "path").text = backing
@@ -525,9 +527,7 @@ def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) 
 def upload_bytes(conn: Any, pool: Any, name: str, data: bytes, *, mode: str = "0644") -> Any:
     """A raw volume holding ``data`` (a seed ISO, a small record), replacing one of that name."""
     delete_volume(pool, name)
-    xml = _volume_xml(name, max(len(data), 1), "raw").replace(
-        "<mode>0644</mode>", f"<mode>{mode}</mode>"
-    )
+    xml = _volume_xml(name, max(len(data), 1), "raw", mode=mode)
     with libvirt_errors(f"creating volume {name}"):
         volume = pool.createXML(xml, 0)
     with libvirt_errors(f"uploading volume {name}"):
@@ -629,7 +629,9 @@ def create_overlay_volume(pool: Any, name: str, base: Any, size: int) -> Any:
     _, capacity, _ = base.info()
     delete_volume(pool, name)
     with libvirt_errors(f"creating overlay volume {name}"):
-        return pool.createXML(_volume_xml(name, max(size, capacity), "qcow2", base.path()), 0)
+        # 0600: a node's disk is the guest's (libvirt chowns it to qemu at start).
+        xml = _volume_xml(name, max(size, capacity), "qcow2", base.path(), mode="0600")
+        return pool.createXML(xml, 0)
 
 
 def volume_tail(conn: Any, pool: Any, name: str, limit: int = 64 * 1024) -> bytes | None:

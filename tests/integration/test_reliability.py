@@ -176,11 +176,26 @@ def test_a_node_that_never_answers_times_out_alone(rlab: Lab) -> None:
     assert rlab.ssh("1", "hostname").stdout.strip() == rlab.name(1)
 
 
+def _readable_by_nobody(path: Path) -> bool:
+    probe = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "head", "-c1"]
+    return subprocess.run([*probe, str(path)], capture_output=True, check=False).returncode == 0
+
+
 def test_key_files_are_private(rlab: Lab) -> None:
     assert (rlab.state / "ssh" / "id_ed25519").stat().st_mode & 0o777 == 0o600
-    seed = rlab.state / "nodes" / rlab.name(1) / "seed.iso"  # holds the host private key
+    node = rlab.state / "nodes" / rlab.name(1)  # booted, answering SSH (the test above)
+    seed = node / "seed.iso"  # holds the host private key
     assert seed.stat().st_mode & 0o777 == 0o600
     assert seed.owner() in ("root", "libvirt-qemu")
+    # The disk holds the guest's host keys: the qemu user (libvirt chowns it) and root only,
+    # and the node's directory lets no one else list it.
+    assert node.stat().st_mode & 0o777 == 0o711
+    disk = node / "disk.qcow2"
+    assert disk.stat().st_mode & 0o777 == 0o600 and disk.owner() == "libvirt-qemu"
+    for path in node.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+        assert not _readable_by_nobody(path), path
+    assert rlab.ssh("1", "true").returncode == 0  # and qemu still runs the guest
 
 
 @pytest.mark.parametrize(
