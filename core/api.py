@@ -1067,6 +1067,13 @@ def _preflight(session: Session, plan: UpPlan) -> None:
         raise EnvironmentProblem(
             f"paths.state {state} is under /root, which the qemu user cannot read"
         )
+    from vnode.files import untrusted
+
+    for path in (state, session.config.paths.images):
+        if problem := untrusted(path):
+            raise EnvironmentProblem(
+                f"{problem}: vnode keeps keys and disks there; fix its owner or mode"
+            )
     plan.backend.check(plan.nodes)
 
 

@@ -46,3 +46,33 @@ def install_atomic(staging: Path, dest: Path, mode: int = 0o644) -> None:
     os.chmod(staging, mode)
     os.replace(staging, dest)
     fsync_dir(dest.parent)
+
+
+def untrusted(path: Path) -> str | None:
+    """Why ``path`` (a directory vnode keeps state, images or disks in) could be changed by
+    someone other than root, or None.
+
+    It and every directory above it must belong to root (or to the user running vnode) and
+    not be writable by group or others; a directory above may be writable by all when it is
+    sticky (``/tmp``: no one removes or renames another's entries there). A path not made
+    yet is judged by the directories that will hold it.
+    """
+    import stat
+
+    trusted_owners = {0, os.geteuid()}
+    current = Path(os.path.abspath(path))
+    first = True
+    for directory in (current, *current.parents):
+        try:
+            info = os.lstat(directory)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            info = os.stat(directory)  # judged where it leads; its own parents are above
+        if info.st_uid not in trusted_owners:
+            return f"{directory} belongs to uid {info.st_uid}, not root"
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and (first or not info.st_mode & stat.S_ISVTX):
+            return f"{directory} is writable by {'others' if info.st_mode & 0o002 else 'its group'}"
+        first = False
+    return None

@@ -149,6 +149,25 @@ def test_missing_or_unreadable_images_are_caught_before_start(rlab: Lab) -> None
     assert _snapshot(rlab) == before
 
 
+def test_a_state_dir_others_can_change_is_refused_and_doctor_says_so(rlab: Lab) -> None:
+    before = _snapshot(rlab)
+    mode = rlab.state.stat().st_mode & 0o7777
+    rlab.state.chmod(0o777)  # anyone could swap the keys or disks vnode keeps there
+    try:
+        result = rlab.run("up", "3")
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"{rlab.state} is writable by others" in result.stderr
+        doctor = rlab.run("doctor", "--json")
+        paths = [v for v in json.loads(doctor.stdout) if v["check"] == "paths"]
+        assert paths[0]["status"] == "fail" and "writable by others" in paths[0]["message"]
+    finally:
+        rlab.state.chmod(mode)
+    assert _snapshot(rlab) == before
+    doctor = rlab.run("doctor", "--json")
+    assert [v["status"] for v in json.loads(doctor.stdout) if v["check"] == "paths"] == ["ok"]
+
+
 def test_a_state_dir_under_root_is_refused(rlab: Lab) -> None:
     text = rlab.config_path.read_text().replace(f'state = "{rlab.state}"', 'state = "/root/vnode"')
     path = rlab.state / "under-root.toml"
