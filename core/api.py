@@ -808,11 +808,11 @@ def make_template(
 
 
 def list_templates(session: Session | None = None) -> list[TemplateRecord]:
-    """The warm templates made in this state directory."""
+    """The warm templates made in this state directory, damaged ones too (``damage``)."""
     from vnode import warmstore
 
     with _session(session) as own:
-        return warmstore.list_templates(own.config.paths.state)
+        return warmstore.list_templates(own.config.paths.state, damaged=True)
 
 
 def remove_templates(which: str, *, session: Session | None = None) -> list[TemplateRecord]:
