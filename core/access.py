@@ -7,6 +7,7 @@ with the node's name as the alias (the key was recorded under the name before bo
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -19,14 +20,28 @@ from vnode.sshwait import Jump
 
 INVENTORY_FORMATS = ("ini", "yaml", "json")
 _GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+# A node name as pools make them: also safe as an ssh_config Host pattern (no * ? ! , or
+# whitespace) and as an Ansible INI host word.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_name(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if not _NODE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a node name")
+
+
+def _check_address(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    # Written as ssh's HostName and Ansible's ansible_host: an address, nothing else.
+    ipaddress.ip_address(value)
 
 
 @attrs.frozen
 class NodeAccess:
-    """One node as ssh and Ansible need it."""
+    """One node as ssh and Ansible need it; name and address are checked, for they end up
+    in other programs' configuration."""
 
-    name: str
-    address: str
+    name: str = attrs.field(validator=_check_name)
+    address: str = attrs.field(validator=_check_address)
     pool: str
     distro: str
     family: str
@@ -90,22 +105,28 @@ def ssh_argv(node: NodeAccess, creds: Credentials, command: Sequence[str]) -> li
 
 def _ssh_config_value(value: str) -> str:
     # ssh_config splits on whitespace and honours double quotes; no other quoting exists.
-    if '"' in value or "\n" in value:
+    if '"' in value or "\n" in value or "\r" in value:
         raise ValueError(f"{value!r} cannot be written into an ssh config")
     return f'"{value}"' if any(c.isspace() for c in value) or not value else value
+
+
+def _proxy_command(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{value!r} cannot be written into an ssh config")
+    return value
 
 
 def render_ssh_config(nodes: Sequence[NodeAccess], creds: Credentials) -> str:
     """One ``Host`` block per node, for ``ssh -F``, scp, rsync -e, or an ``Include``."""
     blocks = []
     for node in nodes:
-        lines = [f"Host {node.name}", f"  HostName {node.address}"]
+        lines = [f"Host {node.name}", f"  HostName {_ssh_config_value(node.address)}"]
         options = ssh_options(node.name, creds, node.via)
-        # ProxyCommand takes the rest of its line as a shell command: no quotes around it.
-        lines += [
-            f"  {key} {value if key == 'ProxyCommand' else _ssh_config_value(value)}"
-            for key, value in options
-        ]
+        # ProxyCommand takes the rest of its line as a shell command (its words are quoted
+        # for the shell by jump_options): no quotes around it, but one line.
+        for key, value in options:
+            quoted = _proxy_command(value) if key == "ProxyCommand" else _ssh_config_value(value)
+            lines.append(f"  {key} {quoted}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 

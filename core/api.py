@@ -338,13 +338,19 @@ def build_image(
 
 
 def import_image(
-    path: Path, name: str, *, force: bool = False, session: Session | None = None
+    path: Path,
+    name: str,
+    *,
+    force: bool = False,
+    allow_backing: bool = False,
+    session: Session | None = None,
 ) -> tuple[Path, ImageRecord]:
-    """Copy or convert a user's image into the store as distro ``name``'s image."""
+    """Copy or convert a user's image into the store as distro ``name``'s image; one that
+    reads other files (backing, data file) only with ``allow_backing``."""
     from vnode import images
 
     with _session(session) as own:
-        return images.import_image(path, name, own, force=force)
+        return images.import_image(path, name, own, force=force, allow_backing=allow_backing)
 
 
 def make_template(
@@ -370,11 +376,11 @@ def make_template(
 
 
 def list_templates(session: Session | None = None) -> list[TemplateRecord]:
-    """The warm templates made in this state directory."""
+    """The warm templates made in this state directory, damaged ones too (``damage``)."""
     from vnode import warmstore
 
     with _session(session) as own:
-        return warmstore.list_templates(own.config.paths.state)
+        return warmstore.list_templates(own.config.paths.state, damaged=True)
 
 
 def remove_templates(which: str, *, session: Session | None = None) -> list[TemplateRecord]:

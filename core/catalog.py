@@ -12,6 +12,7 @@ a good cached catalog.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,9 +29,13 @@ Role = Literal["latest", "one-but-last", "end of life", ""]
 PREVIOUS_SUFFIX = "~1"
 
 CACHE_FILE = "catalog.json"
-CACHE_VERSION = 1
+# 2: distros carry how their checksum file is signed; a cache without it would fetch unsigned.
+CACHE_VERSION = 2
 METADATA_TIMEOUT = 10.0  # seconds: a catalog refresh must never hold a command for long
 METADATA_LIMIT = 64 << 20  # Ubuntu's download stream is tens of MiB
+# A family has tens of releases; metadata claiming more (a "version 2000000") is lying, and
+# must not make vnode build millions of entries.
+MAX_RELEASES = 500
 
 
 class CatalogError(VnodeError):
@@ -97,7 +102,11 @@ def catalog(
     origin: str = "built-in",
     fetched: str | None = None,
 ) -> Catalog:
-    """A checked Catalog: ``latest`` and ``previous`` must be releases of the table."""
+    """A checked Catalog: ``latest`` and ``previous`` must be releases of the table, which
+    holds at most MAX_RELEASES."""
+    releases = tuple(itertools.islice(releases, MAX_RELEASES + 1))
+    if len(releases) > MAX_RELEASES:
+        raise CatalogError(f"{family}: more than {MAX_RELEASES} releases; not believed")
     built = Catalog(
         family=family,
         releases=tuple(releases),
@@ -201,11 +210,36 @@ def load_cache(state: Path) -> CachedCatalogs:
     path = cache_path(state)
     try:
         data = json.loads(path.read_text())
-        if data.pop("version", None) != CACHE_VERSION:
-            return CachedCatalogs()
-        return cattrs.structure(data, CachedCatalogs)
-    except (OSError, ValueError, TypeError, cattrs.BaseValidationError):
+    except FileNotFoundError:
         return CachedCatalogs()
+    except (OSError, ValueError) as exc:
+        return _unreadable(path, exc)
+    if not isinstance(data, dict) or data.pop("version", None) != CACHE_VERSION:
+        return CachedCatalogs()  # another vnode's format: rebuilt at the next refresh
+    try:
+        cached = cattrs.structure(data, CachedCatalogs)
+        # Dates are compared later, in every command: a bad one is found here, once.
+        for when in (cached.last_attempt, *(c.fetched for c in cached.catalogs.values())):
+            if when is not None:
+                datetime.datetime.fromisoformat(when)
+        for family, known in cached.catalogs.items():
+            if known.family != family:
+                raise ValueError(f"{family}: holds {known.family}'s catalog")
+            catalog(family, known.latest, known.releases, known.previous)
+    except (ValueError, TypeError, AttributeError, CatalogError, cattrs.BaseValidationError) as exc:
+        return _unreadable(path, exc)
+    return cached
+
+
+def _unreadable(path: Path, exc: BaseException) -> CachedCatalogs:
+    from vnode.logs import get_logger
+
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    get_logger("vnode.catalog").warning(
+        f"{path} is unreadable ({reason}); the built-in catalogs answer until `vnode images "
+        "refresh` rewrites it"
+    )
+    return CachedCatalogs()
 
 
 def save_cache(state: Path, cached: CachedCatalogs) -> None:

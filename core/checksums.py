@@ -3,9 +3,13 @@
 Formats (``Distro.checksum_format``):
 
 - ``fedora-checksum``: BSD tag lines, ``SHA256 (FILE) = HEX``, with ``#`` comments, often
-  wrapped in a PGP cleartext signature. The signature is not checked (vnode carries no
-  distro keyrings): the file is trusted as far as the connection that brought it is.
+  wrapped in a PGP cleartext signature (checked by :mod:`vnode.signatures` before the text
+  gets here, which then hands over only what was signed).
 - ``sha256sums`` / ``sha512sums``: coreutils lines, ``HEX  FILE`` or ``HEX *FILE``.
+
+A file may give several digests for one image (Fedora's SHA256 and SHA512 lines): every one
+is kept, and a download must match them all, so that no line can vouch for other bytes than
+the one beside it.
 """
 
 from __future__ import annotations
@@ -42,27 +46,30 @@ class Checksum:
         return attrs.asdict(self)
 
 
-def parse_checksums(text: str, fmt: str) -> dict[str, Checksum]:
-    """File name -> checksum for every entry; a file with no entry at all is an error."""
+def parse_checksums(text: str, fmt: str) -> dict[str, tuple[Checksum, ...]]:
+    """File name -> every distinct digest given for it, strongest first; a file with no entry
+    at all is an error, and so are two different digests of one algorithm for one name."""
     if fmt == "fedora-checksum":
         pairs = _tag_entries(_signed_body(text))
     elif fmt in ("sha256sums", "sha512sums"):
         pairs = _sums_entries(text, fmt.removesuffix("sums"))
     else:
         raise ChecksumError(f"unknown checksum format {fmt!r}; known: {', '.join(FORMATS)}")
-    entries: dict[str, Checksum] = {}
+    entries: dict[str, dict[str, Checksum]] = {}
     for name, checksum in pairs:
-        known = entries.get(name)
-        if known is not None and known.algorithm == checksum.algorithm and known != checksum:
+        known = entries.setdefault(name, {})
+        if known.get(checksum.algorithm, checksum) != checksum:
             raise ChecksumError(f"the checksum file lists {name} twice, with different digests")
-        if known is None or _strength(checksum) > _strength(known):
-            entries[name] = checksum
+        known[checksum.algorithm] = checksum
     if not entries:
         raise ChecksumError(f"no {fmt} entries in the checksum file")
-    return entries
+    return {
+        name: tuple(sorted(found.values(), key=_strength, reverse=True))
+        for name, found in entries.items()
+    }
 
 
-def lookup(entries: dict[str, Checksum], filename: str) -> Checksum:
+def lookup(entries: dict[str, tuple[Checksum, ...]], filename: str) -> tuple[Checksum, ...]:
     try:
         return entries[filename]
     except KeyError:

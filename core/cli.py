@@ -739,6 +739,7 @@ def images_import(
     *,
     as_: Annotated[str, Parameter(name="--as")],
     force: bool = False,
+    allow_backing: bool = False,
 ) -> int:
     """Register your own image (qcow2, or any format qemu-img converts) as a distro's image.
 
@@ -750,12 +751,14 @@ def images_import(
         The distro it is (f43, u24.04, d12, ...); the image is stored under its name.
     force
         Replace an image already in the store.
+    allow_backing
+        Import an image that reads other files (a backing or data file): they are copied in.
     """
     from pathlib import Path
 
     from vnode import api
 
-    dest, record = api.import_image(Path(path), as_, force=force)
+    dest, record = api.import_image(Path(path), as_, force=force, allow_backing=allow_backing)
     how = f"converted from {record.converted_from}" if record.converted_from else "copied"
     print(f"{dest.name.removesuffix('.qcow2')}: imported at {dest} ({how}, sha256 {record.sha256})")
     return 0

@@ -86,6 +86,16 @@ def _check_mirrors(instance: Any, attribute: attrs.Attribute, value: dict[str, s
             raise UsageError(f"config: [images] mirror.{family} = {url!r} is not an http(s) URL")
 
 
+def _check_keyrings(instance: Any, attribute: attrs.Attribute, value: dict[str, str]) -> None:
+    for family, path in value.items():
+        if not _FAMILY.fullmatch(family):
+            raise UsageError(f"config: [images] keyring.{family}: not a distro family name")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise UsageError(
+                f"config: [images] keyring.{family} = {path!r} is not an absolute path"
+            )
+
+
 def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < 1:
         raise UsageError(f"config: [images] {attribute.name} = {value} must be at least 1")
@@ -101,9 +111,15 @@ class ImagesSettings:
     # cached catalog is older than catalog_max_age_days. False: only `vnode images refresh`.
     auto_refresh: bool = True
     catalog_max_age_days: int = attrs.field(default=7, validator=_positive)
+    # family -> the OpenPGP public key file that signs its checksum files, instead of the
+    # keys its plugin names (for a host without the distro's key package, or a private build).
+    keyring: dict[str, str] = attrs.field(factory=dict, validator=_check_keyrings, hash=False)
 
     def mirror_for(self, family: str) -> str | None:
         return self.mirror.get(family)
+
+    def keyring_for(self, family: str) -> str | None:
+        return self.keyring.get(family)
 
 
 @attrs.frozen

@@ -48,6 +48,9 @@ def create_overlay(base: Path, overlay: Path, size_gb: int) -> None:
     if result.returncode != 0:
         overlay.unlink(missing_ok=True)
         raise EnvironmentProblem(f"qemu-img could not create {overlay}: {result.stderr.strip()}")
+    # The guest's own data (host keys, whatever it writes) is for root and the qemu user
+    # libvirt chowns the disk to, as libvirt's own pools make volumes.
+    overlay.chmod(0o600)
 
 
 def create_blank(path: Path, size_gb: int) -> None:

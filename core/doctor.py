@@ -385,10 +385,20 @@ def check_paths(config: Config) -> Iterator[Verdict]:
         for label, path in (("paths.state", config.paths.state), ("images", config.paths.images))
         if path.resolve() == root or root in path.resolve().parents
     ]
+    from vnode.files import untrusted
+
     if under:
         yield Verdict("paths", FAIL, f"{', '.join(under)} under /root, which qemu cannot read")
+    elif problem := next(filter(None, map(untrusted, _trusted_paths(config))), None):
+        yield Verdict("paths", FAIL, f"{problem}: vnode keeps keys and disks there")
     else:
-        yield Verdict("paths", OK, f"state in {config.paths.state}, outside /root")
+        yield Verdict(
+            "paths", OK, f"state in {config.paths.state}, outside /root, root's alone to change"
+        )
+
+
+def _trusted_paths(config: Config) -> list[Path]:
+    return [config.paths.state, config.paths.nodes, config.paths.ssh, config.paths.images]
 
 
 def check_plugins(session: Session) -> Iterator[Verdict]:

@@ -10,6 +10,12 @@ exact compose, e.g. ``Fedora-Cloud-Base-38-*.x86_64.qcow2``): a ``*`` in the che
 name is matched against the links of its directory's index page, a ``*`` in the image's name
 against the entries of the checksum file. Exactly one match is required, so nothing is
 guessed: the file fetched is the one the release's own checksum file vouches for.
+
+Every digest upstream gives for the image must agree with the bytes: each line of the
+checksum file for it (SHA256 and SHA512 alike) and the release metadata's sha256. The
+checksum file's signature is checked first where upstream signs it (:mod:`vnode.signatures`),
+and only the signed text is read. A redirect from https to anything but https is refused:
+a mirror redirector must not move a download onto a connection anyone can change.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import attrs
 
-from vnode import __version__
+from vnode import __version__, signatures
 from vnode.checksums import Checksum, hash_file, lookup, parse_checksums
 from vnode.errors import UsageError, VnodeError
 from vnode.model import Distro, Location
@@ -64,8 +70,15 @@ class Source:
 
     image_url: str
     checksum_url: str
-    checksum: Checksum
+    # Every digest upstream gives for the image, strongest first: all must match.
+    checksums: tuple[Checksum, ...]
     place: str = ""  # the distro's checksum URL (before the mirror) that answered
+    signer: str | None = None  # the fingerprint of the key that signed the checksum file
+    signature_note: str = ""  # how the checksum file was (or why it was not) checked
+
+    @property
+    def checksum(self) -> Checksum:
+        return self.checksums[0]
 
 
 def downloadable(distro: Distro) -> bool:
@@ -89,40 +102,86 @@ def places(distro: Distro, preferred: str | None = None) -> list[Location]:
     return sorted(found, key=lambda place: place.checksum_url != preferred)
 
 
-def locate(distro: Distro, mirror: str | None = None, preferred: str | None = None) -> Source:
+def locate(
+    distro: Distro,
+    mirror: str | None = None,
+    preferred: str | None = None,
+    keyring: str | None = None,
+) -> Source:
     """Read the distro's checksum file and pick the image it vouches for.
 
     A checksum file that answers 404 is looked for in the distro's other places (a release
     moved to the archive, or not there yet); any other failure stops at once.
+    ``keyring`` (the user's ``[images] keyring.FAMILY``) replaces the plugin's key files and
+    fingerprints.
     """
     if not downloadable(distro):
         raise UsageError(f"{distro.name}: its plugin names no image URL and checksum file")
     missing = []
     for place in places(distro, preferred):
         try:
-            return _locate_at(distro, place, mirror)
+            return _locate_at(distro, place, mirror, keyring)
         except NotFound as exc:
             missing.append(str(exc))
     raise FetchError("; ".join(missing))
 
 
-def _locate_at(distro: Distro, place: Location, mirror: str | None) -> Source:
+def _locate_at(distro: Distro, place: Location, mirror: str | None, keyring: str | None) -> Source:
     checksum_url = _resolve_listed(with_mirror(place.checksum_url, mirror))
-    entries = parse_checksums(read_small(checksum_url), str(distro.checksum_format))
+    checked = _signed_text(distro, checksum_url, keyring)
+    text = checked.text.decode("utf-8", errors="replace")
+    entries = parse_checksums(text, str(distro.checksum_format))
     directory, wanted = with_mirror(place.image_url, mirror).rsplit("/", 1)
     name = _choose(unquote(wanted), sorted(entries), f"the entries of {checksum_url}")
-    checksum = lookup(entries, name)
+    checksums = lookup(entries, name)
     claimed = distro.sha256
-    if claimed and checksum.algorithm == "sha256" and checksum.hexdigest != claimed.lower():
-        raise FetchError(
-            f"{checksum_url} gives {name} sha256 {checksum.hexdigest[:16]}..., the release "
-            f"metadata {claimed[:16]}...; nothing was downloaded (run `vnode images refresh`)"
-        )
+    if claimed:
+        given = {c.algorithm: c.hexdigest for c in checksums}.get("sha256")
+        if given is not None and given != claimed.lower():
+            raise FetchError(
+                f"{checksum_url} gives {name} sha256 {given[:16]}..., the release metadata "
+                f"{claimed[:16]}...; nothing was downloaded (run `vnode images refresh`)"
+            )
+        if given is None:
+            checksums = (*checksums, Checksum("sha256", claimed))
     return Source(
         image_url=f"{directory}/{quote(name)}",
         checksum_url=checksum_url,
-        checksum=checksum,
+        checksums=checksums,
         place=place.checksum_url,
+        signer=checked.signer,
+        signature_note=checked.note,
+    )
+
+
+def _signed_text(distro: Distro, checksum_url: str, keyring: str | None) -> signatures.Checked:
+    """The checksum file, its signature checked where upstream signs it and a key is here."""
+    data = read_bytes(checksum_url, limit=SMALL_LIMIT, timeout=TIMEOUT)
+    if distro.signature is None and keyring is None:
+        return signatures.Checked(data, note="upstream signs no checksum file")
+    if keyring is not None:
+        keyrings, signers = signatures.present([keyring]), ()
+        if not keyrings:
+            raise UsageError(f"config: [images] keyring.{distro.family} {keyring} does not exist")
+    else:
+        keyrings, signers = signatures.present(distro.keyrings), distro.signers
+    if not keyrings:
+        looked = ", ".join(distro.keyrings) or "none named by its plugin"
+        return signatures.Checked(data, note=f"signature not checked: no key file ({looked})")
+    signature = None
+    if distro.signature not in (None, signatures.CLEARSIGNED):
+        signature_url = checksum_url + str(distro.signature)
+        try:
+            signature = read_bytes(signature_url, limit=SMALL_LIMIT, timeout=TIMEOUT)
+        except NotFound:
+            # Upstream signs it: a place that serves the file without its signature is not
+            # trusted (stripping the signature must not turn into an unsigned download).
+            raise signatures.SignatureError(
+                f"{signature_url}: missing, and {distro.family} signs its checksum files; "
+                "nothing was downloaded"
+            ) from None
+    return signatures.check(
+        data, what=checksum_url, signature=signature, keyrings=keyrings, signers=signers
     )
 
 
@@ -138,20 +197,22 @@ def download(
     from scratch (its first bytes may be from an older upload of the image); a single
     transfer that fails is discarded and reported.
     """
-    algorithm = source.checksum.algorithm
+    algorithms = [c.algorithm for c in source.checksums]
     for last_try in (False, True):
         assembled = _transfer(source.image_url, part, progress, stop or threading.Event())
-        progress(f"verifying {algorithm}")
-        digest = hash_file(part, [algorithm])[algorithm]
-        if digest == source.checksum.hexdigest:
+        progress(f"verifying {'+'.join(algorithms)}")
+        digests = hash_file(part, algorithms)
+        wrong = [c for c in source.checksums if digests[c.algorithm] != c.hexdigest]
+        if not wrong:
             return
         part.unlink(missing_ok=True)
         if not assembled or last_try:
             break
         progress("checksum mismatch on a resumed download; starting over")
+    bad = wrong[0]
     raise FetchError(
-        f"{source.image_url}: {algorithm} mismatch (published {source.checksum.hexdigest[:16]}..., "
-        f"downloaded {digest[:16]}...); the download was discarded"
+        f"{source.image_url}: {bad.algorithm} mismatch (published {bad.hexdigest[:16]}..., "
+        f"downloaded {digests[bad.algorithm][:16]}...); the download was discarded"
     )
 
 
@@ -165,9 +226,11 @@ def read_bytes(url: str, *, limit: int, timeout: float) -> bytes:
     """A small file whole (metadata, checksums): 404 is :class:`NotFound`; a body that is
     longer than ``limit`` or shorter than its Content-Length is an error."""
     try:
-        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+        with _OPENER.open(_request(url), timeout=timeout) as response:
             data = response.read(limit + 1)
             expected = response.headers.get("Content-Length")
+    except _Downgrade as exc:
+        raise FetchError(str(exc)) from None
     except urllib.error.HTTPError as exc:
         error = NotFound if exc.code == 404 else FetchError
         raise error(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -228,7 +291,9 @@ def _get(url: str, part: Path, progress: Progress, stop: threading.Event) -> boo
     offset = _size(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        response = urllib.request.urlopen(_request(url, headers), timeout=TIMEOUT)
+        response = _OPENER.open(_request(url, headers), timeout=TIMEOUT)
+    except _Downgrade as exc:
+        raise FetchError(str(exc)) from None
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             return True  # the .part may be whole already; verification decides
@@ -323,6 +388,26 @@ def human_size(count: int) -> str:
         if count >= 1 << shift:
             return f"{count / (1 << shift):.1f} {unit}"
     return f"{count} B"
+
+
+class _Downgrade(Exception):
+    """A redirect off https."""
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, except from https to any other scheme."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        old, new = urlsplit(req.full_url).scheme, urlsplit(newurl).scheme
+        if old == "https" and new != "https":
+            raise _Downgrade(
+                f"{req.full_url}: redirected to {newurl}, off https; refused "
+                "(set [images] mirror.FAMILY to an https mirror)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NoDowngrade)
 
 
 def _request(url: str, headers: dict[str, str] | None = None) -> urllib.request.Request:

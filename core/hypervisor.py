@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode.errors import EnvironmentProblem, UsageError
+from vnode.logs import get_logger
 
 if TYPE_CHECKING:
     from vnode.model import NodeInfo
 
 NAMESPACE = "urn:x-vnode:node:1"
+log = get_logger("vnode.hypervisor")
 
 _STATE_NAMES = {
     0: "nostate",
@@ -122,9 +126,77 @@ class DomainMark:
     created: str
     pool: str
     number: int
+    # What was wrong with the mark as read (its bad fields are blanked: "" or -1), or None.
+    damage: str | None = None
 
 
 _MARK_FIELDS = ("distro", "mac", "ip", "network", "dir", "console", "created", "pool", "number")
+
+# Any libvirt client (and a remote host's) can write a domain's metadata: every field is
+# checked here, where it is read, before it becomes a path, an address or ssh configuration.
+_POOL = re.compile(r"[a-z][a-z0-9-]*[a-z-]|[a-z]")  # as config's [[pools]] stem
+_NUMBER = re.compile(r"\d{1,6}")
+_DISTRO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+=,-]{0,255}")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_path(text: str) -> bool:
+    return text.startswith("/") and not _UNSAFE.search(text) and len(text) < 4096
+
+
+def _is_date(text: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+_CHECKS = {
+    "distro": lambda v: bool(_DISTRO.fullmatch(v)),
+    "mac": lambda v: bool(_MAC.fullmatch(v)),
+    "ip": _is_address,
+    "network": lambda v: bool(_NETWORK.fullmatch(v)),
+    "dir": _is_path,
+    "console": _is_path,
+    "created": _is_date,
+    "pool": lambda v: bool(_POOL.fullmatch(v)),
+    "number": lambda v: bool(_NUMBER.fullmatch(v)),
+}
+
+
+def _checked_fields(name: str, node: ET.Element) -> tuple[dict[str, str], list[str]]:
+    """The mark's fields, each one that fails its check blanked, and what failed."""
+    fields, problems = {}, []
+    for tag in _MARK_FIELDS:
+        value = node.findtext(tag, default="").strip()
+        if value and not _CHECKS[tag](value):
+            problems.append(f"{tag} {value[:40]!r} is not valid")
+            value = ""
+        fields[tag] = value
+    pool, number = fields["pool"], fields["number"]
+    if (
+        pool
+        and number
+        and not (
+            name.startswith(pool)
+            and name[len(pool) :].isdigit()
+            and int(name[len(pool) :]) == int(number)
+        )
+    ):
+        problems.append(f"the name does not match pool {pool!r} and number {number}")
+        fields["pool"] = fields["number"] = ""
+    return fields, problems
 
 
 def read_mark(domain: Any) -> DomainMark | None:
@@ -141,24 +213,27 @@ def read_mark(domain: Any) -> DomainMark | None:
             return None
         raise HypervisorError(f"reading {domain.name()}'s metadata: {exc}") from None
     # libvirt hands the element back without its namespace prefix: plain tags.
-    node = ET.fromstring(text)
+    try:
+        node = ET.fromstring(text)
+    except ET.ParseError:
+        return None
     if node.findtext("created-by") != "vnode":
         return None
-
-    def text_of(tag: str) -> str:
-        return node.findtext(tag, default="")
-
+    fields, problems = _checked_fields(name, node)
+    if problems:
+        fields["ip"] = ""  # nothing vouches that it is this node's: ssh and Ansible skip it
     return DomainMark(
         name=name,
-        distro=text_of("distro"),
-        mac=text_of("mac"),
-        ip=text_of("ip"),
-        network=text_of("network"),
-        node_dir=text_of("dir"),
-        console=text_of("console"),
-        created=text_of("created"),
-        pool=text_of("pool"),
-        number=int(text_of("number") or -1),
+        distro=fields["distro"],
+        mac=fields["mac"].lower(),
+        ip=str(ipaddress.ip_address(fields["ip"])) if fields["ip"] else "",
+        network=fields["network"],
+        node_dir=fields["dir"],
+        console=fields["console"],
+        created=fields["created"],
+        pool=fields["pool"],
+        number=int(fields["number"] or -1),
+        damage="; ".join(problems) or None,
     )
 
 
@@ -269,7 +344,9 @@ def owned_mark(domain: Any, nodes_dir: Path) -> DomainMark | None:
     someone else's: never replaced or destroyed from here.
     """
     mark = read_mark(domain)
-    return mark if mark is not None and Path(mark.node_dir).parent == nodes_dir else None
+    if mark is None or not mark.node_dir:
+        return None
+    return mark if Path(mark.node_dir).parent == nodes_dir else None
 
 
 def vnode_domains(conn: Any, nodes_dir: Path) -> list[tuple[Any, DomainMark]]:
@@ -280,6 +357,12 @@ def vnode_domains(conn: Any, nodes_dir: Path) -> list[tuple[Any, DomainMark]]:
     for domain in domains:
         mark = owned_mark(domain, nodes_dir)
         if mark is not None:
+            if mark.damage:
+                log.warning(
+                    "damaged vnode mark; only `vnode destroy` uses it",
+                    domain=mark.name,
+                    problem=mark.damage,
+                )
             found.append((domain, mark))
     return sorted(found, key=lambda pair: pair[1].name)
 
@@ -300,6 +383,8 @@ def node_info(domain: Any, mark: DomainMark, host: str = "local") -> NodeInfo:
         state, _ = state_of(domain)
     except HypervisorError:
         state = "gone"
+    if mark.damage:
+        state = "damaged"  # `destroy` removes it; nothing else trusts its mark
     return NodeInfo(
         name=mark.name,
         distro=mark.distro,
@@ -310,6 +395,7 @@ def node_info(domain: Any, mark: DomainMark, host: str = "local") -> NodeInfo:
         created=mark.created,
         host=host,
         shape=attrs.asdict(shape) if (shape := read_shape(domain)) is not None else None,
+        damage=mark.damage,
     )
 
 
@@ -484,14 +570,16 @@ def delete_volume(pool: Any, name: str) -> None:
             volume.delete(0)
 
 
-def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) -> str:
+def _volume_xml(
+    name: str, capacity: int, fmt: str, backing: str | None = None, mode: str = "0644"
+) -> str:
     root = ET.Element("volume")
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "capacity", unit="bytes").text = str(capacity)
     target = ET.SubElement(root, "target")
     ET.SubElement(target, "format", type=fmt)
     permissions = ET.SubElement(target, "permissions")
-    ET.SubElement(permissions, "mode").text = "0644"
+    ET.SubElement(permissions, "mode").text = mode
     if backing is not None:
         store = ET.SubElement(root, "backingStore")
         ET.SubElement(store, "path").text = backing
@@ -502,9 +590,7 @@ def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) 
 def upload_bytes(conn: Any, pool: Any, name: str, data: bytes, *, mode: str = "0644") -> Any:
     """A raw volume holding ``data`` (a seed ISO, a small record), replacing one of that name."""
     delete_volume(pool, name)
-    xml = _volume_xml(name, max(len(data), 1), "raw").replace(
-        "<mode>0644</mode>", f"<mode>{mode}</mode>"
-    )
+    xml = _volume_xml(name, max(len(data), 1), "raw", mode=mode)
     with libvirt_errors(f"creating volume {name}"):
         volume = pool.createXML(xml, 0)
     with libvirt_errors(f"uploading volume {name}"):
@@ -606,14 +692,16 @@ def create_overlay_volume(pool: Any, name: str, base: Any, size: int) -> Any:
     _, capacity, _ = base.info()
     delete_volume(pool, name)
     with libvirt_errors(f"creating overlay volume {name}"):
-        return pool.createXML(_volume_xml(name, max(size, capacity), "qcow2", base.path()), 0)
+        # 0600: a node's disk is the guest's (libvirt chowns it to qemu at start).
+        xml = _volume_xml(name, max(size, capacity), "qcow2", base.path(), mode="0600")
+        return pool.createXML(xml, 0)
 
 
 def create_blank_volume(pool: Any, name: str, size: int) -> Any:
     """An empty qcow2 volume (a node's extra disk)."""
     delete_volume(pool, name)
     with libvirt_errors(f"creating volume {name}"):
-        return pool.createXML(_volume_xml(name, size, "qcow2"), 0)
+        return pool.createXML(_volume_xml(name, size, "qcow2", mode="0600"), 0)
 
 
 def volume_tail(conn: Any, pool: Any, name: str, limit: int = 64 * 1024) -> bytes | None:

@@ -71,6 +71,10 @@ class ImageRecord:
     # the imported file's own sha256 (import); with the checksum file's URL when there is one.
     source_checksum: dict[str, str] | None = None
     converted_from: str | None = None  # the source's format when it was not qcow2
+    # fetch: the fingerprint of the key that signed the checksum file (None: not checked),
+    # and how the checksum file was checked, or why its signature was not.
+    signed_by: str | None = None
+    signature: str | None = None
 
     def describes(self, image: Path) -> bool:
         stat = image.stat()
@@ -84,7 +88,10 @@ class ImageEntry:
     path: Path
     present: bool
     size: int | None
-    status: str  # "verified", "built", "imported", "unverified", or "-" when absent
+    # "signed" (fetched: checksums and the checksum file's signature verified), "unsigned"
+    # (fetched: checksums verified, no signature checked), "built", "imported", "unverified"
+    # (changed since it was recorded), or "-" when absent
+    status: str
     source: str | None = None  # where the stored image came from (its record)
     family: str = ""
     role: str = ""  # "latest", "one-but-last", "end of life" or ""
@@ -142,6 +149,9 @@ def image_status(image: Path) -> tuple[str, str | None]:
     record = read_record(image)
     if record is None or not record.describes(image):
         return "unverified", None
+    if record.status == "verified":
+        # Checksums matched; "signed" says the checksum file's signature did too.
+        return ("signed" if record.signed_by else "unsigned"), record.source
     return record.status, record.source
 
 
@@ -463,12 +473,20 @@ def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Pa
 
 
 def import_image(
-    source: Path, name: str, session: Session, *, force: bool = False
+    source: Path,
+    name: str,
+    session: Session,
+    *,
+    force: bool = False,
+    allow_backing: bool = False,
 ) -> tuple[Path, ImageRecord]:
     """Copy (qcow2) or convert (any format qemu-img reads) a user's image into the store.
 
     ``name`` must resolve to a distro, whose canonical name the image takes: nodes of that
-    distro then boot from it. An existing image is replaced only with ``force``.
+    distro then boot from it. An existing image is replaced only with ``force``. An image
+    that names other files (a backing file, a data file, extents) is refused unless
+    ``allow_backing``: flattening it copies those files, which may be any of the host's
+    (root reads them all), into an image every node boots.
     """
     config = session.config
     distro = resolve_distro(name, session)
@@ -480,6 +498,12 @@ def import_image(
     info = _image_info(source, fmt=None)
     if info is None:
         raise UsageError(f"{source} is not a disk image qemu-img can read")
+    others = _external_names(info)
+    if others and not allow_backing:
+        raise UsageError(
+            f"{source} reads other files ({', '.join(others)}); importing it would copy them "
+            "into the image: give --allow-backing if you mean it"
+        )
     store = _prepare_store(config)
     staging = dest.with_name(dest.name + ".import")
     with file_lock(_lock_path(store, dest)):
@@ -506,6 +530,8 @@ def write_record(
     source: str,
     source_checksum: dict[str, str] | None = None,
     converted_from: str | None = None,
+    signed_by: str | None = None,
+    signature: str | None = None,
 ) -> ImageRecord:
     stat = image.stat()
     record = ImageRecord(
@@ -517,6 +543,8 @@ def write_record(
         recorded=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         source_checksum=source_checksum,
         converted_from=converted_from,
+        signed_by=signed_by,
+        signature=signature,
     )
     write_atomic(record_path(image), json.dumps(attrs.asdict(record), indent=2) + "\n")
     return record
@@ -560,7 +588,8 @@ def _fetch_one(
         progress("reading checksums")
         preferred = session.catalog_cache.places.get(distro.name)
         mirror = session.config.images.mirror_for(distro.family)
-        source = fetch.locate(distro, mirror, preferred)
+        keyring = session.config.images.keyring_for(distro.family)
+        source = fetch.locate(distro, mirror, preferred, keyring)
         if source.place != preferred:
             session.update_catalog_cache(remember_place(distro.name, source.place))
         part = dest.with_name(dest.name + ".part")
@@ -573,8 +602,10 @@ def _fetch_one(
             source=source.image_url,
             source_checksum={**source.checksum.to_dict(), "checksum_url": source.checksum_url},
             converted_from=converted,
+            signed_by=source.signer,
+            signature=source.signature_note,
         )
-    progress("verified")
+    progress("verified, signed" if source.signer else f"verified; {source.signature_note}")
     return True
 
 
@@ -626,8 +657,25 @@ def _image_info(path: Path, fmt: str | None) -> dict[str, Any] | None:
 
 
 def _external_files(info: dict[str, Any]) -> bool:
-    data = info.get("format-specific", {}).get("data", {})
-    return bool(info.get("backing-filename") or data.get("data-file"))
+    return bool(_external_names(info))
+
+
+def _external_names(info: dict[str, Any]) -> list[str]:
+    """The files besides itself an image makes qemu read: its backing file, a qcow2 data
+    file, a VMDK's extents (as ``qemu-img info`` reports them)."""
+    specific = info.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    data = data if isinstance(data, dict) else {}
+    names = [str(info["backing-filename"])] if info.get("backing-filename") else []
+    if data.get("data-file"):
+        names.append(str(data["data-file"]))
+    own = str(info.get("filename", ""))
+    extents = data.get("extents")
+    for extent in extents if isinstance(extents, list) else ():
+        name = extent.get("filename") if isinstance(extent, dict) else None
+        if name and str(name) != own:
+            names.append(str(name))
+    return names
 
 
 def _qemu_img(*args: str) -> None:

@@ -68,9 +68,39 @@ def client_key(ssh_dir: Path, configured: Path | None) -> ClientKey:
     with file_lock(ssh_dir / ".lock"):
         if not private.exists():
             pair = generate_keypair("vnode")
-            write_private(private, pair.private_openssh)
+            # The public half first: the private key's presence says the pair is whole.
             write_atomic(public, pair.public_openssh + "\n")
+            write_private(private, pair.private_openssh)
+        elif not _public_line(public):
+            # Killed between the two writes (an older vnode wrote the private one first), or
+            # the .pub removed: it is derived again, as nodes trust the private key already.
+            write_atomic(public, _derive_public(private) + "\n")
     return ClientKey(private_path=private, public_openssh=public.read_text().strip())
+
+
+def _public_line(path: Path) -> str | None:
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return text if text.startswith("ssh-ed25519 ") else None
+
+
+def _derive_public(private: Path) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
+    except (ValueError, TypeError, OSError) as exc:
+        raise UsageError(
+            f"{private} is not a readable OpenSSH private key ({exc}); remove it and "
+            f"{private.name}.pub to have vnode make a new pair (nodes made with it then "
+            "refuse the new key: re-create them)"
+        ) from None
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return f"{public.decode()} vnode"
 
 
 class KnownHosts:

@@ -217,8 +217,8 @@ class Located:
         made with ``up --no-wait``)."""
         if self.mark.ip:
             return self.mark.ip
-        if self.backend is None:
-            return None
+        if self.backend is None or self.mark.damage:
+            return None  # a damaged mark's number or pool would find another node's address
         console = Path(self.mark.console) if self.mark.console else None
         return self.backend.discover_address(identity(self.mark), console)
 

@@ -8,15 +8,30 @@ replaces the node whole. The kernel drops the lock if the process dies.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from vnode.errors import EnvironmentProblem
 
 
 class FileLock:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._handle = path.open("a")
+        # Never through a symlink: one planted in the state directory would have root
+        # create or lock whatever file it points at.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise EnvironmentProblem(
+                    f"lock file {path} is a symlink; not following it (remove it)"
+                ) from None
+            raise
+        self._handle = os.fdopen(fd, "a")
 
     def try_acquire(self) -> bool:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -21,11 +22,21 @@ class Location:
     checksum_url: str
 
 
+# A distro's name and image file become a path in the image store: one file name, no "/",
+# not starting with "." (no "..", no hidden file), whatever a plugin or a cached catalog says.
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def _file_name(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not _FILE_NAME.fullmatch(value):
+        raise ValueError(f"distro {attribute.name} {value!r} cannot name a file in the store")
+
+
 @attrs.frozen
 class Distro:
     """What a distro plugin knows about one release's cloud image."""
 
-    name: str  # canonical short name, e.g. "f43", "u24.04", "d12"
+    name: str = attrs.field(validator=_file_name)  # canonical short name: "f43", "u24.04"
     family: str  # "fedora", "ubuntu", "debian", or a third party's own
     release: str
     title: str
@@ -40,7 +51,7 @@ class Distro:
     aliases: tuple[str, ...] = ()
     # The image's file in the image store; by default named after the distro. A plugin may
     # point at another distro's file to reuse its image.
-    image_file: str | None = None
+    image_file: str | None = attrs.field(default=None, validator=_file_name)
     # Where to look when image_url/checksum_url answer 404 (a release moved to the archive,
     # or not yet): tried in order; the place that worked is remembered.
     alternates: tuple[Location, ...] = ()
@@ -48,6 +59,20 @@ class Distro:
     # file must agree, or the fetch stops (metadata and checksum file tell two stories).
     sha256: str | None = None
     end_of_life: bool = False
+    # How upstream signs the checksum file: "clearsigned" (a cleartext signature inside it,
+    # as Fedora's CHECKSUM), a suffix naming a detached signature next to it (".gpg" for
+    # Ubuntu's SHA256SUMS.gpg), or None when upstream signs nothing. See vnode.signatures.
+    signature: str | None = attrs.field(default=None)
+    # Public key files that vouch for the signature: ones a host package installs, or ones
+    # shipped with the plugin; those absent on the host are skipped. Every key in them is
+    # trusted unless ``signers`` names primary key fingerprints (a pin within a keyring).
+    keyrings: tuple[str, ...] = ()
+    signers: tuple[str, ...] = ()
+
+    @signature.validator
+    def _check_signature(self, attribute: attrs.Attribute, value: str | None) -> None:
+        if value is not None and not re.fullmatch(r"clearsigned|\.[A-Za-z0-9]+", value):
+            raise ValueError(f"{self.name}: signature {value!r} is not 'clearsigned' or '.SUFFIX'")
 
     @property
     def image_filename(self) -> str:
@@ -218,6 +243,7 @@ class NodeInfo:
     # The shape vnode made it in (None: made before vnode recorded shapes): memory_mib,
     # vcpus, disk_gb, extra_disks, image_sha256, lab.
     shape: dict[str, object] | None = None
+    damage: str | None = None  # what is wrong with the domain's vnode mark (state "damaged")
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

@@ -133,10 +133,17 @@ def remove_volumes(store: NodeStore, name: str) -> None:
         hypervisor.delete_volume(store.pool, volume)
 
 
+# A node's directory lets the qemu user through to the files libvirt hands it (it chowns
+# each one to qemu when the domain starts), and lets no other user list or read anything:
+# the disk holds the guest's host keys, the seed vnode's key for the guest.
+NODE_DIR_MODE = 0o711
+
+
 def _fresh_dir(path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
-    path.mkdir(mode=0o755, parents=True)
+    path.mkdir(mode=NODE_DIR_MODE, parents=True)
+    path.chmod(NODE_DIR_MODE)  # whatever the umask
 
 
 def remove_node(

@@ -153,6 +153,7 @@ def plan_up(
     if (after.steps or after.wait_cloud_init) and not options.wait:
         raise UsageError("--run, --script and --wait-cloud-init need the wait (not --no-wait)")
     cloud_config = cloud_config_sources(session, defaults, options, refs)
+    _check_local_dirs(session)
     views = lab.survey(session)
     failed: dict[str, VnodeError] = {}
     placed, moves = _placement(refs, views, own, options, failed)
@@ -308,6 +309,18 @@ def _move_backends(
         network = found[2].network if found is not None else None
         backends[name] = lab.backend_for(session, views[old], network) if network else None
     return backends
+
+
+def _check_local_dirs(session: Session) -> None:
+    """The state directory (keys, node files) and the image store belong to root, whatever
+    the hosts: another user able to write there could swap what vnode boots or trusts."""
+    from vnode.files import untrusted
+
+    for path in (session.config.paths.state, session.config.paths.images):
+        if problem := untrusted(path):
+            raise EnvironmentProblem(
+                f"{problem}: vnode keeps keys and disks there; fix its owner or mode"
+            )
 
 
 def _preflight(

@@ -8,7 +8,7 @@ change behind this surface. The hooks themselves are documented in :mod:`vnode.h
 
 from __future__ import annotations
 
-from vnode.catalog import Catalog, CatalogError, MetadataReader, catalog
+from vnode.catalog import MAX_RELEASES, Catalog, CatalogError, MetadataReader, catalog
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.hookspecs import hookimpl
 from vnode.logs import get_logger
@@ -36,6 +36,7 @@ def index_links(html: str) -> list[str]:
 
 
 __all__ = [
+    "MAX_RELEASES",
     "Catalog",
     "CatalogError",
     "ConsoleSetup",

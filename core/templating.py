@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,19 @@ def _yaml_value(value: Any) -> str:
 
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    return json.dumps(value, ensure_ascii=True)
+    # JSON's \uXXXX escapes are YAML's too, but JSON writes a character beyond the BMP as a
+    # surrogate pair, which YAML reads as two lone surrogates: every non-ASCII character is
+    # written as YAML's own escape instead (\UXXXXXXXX beyond the BMP), the text staying ASCII
+    # (no raw U+2028 or U+0085, which YAML would read as line breaks).
+    return _NON_ASCII.sub(_yaml_escape, json.dumps(value, ensure_ascii=False))
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _yaml_escape(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _xml_value(value: Any) -> Any:

@@ -78,18 +78,27 @@ def render_sources(
 ) -> dict[str, Any]:
     """Each file rendered with the node's values and parsed, then merged in order."""
     import jinja2
+    import jinja2.sandbox
     import yaml
 
     # Not the YAML-escaping environment of vnode's own templates: the values are vnode's
     # node names, numbers and addresses (no quotes or newlines), and users write
-    # `path: /etc/{{ name }}.conf`, where a quoted value would be wrong.
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    # `path: /etc/{{ name }}.conf`, where a quoted value would be wrong. Sandboxed: the text
+    # is the user's, rendered by root, and a plain Environment lets a template reach Python
+    # (`cycler.__init__.__globals__.os`) and run commands on the host.
+    environment = jinja2.sandbox.SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
     merged: dict[str, Any] = {}
     for source in sources:
         try:
             text = environment.from_string(source.text).render(**values)
         except jinja2.TemplateError as exc:
             raise UsageError(f"cloud-config {source.path}: template: {exc}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            # The template's own expressions failed (1/0, range(10**9) in the sandbox, ...).
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise UsageError(f"cloud-config {source.path}: template: {reason}") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -322,7 +322,8 @@ def _build_clone(
     libvirt = hypervisor._libvirt()
     if plan.node_dir.exists():
         shutil.rmtree(plan.node_dir)
-    plan.node_dir.mkdir(mode=0o755, parents=True)
+    plan.node_dir.mkdir(mode=0o711, parents=True)
+    plan.node_dir.chmod(0o711)  # as nodes.NODE_DIR_MODE: qemu passes, no one else looks
     # The template's virtual size: the saved guest already knows its disk's size.
     create_overlay(template.disk, plan.disk_path, template.disk_gb)
     host_key = generate_keypair(f"{plan.name} host key")

@@ -26,6 +26,7 @@ import attrs
 
 from vnode import hypervisor
 from vnode.errors import EnvironmentProblem, UsageError
+from vnode.files import write_atomic
 from vnode.logs import get_logger
 from vnode.model import ConsoleSetup, Distro, NodePlan, VirtType
 
@@ -92,6 +93,9 @@ class TemplateRecord:
     boot_seconds: float
     save_bytes: int
     directory: str = ""  # filled in when read: where the template is
+    # Why the template cannot be used (an unreadable record, a file missing): listed and
+    # removable (when no node runs on it), never cloned, never replaced without asking.
+    damage: str | None = None
 
     @property
     def disk(self) -> Path:
@@ -187,24 +191,70 @@ def plan_template(
     )
 
 
+# Defaults for what an older vnode's record may lack: such a template is listed and can be
+# removed (its key, which covers the agent's version, is never planned again).
+_RECORD_DEFAULTS: dict[str, object] = {
+    "image": "",
+    "image_fingerprint": "",
+    "memory_mib": 0,
+    "vcpus": 0,
+    "virt_type": "qemu",
+    "disk_gb": 0,
+    "agent": "",
+    "libvirt": "",
+    "qemu": "",
+    "made": "",
+    "boot_seconds": 0.0,
+    "save_bytes": 0,
+}
+
+
 def read_template(directory: Path) -> TemplateRecord | None:
-    """The made template in ``directory``, or None (absent, unfinished or damaged)."""
+    """The template in ``directory``: None when it has no record (absent, or an unfinished
+    attempt: the record is written last); a record with ``damage`` set when the record is
+    unreadable or the template's files are missing."""
+    path = directory / _RECORD
     try:
-        data = json.loads((directory / _RECORD).read_text())
-        record = TemplateRecord(**{**data, "directory": str(directory)})
-    except (OSError, ValueError, TypeError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    if not (record.disk.is_file() and record.save.is_file()):
-        return None
+    except (OSError, ValueError) as exc:
+        return _damaged(directory, f"{path} is unreadable ({_one_line(exc)})")
+    if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+        return _damaged(directory, f"{path} is not a template record")
+    known = {field.name for field in attrs.fields(TemplateRecord)} - {"directory", "damage"}
+    fields = {**_RECORD_DEFAULTS, **{k: v for k, v in data.items() if k in known}}
+    try:
+        record = TemplateRecord(**fields, directory=str(directory))
+    except TypeError as exc:
+        return _damaged(directory, f"{path} lacks what a template needs ({_one_line(exc)})")
+    if record.key != directory.name:
+        return _damaged(directory, f"{path} names template {record.key!r}")
+    missing = [p.name for p in (record.disk, record.save) if not p.is_file()]
+    if missing:
+        return attrs.evolve(record, damage=f"{', '.join(missing)} missing in {directory}")
     return record
 
 
-def list_templates(state: Path) -> list[TemplateRecord]:
+def _damaged(directory: Path, why: str) -> TemplateRecord:
+    fields = {**_RECORD_DEFAULTS, "made": f"damaged: {why}"}
+    return TemplateRecord(
+        key=directory.name, distro="?", directory=str(directory), damage=why, **fields
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
+def list_templates(state: Path, *, damaged: bool = False) -> list[TemplateRecord]:
+    """The templates made in ``state``; with ``damaged``, those that cannot be used too."""
     root = templates_dir(state)
     if not root.is_dir():
         return []
     found = (read_template(path) for path in sorted(root.iterdir()) if path.is_dir())
-    return sorted((r for r in found if r is not None), key=lambda r: (r.distro, r.made))
+    kept = (r for r in found if r is not None and (damaged or r.damage is None))
+    return sorted(kept, key=lambda r: (r.distro, r.made))
 
 
 def users_of(record: TemplateRecord, nodes_dir: Path) -> list[str]:
@@ -237,7 +287,7 @@ def _backing_file(path: Path) -> str | None:
 def select_templates(state: Path, which: str) -> list[TemplateRecord]:
     """The templates ``which`` names: a key (or its unique start), or a distro (all of its
     templates). UsageError if it names none."""
-    templates = list_templates(state)
+    templates = list_templates(state, damaged=True)
     chosen = [t for t in templates if t.distro == which]
     if not chosen and len(which) >= 4:
         chosen = [t for t in templates if t.key.startswith(which)]
@@ -267,11 +317,29 @@ def _remove_inside(root: Path, path: Path) -> None:
 def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> TemplateRecord:
     """Boot the image NIC-less with the agent's seed, wait for the guest to say it may be
     saved, unplug the seed, save, keep disk and state. Idempotent: a template already made
-    is returned as it is. On failure nothing of it is left (domain, files)."""
+    is returned as it is. On failure nothing of it is left (domain, files).
+
+    A damaged template (its record unreadable, a file gone) is reported, never replaced; an
+    unfinished one (no record) is made again only if no node's disk is backed by it."""
     if (made := read_template(spec.directory)) is not None:
+        if made.damage is not None:
+            raise EnvironmentProblem(
+                f"template {spec.key} is damaged ({made.damage}); not replaced: "
+                f"`vnode template remove {spec.key}` removes it once no node runs on it"
+            )
         return made
     started = time.monotonic()
     if spec.directory.exists():  # an unfinished earlier attempt
+        nodes_dir = spec.directory.parent.parent / "nodes"  # templates_dir(state)'s sibling
+        unfinished = TemplateRecord(
+            key=spec.key, distro=spec.distro.name, directory=str(spec.directory),
+            **_RECORD_DEFAULTS,  # type: ignore[arg-type]
+        )  # fmt: skip
+        if users := users_of(unfinished, nodes_dir):
+            raise EnvironmentProblem(
+                f"{spec.directory} has no record but is the base of {', '.join(users)}; "
+                "not replaced (destroy them, then remove the directory)"
+            )
         _remove_inside(spec.directory.parent, spec.directory)
     spec.directory.mkdir(mode=0o755, parents=True)
     os.chmod(spec.directory.parent, 0o755)
@@ -313,8 +381,9 @@ def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> T
         boot_seconds=round(boot_seconds, 1),
         save_bytes=spec.save.stat().st_size,
     )
-    data = {k: v for k, v in record.to_dict().items() if k != "directory"}
-    (spec.directory / _RECORD).write_text(json.dumps(data, indent=2) + "\n")
+    data = {k: v for k, v in record.to_dict().items() if k not in ("directory", "damage")}
+    # Last, atomically and durably: a record on disk says the template is whole.
+    write_atomic(spec.directory / _RECORD, json.dumps(data, indent=2) + "\n")
     log.info("template made", key=spec.key, seconds=record.boot_seconds)
     return attrs.evolve(record, directory=str(spec.directory))
 

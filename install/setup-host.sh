@@ -28,11 +28,11 @@ fi
 # mmdebstrap, extlinux, sfdisk and mkfs; libvirt-python is built in vnode's venv (gcc,
 # pkg-config and libvirt's headers).
 APT_PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base
-iptables openssh-client mmdebstrap extlinux syslinux-common fdisk e2fsprogs
+iptables openssh-client gpgv gpg mmdebstrap extlinux syslinux-common fdisk e2fsprogs
 libvirt-dev pkg-config gcc python3-venv tini procps"
 DNF_PACKAGES="qemu-kvm-core qemu-img libvirt-daemon-driver-qemu libvirt-daemon-driver-network
 libvirt-daemon-driver-storage-core libvirt-daemon-config-network libvirt-client dnsmasq
-openssh-clients mmdebstrap syslinux syslinux-extlinux util-linux e2fsprogs
+openssh-clients gnupg2 mmdebstrap syslinux syslinux-extlinux util-linux e2fsprogs
 libvirt-devel pkgconf-pkg-config gcc python3-devel procps-ng
 policycoreutils-python-utils"
 # libvirt's modular daemons (Fedora's default since 35): each started by its socket, so

@@ -39,8 +39,12 @@ LATEST = "d13"
 LATEST_RELEASED = "2025-08-09"  # Debian 13's release day
 PREVIOUS = "d12"
 _END_OF_LIFE = {"9", "10", "11"}  # Debian 11's LTS ended 2026-08-31
+# SHA512SUMS is signed next to it (SHA512SUMS.sign) by a Debian role key; the debian-keyring
+# package installs Debian's role keys (www.debian.org/CD/verify lists the CD signing keys).
+_KEY_FILES = ("/usr/share/keyrings/debian-role-keys.gpg",)
 _IMAGE = re.compile(r"debian-(\d+)-genericcloud-amd64\.qcow2")
 _CODENAME = re.compile(r"[a-z]+")
+_MAX_CODENAMES = 64  # Debian has named some 30 releases since 1996
 
 
 def debian(number: str, codename: str, *, end_of_life: bool) -> Distro:
@@ -57,6 +61,8 @@ def debian(number: str, codename: str, *, end_of_life: bool) -> Distro:
         disk_gb=10,
         aliases=(codename, f"debian{number}", f"debian-{number}"),
         end_of_life=end_of_life,
+        signature=".sign",
+        keyrings=_KEY_FILES,
     )
 
 
@@ -77,6 +83,9 @@ def read_image_tree(read: MetadataReader) -> Catalog:
     ]
     if not codenames:
         raise CatalogError(f"{origin}: no release directories listed")
+    if len(codenames) > _MAX_CODENAMES:
+        # Each is one more request: a listing of thousands is not Debian's tree.
+        raise CatalogError(f"{origin}: {len(codenames)} release directories; not believed")
     numbers: dict[str, str] = {}
     for codename in codenames:
         try:

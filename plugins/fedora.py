@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import attrs
 
 from vnode.plugin import (
+    MAX_RELEASES,
     Catalog,
     CatalogError,
     Distro,
@@ -45,6 +46,15 @@ MIN_RELEASE = 28
 _MIRRORS = "https://download.fedoraproject.org/pub/fedora/linux/releases/{n}/Cloud/x86_64/images"
 _ARCHIVE = (
     "https://archives.fedoraproject.org/pub/archive/fedora/linux/releases/{n}/Cloud/x86_64/images"
+)
+
+# Fedora clearsigns each CHECKSUM file with the release's own key, which the host has where it
+# runs Fedora (fedora-gpg-keys: the releases around its own) or distribution-gpg-keys (every
+# release; Fedora's and EPEL's repositories). The key files are the trust anchor (installed by
+# the host's package manager, itself verified); getfedora.org/security lists fingerprints.
+_KEY_FILES = (
+    "/etc/pki/rpm-gpg/RPM-GPG-KEY-fedora-{n}-primary",
+    "/usr/share/distribution-gpg-keys/fedora/RPM-GPG-KEY-fedora-{n}-primary",
 )
 
 # release -> compose of its Cloud Base image, as published.
@@ -113,6 +123,8 @@ def fedora(
         alternates=(other,),
         sha256=sha256,
         end_of_life=end_of_life,
+        signature="clearsigned",
+        keyrings=tuple(path.format(n=number) for path in _KEY_FILES),
     )
 
 
@@ -182,6 +194,9 @@ def parse_releases_json(data: object, origin: str) -> Catalog:
         if not match:
             raise CatalogError(f"{origin}: no compose in the image name {link!r}")
         number, compose = int(version), match[2] or match[4]
+        if number - MIN_RELEASE >= MAX_RELEASES:
+            # The table has every release from MIN_RELEASE up: bound it before building it.
+            raise CatalogError(f"{origin}: release {number} is not believable")
         if int(match[1] or match[3]) != number:
             raise CatalogError(f"{origin}: release {number} links to {link!r}")
         sha256 = entry.get("sha256")

@@ -43,6 +43,11 @@ LATEST = "u26.04"
 LATEST_RELEASED = "2026-04-23"  # an LTS comes every second April
 PREVIOUS = "u24.04"
 _END_OF_LIFE = {"18.04", "20.04"}  # standard support ended (2023-05, 2025-05)
+# SHA256SUMS is signed (SHA256SUMS.gpg) by the "UEC Image Automatic Signing Key
+# <cdimage@ubuntu.com>", fingerprint D2EB 4462 6FDD C30B 513D  5BB7 1A5D 6C4C 7DB8 7C81 (on
+# keyserver.ubuntu.com; Ubuntu's ubuntu-cloudimage-keyring package installs it). That
+# keyring holds only the cloud image keys, so every key in it is trusted.
+_KEY_FILES = ("/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg",)
 _PRODUCT = re.compile(r"com\.ubuntu\.cloud:server:(\d\d\.\d\d):amd64")
 
 
@@ -76,6 +81,8 @@ def ubuntu(
         alternates=alternates,
         sha256=sha256,
         end_of_life=end_of_life,
+        signature=".gpg",
+        keyrings=_KEY_FILES,
     )
 
 

@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 # The fake download site's fixtures (mirror, blobs), for unit and integration tests alike.
-pytest_plugins = ["tests.httpmirror"]
+pytest_plugins = ["tests.httpmirror", "tests.signing"]
 
 REPO = Path(__file__).resolve().parent.parent
 VNODE = [sys.executable, "-m", "vnode.cli"]

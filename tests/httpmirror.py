@@ -5,6 +5,7 @@ Range). Nothing leaves the machine."""
 from __future__ import annotations
 
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -18,10 +19,12 @@ import pytest
 @attrs.define
 class Served:
     body: bytes
-    # "normal", "ignore-range", "interrupt-once", "truncate", or "slow" (a trickle after cut)
+    # "normal", "ignore-range", "interrupt-once", "truncate", "slow" (a trickle after cut),
+    # or "redirect" (302 to ``location``)
     mode: str = "normal"
     cut: int = 0  # where "interrupt-once" and "truncate" stop sending, and "slow" slows down
     requests: int = 0
+    location: str = ""
 
 
 @attrs.frozen
@@ -34,16 +37,19 @@ class Logged:
 class Mirror:
     """A threaded HTTP server on 127.0.0.1 with Range support; logs every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.files: dict[str, Served] = {}
         self.log: list[Logged] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def put(self, path: str, body: bytes | str, **how: object) -> None:
         data = body.encode() if isinstance(body, str) else body
@@ -86,6 +92,9 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                     served.requests += 1
             if served is None:
                 self._reply(path, wanted, 404, b"not here", {})
+                return
+            if served.mode == "redirect":
+                self._reply(path, wanted, 302, b"", {"Location": served.location})
                 return
             self._serve(path, wanted, served)
 
@@ -165,3 +174,24 @@ def blobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         made[name] = path.read_bytes()
     made["raw"] = bytes(range(256)) * 4096  # 1 MiB, no qcow2 header
     return made
+
+
+@pytest.fixture(scope="module")
+def tls_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mirror, str]]:
+    """A mirror on https://127.0.0.1 with a self-signed certificate, and the certificate's
+    file: a client trusts it through SSL_CERT_FILE."""
+    work = tmp_path_factory.mktemp("tls")
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    served = Mirror(tls)
+    served.thread.start()
+    yield served, str(cert)
+    served.server.shutdown()
+    served.server.server_close()

@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import REPO, VNODE, Lab
 from tests.httpmirror import Logged, Mirror
+from tests.signing import LocalKey
 from vnode import images
 from vnode.config import build_config
 from vnode.errors import UsageError
@@ -103,10 +104,12 @@ def publish(
     *,
     listed: bytes | None = None,
     compose: str = "1.6",
+    key: LocalKey | None = None,
     **how: object,
 ) -> str:
     """Serve ``name``'s image and its checksum file (vouching for ``listed``, default ``body``)
-    in the family's format; returns the image's path on the server."""
+    in the family's format, signed by ``key`` as the family signs (a Fedora CHECKSUM with a
+    placeholder armour when no key is given); returns the image's path on the server."""
     distro = PluginHost.discover().resolve_distro(name)
     image_path = _served_path(distro.family, distro.image_url).replace("*", compose)
     checksum_path = _served_path(distro.family, distro.checksum_url).replace("*", compose)
@@ -116,12 +119,15 @@ def publish(
     if distro.checksum_format == "fedora-checksum":
         digest = hashlib.sha256(vouched).hexdigest()
         text = (
-            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n"
             f"# {image}: {len(vouched)} bytes\nSHA256 ({image}) = {digest}\n"
             f"SHA256 ({image.replace('.qcow2', '.raw.xz')}) = {hashlib.sha256(decoy).hexdigest()}\n"
             f"SHA256 (Fedora-Cloud-Base-Vagrant-libvirt-{name}.vagrant-libvirt.box) = "
-            f"{hashlib.sha256(decoy).hexdigest()}\n" + SIGNATURE
+            f"{hashlib.sha256(decoy).hexdigest()}\n"
         )
+        if key is None:
+            text = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n" + text + SIGNATURE
+        else:
+            text = key.clearsign(text)
     elif distro.checksum_format == "sha256sums":
         text = (
             f"{hashlib.sha256(decoy).hexdigest()} *other-cloudimg-amd64.tar.gz\n"
@@ -133,6 +139,11 @@ def publish(
             f"{hashlib.sha512(decoy).hexdigest()}  {image.replace('.qcow2', '.raw')}\n"
         )
     mirror.put(checksum_path, text)
+    if distro.signature not in (None, "clearsigned"):
+        if key is None:
+            mirror.remove(checksum_path + distro.signature)
+        else:
+            mirror.put(checksum_path + distro.signature, key.detach_sign(text.encode()))
     mirror.put(image_path, body, **how)
     return image_path
 
@@ -168,7 +179,8 @@ def test_fetch_downloads_every_family_in_parallel_and_verifies(
     _no_leftovers(store)
     listed = json.loads(store.run("images", "list", "--json").stdout)
     status = {entry["distro"]: entry["status"] for entry in listed}
-    assert status["f43"] == status["u24.04"] == status["d12"] == "verified"
+    # No distro key is on this host: the checksums were verified, no signature was.
+    assert status["f43"] == status["u24.04"] == status["d12"] == "unsigned"
     assert status["f42"] == "-"
 
     again = store.run("images", "fetch", "f43")
@@ -374,6 +386,157 @@ def test_bad_fetch_requests_exit_2_with_one_line(store: Store) -> None:
     assert "known:" in store.run("images", "fetch", "u23.10").stderr
 
 
+# --- signatures, every digest, no downgrade ---------------------------------------------------
+
+
+@pytest.fixture
+def signed_store(tmp_path: Path, mirror: Mirror, signing_key: LocalKey) -> Store:
+    """A store whose config names the test key as every family's signing key (as a user
+    would name a distro's key file on a host without its key package)."""
+    config = tmp_path / "config.toml"
+    _write_config(config, tmp_path / "state", tmp_path / "images", mirror)
+    with config.open("a") as handle:
+        handle.write(
+            f'keyring.fedora = "{signing_key.public}"\n'  # armoured, as RPM-GPG-KEY files
+            f'keyring.ubuntu = "{signing_key.public_binary}"\n'
+            f'keyring.debian = "{signing_key.public_binary}"\n'
+        )
+    return Store(config=config, images=tmp_path / "images")
+
+
+def _failure(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("vnode:")]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_signed_checksum_files_are_verified_and_listed_as_signed(
+    signed_store: Store, mirror: Mirror, blobs: dict[str, bytes], signing_key: LocalKey
+) -> None:
+    paths = {n: publish(mirror, n, blobs["a"], key=signing_key) for n in ("f41", "u24.04", "d11")}
+    result = signed_store.run("images", "fetch", *paths)
+    assert result.returncode == 0, result.stderr
+    for name in paths:
+        assert signed_store.record(name)["signed_by"] == signing_key.fingerprint
+    listed = json.loads(signed_store.run("images", "list", "--json").stdout)
+    status = {entry["distro"]: entry["status"] for entry in listed}
+    assert status["f41"] == status["u24.04"] == status["d11"] == "signed"
+
+
+def test_a_bad_signature_a_foreign_key_or_no_signature_downloads_nothing(
+    signed_store: Store,
+    mirror: Mirror,
+    blobs: dict[str, bytes],
+    signing_key: LocalKey,
+    other_key: LocalKey,
+) -> None:
+    distro = PluginHost.discover().resolve_distro("f40")
+    checksum = _served_path("fedora", distro.checksum_url).replace("*", "1.6")
+    image = publish(mirror, "f40", blobs["b"], key=signing_key)
+    signed = mirror.files[checksum].body.decode()
+    # The image's line changed after signing: the signature no longer covers it.
+    good_digest = hashlib.sha256(blobs["b"]).hexdigest()
+    mirror.put(checksum, signed.replace(good_digest, hashlib.sha256(blobs["a"]).hexdigest()))
+    assert "BAD signature" in _failure(signed_store.run("images", "fetch", "f40"))
+    publish(mirror, "f40", blobs["b"], key=other_key)
+    assert "signed by a key not in" in _failure(signed_store.run("images", "fetch", "f40"))
+    publish(mirror, "f40", blobs["b"])  # the placeholder armour: no real signature
+    assert "no OpenPGP signature" in _failure(signed_store.run("images", "fetch", "f40"))
+    publish(mirror, "u22.04", blobs["b"])  # SHA256SUMS without its SHA256SUMS.gpg
+    assert "missing, and ubuntu signs" in _failure(signed_store.run("images", "fetch", "u22.04"))
+    assert mirror.requests_for(image) == []
+    assert not signed_store.image("f40").exists() and not signed_store.image("u22.04").exists()
+    _no_leftovers(signed_store)
+
+
+def test_unsigned_lines_around_a_clearsigned_checksum_file_are_not_read(
+    signed_store: Store, mirror: Mirror, blobs: dict[str, bytes], signing_key: LocalKey
+) -> None:
+    distro = PluginHost.discover().resolve_distro("f39")
+    checksum = _served_path("fedora", distro.checksum_url).replace("*", "1.5")
+    publish(mirror, "f39", blobs["b"], compose="1.5", key=signing_key, listed=blobs["a"])
+    image = distro.image_url.rsplit("/", 1)[1]
+    forged = f"SHA256 ({image}) = {hashlib.sha256(blobs['b']).hexdigest()}\n"
+    mirror.put(checksum, forged + mirror.files[checksum].body.decode())
+    assert "sha256 mismatch" in _failure(signed_store.run("images", "fetch", "f39"))
+    assert not signed_store.image("f39").exists()
+
+
+def test_every_digest_given_for_the_image_must_match(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    # SHA256 vouches for image a, an added SHA512 line for image b, which is served: the
+    # stronger line alone must not let b in.
+    distro = PluginHost.discover().resolve_distro("f38")
+    path = publish(mirror, "f38", blobs["b"], listed=blobs["a"])
+    checksum = _served_path("fedora", distro.checksum_url).replace("*", "1.6")
+    image = path.rsplit("/", 1)[1]
+    extra = f"SHA512 ({image}) = {hashlib.sha512(blobs['b']).hexdigest()}\n"
+    text = mirror.files[checksum].body.decode()
+    mirror.put(
+        checksum, text.replace("-----BEGIN PGP SIGNATURE", extra + "-----BEGIN PGP SIGNATURE")
+    )
+    assert "sha256 mismatch" in _failure(store.run("images", "fetch", "f38"))
+    assert not store.image("f38").exists()
+    _no_leftovers(store)
+
+
+def test_the_release_metadata_sha256_must_match_beside_a_sha512_line(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    from tests.unit.plugins.test_fedora import releases_json
+
+    # The metadata gives image a's sha256; the checksum file only a SHA512 line, for b.
+    entries = releases_json({"45": "1.3", "44": "1.7"})
+    for entry in entries:
+        if entry["version"] == "45" and entry["link"].endswith(".qcow2"):
+            entry["sha256"] = hashlib.sha256(blobs["a"]).hexdigest()
+    mirror.put("/fedora/releases.json", json.dumps(entries))
+    store.run("images", "refresh", "fedora")
+    base = "/fedora/pub/fedora/linux/releases/45/Cloud/x86_64/images"
+    image = "Fedora-Cloud-Base-Generic-45-1.3.x86_64.qcow2"
+    mirror.put(f"{base}/{image}", blobs["b"])
+    sha512 = hashlib.sha512(blobs["b"]).hexdigest()
+    mirror.put(f"{base}/Fedora-Cloud-45-1.3-x86_64-CHECKSUM", f"SHA512 ({image}) = {sha512}\n")
+    failure = _failure(store.run("images", "fetch", "f45"))
+    assert "sha256 mismatch" in failure, failure
+    assert not store.image("f45").exists()
+    mirror.remove("/fedora/releases.json")
+
+
+def test_a_redirect_from_https_to_http_is_refused(
+    tmp_path: Path,
+    mirror: Mirror,
+    tls_mirror: tuple[Mirror, str],
+    blobs: dict[str, bytes],
+) -> None:
+    secure, cert = tls_mirror
+    config = tmp_path / "config.toml"
+    _write_config(config, tmp_path / "state", tmp_path / "images", mirror)
+    config.write_text(config.read_text().replace(mirror.url + "/ubuntu", secure.url + "/ubuntu"))
+    store = Store(config=config, images=tmp_path / "images")
+    os.environ["SSL_CERT_FILE"] = cert  # the subprocess trusts the test certificate
+    try:
+        path = publish(secure, "u20.04", blobs["a"])
+        # https -> https is followed (the redirector of a distro's mirror network) ...
+        secure.put(path + ".moved", blobs["a"])
+        secure.files[path] = attrs.evolve(
+            secure.files[path], mode="redirect", location=secure.url + path + ".moved"
+        )
+        fetched = store.run("images", "fetch", "u20.04")
+        assert fetched.returncode == 0, fetched.stderr
+        # ... https -> http is not.
+        mirror.put(path, blobs["b"])
+        asked = len(mirror.requests_for(path))  # other tests fetched u20.04 from it
+        secure.files[path] = attrs.evolve(secure.files[path], location=mirror.url + path)
+        failure = _failure(store.run("images", "fetch", "--force", "u20.04"))
+        assert "off https; refused" in failure, failure
+        assert len(mirror.requests_for(path)) == asked
+        assert store.image("u20.04").read_bytes() == blobs["a"]
+    finally:
+        del os.environ["SSL_CERT_FILE"]
+
+
 # --- import ------------------------------------------------------------------------------------
 
 
@@ -401,6 +564,37 @@ def test_import_registers_a_users_image_under_a_distro_name(
     assert store.record("d12")["converted_from"] == "raw"
     listed = json.loads(store.run("images", "list", "--json").stdout)
     assert {e["distro"]: e["status"] for e in listed}["d12"] == "imported"
+    _no_leftovers(store)
+
+
+def test_import_copies_no_host_file_unless_asked_by_name(store: Store, tmp_path: Path) -> None:
+    secret = tmp_path / "root-only"  # stands for /etc/shadow, a host key, another VM's disk
+    secret.write_bytes(b"host secret " * 4096)
+    secret.chmod(0o600)
+    backed = tmp_path / "backed.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(secret), str(backed)],
+        check=True,
+    )
+    data_file = tmp_path / "external.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={secret}",
+         str(data_file), "64K"],
+        check=True,
+    )  # fmt: skip
+    for image in (backed, data_file):
+        result = store.run("images", "import", str(image), "--as", "d12")
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and str(secret) in result.stderr
+        assert "--allow-backing" in result.stderr
+        assert not store.image("d12").exists()
+    result = store.run("images", "import", str(backed), "--as", "d12", "--allow-backing")
+    assert result.returncode == 0, result.stderr
+    flattened = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(store.image("d12"))],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "backing-filename" not in json.loads(flattened.stdout)
     _no_leftovers(store)
 
 

@@ -90,6 +90,21 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(rlab: Lab) -> None:
     assert _snapshot(rlab) == before
 
 
+def test_a_labs_cloud_config_cannot_run_code_on_the_host(rlab: Lab, tmp_path: Path) -> None:
+    witness = tmp_path / "ran"
+    evil = tmp_path / "lab.yaml"
+    evil.write_text(
+        "#cloud-config\nruncmd:\n"
+        f"  - \"{{{{ cycler.__init__.__globals__.os.popen('touch {witness}').read() }}}}\"\n"
+    )
+    before = _snapshot(rlab)
+    result = rlab.run("up", "3", "--cloud-config", str(evil))
+    assert result.returncode == 2, result.stderr
+    assert "unsafe" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not witness.exists()
+    assert _snapshot(rlab) == before
+
+
 @pytest.mark.parametrize(
     ("config_text", "message"),
     [
@@ -134,6 +149,25 @@ def test_missing_or_unreadable_images_are_caught_before_start(rlab: Lab) -> None
     assert _snapshot(rlab) == before
 
 
+def test_a_state_dir_others_can_change_is_refused_and_doctor_says_so(rlab: Lab) -> None:
+    before = _snapshot(rlab)
+    mode = rlab.state.stat().st_mode & 0o7777
+    rlab.state.chmod(0o777)  # anyone could swap the keys or disks vnode keeps there
+    try:
+        result = rlab.run("up", "3")
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"{rlab.state} is writable by others" in result.stderr
+        doctor = rlab.run("doctor", "--json")
+        paths = [v for v in json.loads(doctor.stdout) if v["check"] == "paths"]
+        assert paths[0]["status"] == "fail" and "writable by others" in paths[0]["message"]
+    finally:
+        rlab.state.chmod(mode)
+    assert _snapshot(rlab) == before
+    doctor = rlab.run("doctor", "--json")
+    assert [v["status"] for v in json.loads(doctor.stdout) if v["check"] == "paths"] == ["ok"]
+
+
 def test_a_state_dir_under_root_is_refused(rlab: Lab) -> None:
     text = rlab.config_path.read_text().replace(f'state = "{rlab.state}"', 'state = "/root/vnode"')
     path = rlab.state / "under-root.toml"
@@ -161,11 +195,26 @@ def test_a_node_that_never_answers_times_out_alone(rlab: Lab) -> None:
     assert rlab.ssh("1", "hostname").stdout.strip() == rlab.name(1)
 
 
+def _readable_by_nobody(path: Path) -> bool:
+    probe = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "head", "-c1"]
+    return subprocess.run([*probe, str(path)], capture_output=True, check=False).returncode == 0
+
+
 def test_key_files_are_private(rlab: Lab) -> None:
     assert (rlab.state / "ssh" / "id_ed25519").stat().st_mode & 0o777 == 0o600
-    seed = rlab.state / "nodes" / rlab.name(1) / "seed.iso"  # holds the host private key
+    node = rlab.state / "nodes" / rlab.name(1)  # booted, answering SSH (the test above)
+    seed = node / "seed.iso"  # holds the host private key
     assert seed.stat().st_mode & 0o777 == 0o600
     assert seed.owner() in ("root", "libvirt-qemu")
+    # The disk holds the guest's host keys: the qemu user (libvirt chowns it) and root only,
+    # and the node's directory lets no one else list it.
+    assert node.stat().st_mode & 0o777 == 0o711
+    disk = node / "disk.qcow2"
+    assert disk.stat().st_mode & 0o777 == 0o600 and disk.owner() == "libvirt-qemu"
+    for path in node.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+        assert not _readable_by_nobody(path), path
+    assert rlab.ssh("1", "true").returncode == 0  # and qemu still runs the guest
 
 
 @pytest.mark.parametrize(
@@ -177,6 +226,69 @@ def test_key_files_are_private(rlab: Lab) -> None:
         ("booting", signal.SIG_IGN),
     ],
 )
+def _define_marked(lab: Lab, name: str, fields: dict[str, str]) -> None:
+    """A domain (never started) bearing vnode's mark with these fields, as any libvirt client
+    could write it: the mark is outside vnode's control."""
+    from xml.sax.saxutils import escape
+
+    mark = "".join(f"<vnode:{k}>{escape(v)}</vnode:{k}>" for k, v in fields.items())
+    xml = f"""<domain type="qemu"><name>{name}</name><memory unit="MiB">64</memory>
+<metadata><vnode:node xmlns:vnode="urn:x-vnode:node:1"><vnode:created-by>vnode</vnode:created-by>
+<vnode:dir>{lab.state}/nodes/{name}</vnode:dir>{mark}</vnode:node></metadata>
+<os><type arch="x86_64">hvm</type></os></domain>"""
+    path = lab.state / f"{name}.xml"
+    path.write_text(xml)
+    subprocess.run(["virsh", "-q", "define", str(path)], check=True, capture_output=True)
+
+
+def test_a_domain_with_a_bad_mark_is_listed_as_damaged_and_never_configures_ssh(
+    rlab: Lab, tmp_path: Path
+) -> None:
+    injected = rlab.name(20)
+    bad_number = rlab.name(21)
+    other_name = rlab.name(22)
+    good = {"pool": rlab.stem, "distro": "d12", "mac": "52:54:00:e7:00:20", "network": "libvirt"}
+    _define_marked(
+        rlab,
+        injected,
+        {**good, "number": "20", "ip": '192.0.2.7\n  ProxyCommand sh -c "id > /tmp/pwned"'},
+    )
+    _define_marked(rlab, bad_number, {**good, "number": "x", "ip": "10.231.0.9"})
+    # The name says 22, the mark 5: an address found through the mark would be vnode05's.
+    _define_marked(rlab, other_name, {**good, "number": "5", "ip": "10.231.0.5"})
+    try:
+        code, listed = rlab.run_json("list")
+        assert code == 0
+        states = {entry["name"]: entry for entry in listed}
+        for name in (injected, bad_number, other_name):
+            assert states[name]["state"] == "damaged", listed
+            assert states[name]["damage"], listed
+        assert "ip" in states[injected]["damage"] and states[injected]["ip"] is None
+
+        config = rlab.run("ssh-config")
+        assert config.returncode == 0, config.stderr
+        assert "ProxyCommand" not in config.stdout and "192.0.2.7" not in config.stdout
+        path = tmp_path / "ssh_config"
+        path.write_text(config.stdout)
+        resolved = subprocess.run(
+            ["ssh", "-G", "-F", str(path), injected], capture_output=True, text=True, check=True
+        )
+        assert "proxycommand" not in resolved.stdout.lower()
+        for fmt in ("ini", "yaml", "json"):
+            inventory = rlab.run("inventory", "--format", fmt)
+            assert inventory.returncode == 0, inventory.stderr
+            assert "ProxyCommand" not in inventory.stdout and "10.231.0.5" not in inventory.stdout
+        reached = rlab.run("ssh", injected, "true")
+        assert reached.returncode == 1 and len(reached.stderr.strip().splitlines()) == 1
+
+        destroyed = rlab.run("destroy", "--all")
+        assert destroyed.returncode == 0, destroyed.stderr
+        assert not {injected, bad_number, other_name} & domain_names(rlab.stem)
+    finally:
+        for name in (injected, bad_number, other_name):
+            subprocess.run(["virsh", "-q", "undefine", name], capture_output=True, check=False)
+
+
 def test_interrupting_up_leaves_every_node_whole_or_absent(
     rlab: Lab, moment: str, sigint: signal.Handlers
 ) -> None:

@@ -115,6 +115,11 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     # volumes in its pool, beside the image and the sha256 record of what was uploaded.
     local_volumes = {v.split()[0] for v in _virsh("qemu:///system", "vol-list", pool).splitlines()}
     assert {f"{local}-disk.qcow2", f"{local}-seed.iso", f"{TEST_DISTRO}.qcow2"} <= local_volumes
+    # A node's disk and seed hold its secrets: 0600 volumes, on either host (the image 0644).
+    for uri, name, volume_pool in ((second.uri, remote, "vnode"), ("qemu:///system", local, pool)):
+        for volume in (f"{name}-disk.qcow2", f"{name}-seed.iso"):
+            xml = _virsh(uri, "vol-dumpxml", "--pool", volume_pool, volume)
+            assert "<mode>0600</mode>" in xml, (uri, volume, xml)
     image_sha = json.loads((IMAGE_STORE / f"{TEST_DISTRO}.qcow2.json").read_text())["sha256"]
     record = (lab.state / "pool" / f"{TEST_DISTRO}.qcow2.sha256").read_text()
     assert record.split()[0] == image_sha

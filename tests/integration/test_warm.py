@@ -120,6 +120,12 @@ def test_up_warm_makes_ready_clones(wlab: Lab, clones: dict) -> None:
     listed = {n["name"]: n for n in json.loads(wlab.run("list", "--json").stdout)}
     assert {wlab.name(A), wlab.name(B)} <= set(listed)
     assert listed[wlab.name(A)]["state"] == "running"
+    for number in (A, B):  # the clone's overlay and identity: root's and qemu's alone
+        node = wlab.state / "nodes" / wlab.name(number)
+        assert node.stat().st_mode & 0o777 == 0o711
+        assert (node / "disk.qcow2").stat().st_mode & 0o777 == 0o600
+        for path in node.iterdir():
+            assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_clones_are_machines_of_their_own(wlab: Lab, probed: dict) -> None:

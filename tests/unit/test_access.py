@@ -120,3 +120,32 @@ def test_a_node_behind_its_hypervisor_is_reached_through_it(tmp_path: Path) -> N
     hostvars = json.loads(render_inventory([behind], CREDS, "json"))["_meta"]["hostvars"]
     ansible_args = shlex.split(hostvars["vnode02"]["ansible_ssh_common_args"])
     assert f"ProxyCommand={proxy}" in ansible_args
+
+
+@pytest.mark.parametrize(
+    ("name", "address"),
+    [
+        ("vnode01", '192.0.2.7\n  ProxyCommand sh -c "id"'),
+        ("vnode01", "host.example.org"),
+        ("vnode01", "192.0.2.7 -oProxyCommand=id"),
+        ("vnode*", "192.0.2.7"),
+        ("a b", "192.0.2.7"),
+        ("-oProxyCommand=id", "192.0.2.7"),
+    ],
+)
+def test_a_name_or_address_other_programs_would_misread_is_refused(name: str, address: str) -> None:
+    with pytest.raises(ValueError):
+        NodeAccess(name, address, "vnode", "d12", "debian")
+
+
+def test_an_ipv6_address_is_a_host_name_too() -> None:
+    text = render_ssh_config([NodeAccess("vnode01", "fd00::7", "vnode", "d12", "debian")], CREDS)
+    assert "  HostName fd00::7\n" in text
+
+
+def test_a_proxy_command_is_kept_on_one_line() -> None:
+    node = NodeAccess(
+        "vnode01", "10.0.0.1", "vnode", "d12", "debian", via=(("ProxyCommand", "a\nb"),)
+    )
+    with pytest.raises(ValueError, match="cannot be written"):
+        render_ssh_config([node], CREDS)

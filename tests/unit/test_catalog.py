@@ -420,3 +420,74 @@ def test_a_built_in_table_is_never_more_than_one_release_behind(plugin: object) 
         f"{plugin.LATEST_RELEASED}; its successor is due: add it to the table"
     )
     assert built_in.age() is not None and built_in.previous is not None
+
+
+def test_a_family_of_more_releases_than_believable_is_refused() -> None:
+    from vnode.catalog import MAX_RELEASES, CatalogError, catalog
+    from vnode.model import Distro
+
+    def releases(count: int) -> Iterator[Distro]:
+        for n in range(count):
+            yield Distro(name=f"x{n}", family="x", release=str(n), title="x", osinfo="x")
+
+    assert len(catalog("x", "x0", releases(MAX_RELEASES)).releases) == MAX_RELEASES
+    with pytest.raises(CatalogError, match="more than"):
+        catalog("x", "x0", releases(10**9))  # never built whole
+
+
+def test_a_debian_tree_listing_thousands_of_codenames_is_refused(mirror: Mirror) -> None:
+    from vnode.catalog import CatalogError, MetadataReader
+    from vnode_plugins import debian
+
+    mirror.clear()
+    for n in range(500):  # each would be one more request
+        mirror.put(f"/debian/images/cloud/name{chr(97 + n % 26)}{chr(97 + n // 26)}/x", "")
+    reader = MetadataReader(mirrors={"debian": f"{mirror.url}/debian"})
+    try:
+        with pytest.raises(CatalogError, match="500 release directories"):
+            debian.read_image_tree(reader)
+        assert len(mirror.log) == 1
+    finally:
+        mirror.clear()
+
+
+def _good_cache(tmp_path: Path, site: Mirror) -> dict:
+    """A catalog.json as a refresh writes it (Fedora's, from the local server)."""
+    _serve_fedora(site, {"45": "1.3", "44": "1.7"})
+    session = _session(tmp_path, site.url)
+    images.refresh_catalogs(session)
+    return json.loads(cache_path(tmp_path / "state").read_text())
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", "one", "bad date", "bad attempt", "escaping name", "escaping file", "family"],
+)
+def test_a_corrupt_catalog_cache_is_named_once_and_the_built_in_tables_answer(
+    tmp_path: Path, site: Mirror, damage: str
+) -> None:
+    data = _good_cache(tmp_path, site)
+    fedora = data["catalogs"]["fedora"]
+    path = cache_path(tmp_path / "state")
+    if damage == "not json":
+        text = "{truncated"
+    elif damage == "one":
+        text = "1"
+    else:
+        if damage == "bad date":
+            fedora["fetched"] = "yesterday"
+        elif damage == "bad attempt":
+            data["last_attempt"] = "never"
+        elif damage == "escaping name":
+            fedora["releases"][0]["name"] = "../../x"
+        elif damage == "escaping file":
+            fedora["releases"][0]["image_file"] = "../../../etc/shadow"
+        else:
+            data["catalogs"]["ubuntu"] = fedora
+        text = json.dumps(data)
+    path.write_text(text)
+    assert load_cache(tmp_path / "state").catalogs == {}
+    session = _session(tmp_path, site.url, auto_refresh=False)
+    assert images.resolve_distro("f44", session).name == "f44"  # the built-in table
+    for entry in images.list_images(session):
+        assert entry.path.parent == tmp_path / "images"

@@ -37,31 +37,35 @@ def test_fedora_checksum_reads_tag_lines_inside_a_pgp_signature() -> None:
         "Fedora-Cloud-Base-Generic-43-1.6.x86_64.qcow2",
         "Fedora-Cloud-Base-43-1.6.x86_64.raw.xz",
     }
-    assert lookup(entries, "Fedora-Cloud-Base-Generic-43-1.6.x86_64.qcow2") == Checksum(
-        "sha256", H256
+    assert lookup(entries, "Fedora-Cloud-Base-Generic-43-1.6.x86_64.qcow2") == (
+        Checksum("sha256", H256),
     )
 
 
 def test_fedora_checksum_unsigned_with_crlf_and_a_weak_digest_beside() -> None:
     text = f"MD5 (a.qcow2) = {'0' * 32}\r\nSHA256 (a.qcow2) = {H256}\r\n"
-    assert parse_checksums(text, "fedora-checksum") == {"a.qcow2": Checksum("sha256", H256)}
+    assert parse_checksums(text, "fedora-checksum") == {"a.qcow2": (Checksum("sha256", H256),)}
 
 
-def test_fedora_checksum_keeps_the_strongest_digest_of_a_file() -> None:
-    text = f"SHA512 (a.qcow2) = {H512}\nSHA256 (a.qcow2) = {H256}\n"
-    assert parse_checksums(text, "fedora-checksum")["a.qcow2"].algorithm == "sha512"
+def test_fedora_checksum_keeps_every_digest_of_a_file_strongest_first() -> None:
+    # A SHA512 line beside the SHA256 one must not replace it: the download has to match both.
+    text = f"SHA256 (a.qcow2) = {H256}\nSHA512 (a.qcow2) = {H512}\nSHA256 (a.qcow2) = {H256}\n"
+    assert parse_checksums(text, "fedora-checksum")["a.qcow2"] == (
+        Checksum("sha512", H512),
+        Checksum("sha256", H256),
+    )
 
 
 def test_ubuntu_sha256sums_binary_marker() -> None:
     text = f"{H256} *ubuntu-24.04-server-cloudimg-amd64.img\n{H256_B} *other.tar.gz\n"
     entries = parse_checksums(text, "sha256sums")
-    assert entries["ubuntu-24.04-server-cloudimg-amd64.img"] == Checksum("sha256", H256)
+    assert entries["ubuntu-24.04-server-cloudimg-amd64.img"] == (Checksum("sha256", H256),)
 
 
 def test_debian_sha512sums_text_mode() -> None:
     text = f"{H512}  debian-12-genericcloud-amd64.qcow2\n{H512}  debian-12-generic-amd64.raw\n"
     entries = parse_checksums(text, "sha512sums")
-    assert entries["debian-12-genericcloud-amd64.qcow2"] == Checksum("sha512", H512)
+    assert entries["debian-12-genericcloud-amd64.qcow2"] == (Checksum("sha512", H512),)
 
 
 def test_entries_are_found_by_file_name_even_with_a_directory() -> None:

@@ -6,8 +6,10 @@ import subprocess
 from pathlib import Path
 
 import asyncssh
+import pytest
 
-from vnode.keys import generate_keypair, write_private
+from vnode.errors import UsageError
+from vnode.keys import client_key, generate_keypair, write_private
 
 
 def test_ssh_keygen_derives_the_same_public_key(tmp_path: Path) -> None:
@@ -32,3 +34,24 @@ def test_asyncssh_loads_the_private_key_vnode_authenticates_with() -> None:
 
 def test_every_key_is_new() -> None:
     assert generate_keypair("a").private_openssh != generate_keypair("a").private_openssh
+
+
+def test_a_private_key_without_its_public_half_gets_it_back(tmp_path: Path) -> None:
+    # A kill between the two writes once left id_ed25519 alone: every later command failed.
+    first = client_key(tmp_path, None)
+    (tmp_path / "id_ed25519.pub").unlink()
+    again = client_key(tmp_path, None)
+    assert again.public_openssh.split()[:2] == first.public_openssh.split()[:2]
+    (tmp_path / "id_ed25519.pub").write_text("")  # truncated
+    assert client_key(tmp_path, None).public_openssh.split()[:2] == first.public_openssh.split()[:2]
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(tmp_path / "id_ed25519")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert derived.stdout.split()[:2] == first.public_openssh.split()[:2]
+
+
+def test_a_corrupt_private_key_is_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n")
+    with pytest.raises(UsageError, match=r"id_ed25519 is not a readable OpenSSH private key"):
+        client_key(tmp_path, None)

@@ -56,6 +56,7 @@ def test_fedora_like_hosts_use_dnf_and_the_modular_daemons_sockets(
         packages
     )
     assert {"libvirt-client", "libvirt-devel", "policycoreutils-python-utils"} <= packages
+    assert "gnupg2" in packages  # gpgv and gpg check the checksum files' signatures
     assert (
         "systemctl enable --now virtqemud.socket virtnetworkd.socket virtstoraged.socket "
         "virtlogd.socket"
@@ -79,6 +80,7 @@ def test_debian_and_ubuntu_hosts_with_systemd_use_apt_and_libvirtd(
     install = lines[1].split()
     assert install[:4] == ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install"]
     assert {"qemu-system-x86", "libvirt-daemon-system", "mmdebstrap", "libvirt-dev"} <= set(install)
+    assert {"gpgv", "gpg"} <= set(install)  # they check the checksum files' signatures
     assert "systemctl enable --now virtlogd.socket libvirtd.service" in lines
     assert not [line for line in lines if "/dev/kvm" in line]  # udev's rule does it
 

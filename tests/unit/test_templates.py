@@ -176,6 +176,17 @@ def test_cloud_init_documents_parse_and_keep_hostile_values(host_key: KeyPair) -
     assert nic["nameservers"] == {"addresses": ["10.0.0.1"], "search": [HOSTILE]}
 
 
+@pytest.mark.parametrize(
+    "comment", ["laptop \U0001f600 key", "caf\u00e9 \u2028 next \x85 \u00a0 \U0010fffd", "\ud83d"]
+)
+def test_characters_beyond_ascii_survive_yaml_as_they_were(host_key: KeyPair, comment: str) -> None:
+    # An emoji in a key comment once came back as two lone surrogates and broke the seed.
+    seed = render_seed(_plan(), authorized_key=f"ssh-ed25519 AAAA {comment}", host_key=host_key)
+    assert seed.user_data.isascii()
+    user = yaml.safe_load(seed.user_data)
+    assert user["ssh_authorized_keys"] == [f"ssh-ed25519 AAAA {comment}"]
+
+
 def test_without_a_static_address_the_nic_takes_dhcp(host_key: KeyPair) -> None:
     seed = render_seed(_plan(), authorized_key="ssh-ed25519 AAAA k", host_key=host_key)
     nic = yaml.safe_load(seed.network_config)["ethernets"]["vnode0"]

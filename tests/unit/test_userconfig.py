@@ -119,3 +119,34 @@ def test_an_overridden_key_is_the_users_value() -> None:
 
 def test_no_user_config_leaves_vnode_text_as_it_is() -> None:
     assert merge_user_data(VNODE, "", ()) is VNODE
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "cycler.__init__.__globals__.os.popen('id').read()",
+        "lipsum.__globals__['os'].system('true')",
+        "''.__class__.__mro__[1].__subclasses__()",
+        "range(10**9) | list | length",
+        "1 / 0",
+    ],
+)
+def test_a_template_cannot_reach_python_or_exhaust_the_host(
+    expression: str, tmp_path: Path
+) -> None:
+    text = f"#cloud-config\nruncmd: ['{{{{ {expression} }}}}']\n"
+    with pytest.raises(UsageError, match=r"^cloud-config lab.yaml: template: ") as caught:
+        render_sources([source(text)], VALUES)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_sandbox_keeps_what_labs_write() -> None:
+    text = (
+        "#cloud-config\nruncmd:\n{% for i in range(number) %}  - 'echo {{ i }} {{ name|upper }}'\n"
+        "{% endfor %}"
+    )
+    assert render_sources([source(text)], VALUES)["runcmd"] == [
+        "echo 0 VNODE03",
+        "echo 1 VNODE03",
+        "echo 2 VNODE03",
+    ]

@@ -387,3 +387,58 @@ def test_each_template_is_made_once_and_a_failure_boots_its_nodes_cold(
     assert set(warm_nodes) == {"n1", "n2"} and warm_nodes["n1"].key == good.key
     assert set(cold) == {"n3"} and "never said it was ready" in cold["n3"]
     assert ("n1", f"making template {good.key} (d12)") in phases
+
+
+# -- damaged, older and unfinished templates ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record", ['{"key": "aaaa111122223333", "distro": "d1', "", "[1]", '{"distro": "d12"}']
+)
+def test_an_unreadable_record_is_listed_damaged_never_cloned_nor_replaced(
+    tmp_path: Path, record: str
+) -> None:
+    spec = _spec(tmp_path)
+    directory = _record(tmp_path, spec.key)
+    (directory / "record.json").write_text(record)  # truncated by a crash, or foreign
+    assert warmstore.list_templates(tmp_path) == []  # never cloned from
+    [listed] = warmstore.list_templates(tmp_path, damaged=True)
+    assert listed.key == spec.key and listed.damage and "damaged" in listed.made
+    with pytest.raises(warmstore.EnvironmentProblem, match=r"damaged.*not replaced"):
+        warmstore.make_template(None, spec)  # no libvirt needed: nothing is attempted
+    assert (directory / "disk.qcow2").exists() and (directory / "state.save").exists()
+    # It is removed by name, like any other, once no node runs on it.
+    [chosen] = warmstore.select_templates(tmp_path, spec.key[:6])
+    warmstore.remove_template(chosen, tmp_path / "nodes")
+    assert not directory.exists()
+
+
+def test_a_damaged_template_with_users_is_not_removed(tmp_path: Path) -> None:
+    directory = _record(tmp_path, "aaaa111122223333")
+    (directory / "record.json").write_text("{")
+    _overlay(tmp_path / "nodes" / "vnode01" / "disk.qcow2", str(directory / "disk.qcow2"))
+    [chosen] = warmstore.select_templates(tmp_path, "aaaa11")
+    with pytest.raises(UsageError, match="base of vnode01"):
+        warmstore.remove_template(chosen, tmp_path / "nodes")
+    assert directory.is_dir()
+
+
+def test_an_older_record_without_newer_fields_is_read(tmp_path: Path) -> None:
+    directory = _record(tmp_path, "aaaa111122223333")
+    data = json.loads((directory / "record.json").read_text())
+    for newer in ("qemu", "libvirt", "image_fingerprint", "save_bytes"):
+        del data[newer]
+    data["retired_field"] = "from an older vnode"
+    (directory / "record.json").write_text(json.dumps(data))
+    [record] = warmstore.list_templates(tmp_path)
+    assert (record.key, record.distro, record.damage) == ("aaaa111122223333", "d12", None)
+
+
+def test_an_unfinished_template_with_users_is_not_replaced(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    spec.directory.mkdir(parents=True)  # no record: an attempt killed before its end
+    (spec.directory / "disk.qcow2").write_bytes(b"QFI\xfb")
+    _overlay(tmp_path / "nodes" / "vnode01" / "disk.qcow2", str(spec.disk))
+    with pytest.raises(warmstore.EnvironmentProblem, match=r"base of vnode01; not replaced"):
+        warmstore.make_template(None, spec)
+    assert spec.disk.exists()

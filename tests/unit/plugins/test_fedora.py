@@ -197,6 +197,8 @@ def test_the_image_url_is_the_link_releases_json_gives_not_one_built_from_the_co
             ],
             "odd image link",
         ),
+        # Lying metadata: two million releases from 28 up would take 43 s and 3 GiB.
+        (releases_json({"2000000": "1.1"}), "release 2000000 is not believable"),
     ],
 )
 def test_malformed_releases_json_is_a_catalog_error(data: object, message: str) -> None:
