@@ -53,6 +53,7 @@ def up(
     vcpus: int | None = None,
     disk_size: int | None = None,
     disk_extra: Annotated[tuple[int, ...], Parameter(name="--disk-extra", negative=())] = (),
+    tpm: Annotated[bool, Parameter(negative=())] = False,
     virt_type: str | None = None,
     network: str | None = None,
     bridge: str | None = None,
@@ -91,6 +92,8 @@ def up(
     disk_extra
         An extra disk per node, in GiB (empty, unformatted: vdb, vdc, ... with the serial
         vnode-data1, ...); repeatable.
+    tpm
+        A TPM 2.0 in every node (swtpm, through libvirt).
     virt_type
         auto, kvm or qemu (plain emulation, works where nested KVM does not).
     network
@@ -148,6 +151,7 @@ def up(
         vcpus=vcpus,
         disk=disk_size,
         disks=_extra_disks(disk_extra),
+        tpm=tpm,
         timeout=timeout,
         virt_type=virt_type,
         network=chosen[0] if chosen else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
+import shutil
 import socket
 import stat
 import time
@@ -48,6 +49,7 @@ def run_checks(session: Session | None = None, network: str | None = None) -> li
         lambda: iter([kvm_device_verdict(_kvm_stat())]),
         lambda: check_virtlogd(config.defaults.uri),
         lambda: check_reaper(config.defaults.uri),
+        lambda: iter([tpm_verdict(shutil.which("swtpm"), shutil.which("swtpm_setup"))]),
         lambda: check_network(session, network or config.defaults.network, conn is not None),
         lambda: check_hosts(session),
         lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
@@ -246,6 +248,18 @@ def kvm_device_verdict(
             "define takes 30-90 s); `chgrp kvm /dev/kvm; chmod 0660 /dev/kvm`",
         )
     return Verdict(name, OK, f"group kvm, mode {mode:04o}")
+
+
+def tpm_verdict(swtpm: str | None, setup: str | None) -> Verdict:
+    """Nodes with a TPM (`--tpm`, a lab's `tpm = true`) need swtpm, which libvirt runs."""
+    if swtpm and setup:
+        return Verdict("tpm", OK, f"swtpm at {swtpm}: nodes can have a TPM 2.0")
+    missing = " and ".join(n for n, p in (("swtpm", swtpm), ("swtpm_setup", setup)) if not p)
+    return Verdict(
+        "tpm",
+        WARN,
+        f"{missing} not found: nodes with a TPM cannot start (install swtpm swtpm-tools)",
+    )
 
 
 def check_virtlogd(uri: str) -> Iterator[Verdict]:

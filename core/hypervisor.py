@@ -248,6 +248,7 @@ class AppliedShape:
     extra_disks: tuple[int, ...]
     image_sha256: str
     lab: str
+    tpm: bool = False
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -282,6 +283,8 @@ def parse_shape(text: str) -> AppliedShape | None:
         return None
     if fields["lab"] and not _LAB.fullmatch(fields["lab"]):
         return None
+    if fields["tpm"] not in ("", "yes", "no"):
+        return None
     return AppliedShape(
         memory_mib=int(fields["memory"]),
         vcpus=int(fields["vcpus"]),
@@ -289,10 +292,11 @@ def parse_shape(text: str) -> AppliedShape | None:
         extra_disks=tuple(int(d) for d in disks),
         image_sha256=fields["image"],
         lab=fields["lab"],
+        tpm=fields["tpm"] == "yes",
     )
 
 
-_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab")
+_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab", "tpm")
 
 
 def _whole(text: str) -> bool:

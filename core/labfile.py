@@ -226,8 +226,6 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
         raise UsageError(
             f"{where}: firmware {firmware!r} is not supported by this vnode yet (bios only)"
         )
-    if fields.get("tpm"):
-        raise UsageError(f"{where}: tpm is not supported by this vnode yet")
     networks = fields.get("networks", ())
     if len(networks) > 1:
         raise UsageError(f"{where}: networks: one NIC per node in this vnode, not {len(networks)}")

@@ -53,6 +53,7 @@ class LabAction:
     vcpus: int = 0
     disk_gb: int = 0
     extra_disks: tuple[int, ...] = ()
+    tpm: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -62,6 +63,7 @@ class LabAction:
             return f"{self.action:<8} {self.node}"
         shape = f"{self.distro} {self.memory_mib} MiB {self.vcpus} vCPU {self.disk_gb} GiB"
         shape += "".join(f" +{size} GiB" for size in self.extra_disks)
+        shape += " TPM" if self.tpm else ""
         why = f": {'; '.join(self.reasons)}" if self.reasons else ""
         return f"{self.action:<8} {self.node:<12} {shape}{why}"
 
@@ -119,6 +121,7 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
             vcpus=defaults.vcpus,
             disk_gb=max(defaults.disk, distro.disk_gb),
             extra_disks=node.shape.disks,
+            tpm=node.shape.tpm,
         )
         action = _compare(views, node, want, wanted)
         if action.action != "keep" and wanted and wanted != current:
@@ -166,6 +169,8 @@ def _compare(
                 reasons.append(f"{label} {old} -> {new}{unit}")
         if shape.extra_disks != want.extra_disks:
             reasons.append(f"disks {list(shape.extra_disks)} -> {list(want.extra_disks)}")
+        if shape.tpm != want.tpm:
+            reasons.append(f"tpm {'yes' if shape.tpm else 'no'} -> {'yes' if want.tpm else 'no'}")
         if image and shape.image_sha256 and shape.image_sha256 != image:
             reasons.append(f"image {shape.image_sha256[:12]} -> {image[:12]}")
     action: Action = "replace" if reasons else "keep"
@@ -246,6 +251,7 @@ def _shape(node: LabNode, labfile: LabFile) -> NodeShape:
         warm=shape.warm,
         cloud_config=tuple(str(p) for p in shape.cloud_config),
         lab=labfile.name,
+        tpm=shape.tpm,
     )
 
 

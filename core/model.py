@@ -160,6 +160,8 @@ class NodePlan(NodeIdentity):
     # The sha256 of the image the node boots from, as its store record says ("" when it is
     # fetched by this command): a lab's lock pins it.
     image_sha256: str = ""
+    # A TPM 2.0, emulated by swtpm through libvirt (its state removed with the domain).
+    tpm: bool = False
 
     @property
     def extra_disk_paths(self) -> tuple[Path, ...]:

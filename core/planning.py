@@ -59,6 +59,8 @@ class UpOptions:
 
     # Extra disks (GiB) for every node: vdb, vdc, ...
     disks: tuple[int, ...] = ()
+    # A TPM 2.0 (swtpm) in every node.
+    tpm: bool = False
 
     # Put every node without an @HOST on this host.
     host: str | None = None
@@ -83,6 +85,7 @@ class NodeShape:
     cloud_config: tuple[str, ...] = ()
     # The lab file that names the node, recorded in its metadata.
     lab: str = ""
+    tpm: bool | None = None
 
 
 @attrs.frozen
@@ -477,6 +480,7 @@ def plan_node(
         dns_domain=backend.dns_domain(),
         extra_disks=extras.disks,
         lab=extras.lab,
+        tpm=extras.tpm,
         image_sha256=images.recorded_sha256(images.image_path(distro, session.config)),
     )
     fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
@@ -520,8 +524,8 @@ def _plan_warm(
             reason = "warm clones are made only where node files are local, not yet in a pool"
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
-        if node.extra_disks:
-            reason = "extra disks are not part of a template"
+        if node.extra_disks or node.tpm:
+            reason = f"{'extra disks' if node.extra_disks else 'a TPM'} is not part of a template"
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
         image = images.image_path(node.distro, config)
@@ -557,15 +561,20 @@ class Extras:
     disks: tuple[int, ...] = ()
     cloud_config: tuple[CloudConfigSource, ...] = ()
     lab: str = ""
+    tpm: bool = False
 
 
 def _extras(options: UpOptions, shape: NodeShape | None) -> Extras:
     from vnode.userconfig import read_sources
 
     if shape is None:
-        return Extras(disks=options.disks)
-    disks = options.disks if shape.disks is None else shape.disks
-    return Extras(disks=disks, cloud_config=tuple(read_sources(shape.cloud_config)), lab=shape.lab)
+        return Extras(disks=options.disks, tpm=options.tpm)
+    return Extras(
+        disks=options.disks if shape.disks is None else shape.disks,
+        cloud_config=tuple(read_sources(shape.cloud_config)),
+        lab=shape.lab,
+        tpm=options.tpm if shape.tpm is None else shape.tpm,
+    )
 
 
 def node_defaults(defaults: Defaults, shape: NodeShape | None) -> Defaults:

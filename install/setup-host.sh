@@ -29,12 +29,12 @@ fi
 # pkg-config and libvirt's headers).
 APT_PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base
 iptables openssh-client gpgv gpg mmdebstrap extlinux syslinux-common fdisk e2fsprogs
-libvirt-dev pkg-config gcc python3-venv tini procps"
+libvirt-dev pkg-config gcc python3-venv tini procps swtpm swtpm-tools"
 DNF_PACKAGES="qemu-kvm-core qemu-img libvirt-daemon-driver-qemu libvirt-daemon-driver-network
 libvirt-daemon-driver-storage-core libvirt-daemon-config-network libvirt-client dnsmasq
 openssh-clients gnupg2 mmdebstrap syslinux syslinux-extlinux util-linux e2fsprogs
 libvirt-devel pkgconf-pkg-config gcc python3-devel procps-ng
-policycoreutils-python-utils"
+policycoreutils-python-utils swtpm swtpm-tools"
 # libvirt's modular daemons (Fedora's default since 35): each started by its socket, so
 # nothing runs until vnode connects. The monolithic libvirtd is never started there.
 MODULAR_SOCKETS="virtqemud.socket virtnetworkd.socket virtstoraged.socket virtlogd.socket"

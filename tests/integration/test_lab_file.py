@@ -46,6 +46,7 @@ spec = "2"
 memory = 1280
 vcpus = 2
 disks = [3]
+tpm = true
 run = ["nproc"]
 """
 
@@ -99,6 +100,8 @@ def test_apply_makes_each_node_in_its_own_shape(lab: Lab, lab_file: Path) -> Non
     assert (
         lab.ssh("1", "ls /dev/disk/by-id/virtio-vnode-data1 || echo none").stdout.strip() == "none"
     )
+    tpm = "cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo none"
+    assert (lab.ssh("2", tpm).stdout.strip(), lab.ssh("1", tpm).stdout.strip()) == ("2", "none")
     lock = json.loads(lab_file.with_name("lab.lock").read_text())
     assert set(lock["images"]) == {TEST_DISTRO} and len(lock["images"][TEST_DISTRO]) == 64
     listed = {n["name"]: n["shape"] for n in lab.run_json("list")[1]}
@@ -109,6 +112,7 @@ def test_apply_makes_each_node_in_its_own_shape(lab: Lab, lab_file: Path) -> Non
         "extra_disks": [3],
         "image_sha256": lock["images"][TEST_DISTRO],
         "lab": lock["lab"],
+        "tpm": True,
     }
 
 

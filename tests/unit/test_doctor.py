@@ -120,3 +120,11 @@ def test_the_reaper_verdict_names_a_modular_daemon() -> None:
     verdict = reaper_verdict("systemd", 1, None, "virtqemud")
     assert verdict.status == OK
     assert verdict.message.startswith("virtqemud's parent systemd (pid 1)")
+
+
+def test_tpm_needs_swtpm_and_its_setup_tool() -> None:
+    from vnode.doctor import tpm_verdict
+
+    assert tpm_verdict("/usr/bin/swtpm", "/usr/bin/swtpm_setup").status == "ok"
+    missing = tpm_verdict("/usr/bin/swtpm", None)
+    assert missing.status == "warn" and missing.message.startswith("swtpm_setup not found")

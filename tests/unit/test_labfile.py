@@ -57,6 +57,7 @@ run = ["lsblk"]
     assert storage.shape.disks == (50, 50) and storage.shape.run == ("lsblk",)
     assert storage.shape.cloud_config == (tmp_path / "storage.yaml",)
     assert storage.shape.memory == 2048  # from [defaults]
+    assert not storage.shape.tpm
 
 
 def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
@@ -81,7 +82,6 @@ def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
         ('[[nodes]]\nspec = "1"\nwarm = "yes"', "warm must be true or false"),
         ('[[nodes]]\nspec = "1"\nfirmware = "coreboot"', "firmware must be one of bios, uefi"),
         ('[[nodes]]\nspec = "1"\nfirmware = "uefi"', "'uefi' is not supported by this vnode yet"),
-        ('[[nodes]]\nspec = "1"\ntpm = true', "tpm is not supported by this vnode yet"),
         ('[[nodes]]\nspec = "1"\nnetworks = ["a", "b"]', "one NIC per node"),
         ('[[nodes]]\nspec = "1"\ncloud_config = ["nope.yaml"]', "nope.yaml is not a file"),
         ('[[nodes]]\nspec = "1"\nrun = [" "]', "run: an empty command"),

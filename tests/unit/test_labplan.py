@@ -59,6 +59,7 @@ def test_a_recorded_shape_is_read_back() -> None:
     assert parse_shape(_metadata(disks="", image="", lab="")) == AppliedShape(
         1024, 2, 10, (), "", ""
     )
+    assert parse_shape(_metadata(tpm="yes")).tpm and not parse_shape(_metadata(tpm="no")).tpm
 
 
 @pytest.mark.parametrize(
@@ -71,6 +72,7 @@ def test_a_recorded_shape_is_read_back() -> None:
         {"memory": "١٢"},  # digits, but not ASCII ones
         {"image": "zz"},
         {"lab": "a b"},
+        {"tpm": "maybe"},
     ],
 )
 def test_a_shape_not_in_vnode_s_form_is_unknown(fields: dict[str, str]) -> None:
