@@ -130,10 +130,9 @@ def up(
     from vnode.session import Session
 
     logs.configure(verbose)
-    chosen = [
-        n for n in (network, bridge and f"bridge:{bridge}", direct and f"direct:{direct}") if n
-    ]
-    if len(chosen) > 1:
+    # --bridge and --direct are aliases of --network KIND:ARG (the plugin host maps them).
+    aliases = [(kind, arg) for kind, arg in (("bridge", bridge), ("direct", direct)) if arg]
+    if len(aliases) + bool(network) > 1:
         raise _usage("give one of --network, --bridge, --direct")
     if warm and cold:
         raise _usage("give --warm or --cold, not both")
@@ -144,7 +143,8 @@ def up(
         disk=disk_size,
         timeout=timeout,
         virt_type=virt_type,
-        network=chosen[0] if chosen else None,
+        network=network,
+        network_alias=aliases[0] if aliases else None,
         wait=wait,
         keep_failed=keep_failed,
         fetch=fetch,

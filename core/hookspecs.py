@@ -125,6 +125,19 @@ def vnode_network_kinds() -> list[str]:
 
 
 @hookspec(firstresult=True)
+def vnode_network_bare_name(name: str) -> str | None:
+    """Say which network a bare ``--network NAME`` (or ``[defaults] network``) means, when
+    NAME is neither ``KIND:ARG`` nor a network kind.
+
+    :param name: what the user wrote, e.g. ``lab``.
+    :return: the network as ``KIND:ARG`` (the libvirt-network plugin: ``libvirt:lab``, a
+        libvirt network of that name), or None if this plugin gives bare names no meaning.
+
+    First result. Called during planning and by ``vnode doctor``, in the main thread.
+    """
+
+
+@hookspec(firstresult=True)
 def vnode_network_backend(
     kind: str, arg: str | None, context: PluginContext
 ) -> NetworkBackend | None:

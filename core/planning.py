@@ -40,6 +40,9 @@ class UpOptions:
     timeout: float | None = None
     virt_type: str | None = None
     network: str | None = None
+    # (KIND, ARG) from an alias option (--bridge BR is ("bridge", "BR")); mapped through the
+    # plugin host, which refuses a kind no plugin provides.
+    network_alias: tuple[str, str] | None = None
     wait: bool = True
     keep_failed: bool = False
     # Download missing images (verified) before anything is created.
@@ -126,7 +129,11 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
     views = lab.survey(session)
     failed: dict[str, VnodeError] = {}
     placed, moves = _placement(refs, views, defaults, options, failed)
-    choice = session.plugins.network_choice(defaults.network)
+    choice = (
+        session.plugins.network_alias(*options.network_alias)
+        if options.network_alias is not None
+        else session.plugins.network_choice(defaults.network)
+    )
     backends: dict[str, NetworkBackend] = {}
     nodes: list[NodePlan] = []
     by_ref = {ref.name: ref for ref in refs}
@@ -187,7 +194,7 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         moves=moves,
         move_backends=_move_backends(session, moves, views),
         all_or_nothing=options.all_or_nothing,
-        warm=_plan_warm(session, planned_nodes, views, after) if warm else (),
+        warm=_plan_warm(session, planned_nodes, views, backends, after) if warm else (),
     )
 
 
@@ -450,6 +457,7 @@ def _plan_warm(
     session: Session,
     nodes: tuple[NodePlan, ...],
     views: dict[str, HostView],
+    backends: dict[str, NetworkBackend],
     after: After,
 ) -> tuple[WarmChoice, ...]:
     """Per node: the template it is cloned from (made first if missing), or cold and why."""
@@ -487,6 +495,8 @@ def _plan_warm(
             plugin_adjusted=plugin_adjusted(session.plugins, node),
             wait_cloud_init=after.wait_cloud_init,
             others=made,
+            hot_pluggable=node.interface is not None
+            and backends[node.host].hot_pluggable(node.interface),
         )
         choices.append(choice)
     return tuple(choices)

@@ -45,6 +45,7 @@ _KIND_OF_HOOK = {
     "vnode_catalog_refresh": "distro",
     "vnode_image_builder": "distro",
     "vnode_network_kinds": "network",
+    "vnode_network_bare_name": "network",
     "vnode_network_backend": "network",
     "vnode_console_setup": "console",
     "vnode_config_sections": "config",
@@ -81,6 +82,7 @@ _ACCEPTS: dict[str, Callable[[Any], bool]] = {
     "vnode_catalog_refresh": lambda a: isinstance(a, Catalog),
     "vnode_image_builder": lambda a: isinstance(a, ImageBuilder),
     "vnode_network_kinds": _list_of(str),
+    "vnode_network_bare_name": lambda a: isinstance(a, str) and ":" in a,
     "vnode_network_backend": lambda a: isinstance(a, NetworkBackend),
     "vnode_console_setup": lambda a: isinstance(a, ConsoleSetup),
     "vnode_config_sections": _sections,
@@ -229,11 +231,22 @@ class PluginHost:
         return sorted({k for kinds in self._call("vnode_network_kinds") for k in kinds})
 
     def network_choice(self, network: str) -> str:
-        """``--network NAME`` names a libvirt network unless it says ``KIND:ARG`` or a bare
-        kind."""
-        if ":" in network:
+        """``KIND:ARG`` or a bare kind as they are; any other bare name as the plugin that
+        gives bare names a meaning says (``vnode_network_bare_name``)."""
+        if ":" in network or network in self.network_kinds():
             return network
-        return network if network in self.network_kinds() else f"libvirt:{network}"
+        chosen = self._call("vnode_network_bare_name", name=network)
+        if chosen is None:
+            kinds = self.network_kinds()
+            raise UsageError(f"unknown network {network!r}; kinds: {', '.join(kinds) or 'none'}")
+        return chosen
+
+    def network_alias(self, kind: str, arg: str) -> str:
+        """``--bridge BR``, ``--direct DEV``: the documented aliases of ``--network KIND:ARG``,
+        for a kind some plugin provides."""
+        if kind not in self.network_kinds():
+            raise UsageError(f"--{kind}: no plugin provides network kind {kind!r}")
+        return f"{kind}:{arg}"
 
     def network_backend(self, network: str, context: PluginContext) -> NetworkBackend:
         """The backend for ``KIND[:ARG]``, or a UsageError listing the kinds plugins provide."""

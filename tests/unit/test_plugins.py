@@ -297,3 +297,25 @@ def test_unknown_distro_error_lists_what_the_plugins_know() -> None:
     for name in ("f44", "u26.04", "d13", "fedora", "ubuntu", "debian"):
         assert name in message
     assert "\n" not in message
+
+
+def test_a_bare_network_name_means_what_its_plugin_says() -> None:
+    from vnode.plugins import entry_point_sources
+
+    host = PluginHost(entry_point_sources())
+    assert host.network_choice("lab") == "libvirt:lab"  # the libvirt-network plugin's rule
+    assert host.network_choice("bridge") == "bridge"  # a kind stays a kind
+    assert host.network_choice("direct:eth0") == "direct:eth0"
+    without = PluginHost(entry_point_sources(), disabled=("libvirt-network",))
+    with pytest.raises(UsageError, match="unknown network 'lab'"):
+        without.network_choice("lab")
+
+
+def test_network_aliases_map_to_a_kind_a_plugin_provides() -> None:
+    from vnode.plugins import entry_point_sources
+
+    host = PluginHost(entry_point_sources())
+    assert host.network_alias("bridge", "br0") == "bridge:br0"
+    without = PluginHost(entry_point_sources(), disabled=("bridge",))
+    with pytest.raises(UsageError, match="--bridge: no plugin provides network kind 'bridge'"):
+        without.network_alias("bridge", "br0")
