@@ -457,8 +457,12 @@ def plugins_list(json: bool = False) -> int:
     """Each plugin: name, kind, version, distribution, entry point, status."""
     from vnode import api
     from vnode.progress import format_table
+    from vnode.session import Session
 
-    infos = api.plugins()
+    with Session.open() as session:
+        # A plugin command whose name is taken is noted on its plugin.
+        session.plugins.cli_commands(taken=set(app))
+        infos = api.plugins(session)
     if json:
         _emit_json([info.to_dict() for info in infos])
         return 0
@@ -832,20 +836,16 @@ def _add_plugin_commands(tokens: list[str]) -> None:
     core_words = set(app)
     if first not in ("--help", "-h") and (first in core_words or first.startswith("-")):
         return
-    from vnode.plugins import PluginHost
+    from vnode.session import Session
 
     try:
-        from vnode.config import read_config
-
-        host = PluginHost.discover(read_config().disabled_plugins())
+        plugins = Session.open().plugins  # opens nothing but the config and the plugins
     except VnodeError:
         return  # the command itself reports the broken configuration
-    for plugin_app in host.cli_commands():
-        name = plugin_app.name[0] if isinstance(plugin_app.name, tuple) else plugin_app.name
-        if name in core_words:
-            continue
+    for plugin_app in plugins.cli_commands(taken=core_words):
         app.command(plugin_app)
-        core_words.add(name)
+    for line in plugins.skipped_commands:
+        print(f"vnode: {line}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
