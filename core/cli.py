@@ -198,6 +198,7 @@ def list_(json: bool = False, names: bool = False) -> int:
         Print only the names, one per line (what shell completion offers).
     """
     from vnode import api
+    from vnode.hosts import LOCAL
     from vnode.progress import format_table
 
     nodes, unreachable = api.list_lab()
@@ -205,7 +206,7 @@ def list_(json: bool = False, names: bool = False) -> int:
         print("\n".join(sorted(n.name for n in nodes)))
     elif json:
         _emit_json([n.to_dict() for n in nodes])
-    elif any(n.host != "local" for n in nodes) or unreachable:
+    elif any(n.host != LOCAL for n in nodes) or unreachable:
         rows = [(n.name, n.host, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
         print(format_table(rows, ("NODE", "HOST", "DISTRO", "STATE", "IP", "MAC", "NETWORK")))
     else:

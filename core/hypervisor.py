@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode.errors import EnvironmentProblem, UsageError
+from vnode.hosts import LOCAL
 
 if TYPE_CHECKING:
     from vnode.model import NodeInfo
@@ -55,6 +56,11 @@ def _libvirt() -> Any:
     # libvirt prints every error to stderr by default; vnode reports them itself.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     return libvirt
+
+
+def libvirt_module() -> Any:
+    """libvirt-python, imported on first use, quiet (for its constants and error type)."""
+    return _libvirt()
 
 
 class HypervisorError(EnvironmentProblem):
@@ -121,9 +127,6 @@ class DomainMark:
     created: str
     pool: str
     number: int
-
-
-_MARK_FIELDS = ("distro", "mac", "ip", "network", "dir", "console", "created", "pool", "number")
 
 
 def read_mark(domain: Any) -> DomainMark | None:
@@ -229,7 +232,7 @@ def state_of(domain: Any) -> tuple[str, str | None]:
     return name, _PAUSE_REASONS.get(reason) if name == "paused" else None
 
 
-def node_info(domain: Any, mark: DomainMark, host: str = "local") -> NodeInfo:
+def node_info(domain: Any, mark: DomainMark, host: str = LOCAL) -> NodeInfo:
     """What ``vnode list`` shows of one node; a domain gone meanwhile is "gone"."""
     from vnode.model import NodeInfo
 
@@ -380,25 +383,6 @@ def refresh_pool(pool: Any) -> None:
 def pool_path(pool: Any) -> str:
     """The pool's directory on its host."""
     return ET.fromstring(pool.XMLDesc(0)).findtext("target/path", default="")
-
-
-def remove_pool(conn: Any, name: str) -> None:
-    """Stop, delete (the directory must be empty) and undefine a pool; absent is fine."""
-    libvirt = _libvirt()
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError:
-        return
-    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_STORAGE_POOL):
-        if pool.isActive():
-            for volume in pool.listAllVolumes(0):
-                volume.delete(0)
-            pool.destroy()
-    # The directory may be gone already (removed with its state directory): undefine anyway.
-    with contextlib.suppress(libvirt.libvirtError):
-        pool.delete(0)
-    with _tolerating(libvirt.VIR_ERR_NO_STORAGE_POOL):
-        pool.undefine()
 
 
 def find_volume(pool: Any, name: str) -> Any | None:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import attrs
 
+from vnode.hosts import LOCAL
+
 VirtType = Literal["kvm", "qemu"]
 NodeState = Literal["ready", "timeout", "failed", "started"]
 VerdictStatus = Literal["ok", "warn", "fail"]
@@ -114,7 +116,7 @@ class NodePlan(NodeIdentity):
     network: str  # "KIND[:ARG]" as the network plugin describes it, e.g. "bridge:br0"
     virt_type: VirtType
     node_dir: Path
-    host: str = "local"  # the hypervisor host's name (see [[hosts]])
+    host: str = LOCAL  # the hypervisor host's name (see [[hosts]])
     # The host's vnode storage pool directory: disk, seed and console are volumes there
     # (made through libvirt's storage API); None: files in node_dir, made locally.
     volume_dir: Path | None = None
@@ -186,7 +188,7 @@ class NodeInfo:
     ip: str | None
     network: str
     created: str
-    host: str = "local"
+    host: str = LOCAL
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -229,7 +231,7 @@ class PluginContext:
     # With [[hosts]]: which host this context is for, its place in the config (0, 1, ...) and
     # the subnet configured for its own network, if any. A network plugin that creates a
     # network per host keeps hosts' subnets disjoint with these.
-    host: str = "local"
+    host: str = LOCAL
     host_index: int = 0
     host_subnet: str | None = None
 

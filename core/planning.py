@@ -16,7 +16,7 @@ from vnode import hypervisor, lab
 from vnode.config import Defaults
 from vnode.domainxml import domain_xml, plugin_adjusted
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
-from vnode.hosts import Request, capacity_of, place
+from vnode.hosts import LOCAL, Request, capacity_of, place
 from vnode.model import ConsoleSetup, Interface, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode.spec import NodeRef, parse_specs
@@ -403,7 +403,7 @@ def plan_node(
     cloud_config: dict[str, tuple[CloudConfigSource, ...]] | None = None,
     overrides: tuple[str, ...] = (),
     *,
-    host: str = "local",
+    host: str = LOCAL,
     volume_dir: Path | None = None,
 ) -> NodePlan:
     """One node's plan on one host: distro, NIC, address, cloud-config, console, domain."""

@@ -406,7 +406,7 @@ def _wait_ready(domain: Any, plan: NodePlan, deadline: float) -> None:
 
 
 def _unplug_seed(domain: Any, plan: NodePlan) -> None:
-    libvirt = hypervisor._libvirt()
+    libvirt = hypervisor.libvirt_module()
     disk = ET.Element("disk", type="file", device="disk")
     ET.SubElement(disk, "source", file=str(plan.seed_path))
     ET.SubElement(disk, "target", dev=_SEED_TARGET, bus="virtio")
