@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.run import IMAGE_STORE, RESULTS, VNODE, median_row, repeat  # noqa: E402
 from tests.harness.hypervisor_host import HypervisorHost  # noqa: E402
+from tests.harness.pools import remove_pool  # noqa: E402
 from vnode import hypervisor  # noqa: E402
 
 
@@ -77,7 +78,7 @@ def two_host_lab(args: argparse.Namespace) -> Iterator[tuple[dict[str, str], Hyp
                     check=False,
                 )
             conn = hypervisor.connect("qemu:///system")
-            hypervisor.remove_pool(conn, pool)
+            remove_pool(conn, pool)
             conn.close()
             shutil.rmtree(state, ignore_errors=True)
 
@@ -93,7 +94,7 @@ def upload_run(uri: str, image: Path, sha256: str) -> float:
         hypervisor.ensure_image(conn, pool, image.name, image, sha256)
         return time.monotonic() - start
     finally:
-        hypervisor.remove_pool(conn, name)
+        remove_pool(conn, name)
         conn.close()
 
 

@@ -138,10 +138,9 @@ def up(
     from vnode.session import Session
 
     logs.configure(verbose)
-    chosen = [
-        n for n in (network, bridge and f"bridge:{bridge}", direct and f"direct:{direct}") if n
-    ]
-    if len(chosen) > 1:
+    # --bridge and --direct are aliases of --network KIND:ARG (the plugin host maps them).
+    aliases = [(kind, arg) for kind, arg in (("bridge", bridge), ("direct", direct)) if arg]
+    if len(aliases) + bool(network) > 1:
         raise _usage("give one of --network, --bridge, --direct")
     if warm and cold:
         raise _usage("give --warm or --cold, not both")
@@ -154,7 +153,8 @@ def up(
         tpm=tpm,
         timeout=timeout,
         virt_type=virt_type,
-        network=chosen[0] if chosen else None,
+        network=network,
+        network_alias=aliases[0] if aliases else None,
         wait=wait,
         keep_failed=keep_failed,
         fetch=fetch,
@@ -328,6 +328,7 @@ def list_(json: bool = False, names: bool = False) -> int:
         Print only the names, one per line (what shell completion offers).
     """
     from vnode import api
+    from vnode.hosts import LOCAL
     from vnode.progress import format_table
 
     nodes, unreachable = api.list_lab()
@@ -335,7 +336,7 @@ def list_(json: bool = False, names: bool = False) -> int:
         print("\n".join(sorted(n.name for n in nodes)))
     elif json:
         _emit_json([n.to_dict() for n in nodes])
-    elif any(n.host != "local" for n in nodes) or unreachable:
+    elif any(n.host != LOCAL for n in nodes) or unreachable:
         rows = [(n.name, n.host, n.distro, n.state, n.ip or "-", n.mac, n.network) for n in nodes]
         print(format_table(rows, ("NODE", "HOST", "DISTRO", "STATE", "IP", "MAC", "NETWORK")))
     else:
@@ -587,8 +588,12 @@ def plugins_list(json: bool = False) -> int:
     """Each plugin: name, kind, version, distribution, entry point, status."""
     from vnode import api
     from vnode.progress import format_table
+    from vnode.session import Session
 
-    infos = api.plugins()
+    with Session.open() as session:
+        # A plugin command whose name is taken is noted on its plugin.
+        session.plugins.cli_commands(taken=set(app))
+        infos = api.plugins(session)
     if json:
         _emit_json([info.to_dict() for info in infos])
         return 0
@@ -975,20 +980,16 @@ def _add_plugin_commands(tokens: list[str]) -> None:
     core_words = set(app)
     if first not in ("--help", "-h") and (first in core_words or first.startswith("-")):
         return
-    from vnode.plugins import PluginHost
+    from vnode.session import Session
 
     try:
-        from vnode.config import read_config
-
-        host = PluginHost.discover(read_config().disabled_plugins())
+        plugins = Session.open().plugins  # opens nothing but the config and the plugins
     except VnodeError:
         return  # the command itself reports the broken configuration
-    for plugin_app in host.cli_commands():
-        name = plugin_app.name[0] if isinstance(plugin_app.name, tuple) else plugin_app.name
-        if name in core_words:
-            continue
+    for plugin_app in plugins.cli_commands(taken=core_words):
         app.command(plugin_app)
-        core_words.add(name)
+    for line in plugins.skipped_commands:
+        print(f"vnode: {line}", file=sys.stderr)
 
 
 def _print_help(tokens: list[str]) -> int:

@@ -206,14 +206,6 @@ def read_config(files: list[Path] | None = None) -> RawConfig:
     return RawConfig(data=merged, origins=origins, sources=tuple(read))
 
 
-def load_config(
-    files: list[Path] | None = None, plugin_sections: dict[str, type] | None = None
-) -> Config:
-    """Read and check the configuration; ``plugin_sections`` come from the plugin host (the
-    session passes them; without them only the core's sections are known)."""
-    return build_config_from(read_config(files), plugin_sections or {})
-
-
 def build_config(data: dict[str, Any], plugin_sections: dict[str, type] | None = None) -> Config:
     """A Config from already-parsed TOML data (tests, the library)."""
     return build_config_from(RawConfig(data=data, origins={}, sources=()), plugin_sections or {})

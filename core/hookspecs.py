@@ -20,9 +20,10 @@ called later, as their own documentation says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pluggy
 
 if TYPE_CHECKING:
@@ -44,7 +45,77 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec(firstresult=True)
+@attrs.frozen
+class Hook:
+    """What the plugin host knows of one hook besides its signature and docstring (below)."""
+
+    kind: str  # what ``vnode plugins list`` calls a plugin that implements it
+    # Whether a non-None answer is of the right type; anything else is skipped and named.
+    accepts: Callable[[Any], bool] = attrs.field(eq=False)
+    # Its answers name what a plugin provides: checked when the plugin loads (a wrong
+    # answer makes the plugin broken).
+    listing: bool = False
+
+
+# Every hook, by name: the table the plugin host is driven from.
+HOOKS: dict[str, Hook] = {}
+
+
+def _spec(
+    kind: str, accepts: Callable[[Any], bool], *, firstresult: bool = False, listing: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def declare(function: Callable[..., Any]) -> Callable[..., Any]:
+        HOOKS[function.__name__] = Hook(kind, accepts, listing)
+        return hookspec(firstresult=firstresult)(function)
+
+    return declare
+
+
+def _instance(name: str) -> Callable[[Any], bool]:
+    """isinstance against a class of vnode's model, imported when first asked (hookspecs is
+    imported by everything; the model's classes need not be loaded for that)."""
+    return lambda answer: isinstance(answer, _class(name))
+
+
+def _list_of(name: str) -> Callable[[Any], bool]:
+    return lambda answer: (
+        isinstance(answer, list) and all(isinstance(item, _class(name)) for item in answer)
+    )
+
+
+def _class(name: str) -> type:
+    import builtins
+
+    from vnode import catalog, model, network
+
+    for module in (builtins, model, catalog, network):
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise LookupError(name)
+
+
+def _sections(answer: Any) -> bool:
+    return isinstance(answer, dict) and all(
+        isinstance(name, str) and isinstance(cls, type) and attrs.has(cls)
+        for name, cls in answer.items()
+    )
+
+
+def _cli_apps(answer: Any) -> bool:
+    import cyclopts
+
+    return isinstance(answer, list) and all(isinstance(a, cyclopts.App) for a in answer)
+
+
+def _network_name(answer: Any) -> bool:
+    return isinstance(answer, str) and ":" in answer
+
+
+def _nothing(answer: Any) -> bool:
+    return False  # the hook answers nothing: it edits what it is given
+
+
+@_spec("distro", _instance("Distro"), firstresult=True)
 def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro | None:
     """Say which release a short name means.
 
@@ -60,7 +131,7 @@ def vnode_distro_resolve(name: str, catalogs: Mapping[str, Catalog]) -> Distro |
     """
 
 
-@hookspec
+@_spec("distro", _list_of("str"), listing=True)
 def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
     """List the names this plugin resolves (families and releases), for listings and errors.
 
@@ -71,7 +142,7 @@ def vnode_distro_names(catalogs: Mapping[str, Catalog]) -> list[str]:
     """
 
 
-@hookspec
+@_spec("distro", _list_of("Catalog"))
 def vnode_distro_catalogs(catalogs: Mapping[str, Catalog]) -> list[Catalog]:
     """Show the families this plugin answers for, as tables (``vnode images list``).
 
@@ -83,7 +154,7 @@ def vnode_distro_catalogs(catalogs: Mapping[str, Catalog]) -> list[Catalog]:
     """
 
 
-@hookspec
+@_spec("distro", _instance("Catalog"))
 def vnode_catalog_refresh(read: MetadataReader) -> Catalog | None:
     """Learn a family's releases from what upstream publishes for machines.
 
@@ -101,7 +172,7 @@ def vnode_catalog_refresh(read: MetadataReader) -> Catalog | None:
     """
 
 
-@hookspec(firstresult=True)
+@_spec("distro", _instance("ImageBuilder"), firstresult=True)
 def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder | None:
     """Offer to build ``distro``'s image locally instead of downloading it.
 
@@ -114,7 +185,7 @@ def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder 
     """
 
 
-@hookspec
+@_spec("network", _list_of("str"), listing=True)
 def vnode_network_kinds() -> list[str]:
     """List the network kinds this plugin attaches nodes to (``libvirt``, ``bridge``, ...).
 
@@ -124,7 +195,20 @@ def vnode_network_kinds() -> list[str]:
     """
 
 
-@hookspec(firstresult=True)
+@_spec("network", _network_name, firstresult=True)
+def vnode_network_bare_name(name: str) -> str | None:
+    """Say which network a bare ``--network NAME`` (or ``[defaults] network``) means, when
+    NAME is neither ``KIND:ARG`` nor a network kind.
+
+    :param name: what the user wrote, e.g. ``lab``.
+    :return: the network as ``KIND:ARG`` (the libvirt-network plugin: ``libvirt:lab``, a
+        libvirt network of that name), or None if this plugin gives bare names no meaning.
+
+    First result. Called during planning and by ``vnode doctor``, in the main thread.
+    """
+
+
+@_spec("network", _instance("NetworkBackend"), firstresult=True)
 def vnode_network_backend(
     kind: str, arg: str | None, context: PluginContext
 ) -> NetworkBackend | None:
@@ -140,7 +224,7 @@ def vnode_network_backend(
     """
 
 
-@hookspec(firstresult=True)
+@_spec("console", _instance("ConsoleSetup"), firstresult=True)
 def vnode_console_setup(node: NodePlan, context: PluginContext) -> ConsoleSetup | None:
     """Say where the node's serial console is captured from boot on.
 
@@ -155,7 +239,7 @@ def vnode_console_setup(node: NodePlan, context: PluginContext) -> ConsoleSetup 
     """
 
 
-@hookspec
+@_spec("config", _sections)
 def vnode_config_sections() -> dict[str, type]:
     """Declare the configuration tables this plugin reads.
 
@@ -169,7 +253,7 @@ def vnode_config_sections() -> dict[str, type]:
     """
 
 
-@hookspec
+@_spec("doctor", _list_of("Verdict"))
 def vnode_doctor_checks(context: PluginContext) -> list[Verdict]:
     """Check what this plugin needs on the host, for ``vnode doctor``.
 
@@ -183,7 +267,7 @@ def vnode_doctor_checks(context: PluginContext) -> list[Verdict]:
     """
 
 
-@hookspec
+@_spec("cli", _cli_apps)
 def vnode_cli_commands() -> list[Any]:
     """Contribute sub-commands to the ``vnode`` command line.
 
@@ -196,7 +280,7 @@ def vnode_cli_commands() -> list[Any]:
     """
 
 
-@hookspec
+@_spec("domain", _nothing)
 def vnode_domain_xml(node: NodePlan, domain: ET.Element) -> None:
     """Adjust a node's libvirt domain before it is defined (a second NIC, a virtiofs share).
 

@@ -137,27 +137,6 @@ def adopt_legacy_state(state: Path, host: Host, local_uri: str) -> None:
         legacy.rmdir()
 
 
-def host_subnets(hosts: Sequence[Host], base: str) -> dict[str, str]:
-    """Each host's subnet for vnode's libvirt network: the configured one, else the next
-    free subnet of the base's size after ``base`` (the first host without one gets ``base``
-    itself), so hosts never hand out the same address."""
-    base_net = ipaddress.IPv4Network(base)
-    taken = [ipaddress.IPv4Network(h.subnet) for h in hosts if h.subnet]
-    result: dict[str, str] = {}
-    candidate = base_net
-    for host in hosts:
-        if host.subnet:
-            result[host.name] = host.subnet
-            continue
-        while any(candidate.overlaps(t) for t in taken):
-            candidate = ipaddress.IPv4Network(
-                (int(candidate.network_address) + candidate.num_addresses, candidate.prefixlen)
-            )
-        result[host.name] = str(candidate)
-        taken.append(candidate)
-    return result
-
-
 @attrs.frozen
 class Capacity:
     """A host's budgets as placement uses them (None: no limit)."""

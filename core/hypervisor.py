@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode.errors import EnvironmentProblem, UsageError
+from vnode.hosts import LOCAL
 from vnode.logs import get_logger
 
 if TYPE_CHECKING:
@@ -60,6 +61,11 @@ def _libvirt() -> Any:
     # libvirt prints every error to stderr by default; vnode reports them itself.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     return libvirt
+
+
+def libvirt_module() -> Any:
+    """libvirt-python, imported on first use, quiet (for its constants and error type)."""
+    return _libvirt()
 
 
 class HypervisorError(EnvironmentProblem):
@@ -130,8 +136,6 @@ class DomainMark:
     damage: str | None = None
 
 
-_MARK_FIELDS = ("distro", "mac", "ip", "network", "dir", "console", "created", "pool", "number")
-
 # Any libvirt client (and a remote host's) can write a domain's metadata: every field is
 # checked here, where it is read, before it becomes a path, an address or ssh configuration.
 _POOL = re.compile(r"[a-z][a-z0-9-]*[a-z-]|[a-z]")  # as config's [[pools]] stem
@@ -178,7 +182,7 @@ _CHECKS = {
 def _checked_fields(name: str, node: ET.Element) -> tuple[dict[str, str], list[str]]:
     """The mark's fields, each one that fails its check blanked, and what failed."""
     fields, problems = {}, []
-    for tag in _MARK_FIELDS:
+    for tag in _CHECKS:
         value = node.findtext(tag, default="").strip()
         if value and not _CHECKS[tag](value):
             problems.append(f"{tag} {value[:40]!r} is not valid")
@@ -379,7 +383,7 @@ def state_of(domain: Any) -> tuple[str, str | None]:
     return name, _PAUSE_REASONS.get(reason) if name == "paused" else None
 
 
-def node_info(domain: Any, mark: DomainMark, host: str = "local") -> NodeInfo:
+def node_info(domain: Any, mark: DomainMark, host: str = LOCAL) -> NodeInfo:
     """What ``vnode list`` shows of one node; a domain gone meanwhile is "gone"."""
     from vnode.model import NodeInfo
 
@@ -534,25 +538,6 @@ def refresh_pool(pool: Any) -> None:
 def pool_path(pool: Any) -> str:
     """The pool's directory on its host."""
     return ET.fromstring(pool.XMLDesc(0)).findtext("target/path", default="")
-
-
-def remove_pool(conn: Any, name: str) -> None:
-    """Stop, delete (the directory must be empty) and undefine a pool; absent is fine."""
-    libvirt = _libvirt()
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError:
-        return
-    with _tolerating(libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_STORAGE_POOL):
-        if pool.isActive():
-            for volume in pool.listAllVolumes(0):
-                volume.delete(0)
-            pool.destroy()
-    # The directory may be gone already (removed with its state directory): undefine anyway.
-    with contextlib.suppress(libvirt.libvirtError):
-        pool.delete(0)
-    with _tolerating(libvirt.VIR_ERR_NO_STORAGE_POOL):
-        pool.undefine()
 
 
 def find_volume(pool: Any, name: str) -> Any | None:

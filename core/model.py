@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import attrs
 
+from vnode.hosts import LOCAL
+
 VirtType = Literal["kvm", "qemu"]
 NodeState = Literal["ready", "timeout", "failed", "started"]
 VerdictStatus = Literal["ok", "warn", "fail"]
@@ -139,7 +141,7 @@ class NodePlan(NodeIdentity):
     network: str  # "KIND[:ARG]" as the network plugin describes it, e.g. "bridge:br0"
     virt_type: VirtType
     node_dir: Path
-    host: str = "local"  # the hypervisor host's name (see [[hosts]])
+    host: str = LOCAL  # the hypervisor host's name (see [[hosts]])
     # The host's vnode storage pool directory: disk, seed and console are volumes there
     # (made through libvirt's storage API); None: files in node_dir, made locally.
     volume_dir: Path | None = None
@@ -241,7 +243,7 @@ class NodeInfo:
     ip: str | None
     network: str
     created: str
-    host: str = "local"
+    host: str = LOCAL
     # The shape vnode made it in (None: made before vnode recorded shapes): memory_mib,
     # vcpus, disk_gb, extra_disks, image_sha256, lab.
     shape: dict[str, object] | None = None
@@ -288,7 +290,7 @@ class PluginContext:
     # With [[hosts]]: which host this context is for, its place in the config (0, 1, ...) and
     # the subnet configured for its own network, if any. A network plugin that creates a
     # network per host keeps hosts' subnets disjoint with these.
-    host: str = "local"
+    host: str = LOCAL
     host_index: int = 0
     host_subnet: str | None = None
 

@@ -24,6 +24,10 @@ from vnode.errors import EnvironmentProblem, UsageError
 from vnode.logs import get_logger
 from vnode.model import Interface, NodeIdentity, NodePlan, StaticAddress, Verdict
 
+# libvirt's interface types that attachDeviceFlags plugs into a running guest as a plan
+# describes them (a user-mode, ethernet or vhost-user NIC needs more than its XML).
+HOT_PLUGGABLE_TYPES = ("network", "bridge", "direct")
+
 log = get_logger("vnode.network")
 
 
@@ -38,6 +42,12 @@ class NetworkBackend:
     def describe(self) -> str:
         """The network as ``KIND[:ARG]``, as ``vnode list`` shows it."""
         return self.kind
+
+    def hot_pluggable(self, interface: Interface) -> bool:
+        """Whether this NIC can be plugged into a restored warm clone (``up --warm``); a node
+        whose NIC cannot boots cold, and says so. By default: libvirt networks, bridges and
+        macvtap (``direct``) can."""
+        return interface.type in HOT_PLUGGABLE_TYPES
 
     def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
         """Can nodes attach? One verdict per thing checked; change nothing.

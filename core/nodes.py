@@ -13,6 +13,7 @@ from vnode import hypervisor
 from vnode.cloudinit import render_seed, seed_iso, write_seed_iso
 from vnode.disks import GIB, MAX_EXTRA_DISKS, create_blank, create_overlay
 from vnode.errors import UsageError
+from vnode.hosts import LOCAL
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
 from vnode.logs import get_logger
 from vnode.model import NodeIdentity, NodePlan, extra_disk_volume
@@ -30,7 +31,7 @@ class NodeStore:
     nodes_dir: Path
     images_dir: Path
     known_hosts: KnownHosts
-    host: str = "local"
+    host: str = LOCAL
     # vnode's storage pool on the host (libvirt's storage API) and the base images' volumes
     # there, by image file name; None: node files are made locally (no [[hosts]]).
     pool: Any = None

@@ -16,7 +16,7 @@ from vnode import hypervisor, lab
 from vnode.config import Defaults
 from vnode.domainxml import domain_xml, plugin_adjusted
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
-from vnode.hosts import Request, capacity_of, place
+from vnode.hosts import LOCAL, Request, capacity_of, place
 from vnode.model import ConsoleSetup, Interface, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode.spec import NodeRef, parse_specs
@@ -40,6 +40,9 @@ class UpOptions:
     timeout: float | None = None
     virt_type: str | None = None
     network: str | None = None
+    # (KIND, ARG) from an alias option (--bridge BR is ("bridge", "BR")); mapped through the
+    # plugin host, which refuses a kind no plugin provides.
+    network_alias: tuple[str, str] | None = None
     wait: bool = True
     keep_failed: bool = False
     # Download missing images (verified) before anything is created.
@@ -160,7 +163,11 @@ def plan_up(
     views = lab.survey(session)
     failed: dict[str, VnodeError] = {}
     placed, moves = _placement(refs, views, own, options, failed)
-    choice = session.plugins.network_choice(defaults.network)
+    choice = (
+        session.plugins.network_alias(*options.network_alias)
+        if options.network_alias is not None
+        else session.plugins.network_choice(defaults.network)
+    )
     backends: dict[str, NetworkBackend] = {}
     nodes: list[NodePlan] = []
     by_ref = {ref.name: ref for ref in refs}
@@ -228,7 +235,7 @@ def plan_up(
         moves=moves,
         move_backends=_move_backends(session, moves, views),
         all_or_nothing=options.all_or_nothing,
-        warm=_plan_warm(session, warm_nodes, views, after) if warm_nodes else (),
+        warm=_plan_warm(session, warm_nodes, views, backends, after) if warm_nodes else (),
     )
 
 
@@ -448,7 +455,7 @@ def plan_node(
     cloud_config: dict[str, tuple[CloudConfigSource, ...]] | None = None,
     overrides: tuple[str, ...] = (),
     *,
-    host: str = "local",
+    host: str = LOCAL,
     volume_dir: Path | None = None,
     shape: Extras | None = None,
 ) -> NodePlan:
@@ -508,6 +515,7 @@ def _plan_warm(
     session: Session,
     nodes: tuple[NodePlan, ...],
     views: dict[str, HostView],
+    backends: dict[str, NetworkBackend],
     after: After,
 ) -> tuple[WarmChoice, ...]:
     """Per node: the template it is cloned from (made first if missing), or cold and why."""
@@ -549,6 +557,8 @@ def _plan_warm(
             plugin_adjusted=plugin_adjusted(session.plugins, node),
             wait_cloud_init=after.wait_cloud_init,
             others=made,
+            hot_pluggable=node.interface is not None
+            and backends[node.host].hot_pluggable(node.interface),
         )
         choices.append(choice)
     return tuple(choices)

@@ -38,58 +38,6 @@ from vnode.network import NetworkBackend
 ENTRY_POINT_GROUP = "vnode.plugins"
 log = get_logger("vnode.plugins")
 
-_KIND_OF_HOOK = {
-    "vnode_distro_resolve": "distro",
-    "vnode_distro_names": "distro",
-    "vnode_distro_catalogs": "distro",
-    "vnode_catalog_refresh": "distro",
-    "vnode_image_builder": "distro",
-    "vnode_network_kinds": "network",
-    "vnode_network_backend": "network",
-    "vnode_console_setup": "console",
-    "vnode_config_sections": "config",
-    "vnode_doctor_checks": "doctor",
-    "vnode_cli_commands": "cli",
-    "vnode_domain_xml": "domain",
-}
-# Hooks whose answers name what a plugin provides; checked when the plugin loads.
-_LISTING_HOOKS = ("vnode_distro_names", "vnode_network_kinds")
-
-
-def _list_of(kind: type | tuple[type, ...]) -> Callable[[Any], bool]:
-    return lambda answer: isinstance(answer, list) and all(isinstance(a, kind) for a in answer)
-
-
-def _sections(answer: Any) -> bool:
-    return isinstance(answer, dict) and all(
-        isinstance(name, str) and isinstance(cls, type) and attrs.has(cls)
-        for name, cls in answer.items()
-    )
-
-
-def _cli_apps(answer: Any) -> bool:
-    import cyclopts
-
-    return isinstance(answer, list) and all(isinstance(a, cyclopts.App) for a in answer)
-
-
-# What a non-None answer of each hook must be; anything else is skipped.
-_ACCEPTS: dict[str, Callable[[Any], bool]] = {
-    "vnode_distro_resolve": lambda a: isinstance(a, Distro),
-    "vnode_distro_names": _list_of(str),
-    "vnode_distro_catalogs": _list_of(Catalog),
-    "vnode_catalog_refresh": lambda a: isinstance(a, Catalog),
-    "vnode_image_builder": lambda a: isinstance(a, ImageBuilder),
-    "vnode_network_kinds": _list_of(str),
-    "vnode_network_backend": lambda a: isinstance(a, NetworkBackend),
-    "vnode_console_setup": lambda a: isinstance(a, ConsoleSetup),
-    "vnode_config_sections": _sections,
-    "vnode_doctor_checks": _list_of(Verdict),
-    "vnode_cli_commands": _cli_apps,
-    "vnode_domain_xml": lambda a: False,  # answers nothing: it edits the element it is given
-}
-
-
 PluginStatus = Literal["ok", "broken", "disabled"]
 
 
@@ -155,6 +103,8 @@ class PluginHost:
         self._catalogs: dict[str, Catalog] = {}
         self._code_owner: dict[Any, str] = {}  # a hook function's code -> its plugin's name
         self._sources: dict[str, PluginSource] = {}
+        # One line per plugin command left out because its name was taken (cli_commands).
+        self.skipped_commands: list[str] = []
         disabled = set(disabled)
         infos = []
         for source in sources:
@@ -229,11 +179,25 @@ class PluginHost:
         return sorted({k for kinds in self._call("vnode_network_kinds") for k in kinds})
 
     def network_choice(self, network: str) -> str:
-        """``--network NAME`` names a libvirt network unless it says ``KIND:ARG`` or a bare
-        kind."""
-        if ":" in network:
+        """``KIND:ARG`` or a bare kind as they are; any other bare name as the plugin that
+        gives bare names a meaning says (``vnode_network_bare_name``)."""
+        if ":" in network or network in self.network_kinds():
             return network
-        return network if network in self.network_kinds() else f"libvirt:{network}"
+        chosen = self._call("vnode_network_bare_name", name=network)
+        if chosen is None:
+            kinds = self.network_kinds()
+            raise UsageError(f"unknown network {network!r}; kinds: {', '.join(kinds) or 'none'}")
+        return chosen
+
+    def network_alias(self, kind: str, arg: str) -> str:
+        """``--bridge BR``, ``--direct DEV``: the documented aliases of ``--network KIND:ARG``,
+        for a kind some plugin provides."""
+        kinds = self.network_kinds()
+        if kind not in kinds:
+            raise UsageError(
+                f"unknown network {kind + ':' + arg!r}; kinds: {', '.join(kinds) or 'none'}"
+            )
+        return f"{kind}:{arg}"
 
     def network_backend(self, network: str, context: PluginContext) -> NetworkBackend:
         """The backend for ``KIND[:ARG]``, or a UsageError listing the kinds plugins provide."""
@@ -270,8 +234,29 @@ class PluginHost:
             v for verdicts in self._call("vnode_doctor_checks", context=context) for v in verdicts
         ]
 
-    def cli_commands(self) -> list[Any]:
-        return [app for apps in self._call("vnode_cli_commands") for app in apps]
+    def cli_commands(self, taken: Iterable[str] = ()) -> list[Any]:
+        """Every plugin's sub-commands (``cyclopts.App``s). One whose name the core
+        (``taken``) or a plugin called earlier already uses is skipped and named: a note in
+        ``vnode plugins list``, and a line in :attr:`skipped_commands`."""
+        owners = dict.fromkeys(taken, "the core")
+        apps = []
+        # pluggy's call order (the last registered first), one plugin at a time: the guard
+        # still skips a plugin that raises or answers wrongly.
+        for impl in reversed(self._pm.hook.vnode_cli_commands.get_hookimpls()):
+            for app in _call_impl(impl) or ():
+                name = app.name[0] if isinstance(app.name, tuple) else app.name
+                if name in owners:
+                    what = f"command {name!r} is {owners[name]}'s already; skipped"
+                    # Noted, not logged: the command line says it on stderr (there may be
+                    # no log handler yet when it asks).
+                    notes = self._faults.setdefault(impl.plugin_name, [])
+                    if what not in notes:
+                        notes.append(what)
+                    self.skipped_commands.append(f"plugin {impl.plugin_name}: {what}")
+                    continue
+                owners[name] = impl.plugin_name
+                apps.append(app)
+        return apps
 
     def adjust_domain(self, node: NodePlan, domain: ET.Element) -> None:
         self._call("vnode_domain_xml", node=node, domain=domain)
@@ -344,7 +329,8 @@ class PluginHost:
                 self._pm.unregister(proxy)
             return self._info(source, status="broken", reason=_one_line(exc))
         callers = self._pm.get_hookcallers(proxy) or []
-        kinds = sorted({_KIND_OF_HOOK[c.name] for c in callers if c.name in _KIND_OF_HOOK})
+        hooks = hookspecs.HOOKS
+        kinds = sorted({hooks[c.name].kind for c in callers if c.name in hooks})
         return self._info(source, status="ok", kinds=tuple(kinds), provides=tuple(provides))
 
     def _info(self, source: PluginSource, **fields: Any) -> PluginInfo:
@@ -376,7 +362,8 @@ class PluginHost:
     def _guard(
         self, plugin: str, hook_name: str, function: Callable[..., Any]
     ) -> Callable[..., Any]:
-        accepts = _ACCEPTS.get(hook_name, lambda answer: True)
+        hook = hookspecs.HOOKS.get(hook_name)  # no such hook: pluggy refuses the plugin
+        accepts = hook.accepts if hook is not None else (lambda answer: True)
 
         @functools.wraps(function)
         def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -397,12 +384,12 @@ class PluginHost:
     def _listings(self, name: str) -> list[str]:
         """What the plugin says it provides; a wrong answer makes it broken."""
         provided: list[str] = []
-        for hook_name in _LISTING_HOOKS:
+        for hook_name in (name for name, hook in hookspecs.HOOKS.items() if hook.listing):
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != name:
                     continue
                 answer = _call_impl(impl, raw=True, catalogs=self._catalogs)
-                if not _ACCEPTS[hook_name](answer):
+                if not hookspecs.HOOKS[hook_name].accepts(answer):
                     raise TypeError(f"{hook_name} returned {answer!r}, expected list[str]")
                 provided.extend(answer)
         return provided

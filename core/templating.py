@@ -54,11 +54,20 @@ def _xml_value(value: Any) -> Any:
 
 
 @functools.cache
-def _environment(finalize: Callable[[Any], Any], autoescape: bool) -> jinja2.Environment:
+def _environment(
+    finalize: Callable[[Any], Any], autoescape: bool, package: str | None
+) -> jinja2.Environment:
     import jinja2
 
+    # The core's templates are a package of their own; a plugin's are in ``templates/``
+    # beside its module or inside its package.
+    loader = (
+        jinja2.PackageLoader("vnode.templates", ".")
+        if package is None
+        else jinja2.PackageLoader(package, "templates")
+    )
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("vnode.templates", "."),
+        loader=loader,
         autoescape=autoescape,
         finalize=finalize,
         undefined=jinja2.StrictUndefined,
@@ -68,9 +77,12 @@ def _environment(finalize: Callable[[Any], Any], autoescape: bool) -> jinja2.Env
     )
 
 
-def render_xml(template: str, **values: Any) -> str:
-    return _environment(_xml_value, True).get_template(template).render(**values)
+def render_xml(template: str, /, *, package: str | None = None, **values: Any) -> str:
+    """Render an XML template, every value escaped. ``package``: the plugin whose
+    ``templates/`` directory holds it (its module's or package's ``__name__``); None: the
+    core's own templates."""
+    return _environment(_xml_value, True, package).get_template(template).render(**values)
 
 
-def render_yaml(template: str, **values: Any) -> str:
-    return _environment(_yaml_value, False).get_template(template).render(**values)
+def render_yaml(template: str, /, *, package: str | None = None, **values: Any) -> str:
+    return _environment(_yaml_value, False, package).get_template(template).render(**values)

@@ -32,8 +32,6 @@ PROTECTED_KEYS = (
     "ssh_genkeytypes",
     "ssh_keys",
 )
-# Lists vnode sets that a user may add to (more users, more keys for root); vnode's entries stay.
-APPENDABLE_KEYS = ("users", "ssh_authorized_keys")
 
 
 @attrs.frozen

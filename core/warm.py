@@ -319,7 +319,7 @@ def _build_clone(
     from vnode.keys import generate_keypair
     from vnode.nodes import CreatedNode
 
-    libvirt = hypervisor._libvirt()
+    libvirt = hypervisor.libvirt_module()
     if plan.node_dir.exists():
         shutil.rmtree(plan.node_dir)
     plan.node_dir.mkdir(mode=0o711, parents=True)
@@ -389,7 +389,7 @@ def resume_clone(domain: Any) -> None:
     own pause reason (not the user's), which :func:`vnode.hypervisor.resume` leaves alone."""
     from vnode import hypervisor
 
-    libvirt = hypervisor._libvirt()
+    libvirt = hypervisor.libvirt_module()
     with hypervisor.libvirt_errors(f"resuming {domain.name()}"):
         state, reason = domain.state()
         bad = (libvirt.VIR_DOMAIN_PAUSED_IOERROR, libvirt.VIR_DOMAIN_PAUSED_CRASHED)

@@ -475,7 +475,7 @@ def _wait_ready(domain: Any, plan: NodePlan, deadline: float) -> None:
 
 
 def _unplug_seed(domain: Any, plan: NodePlan) -> None:
-    libvirt = hypervisor._libvirt()
+    libvirt = hypervisor.libvirt_module()
     disk = ET.Element("disk", type="file", device="disk")
     ET.SubElement(disk, "source", file=str(plan.seed_path))
     ET.SubElement(disk, "target", dev=_SEED_TARGET, bus="virtio")
@@ -491,9 +491,6 @@ def _unplug_seed(domain: Any, plan: NodePlan) -> None:
 
 
 # -- deciding, per node of an `up --warm`, warm or cold ---------------------------------------
-
-# Interface types whose NIC can be hot-plugged into a clone as the plan describes it.
-WARM_INTERFACE_TYPES = ("network", "bridge", "direct")
 
 
 @attrs.frozen
@@ -518,12 +515,15 @@ class WarmChoice:
         }
 
 
-def cold_reason(plan: NodePlan, *, plugin_adjusted: bool, wait_cloud_init: bool) -> str | None:
+def cold_reason(
+    plan: NodePlan, *, hot_pluggable: bool, plugin_adjusted: bool, wait_cloud_init: bool
+) -> str | None:
     """Why this node cannot be a clone (None: it can). A clone is the template's guest with a
     NIC plugged in and an identity applied, so anything that needs a first boot, or a device
-    the template was not saved with, needs a cold boot."""
+    the template was not saved with, needs a cold boot. ``hot_pluggable``: the network
+    backend's answer for the node's NIC (NetworkBackend.hot_pluggable)."""
     interface = plan.interface
-    if interface is None or interface.type not in WARM_INTERFACE_TYPES:
+    if interface is None or not hot_pluggable:
         kind = interface.type if interface else "none"
         return f"network kind {plan.network} (interface {kind}) is not hot-pluggable into a clone"
     if plugin_adjusted:
@@ -542,11 +542,15 @@ def warm_choice(
     plugin_adjusted: bool,
     wait_cloud_init: bool,
     others: list[TemplateRecord],
+    hot_pluggable: bool = True,
 ) -> WarmChoice:
     """Warm from ``spec`` (made first if needed) or cold with the reason. ``others``: the
     templates already made, to say why a new one is needed."""
     if reason := cold_reason(
-        plan, plugin_adjusted=plugin_adjusted, wait_cloud_init=wait_cloud_init
+        plan,
+        hot_pluggable=hot_pluggable,
+        plugin_adjusted=plugin_adjusted,
+        wait_cloud_init=wait_cloud_init,
     ):
         return WarmChoice(plan.name, None, reason)
     if any(record.key == spec.key for record in others):

@@ -78,16 +78,6 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def ipv4_addresses(device: str) -> list[str]:
-    """The IPv4 addresses (CIDR) the host holds on ``device``."""
-    return [
-        f"{a['local']}/{a['prefixlen']}"
-        for link in ip_json("-4", "addr", "show", "dev", device)
-        for a in link.get("addr_info", [])
-        if a.get("family") == "inet"
-    ]
-
-
 def host_macvlans(parent: str) -> list[str]:
     """The host's bridge-mode macvlan devices on ``parent`` that hold an IPv4 address.
 

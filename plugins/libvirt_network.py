@@ -88,6 +88,12 @@ def vnode_network_kinds() -> list[str]:
 
 
 @hookimpl(trylast=True)
+def vnode_network_bare_name(name: str) -> str | None:
+    # A bare name is a libvirt network: `--network default` attaches to libvirt's own.
+    return f"{KIND}:{name}"
+
+
+@hookimpl(trylast=True)
 def vnode_config_sections() -> dict[str, type]:
     return {"libvirt_network": LibvirtNetworkSettings}
 
@@ -278,6 +284,7 @@ class LibvirtNetwork(NetworkBackend):
         gateway = self.subnet.network_address + 1
         return render_xml(
             "libvirt-network.xml.j2",
+            package=__name__,
             hosts=self._pool_hosts(),
             name=self.name,
             forward=self.settings.forward,
@@ -347,8 +354,12 @@ class LibvirtNetwork(NetworkBackend):
             if host.get("ip") == wanted.ip or wanted.name in names:
                 network.update(delete, dns, -1, ET.tostring(host, "unicode"), flags)
         values = {"mac": wanted.mac, "name": wanted.name, "ip": wanted.ip}
-        network.update(add, dhcp, -1, render_xml("dhcp-host.xml.j2", **values), flags)
-        network.update(add, dns, -1, render_xml("dns-host.xml.j2", **values), flags)
+        network.update(
+            add, dhcp, -1, render_xml("dhcp-host.xml.j2", package=__name__, **values), flags
+        )
+        network.update(
+            add, dns, -1, render_xml("dns-host.xml.j2", package=__name__, **values), flags
+        )
 
 
 def _libvirt() -> Any:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LAB_PREFIX, Lab, cleanup_lab, make_lab
+from tests.harness.pools import remove_pool
 from vnode import hypervisor
 
 # A libvirt URI that cannot answer: a host that is down.
@@ -65,7 +66,7 @@ def test_storage_api_upload_overlay_seed_download(host_ready: None, tmp_path: Pa
         assert hypervisor.volume_tail(conn, pool, "n-seed.iso", 10) == b"x" * 10
         assert (target / "n-seed.iso").stat().st_mode & 0o777 == 0o600
     finally:
-        hypervisor.remove_pool(conn, name)
+        remove_pool(conn, name)
         conn.close()
     assert not target.exists()
 
@@ -94,7 +95,7 @@ uri = "{DEAD_URI}"
     finally:
         cleanup_lab(lab)
         conn = hypervisor.connect("qemu:///system")
-        hypervisor.remove_pool(conn, pool)
+        remove_pool(conn, pool)
         conn.close()
 
 

@@ -24,6 +24,7 @@ from tests.conftest import (
     make_lab,
 )
 from tests.harness.hypervisor_host import HypervisorHost
+from tests.harness.pools import remove_pool
 from vnode import hypervisor
 
 
@@ -77,7 +78,7 @@ def _with_lab(second: HypervisorHost, octet: int) -> Iterator[Grown]:
             cleanup_lab(lab)
         finally:
             conn = hypervisor.connect("qemu:///system")
-            hypervisor.remove_pool(conn, pool)
+            remove_pool(conn, pool)
             conn.close()
 
 

@@ -16,7 +16,6 @@ from vnode.hosts import (
     Request,
     adopt_legacy_state,
     capacity_of,
-    host_subnets,
     lab_hosts,
     place,
     state_dir,
@@ -137,16 +136,6 @@ def test_hosts_config_is_checked() -> None:
                 ]
             }
         )
-
-
-def test_each_host_gets_a_disjoint_subnet() -> None:
-    hosts = [Host(name="a", uri="1"), Host(name="b", uri="2", subnet="192.168.151.0/24")]
-    hosts.append(Host(name="c", uri="3"))
-    assert host_subnets(hosts, "192.168.150.0/24") == {
-        "a": "192.168.150.0/24",
-        "b": "192.168.151.0/24",
-        "c": "192.168.152.0/24",
-    }
 
 
 def test_the_libvirt_network_takes_a_subnet_per_host() -> None:

@@ -37,3 +37,42 @@ def test_a_hosts_failure_is_contained_only_where_other_hosts_go_on() -> None:
     two = {**one, "hv2": HostView(host=Host(name="hv2", uri="qemu+ssh://hv2/system"), index=1)}
     assert not contains_failures(one)
     assert contains_failures(two)
+
+
+def _lab(tmp_path: Path, **data: object) -> Session:
+    config = {"defaults": {"uri": "test:///default"}, "paths": {"state": str(tmp_path)}, **data}
+    return Session.for_config(build_config(config))
+
+
+def test_a_lab_without_hosts_is_surveyed_as_its_one_host(tmp_path: Path) -> None:
+    from vnode.lab import survey
+
+    with _lab(tmp_path) as session:
+        views = survey(session)
+        (view,) = views.values()
+        assert view.name == "local" and view.conn is session.conn and view.problem is None
+        assert view.domains == ()  # the test driver's own domain is not vnode's
+
+
+def test_a_host_that_does_not_answer_is_a_reason_while_another_does(tmp_path: Path) -> None:
+    from vnode.lab import problems, survey, unchecked
+
+    dead = "qemu+unix:///system?socket=/nonexistent/sock"
+    hosts = [{"name": "hv1", "uri": "test:///default"}, {"name": "down", "uri": dead}]
+    with _lab(tmp_path, hosts=hosts) as session:
+        views = survey(session)
+    assert views["hv1"].problem is None
+    assert "nonexistent" in problems(views)["down"]
+    assert unchecked(views).startswith("; not checked: down (")
+
+
+def test_naming_a_node_no_host_has_is_bad_input(tmp_path: Path) -> None:
+    import pytest
+
+    from vnode.errors import UsageError
+    from vnode.lab import locate
+
+    with _lab(tmp_path) as session:
+        assert locate(session, None) == []
+        with pytest.raises(UsageError, match="no node made by vnode: vnode05"):
+            locate(session, ["5"])

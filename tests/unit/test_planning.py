@@ -1,4 +1,5 @@
-"""The lab's cloud-config in the plan: config files, pools, the command line, conflicts."""
+"""Planning up: the lab's cloud-config in each node's plan (config files, pools, the command
+line, conflicts), and plan_up as a whole over one host or several."""
 
 from __future__ import annotations
 
@@ -83,3 +84,80 @@ def test_an_unknown_override_key_is_bad_input(tmp_path: Path) -> None:
 def test_run_steps_are_in_the_plan_order() -> None:
     steps = planning.run_steps(("a", "b"), ())
     assert [step.label for step in steps] == ["a", "b"]
+
+
+# -- plan_up as a whole, against libvirt's own test driver (test:///default) ------------------
+
+DEAD_URI = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+
+
+def _session(tmp_path: Path, **data: object) -> Session:
+    config = {
+        "defaults": {"uri": "test:///default", "virt_type": "qemu", "distro": "d12"},
+        "paths": {"state": str(tmp_path / "state"), "image_store": str(tmp_path / "images")},
+        "images": {"auto_refresh": False},
+        **data,
+    }
+    return Session.for_config(build_config(config))
+
+
+# fetch: the images are not in the store; nothing is created by planning anyway.
+FETCH = planning.UpOptions(fetch=True)
+
+
+def test_a_lab_without_hosts_plans_every_node_on_the_one_local_host(tmp_path: Path) -> None:
+    with _session(tmp_path) as session:
+        plan = planning.plan_up(["3", "4"], FETCH, session=session)
+    assert plan.names == ["vnode03", "vnode04"]
+    assert {node.host for node in plan.nodes} == {"local"}
+    assert list(plan.hosts) == ["local"] and list(plan.backends) == ["local"]
+    assert [node.address.ip for node in plan.nodes] == ["192.168.150.103", "192.168.150.104"]
+    # Node files stay in the state directory: no pool, no volume directory.
+    assert all(node.volume_dir is None for node in plan.nodes)
+    assert plan.failed == {} and plan.moves == {}
+
+
+def test_a_host_the_lab_does_not_have_is_bad_input(tmp_path: Path) -> None:
+    with _session(tmp_path) as session, pytest.raises(UsageError, match="no host 'hv1'"):
+        planning.plan_up(["3@hv1"], FETCH, session=session)
+
+
+def test_a_lone_host_that_does_not_answer_is_the_commands_error(tmp_path: Path) -> None:
+    from vnode.errors import EnvironmentProblem
+
+    lone = _session(tmp_path, defaults={"uri": DEAD_URI})
+    with lone as session, pytest.raises(EnvironmentProblem, match="nonexistent"):
+        planning.plan_up(["3"], FETCH, session=session)
+
+
+def _two_hosts(tmp_path: Path) -> Session:
+    hosts = [
+        {"name": "hv1", "uri": "test:///default", "pool_dir": str(tmp_path / "pool")},
+        {"name": "down", "uri": DEAD_URI},
+    ]
+    return _session(tmp_path, hosts=hosts)
+
+
+def test_with_other_hosts_a_dead_hosts_nodes_fail_alone(tmp_path: Path) -> None:
+    with _two_hosts(tmp_path) as session:
+        plan = planning.plan_up(["3", "4@down"], FETCH, session=session)
+    assert [node.host for node in plan.nodes] == ["hv1", "-"]
+    assert set(plan.failed) == {"vnode04"} and "host down" in plan.failed["vnode04"]
+    assert plan.nodes[0].volume_dir == tmp_path / "pool"  # a listed host's pool
+
+
+def test_all_or_nothing_refuses_before_anything_is_made(tmp_path: Path) -> None:
+    from vnode.errors import EnvironmentProblem
+
+    options = planning.UpOptions(fetch=True, all_or_nothing=True)
+    nothing = r"nothing made \(--all-or-nothing\): host"
+    with _two_hosts(tmp_path) as session, pytest.raises(EnvironmentProblem, match=nothing):
+        planning.plan_up(["3", "4@down"], options, session=session)
+
+
+def test_warm_boots_cold_on_a_pool_host_and_says_why(tmp_path: Path) -> None:
+    options = planning.UpOptions(fetch=True, warm=True)
+    with _two_hosts(tmp_path) as session:
+        plan = planning.plan_up(["3"], options, session=session)
+    (choice,) = plan.warm
+    assert not choice.warm and "pool" in choice.reason

@@ -274,6 +274,33 @@ def test_a_cli_contribution_that_is_not_a_cyclopts_app_is_skipped() -> None:
     assert any("vnode_cli_commands failed" in n for n in _info(host, "bad").notes)
 
 
+def test_a_command_whose_name_is_taken_is_skipped_and_named() -> None:
+    import cyclopts
+
+    first, second, impostor = (cyclopts.App(name=n) for n in ("lab", "lab", "up"))
+
+    @hookimpl
+    def first_commands() -> list[object]:
+        return [first]
+
+    @hookimpl
+    def later_commands() -> list[object]:
+        return [second, impostor]
+
+    host = _host(
+        _source("early", _plugin(vnode_cli_commands=first_commands)),
+        _source("late", _plugin(vnode_cli_commands=later_commands)),
+    )
+    # pluggy calls the plugin registered last first: "late" has "lab"; "up" is the core's.
+    assert host.cli_commands(taken={"up", "list"}) == [second]
+    assert "command 'up' is the core's already; skipped" in _info(host, "late").notes
+    assert "command 'lab' is late's already; skipped" in _info(host, "early").notes
+    assert host.skipped_commands == [
+        "plugin late: command 'up' is the core's already; skipped",
+        "plugin early: command 'lab' is late's already; skipped",
+    ]
+
+
 # -- the built-in distro plugins through the host ----------------------------------------
 
 
@@ -297,3 +324,25 @@ def test_unknown_distro_error_lists_what_the_plugins_know() -> None:
     for name in ("f44", "u26.04", "d13", "fedora", "ubuntu", "debian"):
         assert name in message
     assert "\n" not in message
+
+
+def test_a_bare_network_name_means_what_its_plugin_says() -> None:
+    from vnode.plugins import entry_point_sources
+
+    host = PluginHost(entry_point_sources())
+    assert host.network_choice("lab") == "libvirt:lab"  # the libvirt-network plugin's rule
+    assert host.network_choice("bridge") == "bridge"  # a kind stays a kind
+    assert host.network_choice("direct:eth0") == "direct:eth0"
+    without = PluginHost(entry_point_sources(), disabled=("libvirt-network",))
+    with pytest.raises(UsageError, match="unknown network 'lab'"):
+        without.network_choice("lab")
+
+
+def test_network_aliases_map_to_a_kind_a_plugin_provides() -> None:
+    from vnode.plugins import entry_point_sources
+
+    host = PluginHost(entry_point_sources())
+    assert host.network_alias("bridge", "br0") == "bridge:br0"
+    without = PluginHost(entry_point_sources(), disabled=("bridge",))
+    with pytest.raises(UsageError, match="unknown network 'bridge:br0'; kinds: direct"):
+        without.network_alias("bridge", "br0")

@@ -209,7 +209,6 @@ def _spec(tmp_path: Path, shape: warmstore.Shape = SHAPE) -> warmstore.TemplateS
 @pytest.mark.parametrize(
     ("changes", "adjusted", "cloud_init", "words"),
     [
-        ({"interface": Interface(type="user")}, False, False, "not hot-pluggable"),
         ({}, True, False, "vnode_domain_xml"),
         ({"user_cloud_config": "runcmd: [x]\n"}, False, False, "cloud-config"),
         ({}, False, True, "--wait-cloud-init"),
@@ -217,15 +216,23 @@ def _spec(tmp_path: Path, shape: warmstore.Shape = SHAPE) -> warmstore.TemplateS
 )
 def test_cold_and_why(changes: dict, adjusted: bool, cloud_init: bool, words: str) -> None:
     reason = warmstore.cold_reason(
-        _plan(**changes), plugin_adjusted=adjusted, wait_cloud_init=cloud_init
+        _plan(**changes), hot_pluggable=True, plugin_adjusted=adjusted, wait_cloud_init=cloud_init
     )
     assert reason is not None and words in reason
 
 
-@pytest.mark.parametrize("kind", ["network", "bridge", "direct"])
-def test_hot_pluggable_kinds_are_warm(kind: str) -> None:
-    plan = _plan(interface=Interface(type=kind, source={"x": "y"}))
-    assert warmstore.cold_reason(plan, plugin_adjusted=False, wait_cloud_init=False) is None
+def test_a_nic_its_backend_cannot_hot_plug_boots_cold() -> None:
+    plan = _plan(interface=Interface(type="user"))
+    reason = warmstore.cold_reason(
+        plan, hot_pluggable=False, plugin_adjusted=False, wait_cloud_init=False
+    )
+    assert reason is not None and "interface user) is not hot-pluggable" in reason
+    assert (
+        warmstore.cold_reason(
+            plan, hot_pluggable=True, plugin_adjusted=False, wait_cloud_init=False
+        )
+        is None
+    )
 
 
 def test_warm_choice_says_why_a_template_is_made_first(tmp_path: Path) -> None:
@@ -334,7 +341,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["template", "make", "d12", "--memory", "0"], "memory"),
         (["template", "make", "d12", "--virt-type", "bogus"], "virt_type"),
         (["template", "remove", "d12"], "no template 'd12'"),
-        (["template", "frob"], ""),
+        (["template", "frob"], 'Unknown command "frob"'),
         (["up", "3", "--warm", "--cold"], "--warm or --cold"),
     ],
 )

@@ -1,12 +1,11 @@
-"""Spec parsing and naming pools: pure logic."""
+"""Spec parsing: [STEM]NUM[:DISTRO][@HOST], names, ranges. Pure logic."""
 
 from __future__ import annotations
 
 import pytest
 
-from vnode.config import build_config
 from vnode.errors import UsageError
-from vnode.pools import Pool, check_disjoint
+from vnode.pools import Pool
 from vnode.spec import parse_spec, parse_specs
 
 POOLS = (Pool(stem="vnode"), Pool(stem="lab", mac_prefix="52:54:00:00:01"))
@@ -50,60 +49,6 @@ def test_a_second_pool_is_chosen_by_stem() -> None:
 def test_bad_specs_are_usage_errors(texts: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_specs(texts, POOLS)
-
-
-def test_mac_is_derived_from_the_number() -> None:
-    assert Pool(stem="vnode").mac(18) == "52:54:00:00:00:18"
-    wide = Pool(stem="big", width=3, last=999, mac_prefix="52:54:00:10")
-    assert wide.mac(123) == "52:54:00:10:01:23"
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"stem": "v", "mac_prefix": "52:54:00:00"},  # too few bytes for width 2
-        {"stem": "v", "mac_prefix": "53:54:00:00:00"},  # multicast bit
-        {"stem": "v", "mac_prefix": "zz:54:00:00:00"},
-        {"stem": "v", "last": 100},  # does not fit width 2
-        {"stem": "v3"},  # a stem ending in a digit is ambiguous
-    ],
-)
-def test_bad_pools_are_refused(kwargs: dict) -> None:
-    with pytest.raises((UsageError, ValueError)):
-        Pool(**kwargs)
-
-
-def test_pools_must_be_disjoint() -> None:
-    with pytest.raises(UsageError, match="both derive MAC"):
-        check_disjoint((Pool(stem="a"), Pool(stem="b")))
-    with pytest.raises(UsageError, match="used twice"):
-        check_disjoint((Pool(stem="a"), Pool(stem="a", mac_prefix="52:54:00:00:01")))
-
-
-def test_config_rejects_unknown_keys_and_bad_values() -> None:
-    with pytest.raises(UsageError, match="unknown key"):
-        build_config({"defaults": {"memroy": 512}})
-    with pytest.raises(UsageError, match="unknown config section"):
-        build_config({"default": {}})
-    with pytest.raises(UsageError, match="wrong type"):
-        build_config({"defaults": {"memory": "lots"}})
-    with pytest.raises(UsageError):
-        build_config({"defaults": {"timeout": -1}})
-    with pytest.raises(UsageError):
-        build_config({"defaults": {"virt_type": "xen"}})
-    with pytest.raises(UsageError):
-        build_config({"libvirt_network": {"subnet": "10.0.0.0/30"}})
-
-
-def test_config_pools_and_defaults() -> None:
-    config = build_config(
-        {
-            "defaults": {"distro": "d12", "memory": 2048},
-            "pools": [{"stem": "lab", "first": 1, "last": 9}],
-        }
-    )
-    assert config.defaults.memory == 2048
-    assert config.pools[0].name(3) == "lab03"
 
 
 def test_ranges_expand_in_order_with_their_distro() -> None:
