@@ -100,6 +100,9 @@ class StaticAddress:
     gateway: str | None = None
     dns: tuple[str, ...] = ()
     search: tuple[str, ...] = ()
+    # Dual-stack: the node's IPv6 address on the same NIC (no IPv6 gateway: on-link only).
+    ip6: str | None = None
+    prefix6: int = 64
 
 
 InterfaceType = Literal["network", "bridge", "direct", "user", "ethernet", "vhostuser"]

@@ -532,8 +532,7 @@ def _plan_warm(
             reason = "warm clones are made only where node files are local, not yet in a pool"
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
-        if node.extra_disks or node.tpm:
-            reason = f"{'extra disks' if node.extra_disks else 'a TPM'} is not part of a template"
+        if reason := _cold_only(node):
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
         image = images.image_path(node.distro, config)
@@ -601,6 +600,17 @@ def node_defaults(defaults: Defaults, shape: NodeShape | None) -> Defaults:
     except (TypeError, ValueError) as exc:
         message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
         raise UsageError(f"bad shape: {message}") from None
+
+
+def _cold_only(node: NodePlan) -> str | None:
+    """Why a node cannot be a warm clone of a template made in another shape, or None."""
+    if node.extra_disks:
+        return "extra disks are not part of a template"
+    if node.tpm:
+        return "a TPM is not part of a template"
+    if node.address is not None and node.address.ip6:
+        return "a warm clone takes its IPv4 address only; IPv6 nodes boot cold"
+    return None
 
 
 def effective_defaults(defaults: Defaults, options: UpOptions) -> Defaults:

@@ -47,6 +47,19 @@ def _check_subnet(instance: Any, attribute: attrs.Attribute, value: str) -> None
         raise UsageError(f"libvirt_network.subnet {value!r} is too small")
 
 
+def _check_subnet6(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value:
+        return
+    try:
+        net = ipaddress.IPv6Network(value)
+    except ValueError as exc:
+        raise UsageError(
+            f"libvirt_network.subnet6 {value!r} is not an IPv6 network: {exc}"
+        ) from None
+    if not 48 <= net.prefixlen <= 112:
+        raise UsageError(f"libvirt_network.subnet6 {value!r}: the prefix must be /48 to /112")
+
+
 def _check_offsets(instance: Any, attribute: attrs.Attribute, value: dict[str, int]) -> None:
     for stem, offset in value.items():
         if offset < 2:
@@ -61,6 +74,9 @@ class LibvirtNetworkSettings:
         default="vnode", validator=attrs.validators.matches_re(r"^[A-Za-z0-9_.-]+$")
     )
     subnet: str = attrs.field(default="192.168.150.0/24", validator=_check_subnet)
+    # Dual-stack: an IPv6 subnet (e.g. a ULA, "fd52:5400:150::/64") gives every node an IPv6
+    # address from its number as the IPv4 one (::118 for vnode18), in DNS too. "": IPv4 only.
+    subnet6: str = attrs.field(default="", validator=_check_subnet6)
     # "nat" gives nodes the outside world through the host; "none" keeps the network isolated.
     forward: str = attrs.field(default="nat", validator=attrs.validators.in_(("nat", "none")))
     domain: str = attrs.field(
@@ -77,6 +93,7 @@ class Reservation:
     mac: str
     name: str
     ip: str
+    ip6: str | None = attrs.field(default=None, eq=False)
 
 
 _prepare_lock = threading.Lock()
@@ -108,7 +125,8 @@ def vnode_network_backend(
     if context.host_subnet or context.host_index:
         # Another hypervisor host: its own network, on a subnet no other host uses.
         subnet = context.host_subnet or _nth_subnet(settings.subnet, context.host_index)
-        settings = attrs.evolve(settings, subnet=subnet)
+        subnet6 = settings.subnet6 and _nth_subnet(settings.subnet6, context.host_index)
+        settings = attrs.evolve(settings, subnet=subnet, subnet6=subnet6)
     return LibvirtNetwork(
         name=arg or settings.name,
         settings=settings,
@@ -119,11 +137,11 @@ def vnode_network_backend(
 
 
 def _nth_subnet(base: str, index: int) -> str:
-    """The index-th subnet of the base's size after it (192.168.150.0/24, 1 -> .151.0/24)."""
-    net = ipaddress.IPv4Network(base)
-    return str(
-        ipaddress.IPv4Network((int(net.network_address) + index * net.num_addresses, net.prefixlen))
-    )
+    """The index-th subnet of the base's size after it (192.168.150.0/24, 1 -> .151.0/24;
+    fd52:5400:150::/64, 1 -> fd52:5400:150:1::/64)."""
+    net = ipaddress.ip_network(base)
+    start = int(net.network_address) + index * net.num_addresses
+    return str(ipaddress.ip_network((start, net.prefixlen)))
 
 
 class LibvirtNetwork(NetworkBackend):
@@ -142,6 +160,7 @@ class LibvirtNetwork(NetworkBackend):
         self.name = name
         self.settings = settings
         self.subnet = ipaddress.IPv4Network(settings.subnet)
+        self.subnet6 = ipaddress.IPv6Network(settings.subnet6) if settings.subnet6 else None
         self.pools = tuple(pools)
         self.offsets = {
             pool.stem: settings.address_offsets.get(pool.stem, DEFAULT_ADDRESS_OFFSET)
@@ -229,6 +248,8 @@ class LibvirtNetwork(NetworkBackend):
             gateway=gateway if self.settings.forward == "nat" else None,
             dns=(gateway,),
             search=(self.settings.domain,),
+            ip6=self._address6_for(node),
+            prefix6=self.subnet6.prefixlen if self.subnet6 else 64,
         )
 
     def discover_address(self, node: NodeIdentity, console: Path | None) -> str | None:
@@ -250,6 +271,16 @@ class LibvirtNetwork(NetworkBackend):
                 f"{node.name}: no address for it in {self.subnet} (pool address_offset too high?)"
             )
         return str(self.subnet.network_address + host)
+
+    def _address6_for(self, node: NodeIdentity) -> str | None:
+        """The node's IPv6 address: its IPv4 host index written as the address's last digits
+        (vnode18 at .118 is ::118), so the two read alike."""
+        if self.subnet6 is None:
+            return None
+        host = int(str((self.offsets.get(node.pool) or 0) + node.number), 16)
+        if host >= self.subnet6.num_addresses - 1:
+            raise UsageError(f"{node.name}: no address for it in {self.subnet6}")
+        return str(self.subnet6.network_address + host)
 
     def _lookup(self) -> Any | None:
         libvirt = _libvirt()
@@ -293,6 +324,8 @@ class LibvirtNetwork(NetworkBackend):
             prefix=self.subnet.prefixlen,
             dhcp_start=str(gateway + 1),
             dhcp_end=str(self.subnet.network_address + max(lowest_offset - 1, 2)),
+            gateway6=str(self.subnet6.network_address + 1) if self.subnet6 else None,
+            prefix6=self.subnet6.prefixlen if self.subnet6 else None,
         )
 
     def _create(self) -> Any:
@@ -313,7 +346,12 @@ class LibvirtNetwork(NetworkBackend):
                 )
                 with contextlib.suppress(UsageError):  # numbers beyond the subnet stay out
                     hosts.append(
-                        Reservation(identity.mac, identity.name, self._address_for(identity))
+                        Reservation(
+                            identity.mac,
+                            identity.name,
+                            self._address_for(identity),
+                            self._address6_for(identity),
+                        )
                     )
         return hosts
 
@@ -333,8 +371,11 @@ class LibvirtNetwork(NetworkBackend):
             (h.get("ip"), n.text) for h in root.findall("dns/host") for n in h.findall("hostname")
         }
         for node in nodes:
-            wanted = Reservation(node.mac, node.name, self._address_for(node))
-            if wanted not in present or (wanted.ip, wanted.name) not in named:
+            wanted = Reservation(
+                node.mac, node.name, self._address_for(node), self._address6_for(node)
+            )
+            missing6 = wanted.ip6 is not None and (wanted.ip6, wanted.name) not in named
+            if wanted not in present or (wanted.ip, wanted.name) not in named or missing6:
                 self._replace_entries(network, root, wanted)
 
     def _replace_entries(self, network: Any, root: ET.Element, wanted: Reservation) -> None:
@@ -351,15 +392,15 @@ class LibvirtNetwork(NetworkBackend):
                 network.update(delete, dhcp, -1, ET.tostring(host, "unicode"), flags)
         for host in root.findall("dns/host"):
             names = [h.text for h in host.findall("hostname")]
-            if host.get("ip") == wanted.ip or wanted.name in names:
+            if host.get("ip") in (wanted.ip, wanted.ip6) or wanted.name in names:
                 network.update(delete, dns, -1, ET.tostring(host, "unicode"), flags)
         values = {"mac": wanted.mac, "name": wanted.name, "ip": wanted.ip}
         network.update(
             add, dhcp, -1, render_xml("dhcp-host.xml.j2", package=__name__, **values), flags
         )
-        network.update(
-            add, dns, -1, render_xml("dns-host.xml.j2", package=__name__, **values), flags
-        )
+        for ip in filter(None, (wanted.ip, wanted.ip6)):
+            host = render_xml("dns-host.xml.j2", package=__name__, **{**values, "ip": ip})
+            network.update(add, dns, -1, host, flags)
 
 
 def _libvirt() -> Any:

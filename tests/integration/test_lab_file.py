@@ -1,7 +1,9 @@
 """A lab written down once: `vnode plan` / `vnode apply` of a lab file, on real guests.
 
 Two nodes of two shapes are made by one `apply` (memory, vCPUs, an extra disk with its
-serial, a `run` command: each seen inside the guest over SSH); an unchanged file applies as
+serial, a TPM, a `run` command: each seen inside the guest over SSH) on a dual-stack network
+(each node's IPv6 address from its number, in DNS, reached over IPv6 by the other node and by
+the host); an unchanged file applies as
 a no-op; a changed shape replaces exactly the node it concerns while the other keeps running
 untouched (same boot_id); --prune removes the node the file no longer names; lab.lock pins
 the image the lab was made from.
@@ -13,11 +15,12 @@ import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_DISTRO, Lab, domain_names
+from tests.conftest import TEST_DISTRO, Lab, cleanup_lab, domain_names, make_lab
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +52,26 @@ disks = [3]
 tpm = true
 run = ["nproc"]
 """
+
+
+@pytest.fixture(scope="module")
+def lab(host_ready: None) -> Iterator[Lab]:
+    """The module's lab on a dual-stack network: IPv6 from a ULA subnet of its own."""
+    made = make_lab("vt")
+    octet = int(made.subnet_prefix.rsplit(".", 1)[1])
+    text = made.config_path.read_text().replace(
+        'forward = "none"\n', f'forward = "none"\nsubnet6 = "fd5e:{octet:x}::/64"\n'
+    )
+    made.config_path.write_text(text)
+    try:
+        yield made
+    finally:
+        cleanup_lab(made)
+
+
+def _ip6(lab: Lab, number: int) -> str:
+    octet = int(lab.subnet_prefix.rsplit(".", 1)[1])
+    return f"fd5e:{octet:x}::{100 + number}"
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +125,22 @@ def test_apply_makes_each_node_in_its_own_shape(lab: Lab, lab_file: Path) -> Non
     )
     tpm = "cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null || echo none"
     assert (lab.ssh("2", tpm).stdout.strip(), lab.ssh("1", tpm).stdout.strip()) == ("2", "none")
+    # IPv6 between the nodes: node 1's address from its number, in DNS, its sshd answering
+    # node 2 over IPv6 with the host key vnode recorded; and the host pings both.
+    first = _ip6(lab, 1)
+    assert f"inet6 {first}/64" in lab.ssh("1", "ip -6 -o addr show").stdout
+    resolved = lab.ssh("2", f"getent ahostsv6 {lab.name(1)}.lab").stdout
+    assert first in resolved.split(), resolved
+    scanned = lab.ssh("2", f"ssh-keyscan -6 -T 30 -t ed25519 {first} 2>/dev/null").stdout.split()
+    recorded = next(
+        line.split()[1:]
+        for line in lab.known_hosts.read_text().splitlines()
+        if line.split()[0].split(",")[0] == lab.name(1)
+    )
+    assert scanned[1:] == recorded, (scanned, recorded)
+    for number in (1, 2):
+        ping = ["ping", "-6", "-c", "1", "-W", "10", _ip6(lab, number)]
+        assert subprocess.run(ping, capture_output=True, check=False).returncode == 0
     lock = json.loads(lab_file.with_name("lab.lock").read_text())
     assert set(lock["images"]) == {TEST_DISTRO} and len(lock["images"][TEST_DISTRO]) == 64
     listed = {n["name"]: n["shape"] for n in lab.run_json("list")[1]}

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import attrs
 import pytest
 import yaml
 
@@ -199,3 +200,35 @@ def test_dhcp_is_rendered_for_the_renamed_nic_by_every_renderer(
     files, renames = net_convert(_network_config(None), distro, kind)
     assert words in files[path]
     assert [rename[:2] for rename in renames] == [[MAC, GUEST_NIC]]
+
+
+@pytest.mark.parametrize(
+    ("distro", "kind", "path", "wanted"),
+    [
+        (
+            "debian",
+            "eni",
+            "/etc/network/interfaces.d/50-cloud-init",
+            "address fd52:5400:150::103/64",
+        ),
+        (
+            "debian",
+            "networkd",
+            f"/etc/systemd/network/10-cloud-init-{GUEST_NIC}.network",
+            "Address=fd52:5400:150::103/64",
+        ),
+        (
+            "fedora",
+            "network-manager",
+            f"/etc/NetworkManager/system-connections/cloud-init-{GUEST_NIC}.nmconnection",
+            "address1=fd52:5400:150::103/64",
+        ),
+        ("ubuntu", "netplan", "/etc/netplan/50-cloud-init.yaml", "fd52:5400:150::103/64"),
+    ],
+)
+def test_a_dual_stack_address_reaches_every_guest_stack(
+    distro: str, kind: str, path: str, wanted: str
+) -> None:
+    dual = attrs.evolve(ADDRESS, ip6="fd52:5400:150::103", prefix6=64)
+    files, _ = net_convert(_network_config(dual), distro, kind)
+    assert wanted in files[path] and "10.0.0.103/24" in files[path], files[path]

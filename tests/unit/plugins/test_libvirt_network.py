@@ -74,3 +74,38 @@ def test_the_created_network_reserves_every_pool_name_below_its_dhcp_range() -> 
 
 def test_an_isolated_network_has_no_forward() -> None:
     assert ET.fromstring(_network(forward="none").network_xml()).find("forward") is None
+
+
+def test_dual_stack_gives_each_node_an_ipv6_address_from_its_number() -> None:
+    network = _network(subnet="10.9.0.0/24", subnet6="fd52:5400:150::/64")
+    address = network.static_address(_node(POOLS[0], 18))
+    assert (address.ip, address.ip6, address.prefix6) == ("10.9.0.118", "fd52:5400:150::118", 64)
+    root = ET.fromstring(network.network_xml())
+    [v6] = root.findall("ip[@family='ipv6']")
+    assert (v6.get("address"), v6.get("prefix")) == ("fd52:5400:150::1", "64")
+    named = {(h.get("ip"), h.findtext("hostname")) for h in root.findall("dns/host")}
+    assert {("10.9.0.118", "vnode18"), ("fd52:5400:150::118", "vnode18")} <= named
+    # IPv4 only unless asked: no IPv6 anywhere.
+    plain = _network(subnet="10.9.0.0/24")
+    assert plain.static_address(_node(POOLS[0], 18)).ip6 is None
+    assert ET.fromstring(plain.network_xml()).find("ip[@family='ipv6']") is None
+
+
+def test_another_host_takes_the_next_ipv6_subnet() -> None:
+    from vnode_plugins.libvirt_network import _nth_subnet
+
+    assert _nth_subnet("fd52:5400:150::/64", 1) == "fd52:5400:150:1::/64"
+    assert _nth_subnet("192.168.150.0/24", 2) == "192.168.152.0/24"
+
+
+@pytest.mark.parametrize(
+    ("subnet6", "message"),
+    [
+        ("10.0.0.0/24", "not an IPv6 network"),
+        ("fd00::/32", "/48 to /112"),
+        ("fd00::1/64", "host bits"),
+    ],
+)
+def test_a_bad_ipv6_subnet_is_bad_input(subnet6: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        LibvirtNetworkSettings(subnet6=subnet6)
