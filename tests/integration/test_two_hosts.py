@@ -130,7 +130,9 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     # A second host: nodes on both, the first node untouched by it.
     grown.hosts("hv1", "hv2")
     started = time.monotonic()
-    code, results = lab.run_json("up", "2@hv2", "--timeout", "600", timeout=900)
+    code, results = lab.run_json(
+        "up", "2@hv2", "--disk-extra", "1", "--timeout", "600", timeout=900
+    )
     print(f"up on the second host: {time.monotonic() - started:.1f}s")
     assert code == 0 and results[0]["state"] == "ready", results
     assert results[0]["ip"].startswith("10.233.")
@@ -139,6 +141,10 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     assert remote in _virsh(second.uri, "list", "--all", "--name").split()
     volumes = _virsh(second.uri, "vol-list", "vnode")
     assert f"{TEST_DISTRO}.qcow2" in volumes and f"{remote}-disk.qcow2" in volumes
+    # Its extra disk is a volume of the remote host's pool too, the guest's vdb by serial.
+    assert f"{remote}-data1.qcow2" in volumes
+    extra = lab.ssh("2", "readlink /dev/disk/by-id/virtio-vnode-data1")
+    assert extra.stdout.strip() == "../../vdb", extra.stderr
 
     listed = lab.run("list")
     assert listed.returncode == 0, listed.stderr
