@@ -226,9 +226,11 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
         raise UsageError(
             f"{where}: firmware {firmware!r} is not supported by this vnode yet (bios only)"
         )
-    networks = fields.get("networks", ())
-    if len(networks) > 1:
-        raise UsageError(f"{where}: networks: one NIC per node in this vnode, not {len(networks)}")
+    if fields.get("networks"):
+        raise UsageError(
+            f"{where}: networks is not supported by this vnode yet (nodes take the configured "
+            "[defaults] network)"
+        )
     for path in fields.get("cloud_config", ()):
         if not path.is_file():
             raise UsageError(f"{where}: cloud_config: {path} is not a file")

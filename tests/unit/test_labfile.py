@@ -82,7 +82,7 @@ def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
         ('[[nodes]]\nspec = "1"\nwarm = "yes"', "warm must be true or false"),
         ('[[nodes]]\nspec = "1"\nfirmware = "coreboot"', "firmware must be one of bios, uefi"),
         ('[[nodes]]\nspec = "1"\nfirmware = "uefi"', "'uefi' is not supported by this vnode yet"),
-        ('[[nodes]]\nspec = "1"\nnetworks = ["a", "b"]', "one NIC per node"),
+        ('[[nodes]]\nspec = "1"\nnetworks = ["bridge:br0"]', "networks is not supported"),
         ('[[nodes]]\nspec = "1"\ncloud_config = ["nope.yaml"]', "nope.yaml is not a file"),
         ('[[nodes]]\nspec = "1"\nrun = [" "]', "run: an empty command"),
         ('[[nodes]]\nspec = "99"', '[[nodes]] #1 (spec "99"): '),
