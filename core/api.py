@@ -274,10 +274,13 @@ def destroy(
                 else [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
             )
             return spread.destroy(own, chosen)
+        from vnode import nodes
+
         store = _store(own)
         if all_nodes:
             found = hypervisor.vnode_domains(own.conn, config.paths.nodes)
             names = [mark.name for _, mark in found]
+            names += nodes.leftover_dirs(config.paths.nodes, set(names))
         else:
             names = [ref.name for ref in parse_specs(specs, config.pools, allow_distro=False)]
         marks = {name: found[1] for name in names if (found := store.owned(name)) is not None}
@@ -288,7 +291,7 @@ def destroy(
             with file_lock(node_lock_path(config.paths.locks, name)):
                 found = store.owned(name)
                 if found is None:
-                    return "absent"
+                    return nodes.remove_leftovers(store, name) or "absent"
                 mark = found[1]
                 backend = backends.get(("local", mark.network))
                 remove_node(store, _identity(mark), backend, quiet=True)
@@ -392,15 +395,24 @@ def power(
         located = _locate(own, specs)
         domains = {place.mark.name: place.domain for place in located}
 
+        from vnode.locks import file_lock, node_lock_path
+
         def one(name: str) -> str:
             domain = domains.get(name)
             if domain is None:
                 return "absent"
-            if action == "start":
-                return "started" if hypervisor.power_on(domain) else "already running"
-            if action == "stop":
-                return hypervisor.shutdown(domain, stop_timeout)
-            return hypervisor.reboot(domain, stop_timeout)
+            # The node's lock, as up and destroy take it: a stop while up is still making or
+            # waiting for the node waits for up, which would otherwise see it fail.
+            with file_lock(node_lock_path(own.config.paths.locks, name)):
+                # up may have made the node again meanwhile: act on the domain there now.
+                domain = hypervisor.lookup(domain.connect(), name)
+                if domain is None:
+                    return "absent"
+                if action == "start":
+                    return "started" if hypervisor.power_on(domain) else "already running"
+                if action == "stop":
+                    return hypervisor.shutdown(domain, stop_timeout)
+                return hypervisor.reboot(domain, stop_timeout)
 
         import concurrent.futures
 
@@ -819,10 +831,16 @@ def remove_templates(which: str, *, session: Session | None = None) -> list[Temp
     """Remove the template with this key (or key prefix), or every template of this distro.
     A template some node is still made from is a UsageError, raised before anything is
     removed."""
-    from vnode import warmstore
+    import contextlib
 
-    with _session(session) as own:
+    from vnode import warmstore
+    from vnode.locks import file_lock
+
+    with _session(session) as own, contextlib.ExitStack() as held:
         chosen = warmstore.select_templates(own.config.paths.state, which)
+        # The locks template make takes: a template being made is not removed under it.
+        for record in sorted(chosen, key=lambda r: r.key):
+            held.enter_context(file_lock(own.config.paths.locks / f"template-{record.key}.lock"))
         for record in chosen:
             if users := warmstore.users_of(record, own.config.paths.nodes):
                 raise UsageError(

@@ -334,6 +334,37 @@ def test_ctrl_c_during_a_fetch_stops_it_with_one_line_and_the_store_unchanged(
     assert part.stat().st_size >= 64 * 1024
 
 
+def test_kill_9_during_a_fetch_leaves_a_part_the_next_fetch_resumes(
+    store: Store, mirror: Mirror, blobs: dict[str, bytes]
+) -> None:
+    body = blobs["a"] + bytes(8 * 1024 * 1024)
+    path = publish(mirror, "u26.04", body, mode="slow", cut=64 * 1024)
+    process = subprocess.Popen(
+        [*VNODE, "images", "fetch", "u26.04"],
+        env={**os.environ, "VNODE_CONFIG": str(store.config)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    part = store.images / "u26.04.qcow2.part"
+    deadline = time.monotonic() + 60
+    while (not part.exists() or part.stat().st_size < 64 * 1024) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    kept = part.stat().st_size
+    assert kept >= 64 * 1024 and not store.image("u26.04").exists()
+    listed = store.run("images", "list", "--json")
+    assert listed.returncode == 0
+    assert {e["distro"]: e["status"] for e in json.loads(listed.stdout)}["u26.04"] == "-"
+    # The lock died with the process; the next fetch resumes, and verifies the whole.
+    publish(mirror, "u26.04", body)
+    result = store.run("images", "fetch", "u26.04")
+    assert result.returncode == 0, result.stderr
+    assert mirror.requests_for(path)[-1] == Logged(path, f"bytes={kept}-", 206)
+    assert store.image("u26.04").read_bytes() == body
+    _no_leftovers(store)
+
+
 def test_a_server_ignoring_range_gets_a_clean_restart(
     store: Store, mirror: Mirror, blobs: dict[str, bytes]
 ) -> None:
