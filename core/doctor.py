@@ -52,6 +52,7 @@ def run_checks(session: Session | None = None, network: str | None = None) -> li
         lambda: check_hosts(session),
         lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
         lambda: check_images(config.paths.images),
+        lambda: check_signatures(session),
         lambda: check_paths(config),
         lambda: check_leftovers(session, conn),
         lambda: check_plugins(session),
@@ -394,6 +395,34 @@ def check_paths(config: Config) -> Iterator[Verdict]:
 
 def _trusted_paths(config: Config) -> list[Path]:
     return [config.paths.state, config.paths.nodes, config.paths.ssh, config.paths.images]
+
+
+def check_signatures(session: Session) -> Iterator[Verdict]:
+    """Whether `images fetch` can check each family's checksum file signature here."""
+    import shutil
+
+    from vnode.signatures import present
+
+    unchecked, checked = [], []
+    for catalog in session.plugins.distro_catalogs():
+        latest = catalog.resolve(catalog.latest)
+        if latest is None or latest.signature is None:
+            continue
+        configured = session.config.images.keyring_for(catalog.family)
+        keys = present([configured] if configured else latest.keyrings)
+        (checked if keys else unchecked).append(catalog.family)
+    if (checked or unchecked) and shutil.which("gpgv") is None:
+        yield Verdict("signatures", FAIL, "gpgv is not installed (apt-get install gpgv gpg)")
+    elif unchecked:
+        yield Verdict(
+            "signatures",
+            WARN,
+            f"no signing key on this host for {', '.join(unchecked)}: their images are fetched "
+            "on checksums alone (listed unsigned); install the distro's key package or set "
+            "[images] keyring.FAMILY",
+        )
+    elif checked:
+        yield Verdict("signatures", OK, f"checksum files checked with gpgv: {', '.join(checked)}")
 
 
 def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
