@@ -387,10 +387,16 @@ def remove_templates(which: str, *, session: Session | None = None) -> list[Temp
     """Remove the template with this key (or key prefix), or every template of this distro.
     A template some node is still made from is a UsageError, raised before anything is
     removed."""
-    from vnode import warmstore
+    import contextlib
 
-    with _session(session) as own:
+    from vnode import warmstore
+    from vnode.locks import file_lock
+
+    with _session(session) as own, contextlib.ExitStack() as held:
         chosen = warmstore.select_templates(own.config.paths.state, which)
+        # The locks template make takes: a template being made is not removed under it.
+        for record in sorted(chosen, key=lambda r: r.key):
+            held.enter_context(file_lock(own.config.paths.locks / f"template-{record.key}.lock"))
         for record in chosen:
             if users := warmstore.users_of(record, own.config.paths.nodes):
                 raise UsageError(

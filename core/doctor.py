@@ -54,7 +54,9 @@ def run_checks(session: Session | None = None, network: str | None = None) -> li
         lambda: check_hosts(session),
         lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
         lambda: check_images(config.paths.images),
+        lambda: check_signatures(session),
         lambda: check_paths(config),
+        lambda: check_leftovers(session, conn),
         lambda: check_plugins(session),
     ]
     for check in checks:
@@ -413,6 +415,67 @@ def check_paths(config: Config) -> Iterator[Verdict]:
 
 def _trusted_paths(config: Config) -> list[Path]:
     return [config.paths.state, config.paths.nodes, config.paths.ssh, config.paths.images]
+
+
+def check_signatures(session: Session) -> Iterator[Verdict]:
+    """Whether `images fetch` can check each family's checksum file signature here."""
+    import shutil
+
+    from vnode.signatures import present
+
+    unchecked, checked = [], []
+    for catalog in session.plugins.distro_catalogs():
+        latest = catalog.resolve(catalog.latest)
+        if latest is None or latest.signature is None:
+            continue
+        configured = session.config.images.keyring_for(catalog.family)
+        keys = present([configured] if configured else latest.keyrings)
+        (checked if keys else unchecked).append(catalog.family)
+    if (checked or unchecked) and shutil.which("gpgv") is None:
+        yield Verdict("signatures", FAIL, "gpgv is not installed (apt-get install gpgv gpg)")
+    elif unchecked:
+        yield Verdict(
+            "signatures",
+            WARN,
+            f"no signing key on this host for {', '.join(unchecked)}: their images are fetched "
+            "on checksums alone (listed unsigned); install the distro's key package or set "
+            "[images] keyring.FAMILY",
+        )
+    elif checked:
+        yield Verdict("signatures", OK, f"checksum files checked with gpgv: {', '.join(checked)}")
+
+
+def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
+    """What a vnode killed mid-way (kill -9, a power cut) may have left: node directories
+    without a domain, domains whose files are gone, partial downloads."""
+    from vnode import hypervisor
+    from vnode.nodes import leftover_dirs
+
+    if conn is None:
+        yield Verdict("leftovers", WARN, "not checked: libvirt is unreachable")
+        return
+    config = session.config
+    found = hypervisor.vnode_domains(conn, config.paths.nodes)
+    names = {mark.name for _, mark in found}
+    problems = [
+        f"{name} (a directory, no domain)" for name in leftover_dirs(config.paths.nodes, names)
+    ]
+    problems += [
+        f"{mark.name} (a domain, its disk gone)"
+        for _, mark in found
+        if mark.node_dir and not (Path(mark.node_dir) / "disk.qcow2").exists()
+        and not config.hosts
+    ]  # fmt: skip
+    parts = sorted(config.paths.images.glob("*.part")) if config.paths.images.is_dir() else []
+    if problems:
+        yield Verdict(
+            "leftovers", WARN, f"{'; '.join(problems)}: `vnode destroy NAME` removes each"
+        )
+    if parts:
+        listed = ", ".join(p.name for p in parts)
+        yield Verdict("leftovers", OK, f"partial downloads {listed}: the next fetch resumes them")
+    if not problems and not parts:
+        yield Verdict("leftovers", OK, "no node left half-made")
 
 
 def check_plugins(session: Session) -> Iterator[Verdict]:

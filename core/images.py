@@ -465,10 +465,15 @@ def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Pa
         raise UsageError(
             f"no plugin can build {distro.name} locally; use {how_to_get(distro, session)}"
         )
-    _prepare_store(config)
-    builder.build(dest)
-    os.chmod(dest, 0o644)
-    write_record(dest, status="built", source=f"vnode images build {distro.name} ({builder.how})")
+    store = _prepare_store(config)
+    # The same lock as fetch and import of this image: two of them never write it at once.
+    with file_lock(_lock_path(store, dest)):
+        if dest.exists() and not force:
+            return dest, False  # another vnode built it meanwhile
+        builder.build(dest)
+        os.chmod(dest, 0o644)
+        how = f"vnode images build {distro.name} ({builder.how})"
+        write_record(dest, status="built", source=how)
     return dest, True
 
 

@@ -41,7 +41,7 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     parallel; {name: "destroyed" | "absent" | why not}. A named domain vnode did not make is
     a UsageError, raised before anything is destroyed."""
     from vnode.locks import file_lock, node_lock_path
-    from vnode.nodes import remove_node
+    from vnode.nodes import leftover_dirs, remove_leftovers, remove_node
 
     if all_nodes and specs:
         raise UsageError("give node names or --all, not both")
@@ -50,6 +50,8 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     views = lab.survey(session)
     if all_nodes:
         names = sorted(mark.name for view in views.values() for _, mark in view.domains)
+        # What a vnode killed while making or removing a node left in the state directory.
+        names += leftover_dirs(config.paths.nodes, set(names))
     else:
         names = [ref.name for ref in chosen]
     # Ownership first, for all of them: a domain vnode did not make stops everything.
@@ -71,7 +73,9 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
             if down:
                 hosts = ", ".join(f"{h} ({why})" for h, why in down.items())
                 return f"not found on the hosts that answer; not checked: {hosts}"
-            return "absent"
+            with file_lock(node_lock_path(config.paths.locks, name)):
+                local = stores.of(next(iter(views.values())))  # node files are kept here
+                return remove_leftovers(local, name) or "absent"
         view, _, mark = hit
         # The node's lock makes destroy wait for an `up` still working on the same node.
         with file_lock(node_lock_path(config.paths.locks, name)):
@@ -129,9 +133,17 @@ def power(
         "reboot": lambda d: hypervisor.reboot(d, stop_timeout),
     }
 
+    from vnode.locks import file_lock, node_lock_path
+
     def one(name: str) -> str:
         domain = domains.get(name)
-        return "absent" if domain is None else acts[action](domain)
+        if domain is None:
+            return "absent"
+        # The node's lock, as up and destroy take it: a stop while up is still making or
+        # waiting for the node waits for up, which would otherwise see it fail.
+        with file_lock(node_lock_path(session.config.paths.locks, name)):
+            domain = hypervisor.lookup(domain.connect(), name)  # up may have made it again
+            return "absent" if domain is None else acts[action](domain)
 
     names = [place.mark.name for place in located]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(names) or 1)) as pool:

@@ -195,6 +195,31 @@ def remove_node(
     store.known_hosts.remove(node.name)
 
 
+def leftover_dirs(nodes_dir: Path, domains: set[str]) -> list[str]:
+    """Node directories without a domain (a vnode killed while making or removing a node)."""
+    if not nodes_dir.is_dir():
+        return []
+    return sorted(
+        path.name
+        for path in nodes_dir.iterdir()
+        if path.is_dir() and not path.is_symlink() and path.name not in domains
+    )
+
+
+def remove_leftovers(store: NodeStore, name: str) -> str | None:
+    """What a killed vnode left of a node whose domain is gone (its directory, its known_hosts
+    entry), removed; a line saying what, or None if nothing was left."""
+    removed = []
+    directory = store.nodes_dir / name
+    if directory.is_dir() and not directory.is_symlink():
+        _remove_inside(store.nodes_dir, directory)
+        removed.append("its directory")
+    if store.known_hosts.get(name) is not None:
+        store.known_hosts.remove(name)
+        removed.append("its known_hosts entry")
+    return f"removed what was left without a domain: {', '.join(removed)}" if removed else None
+
+
 def _remove_inside(nodes_dir: Path, path: Path) -> None:
     # Only ever delete inside vnode's own node directory, whatever the metadata says.
     target = path.resolve()

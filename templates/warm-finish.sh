@@ -9,7 +9,13 @@ touch /etc/cloud/cloud-init.disabled
 systemctl stop ssh.service sshd.service ssh.socket sshd.socket 2>/dev/null
 rm -f /etc/ssh/ssh_host_*
 rm -f /root/.ssh/authorized_keys
-rm -f /var/lib/systemd/random-seed
+# Secrets and identities each clone must make for itself: the random seeds, the key systemd
+# encrypts credentials with, DHCP clients' leases and DUIDs (dhclient keeps its DUID in its
+# lease file; networkd derives its own from the machine-id, renewed per clone).
+rm -f /var/lib/systemd/random-seed /var/lib/urandom/random-seed
+rm -f /var/lib/systemd/credential.secret
+rm -f /var/lib/dhcp/*.leases /var/lib/dhcp/*.lease /var/lib/dhclient/*.lease*
+rm -f /var/lib/NetworkManager/*.lease /var/lib/dhcpcd/*.lease /var/lib/dhcpcd/duid
 systemctl daemon-reload
 udevadm settle
 sync

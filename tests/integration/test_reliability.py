@@ -348,14 +348,24 @@ def test_two_ups_of_one_node_take_turns(rlab: Lab) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    name = rlab.name(7)
+    deadline = time.monotonic() + 120
+    while name not in domain_names(rlab.stem) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # A stop while the first up still waits for the node takes the node's lock too: it
+    # waits, instead of making that up see its node die.
+    stop = subprocess.Popen(
+        [*VNODE, "stop", "7"], env=rlab.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out1, err1 = first.communicate(timeout=400)
     out2, err2 = second.communicate(timeout=400)
+    _, stop_err = stop.communicate(timeout=400)
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
-    assert json.loads(out1)[0]["state"] == "ready"  # not destroyed under its feet
+    assert stop.returncode == 0, stop_err
+    assert json.loads(out1)[0]["state"] == "ready"  # not destroyed nor stopped under its feet
     assert json.loads(out2)[0]["state"] == "started"
     assert "waiting for another vnode" in err2
-    name = rlab.name(7)
     assert [d for d in domain_names(rlab.stem) if d == name] == [name]
     xml = subprocess.run(
         ["virsh", "-c", "qemu:///system", "dumpxml", name],
@@ -365,6 +375,41 @@ def test_two_ups_of_one_node_take_turns(rlab: Lab) -> None:
     ).stdout
     assert str(rlab.state / "nodes" / name / "disk.qcow2") in xml
     assert rlab.run("destroy", "7").returncode == 0
+
+
+def test_kill_9_during_up_leaves_nothing_later_commands_trip_over(rlab: Lab) -> None:
+    name, never_defined = rlab.name(8), rlab.name(9)
+    up = subprocess.Popen(
+        [*VNODE, "up", "8"], env=rlab.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while name not in domain_names(rlab.stem) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    up.send_signal(signal.SIGKILL)  # no handler runs: the node is as the kill found it
+    up.wait(timeout=30)
+    # What a kill between making the node's directory and defining its domain leaves.
+    (rlab.state / "nodes" / never_defined).mkdir(mode=0o711)
+    (rlab.state / "nodes" / never_defined / "disk.qcow2").write_bytes(b"")
+
+    code, listed = rlab.run_json("list")
+    assert code == 0 and name in {n["name"] for n in listed}
+    doctor = json.loads(rlab.run("doctor", "--json").stdout)
+    leftovers = [v for v in doctor if v["check"] == "leftovers"]
+    assert leftovers[0]["status"] == "warn" and never_defined in leftovers[0]["message"]
+
+    destroyed = rlab.run("destroy", "--all")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert f"{name}: destroyed" in destroyed.stdout
+    assert f"{never_defined}: removed what was left without a domain" in destroyed.stdout
+    assert name not in domain_names(rlab.stem)
+    assert not (rlab.state / "nodes" / name).exists()
+    assert not (rlab.state / "nodes" / never_defined).exists()
+    assert name not in rlab.known_hosts.read_text()
+    doctor = json.loads(rlab.run("doctor", "--json").stdout)
+    assert [v["status"] for v in doctor if v["check"] == "leftovers"] == ["ok"]
+    # The node's lock died with the process: the node can be made again at once.
+    assert rlab.run("up", "8", "--no-wait").returncode == 0
+    assert rlab.run("destroy", "8").returncode == 0
 
 
 def test_disk_full_while_creating_is_reported_and_cleaned(host_ready: None, store: Path) -> None:

@@ -138,6 +138,40 @@ def test_clones_are_machines_of_their_own(wlab: Lab, probed: dict) -> None:
         assert one[field] != two[field], field
 
 
+# What else a clone must not share with the template or its siblings: the journal's machine
+# ID (its newest entry's, once journald restarted), D-Bus's machine-id where it is a file,
+# the credentials key, the random seeds and DHCP leases (and so dhclient's DUID).
+SECRETS = (
+    # journald restarts at the end of the clone's set-up, not waited for: up to 30 s.
+    "for i in $(seq 30); do systemd-cat -t vnode-probe echo probe; sleep 1; "
+    "id=$(journalctl -o export -t vnode-probe -n 1 | sed -n 's/^_MACHINE_ID=//p'); "
+    '[ "$id" != "$(cat /etc/machine-id)" ] || break; done; echo "$id"; '
+    "if [ -f /var/lib/dbus/machine-id ]; then cat /var/lib/dbus/machine-id; else echo none; fi; "
+    "for f in /var/lib/systemd/credential.secret /var/lib/systemd/random-seed "
+    "/var/lib/urandom/random-seed /var/lib/dhcp/*.leases; do "
+    '[ -e "$f" ] && echo "$f $(sha256sum < "$f" | cut -c1-16)"; done; true'
+)
+
+
+def test_clones_share_no_secret_or_client_identity(wlab: Lab, probed: dict) -> None:
+    import concurrent.futures
+
+    seen = {}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # each may wait for journald
+        answers = dict(
+            zip((A, B), pool.map(lambda n: wlab.ssh(str(n), SECRETS), (A, B)), strict=True)
+        )
+    for number, result in answers.items():
+        assert result.returncode == 0, result.stderr
+        journal_id, dbus_id, *files = result.stdout.splitlines()
+        assert journal_id == probed[number]["machine_id"], result.stdout
+        assert dbus_id in ("none", probed[number]["machine_id"])
+        seen[number] = dict(line.split() for line in files)
+    # A file both have (made since the restore) is each one's own.
+    for path in set(seen[A]) & set(seen[B]):
+        assert seen[A][path] != seen[B][path], path
+
+
 def test_host_key_is_the_one_vnode_made_and_trusts(wlab: Lab, probed: dict) -> None:
     known = dict(line.split(" ", 1) for line in wlab.known_hosts.read_text().splitlines())
     for number, seen in probed.items():
