@@ -129,6 +129,9 @@ class NodePlan(NodeIdentity):
     # vnode keys the user chose to override; merged into vnode's user-data at creation.
     user_cloud_config: str = ""
     cloud_config_overrides: tuple[str, ...] = ()
+    # A warm clone's network files, {name: text}, as a plugin wrote them while planning
+    # (vnode_guest_network_files); empty for a node booted cold.
+    guest_network_files: Mapping[str, str] = attrs.field(factory=dict, hash=False)
 
     @property
     def disk_path(self) -> Path:

@@ -180,6 +180,13 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         check_images(session, [node for node in nodes if node.name not in failed], views)
     warm = config.defaults.warm if options.warm is None else options.warm
     planned_nodes = tuple(node for node in nodes if node.name not in failed)
+    warm_choices: tuple[WarmChoice, ...] = ()
+    if warm:
+        warm_choices, files = _plan_warm(session, planned_nodes, views, backends, after)
+        nodes = [
+            attrs.evolve(node, guest_network_files=files[node.name]) if node.name in files else node
+            for node in nodes
+        ]
     return UpPlan(
         nodes=tuple(nodes),
         timeout=defaults.timeout,
@@ -194,7 +201,7 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         moves=moves,
         move_backends=_move_backends(session, moves, views),
         all_or_nothing=options.all_or_nothing,
-        warm=_plan_warm(session, planned_nodes, views, backends, after) if warm else (),
+        warm=warm_choices,
     )
 
 
@@ -459,8 +466,9 @@ def _plan_warm(
     views: dict[str, HostView],
     backends: dict[str, NetworkBackend],
     after: After,
-) -> tuple[WarmChoice, ...]:
-    """Per node: the template it is cloned from (made first if missing), or cold and why."""
+) -> tuple[tuple[WarmChoice, ...], dict[str, dict[str, str]]]:
+    """Per node: the template it is cloned from (made first if missing), or cold and why;
+    and each warm node's network files (a plugin's, see vnode_guest_network_files)."""
     from vnode import images, warmstore
 
     config = session.config
@@ -468,6 +476,7 @@ def _plan_warm(
     made = warmstore.list_templates(config.paths.state)
     specs: dict[tuple[str, warmstore.Shape], warmstore.TemplateSpec] = {}
     choices = []
+    network_files: dict[str, dict[str, str]] = {}
     for node in nodes:
         if views[node.host].host.pool is not None:
             # Templates live in the local state directory; a pool's host has no copy.
@@ -489,6 +498,11 @@ def _plan_warm(
                 versions=versions,
                 stem=config.pools[0].stem,
             )
+        files = session.plugins.guest_network_files(node)
+        if files is None:
+            reason = "no plugin writes the guest's network files (vnode_guest_network_files)"
+            choices.append(warmstore.WarmChoice(node.name, None, reason))
+            continue
         choice = warmstore.warm_choice(
             node,
             specs[node.distro.name, shape],
@@ -499,7 +513,9 @@ def _plan_warm(
             and backends[node.host].hot_pluggable(node.interface),
         )
         choices.append(choice)
-    return tuple(choices)
+        if choice.warm:
+            network_files[node.name] = files
+    return tuple(choices), network_files
 
 
 def effective_defaults(defaults: Defaults, options: UpOptions) -> Defaults:
