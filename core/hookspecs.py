@@ -107,6 +107,12 @@ def _cli_apps(answer: Any) -> bool:
     return isinstance(answer, list) and all(isinstance(a, cyclopts.App) for a in answer)
 
 
+def _text_files(answer: Any) -> bool:
+    return isinstance(answer, dict) and all(
+        isinstance(name, str) and isinstance(text, str) for name, text in answer.items()
+    )
+
+
 def _network_name(answer: Any) -> bool:
     return isinstance(answer, str) and ":" in answer
 
@@ -221,6 +227,23 @@ def vnode_network_backend(
 
     First result. Called once per command that needs the network (``up``, ``destroy``,
     ``doctor``), in the main thread; see NetworkBackend for when its methods run.
+    """
+
+
+@_spec("guest", _text_files, firstresult=True)
+def vnode_guest_network_files(node: NodePlan) -> dict[str, str] | None:
+    """Write the network configuration a warm clone installs (a clone runs no cloud-init):
+    its NIC comes up with the node's address at once, and keeps it on later boots.
+
+    :param node: the node's plan: its MAC, and its static address (None: DHCP).
+    :return: ``{name: text}``: ``mode`` (``static`` or ``dhcp``), ``address`` (CIDR or
+        empty), ``gateway``, ``resolv.conf``, and the same for each network stack under the
+        name the template's apply script installs (``netplan.yaml``, ``nm.nmconnection``,
+        ``networkd.network``, ``ifupdown`` with ``@NIC@`` for the interface's name); or None
+        to leave it to another plugin (with none, the node boots cold and says why).
+
+    First result. Called once per warm node during planning (``up --warm``), in the main
+    thread.
     """
 
 

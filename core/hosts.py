@@ -15,7 +15,6 @@ is created.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +123,8 @@ def adopt_legacy_state(state: Path, host: Host, local_uri: str) -> None:
     legacy = state / "hosts" / host.name
     if target == legacy or not legacy.is_dir():
         return
+    import shutil  # only for this one-time move: quick commands do not pay for it
+
     for path in sorted(legacy.rglob("*")):
         moved = target / path.relative_to(legacy)
         if path.is_file() and not moved.exists():

@@ -157,6 +157,9 @@ class NodePlan(NodeIdentity):
     # vnode keys the user chose to override; merged into vnode's user-data at creation.
     user_cloud_config: str = ""
     cloud_config_overrides: tuple[str, ...] = ()
+    # A warm clone's network files, {name: text}, as a plugin wrote them while planning
+    # (vnode_guest_network_files); empty for a node booted cold.
+    guest_network_files: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     # Extra disks (GiB), empty and unformatted: vdb, vdc, ... in the guest, before the seed,
     # each with the serial ``vnode-dataN`` (so /dev/disk/by-id/virtio-vnode-dataN names it).
     extra_disks: tuple[int, ...] = ()

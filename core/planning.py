@@ -221,6 +221,13 @@ def plan_up(
         return warm if shape is None or shape.warm is None else shape.warm
 
     warm_nodes = tuple(n for n in nodes if n.name not in failed and wants_warm(n.name))
+    warm_choices: tuple[WarmChoice, ...] = ()
+    if warm_nodes:
+        warm_choices, files = _plan_warm(session, warm_nodes, views, backends, after)
+        nodes = [
+            attrs.evolve(node, guest_network_files=files[node.name]) if node.name in files else node
+            for node in nodes
+        ]
     return UpPlan(
         nodes=tuple(nodes),
         timeout=defaults.timeout,
@@ -235,7 +242,7 @@ def plan_up(
         moves=moves,
         move_backends=_move_backends(session, moves, views),
         all_or_nothing=options.all_or_nothing,
-        warm=_plan_warm(session, warm_nodes, views, backends, after) if warm_nodes else (),
+        warm=warm_choices,
     )
 
 
@@ -517,8 +524,9 @@ def _plan_warm(
     views: dict[str, HostView],
     backends: dict[str, NetworkBackend],
     after: After,
-) -> tuple[WarmChoice, ...]:
-    """Per node: the template it is cloned from (made first if missing), or cold and why."""
+) -> tuple[tuple[WarmChoice, ...], dict[str, dict[str, str]]]:
+    """Per node: the template it is cloned from (made first if missing), or cold and why;
+    and each warm node's network files (a plugin's, see vnode_guest_network_files)."""
     from vnode import images, warmstore
 
     config = session.config
@@ -526,6 +534,7 @@ def _plan_warm(
     made = warmstore.list_templates(config.paths.state)
     specs: dict[tuple[str, warmstore.Shape], warmstore.TemplateSpec] = {}
     choices = []
+    network_files: dict[str, dict[str, str]] = {}
     for node in nodes:
         if views[node.host].host.pool is not None:
             # Templates live in the local state directory; a pool's host has no copy.
@@ -550,6 +559,11 @@ def _plan_warm(
                 versions=versions,
                 stem=config.pools[0].stem,
             )
+        files = session.plugins.guest_network_files(node)
+        if files is None:
+            reason = "no plugin writes the guest's network files (vnode_guest_network_files)"
+            choices.append(warmstore.WarmChoice(node.name, None, reason))
+            continue
         choice = warmstore.warm_choice(
             node,
             specs[node.distro.name, shape],
@@ -560,7 +574,9 @@ def _plan_warm(
             and backends[node.host].hot_pluggable(node.interface),
         )
         choices.append(choice)
-    return tuple(choices)
+        if choice.warm:
+            network_files[node.name] = files
+    return tuple(choices), network_files
 
 
 @attrs.frozen

@@ -208,6 +208,9 @@ class PluginHost:
             raise UsageError(f"unknown network {network!r}; kinds: {', '.join(kinds) or 'none'}")
         return backend
 
+    def guest_network_files(self, node: NodePlan) -> dict[str, str] | None:
+        return self._call("vnode_guest_network_files", node=node)
+
     def console_setup(self, node: NodePlan, context: PluginContext) -> ConsoleSetup | None:
         return self._call("vnode_console_setup", node=node, context=context)
 

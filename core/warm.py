@@ -197,7 +197,8 @@ IDENTITY_TARGET = "vdc"
 def identity_values(
     plan: NodePlan, *, authorized_key: str, host_key: KeyPair
 ) -> dict[str, str | bytes]:
-    """The clone's identity, one file per value (the guest never parses one as shell)."""
+    """The clone's identity, one file per value (the guest never parses one as shell); its
+    network files are the plan's (``vnode_guest_network_files``, asked while planning)."""
     fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
     values: dict[str, str | bytes] = {
         "hostname": plan.name,
@@ -210,71 +211,8 @@ def identity_values(
         "ssh_host_ed25519_key.pub": host_key.public_openssh.strip() + "\n",
         "mac": plan.mac,
     }
-    values.update({f"net/{name}": text for name, text in network_files(plan).items()})
+    values.update({f"net/{name}": text for name, text in plan.guest_network_files.items()})
     return values
-
-
-def network_files(plan: NodePlan) -> dict[str, str]:
-    """The NIC's configuration for the apply script: mode, address and gateway to set at once,
-    and the same in each network tool's own format, to persist for later boots."""
-    address = plan.address
-    mac = plan.mac
-    nic: dict[str, Any] = {"match": {"macaddress": mac}}
-    if address is None:
-        nic["dhcp4"] = True
-        return {
-            "mode": "dhcp",
-            "address": "",
-            "gateway": "",
-            "resolv.conf": "",
-            "netplan.yaml": _netplan(nic),
-            "nm.nmconnection": _nm(mac, "[ipv4]\nmethod=auto\n"),
-            "networkd.network": f"[Match]\nMACAddress={mac}\n\n[Network]\nDHCP=ipv4\n",
-            "ifupdown": "auto @NIC@\niface @NIC@ inet dhcp\n",
-        }
-    cidr = f"{address.ip}/{address.prefix}"
-    gateway = address.gateway or ""
-    nic["addresses"] = [cidr]
-    if gateway:
-        nic["routes"] = [{"to": "0.0.0.0/0", "via": gateway}]
-    nic["nameservers"] = {"addresses": list(address.dns), "search": list(address.search)}
-    resolv = "".join(f"nameserver {dns}\n" for dns in address.dns)
-    if address.search:
-        resolv += f"search {' '.join(address.search)}\n"
-    ipv4 = f"[ipv4]\nmethod=manual\naddress1={cidr}{',' + gateway if gateway else ''}\n"
-    if address.dns:
-        ipv4 += f"dns={';'.join(address.dns)};\n"
-    if address.search:
-        ipv4 += f"dns-search={';'.join(address.search)};\n"
-    networkd = f"[Match]\nMACAddress={mac}\n\n[Network]\nAddress={cidr}\n"
-    networkd += f"Gateway={gateway}\n" if gateway else ""
-    networkd += "".join(f"DNS={dns}\n" for dns in address.dns)
-    networkd += f"Domains={' '.join(address.search)}\n" if address.search else ""
-    ifupdown = f"auto @NIC@\niface @NIC@ inet static\n    address {cidr}\n"
-    ifupdown += f"    gateway {gateway}\n" if gateway else ""
-    return {
-        "mode": "static",
-        "address": cidr,
-        "gateway": gateway,
-        "resolv.conf": resolv,
-        "netplan.yaml": _netplan(nic),
-        "nm.nmconnection": _nm(mac, ipv4),
-        "networkd.network": networkd,
-        "ifupdown": ifupdown,
-    }
-
-
-def _netplan(nic: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump({"network": {"version": 2, "ethernets": {"vnode0": nic}}})
-
-
-def _nm(mac: str, ipv4: str) -> str:
-    return (
-        "[connection]\nid=vnode0\ntype=ethernet\n\n"
-        f"[ethernet]\nmac-address={mac}\n\n{ipv4}\n[ipv6]\nmethod=ignore\n"
-    )
 
 
 def apply_script() -> str:

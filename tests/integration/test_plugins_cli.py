@@ -21,6 +21,7 @@ BUILT_INS = {
     "bridge": "network",
     "direct": "network",
     "serial-console": "console",
+    "guest-network": "guest",
 }
 
 

@@ -161,3 +161,34 @@ def test_warm_boots_cold_on_a_pool_host_and_says_why(tmp_path: Path) -> None:
         plan = planning.plan_up(["3"], options, session=session)
     (choice,) = plan.warm
     assert not choice.warm and "pool" in choice.reason
+
+
+def _with_image(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "d12.qcow2").write_bytes(b"QFI\xfb")  # planning reads no more of it
+
+
+def test_a_warm_node_carries_the_network_files_a_plugin_wrote(tmp_path: Path) -> None:
+    _with_image(tmp_path)
+    options = planning.UpOptions(fetch=True, warm=True)
+    with _session(tmp_path) as session:
+        plan = planning.plan_up(["3"], options, session=session)
+    (choice,) = plan.warm
+    assert choice.warm, choice.reason
+    files = plan.nodes[0].guest_network_files
+    assert files["mode"] == "static" and files["address"] == "192.168.150.103/24"
+
+
+def test_without_a_plugin_for_the_guests_network_a_node_boots_cold(tmp_path: Path) -> None:
+    from vnode.plugins import PluginHost, entry_point_sources
+
+    _with_image(tmp_path)
+    options = planning.UpOptions(fetch=True, warm=True)
+    config = _session(tmp_path).config
+    host = PluginHost(entry_point_sources(), disabled=("guest-network",))
+    with Session.for_config(config, host) as session:
+        plan = planning.plan_up(["3"], options, session=session)
+    (choice,) = plan.warm
+    assert not choice.warm and "vnode_guest_network_files" in choice.reason
+    assert plan.nodes[0].guest_network_files == {}

@@ -23,6 +23,7 @@ from vnode.plugin import hookimpl
 from vnode.plugins import PluginHost, PluginSource, entry_point_sources
 from vnode.session import Session
 from vnode.spec import parse_spec
+from vnode_plugins.guest_network import network_files
 
 DISTRO = Distro(name="d12", family="debian", release="12", title="Debian 12", osinfo="x")
 SHAPE = warmstore.Shape(memory_mib=512, vcpus=1, virt_type="qemu", disk_gb=10)
@@ -286,7 +287,7 @@ def test_a_plugins_domain_change_is_seen(tmp_path: Path) -> None:
 
 
 def test_static_network_files_agree() -> None:
-    files = warm.network_files(_plan())
+    files = network_files(_plan())
     assert files["mode"] == "static" and files["address"] == "10.0.0.3/24"
     assert files["gateway"] == "10.0.0.1"
     netplan = yaml.safe_load(files["netplan.yaml"])["network"]["ethernets"]["vnode0"]
@@ -299,18 +300,20 @@ def test_static_network_files_agree() -> None:
 
 
 def test_dhcp_network_files_and_no_gateway() -> None:
-    files = warm.network_files(_plan(address=None))
+    files = network_files(_plan(address=None))
     assert files["mode"] == "dhcp" and files["gateway"] == ""
     assert "DHCP=ipv4" in files["networkd.network"] and "inet dhcp" in files["ifupdown"]
-    no_gateway = warm.network_files(_plan(address=StaticAddress(ip="10.0.0.3", prefix=24)))
+    no_gateway = network_files(_plan(address=StaticAddress(ip="10.0.0.3", prefix=24)))
     # The apply script reads every file: an absent gateway is an empty one.
     assert no_gateway["gateway"] == "" and "Gateway" not in no_gateway["networkd.network"]
 
 
 def test_identity_values_are_fresh_per_clone() -> None:
     host_key = generate_keypair("h")
-    one = warm.identity_values(_plan(), authorized_key="ssh-ed25519 AAAA u", host_key=host_key)
-    two = warm.identity_values(_plan(), authorized_key="ssh-ed25519 AAAA u", host_key=host_key)
+    plan = _plan()
+    plan = attrs.evolve(plan, guest_network_files=network_files(plan))
+    one = warm.identity_values(plan, authorized_key="ssh-ed25519 AAAA u", host_key=host_key)
+    two = warm.identity_values(plan, authorized_key="ssh-ed25519 AAAA u", host_key=host_key)
     assert one["fqdn"] == "vnode03.lab" and one["hostname"] == "vnode03"
     assert one["authorized_keys"] == "ssh-ed25519 AAAA u\n"
     for field in ("machine-id", "boot-id", "random-seed"):
