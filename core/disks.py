@@ -27,44 +27,23 @@ def qcow2_virtual_size(path: Path) -> int:
 def create_overlay(base: Path, overlay: Path, size_gb: int) -> None:
     """A copy-on-write disk: the base image stays pristine, so every node starts fresh."""
     size = max(size_gb * GIB, qcow2_virtual_size(base))
-    result = subprocess.run(
-        [
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            str(base),
-            str(overlay),
-            str(size),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        overlay.unlink(missing_ok=True)
-        raise EnvironmentProblem(f"qemu-img could not create {overlay}: {result.stderr.strip()}")
-    # The guest's own data (host keys, whatever it writes) is for root and the qemu user
-    # libvirt chowns the disk to, as libvirt's own pools make volumes.
-    overlay.chmod(0o600)
+    _create_qcow2(overlay, size, "-F", "qcow2", "-b", str(base))
 
 
 def create_blank(path: Path, size_gb: int) -> None:
     """An empty qcow2 (an extra disk): sparse, so its size costs nothing until written."""
-    result = subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(size_gb * GIB)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    _create_qcow2(path, size_gb * GIB)
+
+
+def _create_qcow2(path: Path, size: int, *backing: str) -> None:
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2", *backing, str(path), str(size)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         path.unlink(missing_ok=True)
         raise EnvironmentProblem(f"qemu-img could not create {path}: {result.stderr.strip()}")
-    path.chmod(0o600)  # the guest's data: root's and (once libvirt chowns it) qemu's alone
+    # The guest's own data (host keys, whatever it writes) is for root and the qemu user
+    # libvirt chowns the disk to, as libvirt's own pools make volumes.
+    path.chmod(0o600)
 
 
 def unreadable_by_qemu(path: Path) -> str | None:

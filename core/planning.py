@@ -606,16 +606,7 @@ def node_defaults(defaults: Defaults, shape: NodeShape | None) -> Defaults:
     """A node's own Defaults: the command's, with its shape laid over them."""
     if shape is None:
         return defaults
-    overrides = {
-        key: value
-        for key in ("distro", "memory", "vcpus", "disk")
-        if (value := getattr(shape, key)) is not None
-    }
-    try:
-        return attrs.evolve(defaults, **overrides)
-    except (TypeError, ValueError) as exc:
-        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
-        raise UsageError(f"bad shape: {message}") from None
+    return _laid_over(defaults, shape, ("distro", "memory", "vcpus", "disk"), "bad shape")
 
 
 def _cold_only(node: NodePlan) -> str | None:
@@ -631,16 +622,19 @@ def _cold_only(node: NodePlan) -> str | None:
 
 def effective_defaults(defaults: Defaults, options: UpOptions) -> Defaults:
     """The configured defaults with the command's options laid over them."""
-    overrides = {
-        key: value
-        for key in ("distro", "memory", "vcpus", "disk", "timeout", "virt_type", "network")
-        if (value := getattr(options, key)) is not None
-    }
+    keys = ("distro", "memory", "vcpus", "disk", "timeout", "virt_type", "network")
+    return _laid_over(defaults, options, keys, "bad option")
+
+
+def _laid_over(defaults: Defaults, source: object, keys: Sequence[str], bad: str) -> Defaults:
+    """``defaults`` with ``source``'s values for ``keys`` that are not None, checked by
+    Defaults' own validators (a bad value is one line: ``bad: why``)."""
+    overrides = {key: value for key in keys if (value := getattr(source, key)) is not None}
     try:
         return attrs.evolve(defaults, **overrides)
     except (TypeError, ValueError) as exc:
         message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc
-        raise UsageError(f"bad option: {message}") from None
+        raise UsageError(f"{bad}: {message}") from None
 
 
 def plan_template(
