@@ -159,6 +159,11 @@ def locate_one(session: Session, node: str) -> lab.Located:
 
 def address_of(place: lab.Located) -> str:
     """Where the node answers; EnvironmentProblem while that is not known yet."""
+    if place.mark.damage:
+        raise EnvironmentProblem(
+            f"{place.mark.name}: its vnode mark is damaged ({place.mark.damage}); "
+            "only `vnode destroy` uses it"
+        )
     address = place.address()
     if not address:
         raise EnvironmentProblem(f"{place.mark.name}: its address is not known yet")
@@ -173,6 +178,9 @@ def node_access(session: Session, specs: list[str] | None) -> tuple[list[NodeAcc
     nodes = []
     for place in lab.locate(session, specs):
         mark = place.mark
+        if mark.damage:
+            log.warning("left out: damaged vnode mark", node=mark.name, problem=mark.damage)
+            continue
         address = place.address()
         if not address:
             log.warning("left out: address not known yet", node=mark.name)
