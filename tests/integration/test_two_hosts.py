@@ -116,11 +116,7 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     # volumes in its pool, beside the image and the sha256 record of what was uploaded.
     local_volumes = {v.split()[0] for v in _virsh("qemu:///system", "vol-list", pool).splitlines()}
     assert {f"{local}-disk.qcow2", f"{local}-seed.iso", f"{TEST_DISTRO}.qcow2"} <= local_volumes
-    # A node's disk and seed hold its secrets: 0600 volumes, on either host (the image 0644).
-    for uri, name, volume_pool in ((second.uri, remote, "vnode"), ("qemu:///system", local, pool)):
-        for volume in (f"{name}-disk.qcow2", f"{name}-seed.iso"):
-            xml = _virsh(uri, "vol-dumpxml", "--pool", volume_pool, volume)
-            assert "<mode>0600</mode>" in xml, (uri, volume, xml)
+    _private_volumes("qemu:///system", local, pool)
     image_sha = json.loads((IMAGE_STORE / f"{TEST_DISTRO}.qcow2.json").read_text())["sha256"]
     record = (lab.state / "pool" / f"{TEST_DISTRO}.qcow2.sha256").read_text()
     assert record.split()[0] == image_sha
@@ -141,6 +137,7 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     assert remote in _virsh(second.uri, "list", "--all", "--name").split()
     volumes = _virsh(second.uri, "vol-list", "vnode")
     assert f"{TEST_DISTRO}.qcow2" in volumes and f"{remote}-disk.qcow2" in volumes
+    _private_volumes(second.uri, remote, "vnode", extra=f"{remote}-data1.qcow2")
     # Its extra disk is a volume of the remote host's pool too, the guest's vdb by serial.
     assert f"{remote}-data1.qcow2" in volumes
     extra = lab.ssh("2", "readlink /dev/disk/by-id/virtio-vnode-data1")
@@ -197,6 +194,14 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     assert not (lab.state / "nodes" / first).exists()
     left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
     assert left == {f"{TEST_DISTRO}.qcow2", f"{TEST_DISTRO}.qcow2.sha256"}
+
+
+def _private_volumes(uri: str, name: str, pool: str, extra: str | None = None) -> None:
+    """A node's disks and seed hold its secrets: 0600 volumes, on either host (its image
+    is 0644)."""
+    for volume in filter(None, (f"{name}-disk.qcow2", f"{name}-seed.iso", extra)):
+        xml = _virsh(uri, "vol-dumpxml", "--pool", pool, volume)
+        assert "<mode>0600</mode>" in xml, (uri, volume, xml)
 
 
 def test_second_host_lost_during_up(two_hosts: Grown) -> None:
