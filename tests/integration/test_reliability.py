@@ -217,15 +217,6 @@ def test_key_files_are_private(rlab: Lab) -> None:
     assert rlab.ssh("1", "true").returncode == 0  # and qemu still runs the guest
 
 
-@pytest.mark.parametrize(
-    ("moment", "sigint"),
-    [
-        # At the starting gate (some nodes made and paused, others still being made) ...
-        ("starting with the others", signal.SIG_DFL),
-        # ... and later, in a background job of a script, which starts with SIGINT ignored.
-        ("booting", signal.SIG_IGN),
-    ],
-)
 def _define_marked(lab: Lab, name: str, fields: dict[str, str]) -> None:
     """A domain (never started) bearing vnode's mark with these fields, as any libvirt client
     could write it: the mark is outside vnode's control."""
@@ -289,6 +280,15 @@ def test_a_domain_with_a_bad_mark_is_listed_as_damaged_and_never_configures_ssh(
             subprocess.run(["virsh", "-q", "undefine", name], capture_output=True, check=False)
 
 
+@pytest.mark.parametrize(
+    ("moment", "sigint"),
+    [
+        # At the starting gate (some nodes made and paused, others still being made) ...
+        ("starting with the others", signal.SIG_DFL),
+        # ... and later, in a background job of a script, which starts with SIGINT ignored.
+        ("booting", signal.SIG_IGN),
+    ],
+)
 def test_interrupting_up_leaves_every_node_whole_or_absent(
     rlab: Lab, moment: str, sigint: signal.Handlers
 ) -> None:
