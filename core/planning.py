@@ -142,23 +142,9 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         if not mine:
             continue
         try:
-            backend = session.plugins.network_backend(choice, lab.context_for(session, view))
-            virt_type = hypervisor.resolve_virt_type(view.conn, defaults.virt_type)
-            planned = [
-                plan_node(
-                    session,
-                    ref,
-                    defaults,
-                    backend,
-                    virt_type,
-                    cloud_config,
-                    options.override_keys,
-                    host=name,
-                    volume_dir=lab.volume_dir(view),
-                )
-                for ref in mine
-            ]
-            _preflight(session, view, planned, backend)
+            backend, planned = _plan_host(
+                session, view, mine, choice, defaults, cloud_config, options
+            )
         except UsageError:
             raise
         except VnodeError as exc:
@@ -203,6 +189,37 @@ def plan_up(specs: list[str], options: UpOptions | None = None, *, session: Sess
         all_or_nothing=options.all_or_nothing,
         warm=warm_choices,
     )
+
+
+def _plan_host(
+    session: Session,
+    view: HostView,
+    refs: list[NodeRef],
+    network: str,
+    defaults: Defaults,
+    cloud_config: dict[str, tuple[CloudConfigSource, ...]],
+    options: UpOptions,
+) -> tuple[NetworkBackend, list[NodePlan]]:
+    """One host's nodes, planned against its own network backend and storage, and checked
+    there."""
+    backend = session.plugins.network_backend(network, lab.context_for(session, view))
+    virt_type = hypervisor.resolve_virt_type(view.conn, defaults.virt_type)
+    planned = [
+        plan_node(
+            session,
+            ref,
+            defaults,
+            backend,
+            virt_type,
+            cloud_config,
+            options.override_keys,
+            host=view.name,
+            volume_dir=lab.volume_dir(view),
+        )
+        for ref in refs
+    ]
+    _preflight(session, view, planned, backend)
+    return backend, planned
 
 
 def nothing_made(failed: dict[str, Any]) -> str:
