@@ -176,24 +176,9 @@ def plan_up(
         if not mine:
             continue
         try:
-            backend = session.plugins.network_backend(choice, lab.context_for(session, view))
-            virt_type = hypervisor.resolve_virt_type(view.conn, defaults.virt_type)
-            planned = [
-                plan_node(
-                    session,
-                    ref,
-                    own[ref.name],
-                    backend,
-                    virt_type,
-                    cloud_config,
-                    options.override_keys,
-                    host=name,
-                    volume_dir=lab.volume_dir(view),
-                    shape=_extras(options, shapes.get(ref.name)),
-                )
-                for ref in mine
-            ]
-            _preflight(session, view, planned, backend)
+            backend, planned = _plan_host(
+                session, view, mine, choice, own, cloud_config, options, shapes
+            )
         except UsageError:
             raise
         except VnodeError as exc:
@@ -244,6 +229,40 @@ def plan_up(
         all_or_nothing=options.all_or_nothing,
         warm=warm_choices,
     )
+
+
+def _plan_host(
+    session: Session,
+    view: HostView,
+    refs: list[NodeRef],
+    network: str,
+    own: Mapping[str, Defaults],
+    cloud_config: dict[str, tuple[CloudConfigSource, ...]],
+    options: UpOptions,
+    shapes: Mapping[str, NodeShape],
+) -> tuple[NetworkBackend, list[NodePlan]]:
+    """One host's nodes, each in its own shape, planned against the host's network backend
+    and storage, and checked there."""
+    backend = session.plugins.network_backend(network, lab.context_for(session, view))
+    # virt_type is not a per-node key: every node of a command asks for the same one.
+    virt_type = hypervisor.resolve_virt_type(view.conn, own[refs[0].name].virt_type)
+    planned = [
+        plan_node(
+            session,
+            ref,
+            own[ref.name],
+            backend,
+            virt_type,
+            cloud_config,
+            options.override_keys,
+            host=view.name,
+            volume_dir=lab.volume_dir(view),
+            shape=_extras(options, shapes.get(ref.name)),
+        )
+        for ref in refs
+    ]
+    _preflight(session, view, planned, backend)
+    return backend, planned
 
 
 def nothing_made(failed: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode import hypervisor
-from vnode.console import qemu_error, tail, tail_text
+from vnode.console import tail, tail_text
 from vnode.keys import ClientKey
 from vnode.locks import FileLock, node_lock_path
 from vnode.logs import get_logger
@@ -20,8 +20,9 @@ from vnode.model import NodePlan, NodeResult
 from vnode.network import NetworkBackend
 from vnode.nodes import CreatedNode, NodeStore, create_node, remove_node
 from vnode.progress import Reporter
-from vnode.remote import RemoteTarget, run_steps, wait_cloud_init
+from vnode.remote import RemoteTarget
 from vnode.sshwait import Jump, WaitTarget, wait_ready
+from vnode.waiting import after_ready, domain_problem
 
 if TYPE_CHECKING:
     from vnode.planning import After
@@ -261,36 +262,6 @@ class _Scheduler:
         return f"{detail}\n{console}"
 
 
-async def after_ready(
-    target: RemoteTarget, after: After, deadline: float, reporter: Reporter
-) -> tuple[str, str | None, dict[str, Any]]:
-    """What follows SSH answering: cloud-init's end (--wait-cloud-init), then the lab's
-    commands. (state, detail, result extras); a failure is "failed", the node is kept."""
-    steps = after.steps
-    if after.wait_cloud_init:
-        reporter.phase(target.name, "waiting for cloud-init")
-        if problem := await wait_cloud_init(target, deadline):
-            return "failed", f"{problem} (node kept)", {}
-    if not steps:
-        return "ready", None, {}
-    reporter.phase(target.name, "running " + ", ".join(step.label for step in steps))
-    output = getattr(reporter, "output", None)
-
-    def on_line(line: str) -> None:
-        if output is not None:
-            output(target.name, line)
-
-    try:
-        outcome = await run_steps(target, steps, on_line)
-    except Exception as exc:  # asyncssh's and the socket's errors: the node is still there
-        return "failed", f"run: {type(exc).__name__}: {exc} (node kept)", {}
-    extra = {"exit_status": outcome.exit_status, "output": outcome.output}
-    if outcome.exit_status != 0:
-        detail = f"{outcome.failed_step}: exit status {outcome.exit_status} (node kept)"
-        return "failed", detail, extra
-    return "ready", None, extra
-
-
 def _console_path(plan: NodePlan) -> Path | None:
     return plan.console.log_path if plan.console else None
 
@@ -326,21 +297,3 @@ def pooled_console_tail(store: NodeStore, name: str, lines: int) -> list[str]:
     except hypervisor.HypervisorError:
         return []
     return tail_text(data.decode(errors="replace"), lines) if data else []
-
-
-def domain_problem(domain: Any, virt_type: str, *, local: bool = True) -> str | None:
-    """Why a started domain is no longer running, in words a user can act on; None if fine."""
-    try:
-        state, reason = hypervisor.state_of(domain)
-    except hypervisor.HypervisorError as exc:
-        return f"domain vanished: {exc}"
-    if state in ("running", "blocked"):
-        return None
-    name = domain.name()
-    words = f"domain {state}" + (f" ({reason})" if reason else "")
-    # QEMU's own log is a local file: only the local host's (file-based) nodes have it here.
-    if local and (error := qemu_error(name)):
-        words += f": {error}"
-    if virt_type == "kvm":
-        words += "; KVM may not work for guests on this host (nested?): try --virt-type qemu"
-    return words

@@ -1,17 +1,21 @@
-"""``vnode wait``: wait for nodes that exist as ``up`` waits for the nodes it makes (the same
-SSH wait, the same steps after it, the same results), wherever they are in the lab."""
+"""The wait, for ``up`` (the nodes it makes, :mod:`vnode.scheduler`) and ``vnode wait`` (nodes
+that exist, wherever they are in the lab) alike: the SSH wait (:mod:`vnode.sshwait`), what a
+domain that stopped running says (:func:`domain_problem`), and what follows SSH answering
+(:func:`after_ready`: --wait-cloud-init, --run, --script)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from vnode import lab
+from vnode import hypervisor, lab
+from vnode.console import qemu_error
 from vnode.errors import UsageError
 from vnode.model import NodeResult
 from vnode.planning import After
+from vnode.remote import RemoteTarget, run_steps, wait_cloud_init
 
 if TYPE_CHECKING:
     from vnode.progress import Reporter
@@ -50,8 +54,6 @@ async def _wait_all(
     after: After,
     reporter: Reporter,
 ) -> list[NodeResult]:
-    from vnode.remote import RemoteTarget
-    from vnode.scheduler import after_ready, domain_problem
     from vnode.sshwait import WaitTarget, wait_ready
 
     async def one(place: lab.Located, host_key: str | None) -> NodeResult:
@@ -91,3 +93,51 @@ async def _wait_all(
         return result(state, outcome.ip, detail, **extra)
 
     return await asyncio.gather(*(one(*target) for target in targets))
+
+
+async def after_ready(
+    target: RemoteTarget, after: After, deadline: float, reporter: Reporter
+) -> tuple[str, str | None, dict[str, Any]]:
+    """What follows SSH answering: cloud-init's end (--wait-cloud-init), then the lab's
+    commands. (state, detail, result extras); a failure is "failed", the node is kept."""
+    steps = after.steps
+    if after.wait_cloud_init:
+        reporter.phase(target.name, "waiting for cloud-init")
+        if problem := await wait_cloud_init(target, deadline):
+            return "failed", f"{problem} (node kept)", {}
+    if not steps:
+        return "ready", None, {}
+    reporter.phase(target.name, "running " + ", ".join(step.label for step in steps))
+    output = getattr(reporter, "output", None)
+
+    def on_line(line: str) -> None:
+        if output is not None:
+            output(target.name, line)
+
+    try:
+        outcome = await run_steps(target, steps, on_line)
+    except Exception as exc:  # asyncssh's and the socket's errors: the node is still there
+        return "failed", f"run: {type(exc).__name__}: {exc} (node kept)", {}
+    extra = {"exit_status": outcome.exit_status, "output": outcome.output}
+    if outcome.exit_status != 0:
+        detail = f"{outcome.failed_step}: exit status {outcome.exit_status} (node kept)"
+        return "failed", detail, extra
+    return "ready", None, extra
+
+
+def domain_problem(domain: Any, virt_type: str, *, local: bool = True) -> str | None:
+    """Why a started domain is no longer running, in words a user can act on; None if fine."""
+    try:
+        state, reason = hypervisor.state_of(domain)
+    except hypervisor.HypervisorError as exc:
+        return f"domain vanished: {exc}"
+    if state in ("running", "blocked"):
+        return None
+    name = domain.name()
+    words = f"domain {state}" + (f" ({reason})" if reason else "")
+    # QEMU's own log is a local file: only the local host's (file-based) nodes have it here.
+    if local and (error := qemu_error(name)):
+        words += f": {error}"
+    if virt_type == "kvm":
+        words += "; KVM may not work for guests on this host (nested?): try --virt-type qemu"
+    return words
