@@ -217,15 +217,6 @@ def test_key_files_are_private(rlab: Lab) -> None:
     assert rlab.ssh("1", "true").returncode == 0  # and qemu still runs the guest
 
 
-@pytest.mark.parametrize(
-    ("moment", "sigint"),
-    [
-        # At the starting gate (some nodes made and paused, others still being made) ...
-        ("starting with the others", signal.SIG_DFL),
-        # ... and later, in a background job of a script, which starts with SIGINT ignored.
-        ("booting", signal.SIG_IGN),
-    ],
-)
 def _define_marked(lab: Lab, name: str, fields: dict[str, str]) -> None:
     """A domain (never started) bearing vnode's mark with these fields, as any libvirt client
     could write it: the mark is outside vnode's control."""
@@ -289,6 +280,15 @@ def test_a_domain_with_a_bad_mark_is_listed_as_damaged_and_never_configures_ssh(
             subprocess.run(["virsh", "-q", "undefine", name], capture_output=True, check=False)
 
 
+@pytest.mark.parametrize(
+    ("moment", "sigint"),
+    [
+        # At the starting gate (some nodes made and paused, others still being made) ...
+        ("starting with the others", signal.SIG_DFL),
+        # ... and later, in a background job of a script, which starts with SIGINT ignored.
+        ("booting", signal.SIG_IGN),
+    ],
+)
 def test_interrupting_up_leaves_every_node_whole_or_absent(
     rlab: Lab, moment: str, sigint: signal.Handlers
 ) -> None:
@@ -410,6 +410,31 @@ def test_kill_9_during_up_leaves_nothing_later_commands_trip_over(rlab: Lab) -> 
     # The node's lock died with the process: the node can be made again at once.
     assert rlab.run("up", "8", "--no-wait").returncode == 0
     assert rlab.run("destroy", "8").returncode == 0
+
+
+def test_two_first_ups_make_vnodes_network_once(host_ready: None, store: Path) -> None:
+    lab = make_lab("vf", image_store=store)  # its network does not exist yet
+    try:
+        ups = [
+            subprocess.Popen(
+                [*VNODE, "up", number, "--no-wait"],
+                env=lab.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for number in ("1", "2")
+        ]
+        for up in ups:
+            _, err = up.communicate(timeout=300)
+            assert up.returncode == 0, err
+        assert lab.network in subprocess.run(
+            ["virsh", "-q", "net-list", "--all", "--name"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert {lab.name(1), lab.name(2)} <= domain_names(lab.stem)
+    finally:
+        cleanup_lab(lab)
 
 
 def test_disk_full_while_creating_is_reported_and_cleaned(host_ready: None, store: Path) -> None:
