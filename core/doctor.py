@@ -467,9 +467,16 @@ def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
         and not config.hosts
     ]  # fmt: skip
     parts = sorted(config.paths.images.glob("*.part")) if config.paths.images.is_dir() else []
+    templates = config.paths.state / "templates"
+    if templates.is_dir():
+        problems += [
+            f"template {path.name} (half-made: the next `template make` makes it again)"
+            for path in sorted(templates.iterdir())
+            if path.is_dir() and not (path / "record.json").exists()
+        ]
     if problems:
         yield Verdict(
-            "leftovers", WARN, f"{'; '.join(problems)}: `vnode destroy NAME` removes each"
+            "leftovers", WARN, f"{'; '.join(problems)} (`vnode destroy NAME` removes a node's)"
         )
     if parts:
         listed = ", ".join(p.name for p in parts)

@@ -69,7 +69,14 @@ class Distro:
     # shipped with the plugin; those absent on the host are skipped. Every key in them is
     # trusted unless ``signers`` names primary key fingerprints (a pin within a keyring).
     keyrings: tuple[str, ...] = ()
-    signers: tuple[str, ...] = ()
+    signers: tuple[str, ...] = attrs.field(default=())
+
+    @signers.validator
+    def _check_signers(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+        for fingerprint in value:
+            # A whole fingerprint (40 or 64 hex digits, spaces allowed), never a short key id.
+            if not re.fullmatch(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}", "".join(fingerprint.split())):
+                raise ValueError(f"{self.name}: signer {fingerprint!r} is not a key fingerprint")
 
     @signature.validator
     def _check_signature(self, attribute: attrs.Attribute, value: str | None) -> None:

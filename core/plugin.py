@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from vnode.catalog import MAX_RELEASES, Catalog, CatalogError, MetadataReader, catalog
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
+from vnode.files import write_atomic
 from vnode.hookspecs import hookimpl
+from vnode.locks import file_lock
 from vnode.logs import get_logger
 from vnode.model import (
     ConsoleSetup,
@@ -55,8 +57,10 @@ __all__ = [
     "Verdict",
     "VnodeError",
     "catalog",
+    "file_lock",
     "get_logger",
     "hookimpl",
     "index_links",
     "render_xml",
+    "write_atomic",
 ]

@@ -341,6 +341,7 @@ def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> T
                 "not replaced (destroy them, then remove the directory)"
             )
         _remove_inside(spec.directory.parent, spec.directory)
+    _remove_stale_domain(conn, spec)
     spec.directory.mkdir(mode=0o755, parents=True)
     os.chmod(spec.directory.parent, 0o755)
     domain = None
@@ -386,6 +387,23 @@ def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> T
     write_atomic(spec.directory / _RECORD, json.dumps(data, indent=2) + "\n")
     log.info("template made", key=spec.key, seconds=record.boot_seconds)
     return attrs.evolve(record, directory=str(spec.directory))
+
+
+def _remove_stale_domain(conn: Any, spec: TemplateSpec) -> None:
+    """The transient domain of an attempt killed with ``kill -9`` (nothing rolled it back)
+    still runs under the template's name: it is this template's if its disk is in the
+    template's directory, and goes; any other domain of that name is not vnode's to touch."""
+    stale = hypervisor.lookup(conn, spec.domain_name)
+    if stale is None:
+        return
+    with hypervisor.libvirt_errors(f"reading {spec.domain_name}"):
+        xml = stale.XMLDesc(0)
+    if str(spec.disk) not in xml:
+        raise EnvironmentProblem(
+            f"domain {spec.domain_name} exists and is not template {spec.key}'s; not touching it"
+        )
+    log.warning("removing what a killed template make left running", domain=spec.domain_name)
+    hypervisor.remove_domain(stale)
 
 
 def _template_plan(spec: TemplateSpec) -> NodePlan:

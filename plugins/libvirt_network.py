@@ -28,8 +28,10 @@ from vnode.plugin import (
     StaticAddress,
     UsageError,
     Verdict,
+    file_lock,
     hookimpl,
     render_xml,
+    write_atomic,
 )
 
 KIND = "libvirt"
@@ -215,7 +217,10 @@ class LibvirtNetwork(NetworkBackend):
         return self.settings.domain if self.is_ours else None
 
     def prepare(self, nodes: Sequence[NodePlan]) -> None:
-        with _prepare_lock:
+        # Threads of this process, and other vnode processes: two first `up`s must not both
+        # find no network and both define it.
+        lock = self.marker.with_name(self.marker.name + ".lock")
+        with _prepare_lock, file_lock(lock):
             self._libvirt_call(lambda: self._prepare(nodes), "preparing")
 
     def _prepare(self, nodes: Sequence[NodePlan]) -> None:
@@ -330,8 +335,7 @@ class LibvirtNetwork(NetworkBackend):
 
     def _create(self) -> Any:
         network = self.conn.networkDefineXML(self.network_xml())
-        self.marker.parent.mkdir(parents=True, exist_ok=True)
-        self.marker.write_text(network.UUIDString() + "\n")
+        write_atomic(self.marker, network.UUIDString() + "\n")
         network.setAutostart(True)
         network.create()
         return network

@@ -412,6 +412,31 @@ def test_kill_9_during_up_leaves_nothing_later_commands_trip_over(rlab: Lab) -> 
     assert rlab.run("destroy", "8").returncode == 0
 
 
+def test_two_first_ups_make_vnodes_network_once(host_ready: None, store: Path) -> None:
+    lab = make_lab("vf", image_store=store)  # its network does not exist yet
+    try:
+        ups = [
+            subprocess.Popen(
+                [*VNODE, "up", number, "--no-wait"],
+                env=lab.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for number in ("1", "2")
+        ]
+        for up in ups:
+            _, err = up.communicate(timeout=300)
+            assert up.returncode == 0, err
+        assert lab.network in subprocess.run(
+            ["virsh", "-q", "net-list", "--all", "--name"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert {lab.name(1), lab.name(2)} <= domain_names(lab.stem)
+    finally:
+        cleanup_lab(lab)
+
+
 def test_disk_full_while_creating_is_reported_and_cleaned(host_ready: None, store: Path) -> None:
     mount = Path(f"/var/lib/vnode-test-full-{os.getpid()}")
     mount.mkdir(mode=0o755)

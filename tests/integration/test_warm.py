@@ -10,12 +10,14 @@ known_hosts.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Lab, domain_names
+from tests.conftest import VNODE, Lab, domain_names
 from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration
@@ -43,9 +45,27 @@ def wlab(bridge_site: Site) -> Lab:
 
 @pytest.fixture(scope="module")
 def template(wlab: Lab) -> dict:
+    # First a make killed with kill -9 once its guest runs: its directory stays without a
+    # record and its transient domain keeps running. The make after it clears both.
+    killed = subprocess.Popen(
+        [*VNODE, "template", "make", "d12", *SHAPE],
+        env=wlab.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not _template_domains(wlab) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert _template_domains(wlab), "the killed make's guest should still be running"
     result = wlab.run("template", "make", "d12", *SHAPE, "--json", timeout=900)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def _template_domains(lab: Lab) -> list[str]:
+    return [name for name in domain_names(lab.stem) if "tpl-" in name]
 
 
 @pytest.fixture(scope="module")
