@@ -85,8 +85,8 @@ host-ns:
 test unit: export VNODE_TEST_REQUIRE_CLOUD_INIT = 1
 
 test: setup cloud-init host-ns stack-images
-	$(VENV)/bin/ruff check core plugins tests bench
-	$(VENV)/bin/ruff format --check core plugins tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -v --durations=40 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 	  $(foreach f,$(ALONE_TESTS),--ignore=$(f)) tests
 	$(VENV)/bin/python -m pytest -v --durations=10 $(ALONE_TESTS)
@@ -95,8 +95,8 @@ unit: venv cloud-init
 	$(VENV)/bin/python -m pytest -v tests/unit
 
 lint: venv
-	$(VENV)/bin/ruff check core plugins tests bench
-	$(VENV)/bin/ruff format --check core plugins tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Not part of the tests: speed is measured here, against a bare-QEMU floor (see README).
 bench: setup

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -49,7 +50,9 @@ def run_checks(session: Session | None = None, network: str | None = None) -> li
         lambda: iter([kvm_device_verdict(_kvm_stat())]),
         lambda: check_virtlogd(config.defaults.uri),
         lambda: check_reaper(config.defaults.uri),
-        lambda: iter([tpm_verdict(shutil.which("swtpm"), shutil.which("swtpm_setup"))]),
+        lambda: iter(
+            [tpm_verdict(shutil.which("swtpm"), shutil.which("swtpm_setup"), _not_owned_by_tss())]
+        ),
         lambda: check_network(session, network or config.defaults.network, conn is not None),
         lambda: check_hosts(session),
         lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
@@ -252,8 +255,29 @@ def kvm_device_verdict(
     return Verdict(name, OK, f"group kvm, mode {mode:04o}")
 
 
-def tpm_verdict(swtpm: str | None, setup: str | None) -> Verdict:
-    """Nodes with a TPM (`--tpm`, a lab's `tpm = true`) need swtpm, which libvirt runs."""
+SWTPM_LOCALCA = Path("/var/lib/swtpm-localca")
+
+
+def _not_owned_by_tss() -> list[str]:
+    """Files of swtpm's local CA that its user (tss, libvirt's default) cannot rewrite."""
+    try:
+        tss = pwd.getpwnam("tss").pw_uid
+        entries = [SWTPM_LOCALCA, *SWTPM_LOCALCA.iterdir()]
+        return [str(path) for path in entries if path.lstat().st_uid != tss]
+    except (KeyError, OSError):
+        return []
+
+
+def tpm_verdict(swtpm: str | None, setup: str | None, not_tss: list[str] | None = None) -> Verdict:
+    """Nodes with a TPM (`--tpm`, a lab's `tpm = true`) need swtpm, which libvirt runs as
+    tss; swtpm_setup rewrites its local CA's files as that user."""
+    if swtpm and setup and not_tss:
+        return Verdict(
+            "tpm",
+            WARN,
+            f"{not_tss[0]} is not owned by tss: nodes with a TPM fail in swtpm_setup "
+            f"(run install/setup-host.sh, or chown -R tss:root {SWTPM_LOCALCA})",
+        )
     if swtpm and setup:
         return Verdict("tpm", OK, f"swtpm at {swtpm}: nodes can have a TPM 2.0")
     missing = " and ".join(n for n, p in (("swtpm", swtpm), ("swtpm_setup", setup)) if not p)

@@ -14,6 +14,7 @@ Run as root: .venv/bin/python docs/warm_spike.py [--clones 2] [--keep]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -138,7 +139,11 @@ def template_xml(name: str, disk: Path, seed: Path, console: Path, mem: int) -> 
 def template_user_data() -> str:
     files = [
         ("/usr/local/sbin/vnode-warm-agent", (TEMPLATES / "warm-agent.sh").read_text(), "0755"),
-        ("/usr/local/sbin/vnode-template-finish", (TEMPLATES / "warm-finish.sh").read_text(), "0755"),
+        (
+            "/usr/local/sbin/vnode-template-finish",
+            (TEMPLATES / "warm-finish.sh").read_text(),
+            "0755",
+        ),
         (
             "/etc/udev/rules.d/99-vnode-identity.rules",
             'ACTION=="add", SUBSYSTEM=="block", KERNEL=="vd*", ATTRS{serial}=="vnode-identity", '
@@ -163,7 +168,11 @@ def template_user_data() -> str:
             {"path": p, "content": c, "permissions": m, "owner": "root:root"} for p, c, m in files
         ],
         "runcmd": [
-            ["sh", "-c", "setsid /usr/local/sbin/vnode-template-finish </dev/null >/dev/null 2>&1 &"]
+            [
+                "sh",
+                "-c",
+                "setsid /usr/local/sbin/vnode-template-finish </dev/null >/dev/null 2>&1 &",
+            ]
         ],
     }
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
@@ -220,7 +229,11 @@ def make_template(conn, mem: int) -> dict:
     log(f"saved in {time.monotonic() - t2:.1f}s, {(tdir / 'state.save').stat().st_size >> 20} MiB")
     dom.undefine()
     os.chmod(disk, 0o444)
-    info = {"made_seconds": time.monotonic() - t0, "disk": str(disk), "save": str(tdir / "state.save")}
+    info = {
+        "made_seconds": time.monotonic() - t0,
+        "disk": str(disk),
+        "save": str(tdir / "state.save"),
+    }
     (tdir / "template.json").write_text(json.dumps(info))
     return info
 
@@ -317,10 +330,30 @@ def ssh(clone, client_priv: Path, command: str, timeout=5) -> subprocess.Complet
     kh = ROOT / f"{clone['name']}.known_hosts"
     kh.write_text(f"{clone['ip']} {' '.join(clone['host_key'].split()[:2])}\n")
     return subprocess.run(
-        ["ssh", "-i", str(client_priv), "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={kh}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "PasswordAuthentication=no", "-o", "BatchMode=yes",
-         "-o", f"ConnectTimeout={timeout}", "-o", "LogLevel=ERROR", f"root@{clone['ip']}", command],
-        capture_output=True, text=True, timeout=timeout + 20,
+        [
+            "ssh",
+            "-i",
+            str(client_priv),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={kh}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={timeout}",
+            "-o",
+            "LogLevel=ERROR",
+            f"root@{clone['ip']}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 20,
     )
 
 
@@ -350,18 +383,22 @@ def main():
         while True:
             r = ssh(c, client_priv, "hostname", timeout=10)
             if r.returncode == 0:
-                log(f"{c['name']}: ssh ready {time.monotonic() - c['t0']:.1f}s after its start: {r.stdout.strip()}")
+                log(
+                    f"{c['name']}: ssh ready {time.monotonic() - c['t0']:.1f}s after its start: {r.stdout.strip()}"
+                )
                 break
             if time.monotonic() - c["t0"] > 120:
                 log(f"{c['name']}: not ready: {r.stderr.strip()}")
                 print((ROOT / c["name"] / "console.log").read_text()[-2000:])
                 break
             time.sleep(0.3)
-    probe = ("hostname; cat /sys/class/net/*/address | grep -v 00:00:00:00:00:00; "
-             "ip -4 -o addr show scope global | awk '{print $4}'; cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2; "
-             "cat /etc/machine-id; cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s.%N; "
-             "ls /etc/ssh/; cat /root/.ssh/authorized_keys | cut -c1-40; uname -r; ls /sys/bus/acpi/devices/ | grep -i vmgen || echo no-vmgenid-acpi; "
-             "dmesg | grep -i -E 'vmgenid|crng|random' | tail -3")
+    probe = (
+        "hostname; cat /sys/class/net/*/address | grep -v 00:00:00:00:00:00; "
+        "ip -4 -o addr show scope global | awk '{print $4}'; cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2; "
+        "cat /etc/machine-id; cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s.%N; "
+        "ls /etc/ssh/; cat /root/.ssh/authorized_keys | cut -c1-40; uname -r; ls /sys/bus/acpi/devices/ | grep -i vmgen || echo no-vmgenid-acpi; "
+        "dmesg | grep -i -E 'vmgenid|crng|random' | tail -3"
+    )
     for c in clones:
         r = ssh(c, client_priv, probe, timeout=10)
         log(f"{c['name']} host={time.time():.2f}\n{r.stdout}{r.stderr}")
@@ -374,10 +411,8 @@ def cleanup(conn, keep_template=False):
         if dom.name().startswith(PREFIX):
             if dom.isActive():
                 dom.destroy()
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 dom.undefine()
-            except libvirt.libvirtError:
-                pass
     for p in ROOT.glob(f"{PREFIX}*"):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
     if not keep_template:

@@ -151,6 +151,21 @@ add_user_to_groups() {
     run usermod -a -G libvirt,kvm "$user"
 }
 
+# libvirt runs swtpm as the tss user, and swtpm_setup writes the local CA's serial and lock
+# under /var/lib/swtpm-localca. A libvirtd that started before swtpm's package made that user
+# ran swtpm as root and left root's files there; every TPM node after that fails in
+# swtpm_setup ("Need read/write rights on ... for user tss"). They are given back to tss.
+# Nothing to do on a fresh host, so the plan does not show it.
+give_swtpm_ca_to_tss() {
+    dir=/var/lib/swtpm-localca
+    $PLAN && return 0
+    [ -d "$dir" ] && id tss >/dev/null 2>&1 || return 0
+    if [ -n "$(find "$dir" ! -user tss -print -quit)" ]; then
+        say "giving $dir back to tss (root-owned files there stop swtpm_setup)"
+        chown -R tss:root "$dir"
+    fi
+}
+
 wait_for_libvirt() {
     if $PLAN; then
         echo "virsh -c qemu:///system version"
@@ -197,6 +212,7 @@ case "$family" in
         ;;
 esac
 add_user_to_groups
+give_swtpm_ca_to_tss
 wait_for_libvirt
 # Consoles go to /var/log/libvirt/qemu (see [console]), which libvirt's packages make and
 # label for virtlogd on SELinux hosts: nothing vnode keeps needs a label of its own.

@@ -128,3 +128,12 @@ def test_tpm_needs_swtpm_and_its_setup_tool() -> None:
     assert tpm_verdict("/usr/bin/swtpm", "/usr/bin/swtpm_setup").status == "ok"
     missing = tpm_verdict("/usr/bin/swtpm", None)
     assert missing.status == "warn" and missing.message.startswith("swtpm_setup not found")
+
+
+def test_a_local_ca_left_to_root_is_said_before_a_tpm_node_fails() -> None:
+    from vnode.doctor import tpm_verdict
+
+    lock = "/var/lib/swtpm-localca/.lock.swtpm-localca"
+    verdict = tpm_verdict("/usr/bin/swtpm", "/usr/bin/swtpm_setup", [lock])
+    assert verdict.status == "warn"
+    assert verdict.message.startswith(f"{lock} is not owned by tss")
