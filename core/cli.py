@@ -55,7 +55,7 @@ def up(
     disk_extra: Annotated[tuple[int, ...], Parameter(name="--disk-extra", negative=())] = (),
     tpm: Annotated[bool, Parameter(negative=())] = False,
     virt_type: str | None = None,
-    network: str | None = None,
+    network: Annotated[tuple[str, ...], Parameter(name="--network", negative=())] = (),
     bridge: str | None = None,
     direct: str | None = None,
     wait: bool = True,
@@ -97,7 +97,8 @@ def up(
     virt_type
         auto, kvm or qemu (plain emulation, works where nested KVM does not).
     network
-        KIND[:ARG] (libvirt, libvirt:NAME, bridge:br0, direct:eth0) or a libvirt network name.
+        KIND[:ARG] (libvirt, libvirt:NAME, bridge:br0, direct:eth0) or a libvirt network name;
+        repeated: a NIC per network, the first the node's own (its MAC, name and address).
     bridge
         Shorthand for --network bridge:BRIDGE.
     direct
@@ -141,7 +142,10 @@ def up(
     # --bridge and --direct are aliases of --network KIND:ARG (the plugin host maps them).
     aliases = [(kind, arg) for kind, arg in (("bridge", bridge), ("direct", direct)) if arg]
     if len(aliases) + bool(network) > 1:
-        raise _usage("give one of --network, --bridge, --direct")
+        raise _usage(
+            "give one of --network, --bridge, --direct (several NICs: --network bridge:BR "
+            "--network NET ...)"
+        )
     if warm and cold:
         raise _usage("give --warm or --cold, not both")
     options = api.UpOptions(
@@ -153,7 +157,8 @@ def up(
         tpm=tpm,
         timeout=timeout,
         virt_type=virt_type,
-        network=network,
+        network=network[0] if network else None,
+        extra_networks=tuple(network[1:]),
         network_alias=aliases[0] if aliases else None,
         wait=wait,
         keep_failed=keep_failed,

@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 
 from vnode.keys import KeyPair
-from vnode.model import NodePlan
+from vnode.model import NodePlan, StaticAddress
 from vnode.templating import render_yaml
 from vnode.userconfig import merge_user_data
 
@@ -19,6 +19,12 @@ from vnode.userconfig import merge_user_data
 # which the real NIC (eth0, enp1s0) is not; with it all renderers agree, and every guest's
 # NIC has the same name whatever its distro's naming scheme.
 GUEST_NIC = "vnode0"
+
+
+def guest_nic(index: int) -> str:
+    """The guest's name of the node's NIC ``index``: vnode0 (its own), vnode1, vnode2, ..."""
+    return f"vnode{index}"
+
 
 # ISO9660 names are 8.3 upper case; Rock Ridge and Joliet carry the names cloud-init reads.
 _ISO_NAMES = {"user-data": "USERDATA", "meta-data": "METADATA", "network-config": "NETCFG"}
@@ -40,7 +46,6 @@ class SeedFiles:
 
 def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> SeedFiles:
     """The node's NoCloud files, from its plan (address, DNS domain) and its new host key."""
-    address = node.address
     fqdn = f"{node.name}.{node.dns_domain}" if node.dns_domain else node.name
     user_data = render_yaml(
         "user-data.j2",
@@ -55,8 +60,22 @@ def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> Se
     meta_data = render_yaml(
         "meta-data.j2", instance_id=f"{node.name}-{uuid.uuid4().hex[:12]}", hostname=node.name
     )
-    network_config = render_yaml("network-config.j2", nic=GUEST_NIC, mac=node.mac, address=address)
+    network_config = render_yaml("network-config.j2", nics=guest_nics(node))
     return SeedFiles(user_data=user_data, meta_data=meta_data, network_config=network_config)
+
+
+@attrs.frozen
+class GuestNic:
+    name: str
+    mac: str
+    address: StaticAddress | None
+
+
+def guest_nics(node: NodePlan) -> list[GuestNic]:
+    """Every NIC as the guest gets it: its name, its MAC, its static address (None: DHCP)."""
+    own = GuestNic(GUEST_NIC, node.mac, node.address)
+    further = [GuestNic(guest_nic(i), n.mac, n.address) for i, n in enumerate(node.nics, 1)]
+    return [own, *further]
 
 
 def seed_iso(seed: SeedFiles) -> bytes:

@@ -26,7 +26,7 @@ def domain_xml(plugins: PluginHost, plan: NodePlan) -> str:
 
 
 def core_domain(plan: NodePlan, created: str) -> ET.Element:
-    """The domain before plugins adjust it: the core's template and the NIC."""
+    """The domain before plugins adjust it: the core's template and the NICs, in order."""
     from vnode.templating import render_xml
 
     rendered = render_xml(
@@ -35,7 +35,12 @@ def core_domain(plan: NodePlan, created: str) -> ET.Element:
     root = ET.fromstring(rendered)
     devices = root.find("devices")
     assert devices is not None and plan.interface is not None
-    devices.insert(2, interface_element(plan))
+    from vnode.nics import nic_views
+
+    # After the disks (the root disk, extra disks and seed come first in the template).
+    after = len(devices.findall("disk"))
+    for index, view in enumerate(nic_views(plan)):
+        devices.insert(after + index, interface_element(view))
     return root
 
 

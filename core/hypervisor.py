@@ -253,6 +253,10 @@ class AppliedShape:
     image_sha256: str
     lab: str
     tpm: bool = False
+    # Every NIC's network as asked for and its MAC, the node's own first; empty: made before
+    # vnode recorded them (one NIC, on the mark's network).
+    networks: tuple[str, ...] = ()
+    macs: tuple[str, ...] = ()
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -289,6 +293,11 @@ def parse_shape(text: str) -> AppliedShape | None:
         return None
     if fields["tpm"] not in ("", "yes", "no"):
         return None
+    networks, macs = fields["networks"].split(), fields["macs"].split()
+    if not all(_NETWORK.fullmatch(n) for n in networks) or not all(_MAC.fullmatch(m) for m in macs):
+        return None
+    if macs and len(macs) != len(networks):
+        return None
     return AppliedShape(
         memory_mib=int(fields["memory"]),
         vcpus=int(fields["vcpus"]),
@@ -297,10 +306,12 @@ def parse_shape(text: str) -> AppliedShape | None:
         image_sha256=fields["image"],
         lab=fields["lab"],
         tpm=fields["tpm"] == "yes",
+        networks=tuple(networks),
+        macs=tuple(m.lower() for m in macs),
     )
 
 
-_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab", "tpm")
+_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab", "tpm", "networks", "macs")
 
 
 def _whole(text: str) -> bool:

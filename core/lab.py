@@ -193,6 +193,36 @@ def backend_for(session: Session, view: HostView, network: str) -> NetworkBacken
         return None
 
 
+def removal_backend(
+    session: Session,
+    view: HostView,
+    domain: Any,
+    mark: hypervisor.DomainMark,
+    cache: dict[tuple[str, str], NetworkBackend | None],
+) -> NetworkBackend | None:
+    """What releases a made node's reservations when it is removed: its network's backend,
+    and for a node with several NICs (as its shape records them) every NIC's network's
+    (resolved in the main thread; ``cache``: the backends by host and network)."""
+
+    def backend(network: str) -> NetworkBackend | None:
+        if (view.name, network) not in cache:
+            cache[view.name, network] = backend_for(session, view, network)
+        return cache[view.name, network]
+
+    primary = backend(mark.network) if mark.network else None
+    shape = hypervisor.read_shape(domain) if domain is not None and not mark.damage else None
+    if primary is None or shape is None or len(shape.networks) < 2:
+        return primary
+    from vnode.nics import HostNetworks, recorded_views
+
+    further, backends = [], {primary.describe(): primary}
+    for network, view_identity in recorded_views(identity(mark), shape.networks, shape.macs):
+        if (nic_backend := backend(network)) is not None:
+            backends[nic_backend.describe()] = nic_backend
+            further.append((nic_backend.describe(), view_identity))
+    return HostNetworks(backends, primary, {mark.name: further})
+
+
 def identity(mark: hypervisor.DomainMark) -> NodeIdentity:
     return NodeIdentity(name=mark.name, number=mark.number, pool=mark.pool, mac=mark.mac)
 

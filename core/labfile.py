@@ -32,7 +32,7 @@ import attrs
 
 from vnode.disks import MAX_EXTRA_DISKS
 from vnode.errors import UsageError
-from vnode.pools import Pool
+from vnode.pools import MAX_NICS, Pool
 from vnode.spec import NodeRef, parse_spec_range
 
 FIRMWARES = ("bios", "uefi", "uefi-secure")
@@ -53,7 +53,7 @@ class Shape:
     disk: int | None = None  # GiB, the root disk
     warm: bool | None = None
     disks: tuple[int, ...] = ()  # extra disks, GiB
-    networks: tuple[str, ...] = ()  # the first is the node's NIC
+    networks: tuple[str, ...] = ()  # a NIC each; the first is the node's own; (): as configured
     firmware: str = "bios"
     tpm: bool = False
     cloud_config: tuple[Path, ...] = ()  # absolute: relative to the lab file when written
@@ -226,11 +226,7 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
         raise UsageError(
             f"{where}: firmware {firmware!r} is not supported by this vnode yet (bios only)"
         )
-    if fields.get("networks"):
-        raise UsageError(
-            f"{where}: networks is not supported by this vnode yet (nodes take the configured "
-            "[defaults] network)"
-        )
+    _check_networks(fields.get("networks", ()), where)
     for path in fields.get("cloud_config", ()):
         if not path.is_file():
             raise UsageError(f"{where}: cloud_config: {path} is not a file")
@@ -238,6 +234,17 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
         if not command.strip():
             raise UsageError(f"{where}: run: an empty command")
     return Shape(**fields)
+
+
+def _check_networks(networks: tuple[str, ...], where: str) -> None:
+    """A NIC per entry, the node's own first (what each names is checked when planned)."""
+    if len(networks) > MAX_NICS:
+        raise UsageError(f"{where}: networks: at most {MAX_NICS} NICs, not {len(networks)}")
+    for network in networks:
+        if not network.strip() or any(c.isspace() for c in network):
+            raise UsageError(f"{where}: networks: {network!r} is not a network (KIND[:ARG])")
+        if networks.count(network) > 1:
+            raise UsageError(f"{where}: networks: {network} is named twice (a NIC per network)")
 
 
 def _list_of(value: list, kind: type, where: str, key: str, what: str) -> tuple:

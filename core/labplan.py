@@ -54,6 +54,8 @@ class LabAction:
     disk_gb: int = 0
     extra_disks: tuple[int, ...] = ()
     tpm: bool = False
+    # Every NIC's network, the node's own first, as planned (KIND[:ARG] or a bare kind).
+    networks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -64,6 +66,7 @@ class LabAction:
         shape = f"{self.distro} {self.memory_mib} MiB {self.vcpus} vCPU {self.disk_gb} GiB"
         shape += "".join(f" +{size} GiB" for size in self.extra_disks)
         shape += " TPM" if self.tpm else ""
+        shape += f" NICs {','.join(self.networks)}" if len(self.networks) > 1 else ""
         why = f": {'; '.join(self.reasons)}" if self.reasons else ""
         return f"{self.action:<8} {self.node:<12} {shape}{why}"
 
@@ -107,6 +110,7 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
 
     actions: list[LabAction] = []
     lock: dict[str, str] = {}
+    default_network = session.plugins.network_choice(session.config.defaults.network)
     for node in labfile.nodes:
         defaults = node_defaults(session.config.defaults, _shape(node, labfile))
         distro = images.resolve_distro(node.ref.distro or defaults.distro, session)
@@ -122,6 +126,7 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
             disk_gb=max(defaults.disk, distro.disk_gb),
             extra_disks=node.shape.disks,
             tpm=node.shape.tpm,
+            networks=_networks(session, node, labfile, default_network),
         )
         action = _compare(views, node, want, wanted)
         if action.action != "keep" and wanted and wanted != current:
@@ -169,12 +174,37 @@ def _compare(
                 reasons.append(f"{label} {old} -> {new}{unit}")
         if shape.extra_disks != want.extra_disks:
             reasons.append(f"disks {list(shape.extra_disks)} -> {list(want.extra_disks)}")
+        # A node made before vnode recorded its NICs has none recorded: not compared.
+        if shape.networks and shape.networks != want.networks:
+            reasons.append(f"networks {list(shape.networks)} -> {list(want.networks)}")
         if shape.tpm != want.tpm:
             reasons.append(f"tpm {'yes' if shape.tpm else 'no'} -> {'yes' if want.tpm else 'no'}")
         if image and shape.image_sha256 and shape.image_sha256 != image:
             reasons.append(f"image {shape.image_sha256[:12]} -> {image[:12]}")
     action: Action = "replace" if reasons else "keep"
     return attrs.evolve(want, action=action, reasons=tuple(reasons), host=view.name)
+
+
+def _networks(session: Session, node: LabNode, labfile: LabFile, default: str) -> tuple[str, ...]:
+    """The node's NICs' networks as ``up`` plans them (bare names as their plugin says); a
+    kind no plugin provides is bad input naming the file and the table."""
+    if not node.shape.networks:
+        return (default,)
+    plugins = session.plugins
+    kinds = plugins.network_kinds()
+    chosen = []
+    for network in node.shape.networks:
+        try:
+            choice = plugins.network_choice(network)
+        except UsageError as exc:
+            raise UsageError(f"{labfile.path}: {node.table}: networks: {exc}") from None
+        if choice.partition(":")[0] not in kinds:
+            raise UsageError(
+                f"{labfile.path}: {node.table}: networks: unknown network {network!r}; "
+                f"kinds: {', '.join(kinds) or 'none'}"
+            )
+        chosen.append(choice)
+    return tuple(chosen)
 
 
 def apply_lab(
@@ -252,6 +282,7 @@ def _shape(node: LabNode, labfile: LabFile) -> NodeShape:
         cloud_config=tuple(str(p) for p in shape.cloud_config),
         lab=labfile.name,
         tpm=shape.tpm,
+        networks=shape.networks or None,
     )
 
 

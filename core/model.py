@@ -96,6 +96,9 @@ class NodeIdentity:
     number: int
     pool: str
     mac: str
+    # Which of the node's NICs this identity stands for: 0 is the node's own (its name, its
+    # pool's MAC); a backend asked about NIC 1, 2, ... gets that NIC's MAC in ``mac``.
+    nic: int = attrs.field(default=0, kw_only=True)
 
 
 @attrs.frozen
@@ -128,6 +131,17 @@ class Interface:
     type: str = attrs.field(validator=attrs.validators.in_(INTERFACE_TYPES))
     source: dict[str, str] = attrs.field(factory=dict, hash=False)
     model: str = "virtio"
+
+
+@attrs.frozen
+class Nic:
+    """A node's further NIC (NIC 1, 2, ...; the first is the NodePlan's own ``mac``,
+    ``network``, ``interface`` and ``address``), as its network's backend planned it."""
+
+    network: str  # "KIND[:ARG]" as the backend describes it
+    mac: str
+    interface: Interface
+    address: StaticAddress | None = None
 
 
 @attrs.frozen
@@ -177,6 +191,14 @@ class NodePlan(NodeIdentity):
     image_sha256: str = ""
     # A TPM 2.0, emulated by swtpm through libvirt (its state removed with the domain).
     tpm: bool = False
+    # The node's further NICs, in order (the guest names them vnode1, vnode2, ...), and every
+    # NIC's network as it was asked for (first the node's own), recorded in its shape.
+    nics: tuple[Nic, ...] = ()
+    networks: tuple[str, ...] = ()
+
+    @property
+    def macs(self) -> tuple[str, ...]:
+        return (self.mac, *(nic.mac for nic in self.nics))
 
     @property
     def extra_disk_paths(self) -> tuple[Path, ...]:

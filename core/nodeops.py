@@ -60,9 +60,10 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
         if hit is None:
             lab.refuse_foreign(views, name)
     # Backends are resolved here, in the main thread: removal runs in worker threads.
+    cache: dict[tuple[str, str], Any] = {}
     backends = {
-        (view.name, mark.network): lab.backend_for(session, view, mark.network)
-        for view, _, mark in (hit for hit in found.values() if hit is not None)
+        mark.name: lab.removal_backend(session, view, domain, mark, cache)
+        for view, domain, mark in (hit for hit in found.values() if hit is not None)
     }
     stores = _Stores(session)
     down = lab.problems(views)
@@ -83,7 +84,7 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
                 store = stores.of(view)
                 if store.owned(name) is None:
                     return "absent"
-                backend = backends.get((view.name, mark.network))
+                backend = backends.get(mark.name)
                 remove_node(store, lab.identity(mark), backend, quiet=True)
             except VnodeError as exc:
                 if not lab.contains_failures(views):

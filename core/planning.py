@@ -17,7 +17,7 @@ from vnode.config import Defaults
 from vnode.domainxml import domain_xml, plugin_adjusted
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.hosts import LOCAL, Request, capacity_of, place
-from vnode.model import ConsoleSetup, Interface, NodeIdentity, NodePlan
+from vnode.model import ConsoleSetup, Interface, Nic, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode.spec import NodeRef, parse_specs
 
@@ -43,6 +43,9 @@ class UpOptions:
     # (KIND, ARG) from an alias option (--bridge BR is ("bridge", "BR")); mapped through the
     # plugin host, which refuses a kind no plugin provides.
     network_alias: tuple[str, str] | None = None
+    # Further NICs of every node, in order (a repeated --network): KIND[:ARG] or a bare name
+    # each, as ``network`` is.
+    extra_networks: tuple[str, ...] = ()
     wait: bool = True
     keep_failed: bool = False
     # Download missing images (verified) before anything is created.
@@ -89,6 +92,8 @@ class NodeShape:
     # The lab file that names the node, recorded in its metadata.
     lab: str = ""
     tpm: bool | None = None
+    # Every NIC's network, the node's own first; None: as the command says.
+    networks: tuple[str, ...] | None = None
 
 
 @attrs.frozen
@@ -168,6 +173,7 @@ def plan_up(
         if options.network_alias is not None
         else session.plugins.network_choice(defaults.network)
     )
+    networks = node_networks(session, refs, choice, options, shapes)
     backends: dict[str, NetworkBackend] = {}
     nodes: list[NodePlan] = []
     by_ref = {ref.name: ref for ref in refs}
@@ -177,7 +183,7 @@ def plan_up(
             continue
         try:
             backend, planned = _plan_host(
-                session, view, mine, choice, own, cloud_config, options, shapes
+                session, view, mine, networks, own, cloud_config, options, shapes
             )
         except UsageError:
             raise
@@ -235,15 +241,20 @@ def _plan_host(
     session: Session,
     view: HostView,
     refs: list[NodeRef],
-    network: str,
+    networks: Mapping[str, tuple[str, ...]],
     own: Mapping[str, Defaults],
     cloud_config: dict[str, tuple[CloudConfigSource, ...]],
     options: UpOptions,
     shapes: Mapping[str, NodeShape],
 ) -> tuple[NetworkBackend, list[NodePlan]]:
-    """One host's nodes, each in its own shape, planned against the host's network backend
-    and storage, and checked there."""
-    backend = session.plugins.network_backend(network, lab.context_for(session, view))
+    """One host's nodes, each in its own shape, planned against the host's network backends
+    (one per network its nodes' NICs are on) and storage, and checked there."""
+    from vnode.nics import HostNetworks
+
+    context = lab.context_for(session, view)
+    by_choice: dict[str, NetworkBackend] = {}
+    for choice in dict.fromkeys(c for ref in refs for c in networks[ref.name]):
+        by_choice[choice] = session.plugins.network_backend(choice, context)
     # virt_type is not a per-node key: every node of a command asks for the same one.
     virt_type = hypervisor.resolve_virt_type(view.conn, own[refs[0].name].virt_type)
     planned = [
@@ -251,18 +262,52 @@ def _plan_host(
             session,
             ref,
             own[ref.name],
-            backend,
+            by_choice[networks[ref.name][0]],
             virt_type,
             cloud_config,
             options.override_keys,
             host=view.name,
             volume_dir=lab.volume_dir(view),
             shape=_extras(options, shapes.get(ref.name)),
+            further=[by_choice[choice] for choice in networks[ref.name][1:]],
+            networks=networks[ref.name],
         )
         for ref in refs
     ]
+    backend = HostNetworks(
+        {b.describe(): b for b in by_choice.values()},
+        by_choice[networks[refs[0].name][0]],
+        first_nics=[node.network for node in planned],
+    )
     _preflight(session, view, planned, backend)
     return backend, planned
+
+
+def node_networks(
+    session: Session,
+    refs: list[NodeRef],
+    choice: str,
+    options: UpOptions,
+    shapes: Mapping[str, NodeShape],
+) -> dict[str, tuple[str, ...]]:
+    """Per node, every NIC's network as asked for (``KIND[:ARG]`` or a bare kind), its own
+    first: the lab file's ``networks``, else the command's network and repeated --network."""
+    from vnode.pools import MAX_NICS
+
+    plugins = session.plugins
+    further = tuple(plugins.network_choice(network) for network in options.extra_networks)
+    chosen = {}
+    for ref in refs:
+        shape = shapes.get(ref.name)
+        if shape is not None and shape.networks:
+            chosen[ref.name] = tuple(plugins.network_choice(n) for n in shape.networks)
+        else:
+            chosen[ref.name] = (choice, *further)
+        if len(chosen[ref.name]) > MAX_NICS:
+            raise UsageError(
+                f"{ref.name}: at most {MAX_NICS} NICs (networks), not {len(chosen[ref.name])}"
+            )
+    return chosen
 
 
 def nothing_made(failed: dict[str, Any]) -> str:
@@ -339,11 +384,13 @@ def _placement(
 def _move_backends(
     session: Session, moves: dict[str, str], views: dict[str, HostView]
 ) -> dict[str, NetworkBackend | None]:
-    backends = {}
+    backends: dict[str, NetworkBackend | None] = {}
+    cache: dict[tuple[str, str], NetworkBackend | None] = {}
     for name, old in moves.items():
         found = lab.find_node(views, name)
-        network = found[2].network if found is not None else None
-        backends[name] = lab.backend_for(session, views[old], network) if network else None
+        backends[name] = (
+            lab.removal_backend(session, views[old], found[1], found[2], cache) if found else None
+        )
     return backends
 
 
@@ -484,16 +531,19 @@ def plan_node(
     host: str = LOCAL,
     volume_dir: Path | None = None,
     shape: Extras | None = None,
+    further: Sequence[NetworkBackend] = (),
+    networks: tuple[str, ...] = (),
 ) -> NodePlan:
-    """One node's plan on one host: distro, NIC, address, cloud-config, console, domain."""
+    """One node's plan on one host: distro, NICs, addresses, cloud-config, console, domain.
+    ``backend`` attaches the node's own NIC, ``further`` its further NICs in order;
+    ``networks`` names every NIC's network as asked for (recorded in the node's shape)."""
     from vnode import images
 
     extras = shape or Extras()
     distro = images.resolve_distro(ref.distro or defaults.distro, session)
     identity = NodeIdentity(name=ref.name, number=ref.number, pool=ref.pool.stem, mac=ref.mac)
-    interface = backend.interface(identity)
-    if not isinstance(interface, Interface):
-        raise EnvironmentProblem(f"network {backend.describe()}: no interface for {ref.name}")
+    interface = _interface(backend, identity)
+    nics = _further_nics(session, identity, backend, further)
     plan = NodePlan(
         name=ref.name,
         number=ref.number,
@@ -515,6 +565,8 @@ def plan_node(
         lab=extras.lab,
         tpm=extras.tpm,
         image_sha256=images.recorded_sha256(images.image_path(distro, session.config)),
+        nics=nics,
+        networks=networks,
     )
     fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
     user_cloud_config = _user_cloud_config(
@@ -535,6 +587,53 @@ def plan_node(
     )
     plan = attrs.evolve(plan, console=console)
     return attrs.evolve(plan, domain_xml=domain_xml(session.plugins, plan))
+
+
+def _interface(backend: NetworkBackend, identity: NodeIdentity) -> Interface:
+    interface = backend.interface(identity)
+    if not isinstance(interface, Interface):
+        raise EnvironmentProblem(
+            f"network {backend.describe()}: no interface for {identity.name}"
+            + (f"'s NIC {identity.nic + 1}" if identity.nic else "")
+        )
+    return interface
+
+
+def _further_nics(
+    session: Session,
+    identity: NodeIdentity,
+    backend: NetworkBackend,
+    further: Sequence[NetworkBackend],
+) -> tuple[Nic, ...]:
+    """The node's further NICs, each with its own MAC (:func:`vnode.pools.nic_mac`) and
+    planned by its network's backend; two NICs on one network, or a MAC another pool's node
+    has, are bad input."""
+    from vnode.pools import check_nic_macs, nic_mac
+
+    if not further:
+        return ()
+    macs = tuple(nic_mac(identity.mac, index) for index in range(len(further) + 1))
+    check_nic_macs(identity.name, macs, session.config.pools)
+    seen = [backend.describe()]
+    nics = []
+    for index, nic_backend in enumerate(further, start=1):
+        network = nic_backend.describe()
+        if network in seen:
+            raise UsageError(
+                f"{identity.name}: NICs {seen.index(network) + 1} and {index + 1} are both on "
+                f"{network}; give each NIC a network of its own"
+            )
+        seen.append(network)
+        view = attrs.evolve(identity, mac=macs[index], nic=index)
+        nics.append(
+            Nic(
+                network=network,
+                mac=macs[index],
+                interface=_interface(nic_backend, view),
+                address=nic_backend.static_address(view),
+            )
+        )
+    return tuple(nics)
 
 
 def _plan_warm(
@@ -590,7 +689,7 @@ def _plan_warm(
             wait_cloud_init=after.wait_cloud_init,
             others=made,
             hot_pluggable=node.interface is not None
-            and backends[node.host].hot_pluggable(node.interface),
+            and _backend_of(backends[node.host], node.network).hot_pluggable(node.interface),
         )
         choices.append(choice)
         if choice.warm:
@@ -628,8 +727,19 @@ def node_defaults(defaults: Defaults, shape: NodeShape | None) -> Defaults:
     return _laid_over(defaults, shape, ("distro", "memory", "vcpus", "disk"), "bad shape")
 
 
+def _backend_of(backend: NetworkBackend, network: str) -> NetworkBackend:
+    from vnode.nics import HostNetworks
+
+    return backend.of(network) if isinstance(backend, HostNetworks) else backend
+
+
 def _cold_only(node: NodePlan) -> str | None:
     """Why a node cannot be a warm clone of a template made in another shape, or None."""
+    if node.nics:
+        return (
+            "a warm clone has one NIC (its template's hot-plug and identity script know one); "
+            "nodes with several NICs boot cold"
+        )
     if node.extra_disks:
         return "extra disks are not part of a template"
     if node.tpm:

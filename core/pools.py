@@ -10,6 +10,9 @@ import attrs
 from vnode.errors import UsageError
 
 _MAC_BYTE = re.compile(r"^[0-9a-f]{2}$")
+# A node has at most this many NICs: further NICs differ from the first in three bits of the
+# MAC's first byte (see nic_mac).
+MAX_NICS = 8
 
 
 def _check_mac_prefix(pool: Pool, attribute: attrs.Attribute, value: str) -> None:
@@ -67,6 +70,47 @@ class Pool:
 
     def numbers(self) -> range:
         return range(self.first, self.last + 1)
+
+
+def nic_mac(mac: str, index: int) -> str:
+    """The MAC of a node's NIC ``index`` (0: its own ``mac``, as the pool derives it).
+
+    Further NICs flip bits 2-4 of the first byte by the index (52:54:00:00:00:18 is NIC 1
+    56:54:00:00:00:18, NIC 2 5a:..., up to NIC 7 4e:...): unicast and locally administered
+    like the first, deterministic, one-to-one (the index and the node's own MAC are read back
+    from it), and outside 52:54:00, where libvirt makes random MACs for everyone else's guests.
+    """
+    if not 0 <= index < MAX_NICS:
+        raise UsageError(f"a node has at most {MAX_NICS} NICs, not {index + 1}")
+    first, rest = mac.split(":", 1)
+    return f"{int(first, 16) ^ (index << 2):02x}:{rest}"
+
+
+def nic_owners(mac: str, pools: tuple[Pool, ...]) -> list[tuple[str, int]]:
+    """Every node NIC the pools derive ``mac`` for: (node name, NIC index) pairs."""
+    owners = []
+    for index in range(MAX_NICS):
+        own = nic_mac(mac.lower(), index)  # the flip is its own inverse
+        for pool in pools:
+            prefix = pool.mac_prefix.lower() + ":"
+            digits = own[len(prefix) :].replace(":", "")
+            number = int(digits) if own.startswith(prefix) and digits.isdigit() else -1
+            if pool.contains(number) and pool.mac(number) == own:
+                owners.append((pool.name(number), index))
+    return owners
+
+
+def check_nic_macs(node: str, macs: tuple[str, ...], pools: tuple[Pool, ...]) -> None:
+    """A node's further NICs' MACs (``macs[1:]``) are no other NIC's: a UsageError naming
+    both. Only pools whose mac_prefix differ in bits 2-4 of the first byte alone can clash."""
+    for index, mac in enumerate(macs[1:], start=1):
+        for name, other in nic_owners(mac, pools):
+            if (name, other) != (node, index):
+                raise UsageError(
+                    f"{node}: its NIC {index + 1} would have MAC {mac}, which is NIC "
+                    f"{other + 1}'s of {name}: give one of their pools a mac_prefix whose "
+                    "first byte differs in more than bits 2-4"
+                )
 
 
 def check_disjoint(pools: tuple[Pool, ...]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -69,6 +70,28 @@ def _check_offsets(instance: Any, attribute: attrs.Attribute, value: dict[str, i
 
 
 @attrs.frozen
+class OwnNetworkSettings:
+    """``[libvirt_network.networks.NAME]``: a further libvirt network vnode creates and keeps
+    its reservations on (a storage or cluster network for nodes' further NICs), like its own.
+    Its subnet is given, never guessed: it must not collide with the site's."""
+
+    subnet: str = attrs.field(validator=_check_subnet)
+    subnet6: str = attrs.field(default="", validator=_check_subnet6)
+    # A node's further network is usually private to the lab: isolated unless asked.
+    forward: str = attrs.field(default="none", validator=attrs.validators.in_(("nat", "none")))
+    # The DNS domain of its own DNS server (dnsmasq on its gateway); "": the network's name.
+    domain: str = attrs.field(default="", validator=attrs.validators.matches_re(r"^[a-z0-9.-]*$"))
+
+
+def _check_networks(
+    instance: Any, attribute: attrs.Attribute, value: dict[str, OwnNetworkSettings]
+) -> None:
+    for name in value:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise UsageError(f"libvirt_network.networks.{name}: not a libvirt network name")
+
+
+@attrs.frozen
 class LibvirtNetworkSettings:
     """``[libvirt_network]``: vnode's own libvirt network, created on first use."""
 
@@ -88,6 +111,29 @@ class LibvirtNetworkSettings:
     address_offsets: dict[str, int] = attrs.field(
         factory=dict, validator=_check_offsets, hash=False
     )
+    # Further libvirt networks vnode creates and reserves addresses on, by name (nodes' further
+    # NICs: `--network libvirt:storage`, a lab's `networks`). A node has the same host index in
+    # each (vnode18 is .118 in every subnet).
+    networks: dict[str, OwnNetworkSettings] = attrs.field(
+        factory=dict, validator=_check_networks, hash=False
+    )
+
+    def own(self, name: str) -> LibvirtNetworkSettings | None:
+        """These settings as they apply to the network ``name`` if vnode manages it, else None."""
+        if name == self.name:
+            return self
+        further = self.networks.get(name)
+        if further is None:
+            return None
+        return attrs.evolve(
+            self,
+            name=name,
+            subnet=further.subnet,
+            subnet6=further.subnet6,
+            forward=further.forward,
+            domain=further.domain or name.lower(),
+            networks={},
+        )
 
 
 @attrs.frozen
@@ -123,14 +169,18 @@ def vnode_network_backend(
 ) -> NetworkBackend | None:
     if kind != KIND:
         return None
-    settings = context.section("libvirt_network")
+    configured = context.section("libvirt_network")
+    name = arg or configured.name
+    settings = configured.own(name) or configured
     if context.host_subnet or context.host_index:
-        # Another hypervisor host: its own network, on a subnet no other host uses.
-        subnet = context.host_subnet or _nth_subnet(settings.subnet, context.host_index)
+        # Another hypervisor host: its own network, on a subnet no other host uses ([[hosts]]
+        # subnet is that of vnode's first network; a further one's is derived alike).
+        own_subnet = context.host_subnet if settings.name == configured.name else None
+        subnet = own_subnet or _nth_subnet(settings.subnet, context.host_index)
         subnet6 = settings.subnet6 and _nth_subnet(settings.subnet6, context.host_index)
         settings = attrs.evolve(settings, subnet=subnet, subnet6=subnet6)
     return LibvirtNetwork(
-        name=arg or settings.name,
+        name=name,
         settings=settings,
         pools=context.pools,
         state_dir=context.state_dir,
@@ -181,7 +231,8 @@ class LibvirtNetwork(NetworkBackend):
 
     @property
     def is_ours(self) -> bool:
-        """vnode manages the network named in [libvirt_network], and only once it created it."""
+        """vnode manages the network named in [libvirt_network] (or one of its networks
+        tables), and only once it created it."""
         return self.name == self.settings.name
 
     def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
@@ -267,6 +318,11 @@ class LibvirtNetwork(NetworkBackend):
             if lease.get("ipaddr") and lease.get("type") == 0:  # IPv4
                 return lease["ipaddr"]
         return None
+
+    def host_name(self, node: NodeIdentity) -> str:
+        """The node's name in this network's DHCP and DNS: its own on its first NIC's network,
+        NAME-NETWORK on a further NIC's (the node's hostname is its first NIC's)."""
+        return node.name if not node.nic else f"{node.name}-{self.name}"
 
     def _address_for(self, node: NodeIdentity) -> str:
         offset = self.offsets.get(node.pool)
@@ -376,7 +432,7 @@ class LibvirtNetwork(NetworkBackend):
         }
         for node in nodes:
             wanted = Reservation(
-                node.mac, node.name, self._address_for(node), self._address6_for(node)
+                node.mac, self.host_name(node), self._address_for(node), self._address6_for(node)
             )
             missing6 = wanted.ip6 is not None and (wanted.ip6, wanted.name) not in named
             if wanted not in present or (wanted.ip, wanted.name) not in named or missing6:

@@ -39,6 +39,7 @@ memory = 4096
 [[nodes]]
 spec = "storage10-11:u26.04"
 disks = [50, 50]
+networks = ["bridge:br0", "libvirt:storage"]
 cloud_config = ["storage.yaml"]
 run = ["lsblk"]
 """,
@@ -57,6 +58,8 @@ run = ["lsblk"]
     assert storage.shape.disks == (50, 50) and storage.shape.run == ("lsblk",)
     assert storage.shape.cloud_config == (tmp_path / "storage.yaml",)
     assert storage.shape.memory == 2048  # from [defaults]
+    assert storage.shape.networks == ("bridge:br0", "libvirt:storage")  # the first: its own NIC
+    assert lab.node("vnode01").shape.networks == ()  # as configured
     assert not storage.shape.tpm
 
 
@@ -82,7 +85,13 @@ def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
         ('[[nodes]]\nspec = "1"\nwarm = "yes"', "warm must be true or false"),
         ('[[nodes]]\nspec = "1"\nfirmware = "coreboot"', "firmware must be one of bios, uefi"),
         ('[[nodes]]\nspec = "1"\nfirmware = "uefi"', "'uefi' is not supported by this vnode yet"),
-        ('[[nodes]]\nspec = "1"\nnetworks = ["bridge:br0"]', "networks is not supported"),
+        ('[[nodes]]\nspec = "1"\nnetworks = ["a", "a"]', "networks: a is named twice"),
+        ('[[nodes]]\nspec = "1"\nnetworks = ["libvirt: x"]', "is not a network (KIND[:ARG])"),
+        ('[[nodes]]\nspec = "1"\nnetworks = [1]', "networks must be a list of strings"),
+        (
+            '[[nodes]]\nspec = "1"\nnetworks = ["a","b","c","d","e","f","g","h","i"]',
+            "networks: at most 8 NICs, not 9",
+        ),
         ('[[nodes]]\nspec = "1"\ncloud_config = ["nope.yaml"]', "nope.yaml is not a file"),
         ('[[nodes]]\nspec = "1"\nrun = [" "]', "run: an empty command"),
         ('[[nodes]]\nspec = "99"', '[[nodes]] #1 (spec "99"): '),
