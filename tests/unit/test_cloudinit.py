@@ -232,3 +232,111 @@ def test_a_dual_stack_address_reaches_every_guest_stack(
     dual = attrs.evolve(ADDRESS, ip6="fd52:5400:150::103", prefix6=64)
     files, _ = net_convert(_network_config(dual), distro, kind)
     assert wanted in files[path] and "10.0.0.103/24" in files[path], files[path]
+
+
+# A node with a further NIC on an isolated storage network (static) and one on a site network
+# (DHCP): each configured by its MAC under its own name, only the first with route and DNS.
+SECOND_MAC, THIRD_MAC = "56:54:00:00:00:03", "5a:54:00:00:00:03"
+STORAGE = StaticAddress(ip="10.8.0.103", prefix=24, dns=("10.8.0.1",), search=("storage",))
+
+
+def _three_nics() -> str:
+    from vnode.model import Interface, Nic
+
+    nics = (
+        Nic("libvirt:storage", SECOND_MAC, Interface("network", {"network": "s"}), STORAGE),
+        Nic("bridge:br0", THIRD_MAC, Interface("bridge", {"bridge": "br0"}), None),
+    )
+    distro = Distro(name="d12", family="debian", release="12", title="t", osinfo="o")
+    node = NodePlan(
+        name="vnode03",
+        number=3,
+        pool="vnode",
+        mac=MAC,
+        distro=distro,
+        memory_mib=1024,
+        vcpus=1,
+        disk_gb=10,
+        network="libvirt:vnode",
+        virt_type="qemu",
+        node_dir=Path("/nonexistent"),
+        address=ADDRESS,
+        nics=nics,
+    )
+    key = generate_keypair("test")
+    return render_seed(node, authorized_key="ssh-ed25519 AAAA test", host_key=key).network_config
+
+
+@pytest.fixture(scope="module")
+def three() -> str:
+    return _three_nics()
+
+
+def test_every_nic_is_renamed_by_its_mac(three: str) -> None:
+    ethernets = yaml.safe_load(three)["ethernets"]
+    assert {name: nic["match"]["macaddress"] for name, nic in ethernets.items()} == {
+        "vnode0": MAC,
+        "vnode1": SECOND_MAC,
+        "vnode2": THIRD_MAC,
+    }
+    _, renames = net_convert(three, "debian", "eni")
+    assert sorted(rename[:2] for rename in renames) == sorted(
+        [[MAC, "vnode0"], [SECOND_MAC, "vnode1"], [THIRD_MAC, "vnode2"]]
+    )
+
+
+def test_eni_configures_every_nic_route_and_dns_on_the_first(three: str) -> None:
+    files, _ = net_convert(three, "debian", "eni")
+    stanzas = files["/etc/network/interfaces.d/50-cloud-init"]
+    blocks = {b.split()[0]: b for b in stanzas.split("\nauto ")[1:]}
+    assert "iface vnode1 inet static" in blocks["vnode1"]
+    assert "address 10.8.0.103/24" in blocks["vnode1"]
+    assert "route" not in blocks["vnode1"] and "dns-" not in blocks["vnode1"]
+    assert "iface vnode2 inet dhcp" in blocks["vnode2"]
+    assert "dns-nameservers 10.0.0.1" in blocks["vnode0"]
+    assert "route add default gw 10.0.0.1" in blocks["vnode0"]
+    rules = files["/etc/udev/rules.d/70-persistent-net.rules"]
+    for mac, name in ((MAC, "vnode0"), (SECOND_MAC, "vnode1"), (THIRD_MAC, "vnode2")):
+        assert f'ATTR{{address}}=="{mac}", NAME="{name}"' in rules
+
+
+def test_networkd_has_a_unit_per_nic_bound_to_its_mac(three: str) -> None:
+    files, _ = net_convert(three, "debian", "networkd")
+    units = {}
+    for index, mac in enumerate((MAC, SECOND_MAC, THIRD_MAC)):
+        name = f"vnode{index}"
+        units[name] = _ini(files[f"/etc/systemd/network/10-cloud-init-{name}.network"])
+        assert (units[name]["Match"]["Name"], units[name]["Match"]["MACAddress"]) == (name, mac)
+    assert units["vnode1"]["Address"]["Address"] == "10.8.0.103/24"
+    assert "DNS" not in units["vnode1"]["Network"] and "Route" not in units["vnode1"]
+    assert units["vnode2"]["Network"]["DHCP"] == "ipv4"
+    assert units["vnode0"]["Route"]["Gateway"] == "10.0.0.1"
+
+
+def test_network_manager_has_a_keyfile_per_nic_bound_to_its_mac(three: str) -> None:
+    files, _ = net_convert(three, "fedora", "network-manager")
+    path = "/etc/NetworkManager/system-connections/cloud-init-{}.nmconnection"
+    keyfiles = {n: _ini(files[path.format(n)]) for n in ("vnode0", "vnode1", "vnode2")}
+    assert [k["ethernet"]["mac-address"].lower() for k in keyfiles.values()] == [
+        MAC,
+        SECOND_MAC,
+        THIRD_MAC,
+    ]
+    storage = keyfiles["vnode1"]["ipv4"]
+    assert (storage["method"], storage["address1"]) == ("manual", "10.8.0.103/24")
+    assert "route1" not in storage and "dns" not in storage
+    assert keyfiles["vnode2"]["ipv4"]["method"] == "auto"
+    assert keyfiles["vnode0"]["ipv4"]["route1"] == "0.0.0.0/0,10.0.0.1"
+
+
+def test_netplan_matches_every_nic_by_mac(three: str) -> None:
+    files, _ = net_convert(three, "ubuntu", "netplan")
+    ethernets = yaml.safe_load(files["/etc/netplan/50-cloud-init.yaml"])["network"]["ethernets"]
+    assert {n: (e["match"]["macaddress"], e["set-name"]) for n, e in ethernets.items()} == {
+        "vnode0": (MAC, "vnode0"),
+        "vnode1": (SECOND_MAC, "vnode1"),
+        "vnode2": (THIRD_MAC, "vnode2"),
+    }
+    assert ethernets["vnode1"]["addresses"] == ["10.8.0.103/24"]
+    assert "routes" not in ethernets["vnode1"] and "nameservers" not in ethernets["vnode1"]
+    assert ethernets["vnode2"]["dhcp4"] is True

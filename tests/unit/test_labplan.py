@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from vnode.errors import UsageError
@@ -98,3 +99,22 @@ def test_an_action_describes_itself_in_one_line() -> None:
     assert action.describe() == (
         "replace  vnode02      d12 1024 MiB 2 vCPU 10 GiB +3 GiB: memory 1280 -> 1024 MiB"
     )
+
+
+def test_an_action_with_several_nics_names_their_networks() -> None:
+    action = LabAction(
+        node="vnode03",
+        action="replace",
+        reasons=("networks ['libvirt'] -> ['libvirt', 'libvirt:storage']",),
+        distro="d12",
+        memory_mib=1024,
+        vcpus=1,
+        disk_gb=10,
+        networks=("libvirt", "libvirt:storage"),
+    )
+    assert action.describe() == (
+        "replace  vnode03      d12 1024 MiB 1 vCPU 10 GiB NICs libvirt,libvirt:storage: "
+        "networks ['libvirt'] -> ['libvirt', 'libvirt:storage']"
+    )
+    one = attrs.evolve(action, networks=("libvirt",), reasons=())
+    assert "NICs" not in one.describe()  # one NIC: as before
