@@ -305,7 +305,7 @@ def vnode_cli_commands() -> list[Any]:
 
 @_spec("domain", _nothing)
 def vnode_domain_xml(node: NodePlan, domain: ET.Element) -> None:
-    """Adjust a node's libvirt domain before it is defined (a second NIC, a virtiofs share).
+    """Adjust a node's libvirt domain before it is defined (a virtiofs share, a watchdog).
 
     :param node: the node's plan.
     :param domain: the parsed ``<domain>`` element rendered by the core; change it in place.

@@ -13,6 +13,13 @@ A backend comes from the ``vnode_network_backend`` hook, once per command. The c
   whose address was not known before boot.
 
 Methods that run in worker threads may run for several nodes at once.
+
+A node with several NICs (``NodePlan.nics``) has each NIC's network's backend called for that
+NIC alone, with the NIC's view of the node: its MAC in ``mac``, its index in ``nic`` (0: the
+node's own NIC; 1, 2, ...: further NICs) and, for a plan, the NIC's network, interface and
+address. A backend that keys reservations on the MAC needs nothing more; one that names
+entries after the node should name a further NIC's apart (vnode's libvirt network uses
+``NAME-NETWORK``). ``discover_address`` is asked for the node's own NIC only.
 """
 
 from __future__ import annotations

@@ -206,3 +206,10 @@ def test_the_libvirt_plugin_names_a_further_nic_after_its_network(tmp_path: Path
     network = ET.fromstring(storage.network_xml())
     assert network.find("forward") is None  # a further network is isolated by default
     assert network.find("ip").get("address") == "10.8.0.1"
+
+
+def test_a_node_with_several_nics_boots_cold_and_says_why(tmp_path: Path) -> None:
+    plan, _ = _plan(tmp_path, ("libvirt", "libvirt:storage"))
+    assert "several NICs boot cold" in (planning._cold_only(plan) or "")
+    single, _ = _plan(tmp_path, ("libvirt",))
+    assert planning._cold_only(single) is None

@@ -1,0 +1,189 @@
+"""Several NICs per node, booted: two nodes, each with a NIC on the lab's network and one on a
+second vnode-managed, isolated libvirt network ("storage"), made by one `up` with a repeated
+--network. One guest is Debian 12 (ifupdown), the other Debian 13 with netplan +
+systemd-networkd (Ubuntu's stack).
+
+Over SSH: each NIC has its MAC (the node's own on vnode0, the derived one on vnode1) and its
+address from the node's number on its network, only vnode0 has the resolver; the nodes reach
+each other on the storage network. Then `vnode list --json` shows the NICs, `vnode plan` of a
+lab file keeps the node whose networks match and replaces the one whose do not, and bad input
+is one line that makes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    IMAGE_STORE,
+    TEST_DISTRO,
+    Lab,
+    cleanup_lab,
+    domain_names,
+    free_octet,
+    make_lab,
+)
+
+pytestmark = pytest.mark.integration
+
+IFUPDOWN, NETPLAN = 1, 2
+DISTRO_OF = {IFUPDOWN: TEST_DISTRO, NETPLAN: "d13"}
+
+
+def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(host_ready: None) -> Iterator[tuple[Lab, str, str]]:
+    """The module's lab with a second network of vnode's own: (lab, its name, its /24's
+    first three octets)."""
+    made = make_lab("vn")
+    octet = free_octet("10.232")
+    storage = f"{made.network}-s"
+    with made.config_path.open("a") as config:
+        config.write(f'\n[libvirt_network.networks."{storage}"]\nsubnet = "10.232.{octet}.0/24"\n')
+    try:
+        yield made, storage, f"10.232.{octet}"
+    finally:
+        cleanup_lab(made)
+        _virsh("net-destroy", storage)
+        _virsh("net-undefine", storage)
+
+
+@pytest.fixture(scope="module")
+def nodes(lab: tuple[Lab, str, str]) -> dict[int, dict]:
+    made, storage, _ = lab
+    if not (IMAGE_STORE / "d13.qcow2").exists():
+        pytest.fail("no d13 image: `make test` builds it (vnode images build d13)")
+    specs = [f"{n}:{d}" for n, d in DISTRO_OF.items()]
+    networks = ["--network", made.network, "--network", f"libvirt:{storage}"]
+    # Debian 13's systemd boots slower than 12's under plain emulation: room to spare.
+    code, results = made.run_json("up", *specs, *networks, "--timeout", "600", timeout=900)
+    assert code == 0, [(n["name"], n["state"], n.get("detail")) for n in results]
+    return {int(node["name"][-2:]): node for node in results}
+
+
+def _ssh(made: Lab, number: int, command: str) -> str:
+    result = made.ssh(str(number), command)
+    assert result.returncode == 0, (command, result.stderr)
+    return result.stdout
+
+
+def _further_mac(made: Lab, number: int) -> str:
+    """NIC 1's MAC: the node's own with bit 2 of the first byte flipped (52: -> 56:)."""
+    own = next(n for n in made.run_json("list")[1] if n["name"] == made.name(number))["mac"]
+    return "56" + own[2:]
+
+
+@pytest.mark.parametrize("number", [IFUPDOWN, NETPLAN])
+def test_each_nic_has_its_mac_and_its_address(
+    lab: tuple[Lab, str, str], nodes: dict, number: int
+) -> None:
+    made, _, storage_prefix = lab
+    own = nodes[number]["mac"]
+    links = _ssh(made, number, "cat /sys/class/net/vnode0/address /sys/class/net/vnode1/address")
+    assert links.split() == [own, _further_mac(made, number)]
+    addresses = _ssh(made, number, "ip -4 -o addr show scope global")
+    by_nic = {line.split()[1]: line.split()[3] for line in addresses.splitlines()}
+    assert by_nic == {
+        "vnode0": f"{made.ip_of(number)}/24",
+        "vnode1": f"{storage_prefix}.{100 + number}/24",
+    }
+    # Only the node's own NIC carries a route out and the resolver.
+    assert "default" not in _ssh(made, number, "ip -4 route")
+    if number == NETPLAN:
+        assert f"{storage_prefix}.1" not in _ssh(made, number, "resolvectl dns vnode1; true")
+        plan = _ssh(made, number, "cat /etc/netplan/50-cloud-init.yaml")
+        assert _further_mac(made, number) in plan and "vnode1" in plan
+    else:
+        assert f"{storage_prefix}.1" not in _ssh(made, number, "cat /etc/resolv.conf")
+
+
+def test_the_nodes_reach_each_other_on_the_second_network(
+    lab: tuple[Lab, str, str], nodes: dict
+) -> None:
+    made, storage, storage_prefix = lab
+    first = f"{storage_prefix}.{100 + IFUPDOWN}"
+    # Node 2 finds node 1's sshd on the storage network, with the host key vnode recorded.
+    scan = _ssh(made, NETPLAN, f"ssh-keyscan -T 30 -t ed25519 {first} 2>/dev/null")
+    # Debian 13's ssh-keyscan also prints a comment line with the server's banner.
+    scanned = next(line.split() for line in scan.splitlines() if not line.startswith("#"))
+    recorded = next(
+        line.split()[1:]
+        for line in made.known_hosts.read_text().splitlines()
+        if line.split()[0].split(",")[0] == made.name(IFUPDOWN)
+    )
+    assert scanned[1:] == recorded, (scanned, recorded)
+    neighbour = _ssh(made, NETPLAN, f"ip neigh show {first}")
+    assert _further_mac(made, IFUPDOWN) in neighbour and "vnode1" in neighbour
+    # The storage network reserves node 1's further NIC under NAME-NETWORK.
+    xml = _virsh("net-dumpxml", storage).stdout
+    wanted = f"mac='{_further_mac(made, IFUPDOWN)}' name='{made.name(IFUPDOWN)}-{storage}'"
+    assert wanted in xml.replace('"', "'"), xml
+
+
+def test_list_shows_every_nic_and_plan_compares_them(
+    lab: tuple[Lab, str, str], nodes: dict, tmp_path: Path
+) -> None:
+    made, storage, _ = lab
+    shapes = {n["name"]: n["shape"] for n in made.run_json("list")[1]}
+    for number in (IFUPDOWN, NETPLAN):
+        shape = shapes[made.name(number)]
+        assert shape["networks"] == [f"libvirt:{made.network}", f"libvirt:{storage}"]
+        assert shape["macs"] == [nodes[number]["mac"], _further_mac(made, number)]
+    path = tmp_path / "lab.toml"
+    path.write_text(
+        f"""[[nodes]]
+spec = "{IFUPDOWN}:{TEST_DISTRO}"
+networks = ["libvirt:{made.network}", "libvirt:{storage}"]
+
+[[nodes]]
+spec = "{NETPLAN}:d13"
+networks = ["libvirt:{made.network}"]
+"""
+    )
+    result = made.run("plan", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    planned = {node["node"]: node for node in json.loads(result.stdout)["nodes"]}
+    first, second = planned[made.name(IFUPDOWN)], planned[made.name(NETPLAN)]
+    assert (first["action"], second["action"]) == ("keep", "replace"), planned
+    assert second["reasons"] == [
+        f"networks ['libvirt:{made.network}', 'libvirt:{storage}'] -> ['libvirt:{made.network}']"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("networks", "message"),
+    [
+        (["libvirt", "libvirt"], "NICs 1 and 2 are both on libvirt:"),
+        (["libvirt", "nosuchkind:x"], "unknown network 'nosuchkind:x'"),
+    ],
+)
+def test_bad_nics_are_one_line_and_make_nothing(
+    lab: tuple[Lab, str, str], networks: list[str], message: str
+) -> None:
+    made, _, _ = lab
+    before = domain_names(made.stem)
+    args = [arg for network in networks for arg in ("--network", network)]
+    result = made.run("up", "9", *args, "--no-wait")
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    assert message in result.stderr, result.stderr
+    assert domain_names(made.stem) == before
+
+
+def test_destroy_removes_the_nodes_with_all_their_nics(
+    lab: tuple[Lab, str, str], nodes: dict
+) -> None:
+    made, _, _ = lab
+    result = made.run("destroy", made.name(IFUPDOWN), made.name(NETPLAN))
+    assert result.returncode == 0, result.stderr
+    assert domain_names(made.stem) == set()
+    assert not any((made.state / "nodes").iterdir())
