@@ -1,7 +1,7 @@
-"""Several NICs per node, booted: two nodes, each with a NIC on the lab's network and one on a
+"""Several NICs per node, booted: three nodes, each with a NIC on the lab's network and one on a
 second vnode-managed, isolated libvirt network ("storage"), made by one `up` with a repeated
---network. One guest is Debian 12 (ifupdown), the other Debian 13 with netplan +
-systemd-networkd (Ubuntu's stack).
+--network. The guests are Debian 12 (ifupdown), Debian 13 with netplan + systemd-networkd
+(Ubuntu's stack) and Debian 13 with NetworkManager (Fedora's).
 
 Over SSH: each NIC has its MAC (the node's own on vnode0, the derived one on vnode1) and its
 address from the node's number on its network, only vnode0 has the resolver; the nodes reach
@@ -31,8 +31,8 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.integration
 
-IFUPDOWN, NETPLAN = 1, 2
-DISTRO_OF = {IFUPDOWN: TEST_DISTRO, NETPLAN: "d13"}
+IFUPDOWN, NETPLAN, NM = 1, 2, 3
+DISTRO_OF = {IFUPDOWN: TEST_DISTRO, NETPLAN: "d13", NM: "d13-nm"}
 
 
 def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,8 +61,9 @@ def lab(host_ready: None) -> Iterator[tuple[Lab, str, str]]:
 @pytest.fixture(scope="module")
 def nodes(lab: tuple[Lab, str, str]) -> dict[int, dict]:
     made, storage, _ = lab
-    if not (IMAGE_STORE / "d13.qcow2").exists():
-        pytest.fail("no d13 image: `make test` builds it (vnode images build d13)")
+    for distro in ("d13", "d13-nm"):
+        if not (IMAGE_STORE / f"{distro}.qcow2").exists():
+            pytest.fail(f"no {distro} image: `make test` builds it (vnode images build {distro})")
     specs = [f"{n}:{d}" for n, d in DISTRO_OF.items()]
     networks = ["--network", made.network, "--network", f"libvirt:{storage}"]
     # Debian 13's systemd boots slower than 12's under plain emulation: room to spare.
@@ -83,7 +84,7 @@ def _further_mac(made: Lab, number: int) -> str:
     return "56" + own[2:]
 
 
-@pytest.mark.parametrize("number", [IFUPDOWN, NETPLAN])
+@pytest.mark.parametrize("number", [IFUPDOWN, NETPLAN, NM])
 def test_each_nic_has_its_mac_and_its_address(
     lab: tuple[Lab, str, str], nodes: dict, number: int
 ) -> None:
@@ -103,6 +104,12 @@ def test_each_nic_has_its_mac_and_its_address(
         assert f"{storage_prefix}.1" not in _ssh(made, number, "resolvectl dns vnode1; true")
         plan = _ssh(made, number, "cat /etc/netplan/50-cloud-init.yaml")
         assert _further_mac(made, number) in plan and "vnode1" in plan
+    elif number == NM:
+        state = _ssh(made, number, "nmcli -g GENERAL.STATE device show vnode1")
+        assert state.startswith("100"), state  # connected
+        keyfile = "/etc/NetworkManager/system-connections/cloud-init-vnode1.nmconnection"
+        assert _further_mac(made, number) in _ssh(made, number, f"cat {keyfile}").lower()
+        assert f"{storage_prefix}.1" not in _ssh(made, number, "cat /etc/resolv.conf")
     else:
         assert f"{storage_prefix}.1" not in _ssh(made, number, "cat /etc/resolv.conf")
 
@@ -124,6 +131,11 @@ def test_the_nodes_reach_each_other_on_the_second_network(
     assert scanned[1:] == recorded, (scanned, recorded)
     neighbour = _ssh(made, NETPLAN, f"ip neigh show {first}")
     assert _further_mac(made, IFUPDOWN) in neighbour and "vnode1" in neighbour
+    # And the NetworkManager node reaches node 1's sshd there through its own vnode1.
+    route = _ssh(made, NM, f"ip -4 route get {first}")
+    assert "dev vnode1" in route, route
+    banner = f"timeout 30 bash -c 'exec 3<>/dev/tcp/{first}/22; head -c 4 <&3'"
+    assert _ssh(made, NM, banner) == "SSH-"
     # The storage network reserves node 1's further NIC under NAME-NETWORK.
     xml = _virsh("net-dumpxml", storage).stdout
     wanted = f"mac='{_further_mac(made, IFUPDOWN)}' name='{made.name(IFUPDOWN)}-{storage}'"
@@ -135,7 +147,7 @@ def test_list_shows_every_nic_and_plan_compares_them(
 ) -> None:
     made, storage, _ = lab
     shapes = {n["name"]: n["shape"] for n in made.run_json("list")[1]}
-    for number in (IFUPDOWN, NETPLAN):
+    for number in (IFUPDOWN, NETPLAN, NM):
         shape = shapes[made.name(number)]
         assert shape["networks"] == [f"libvirt:{made.network}", f"libvirt:{storage}"]
         assert shape["macs"] == [nodes[number]["mac"], _further_mac(made, number)]
@@ -183,7 +195,7 @@ def test_destroy_removes_the_nodes_with_all_their_nics(
     lab: tuple[Lab, str, str], nodes: dict
 ) -> None:
     made, _, _ = lab
-    result = made.run("destroy", made.name(IFUPDOWN), made.name(NETPLAN))
+    result = made.run("destroy", *(made.name(number) for number in DISTRO_OF))
     assert result.returncode == 0, result.stderr
     assert domain_names(made.stem) == set()
     assert not any((made.state / "nodes").iterdir())

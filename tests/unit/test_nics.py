@@ -213,3 +213,19 @@ def test_a_node_with_several_nics_boots_cold_and_says_why(tmp_path: Path) -> Non
     assert "several NICs boot cold" in (planning._cold_only(plan) or "")
     single, _ = _plan(tmp_path, ("libvirt",))
     assert planning._cold_only(single) is None
+
+
+def test_a_lab_nodes_networks_win_over_the_commands(tmp_path: Path) -> None:
+    session = _session(tmp_path)
+    refs = [parse_spec(spec, session.config.pools) for spec in ("1", "2")]
+    options = planning.UpOptions(extra_networks=("storage",))
+    shapes = {"vnode02": planning.NodeShape(networks=("bridge:br0", "libvirt:storage"))}
+    chosen = planning.node_networks(session, refs, "libvirt", options, shapes)
+    # A bare name is what its plugin says (a libvirt network); the first is the node's own.
+    assert chosen == {
+        "vnode01": ("libvirt", "libvirt:storage"),
+        "vnode02": ("bridge:br0", "libvirt:storage"),
+    }
+    too_many = planning.UpOptions(extra_networks=tuple(f"n{i}" for i in range(8)))
+    with pytest.raises(UsageError, match="at most 8 NICs"):
+        planning.node_networks(session, refs, "libvirt", too_many, {})
