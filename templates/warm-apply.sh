@@ -9,6 +9,9 @@
 # shell's own read, printf and redirections wherever a program is not needed.
 set -eu
 d=$1
+# The guest's uptime when the script began (the shell's read: no program started), for the
+# "ready as" line: how long a clone spends here (bench/run.py --breakdown reads it).
+read -r began _ </proc/uptime
 # get VAR FILE: the file's first line into VAR (empty if the file is empty).
 get() { IFS= read -r "$1" <"$d/$2" || true; }
 # copy FILE DEST: a text file, byte for byte, without starting cp.
@@ -140,7 +143,8 @@ step='starting sshd'
 # sshd as soon as the clone is itself: it listens on every address, including one DHCP
 # gives below, and nothing after this point changes what SSH sees.
 systemctl start ssh.service 2>/dev/null || systemctl start sshd.service
-say "ready as $name"
+read -r now _ </proc/uptime
+say "ready as $name (identity applied and sshd started: uptime $began -> $now)"
 
 step='persisting the network configuration'
 # Persist the configuration for later boots, in whatever the image uses, and start DHCP.
