@@ -303,6 +303,11 @@ def test_static_network_files_agree() -> None:
     assert "Address=10.0.0.3/24" in files["networkd.network"]
     assert "address 10.0.0.3/24" in files["ifupdown"]
     assert files["resolv.conf"] == "nameserver 10.0.0.1\nsearch lab\n"
+    # The stack a guest uses is the plugin's knowledge: its script picks it, not vnode's.
+    assert files["persist"].startswith("#!/bin/sh\n") and "netplan apply" in files["persist"]
+    apply = warm.apply_script()
+    for stack_word in ("netplan", "nmcli", "networkctl", "ifup", "resolvconf"):
+        assert stack_word not in apply, stack_word
 
 
 def test_dhcp_network_files_and_no_gateway() -> None:
