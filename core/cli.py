@@ -982,7 +982,7 @@ def _terminate_like_interrupt(signum: int, frame: object) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def _remote_command_verbatim(tokens: list[str]) -> list[str]:
+def remote_command_verbatim(tokens: list[str]) -> list[str]:
     """`vnode ssh NODE uname -a`: as with ssh, all after the node is the remote command,
     options included, so it is not parsed as vnode's own options."""
     command_follows = len(tokens) >= 3 and tokens[0] == "ssh" and not tokens[1].startswith("-")
@@ -1036,7 +1036,7 @@ def _print_help(tokens: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
-    tokens = _remote_command_verbatim(argv if argv is not None else sys.argv[1:])
+    tokens = remote_command_verbatim(argv if argv is not None else sys.argv[1:])
     try:
         _add_plugin_commands(tokens)
         # A bare `vnode` shows what it can do rather than complaining that no node was named.
