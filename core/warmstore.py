@@ -1,9 +1,10 @@
 """Warm templates: a booted, NIC-less guest saved once per image and shape, cloned many times.
 
-A template lives in ``<state>/templates/<key>/``: ``disk.qcow2`` (read-only from then on: the
-backing file of every clone's overlay), ``state.save`` (libvirt's save image of the running
-guest) and ``record.json`` (what it was made from; written last, so a directory without it is
-an unfinished template). The key covers everything a saved guest depends on: the image's
+A template lives on the host its clones run on, where :mod:`vnode.warmstorage` keeps it (for
+a host without a pool ``<state>/templates/<key>/``; for a pool's host, volumes of that pool):
+its disk (only ever a backing file from then on: of every clone's overlay), its save image
+(libvirt's of the running guest) and its record (what it was made from; written last, so a
+template without it is unfinished). The key covers everything a saved guest depends on: the image's
 content, memory, vCPUs, virt type, disk size, the agent installed in it, and the libvirt and
 QEMU that saved it. The network is not part of it: the NIC is hot-plugged into each clone.
 """
