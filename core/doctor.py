@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from vnode.config import Config
 from vnode.errors import VnodeError
+from vnode.hosts import lab_hosts
 from vnode.model import Verdict
 from vnode.session import Session
 
@@ -517,15 +518,17 @@ def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
     config = session.config
     found = hypervisor.vnode_domains(conn, config.paths.nodes)
     names = {mark.name for _, mark in found}
+    # A disk in the node's directory: only where the host keeps node files there (else a
+    # volume of its pool).
+    local_files = any(host.pool is None for host in lab_hosts(config))
     problems = [
         f"{name} (a directory, no domain)" for name in leftover_dirs(config.paths.nodes, names)
     ]
     problems += [
         f"{mark.name} (a domain, its disk gone)"
         for _, mark in found
-        if mark.node_dir and not (Path(mark.node_dir) / "disk.qcow2").exists()
-        and not config.hosts
-    ]  # fmt: skip
+        if local_files and mark.node_dir and not (Path(mark.node_dir) / "disk.qcow2").exists()
+    ]
     parts = sorted(config.paths.images.glob("*.part")) if config.paths.images.is_dir() else []
     templates = config.paths.state / "templates"
     if templates.is_dir():

@@ -1,4 +1,4 @@
-"""Warm clones (issue 15, in progress): a node restored from a template's saved state.
+"""Warm clones: a node restored from a template's saved state.
 
 libvirt 9.0 refuses to restore a save image under another UUID, so each clone gets its own
 save image: libvirt's header rewritten with the clone's XML, then the template's QEMU
@@ -17,7 +17,6 @@ import contextlib
 import io
 import os
 import secrets
-import shutil
 import struct
 import tarfile
 import threading
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
     from vnode.model import NodePlan
     from vnode.network import NetworkBackend
     from vnode.nodes import CreatedNode, NodeStore
+    from vnode.warmstorage import TemplateStorage
     from vnode.warmstore import TemplateRecord
 
 # libvirt's save-image header (src/qemu/qemu_saveimage.h, version 2), little-endian: magic,
@@ -55,7 +55,7 @@ log = get_logger("vnode.warm")
 
 
 class _Steps:
-    """Each step of making a clone, timed (``-v`` shows them; bench/run.py --breakdown
+    """Each step of making a clone, timed (``-v`` shows them; bench/run.py --warm-sizes
     reads them): where a clone's seconds go, on the host's side."""
 
     def __init__(self, node: str) -> None:
@@ -89,35 +89,57 @@ def read_save_image(path: Path) -> SaveImage:
     """Parse libvirt's header of a save image (the migration stream is not read)."""
     with path.open("rb") as handle:
         raw = handle.read(_HEADER.size)
-        if len(raw) < _HEADER.size:
-            raise EnvironmentProblem(f"{path}: too short for a libvirt save image")
-        magic, version, data_len, was_running, compressed, cookie_offset, *_ = _HEADER.unpack(raw)
-        if magic == _PARTIAL:
-            raise EnvironmentProblem(f"{path}: an incomplete libvirt save image")
-        if magic != _MAGIC:
-            raise EnvironmentProblem(f"{path}: not a libvirt save image")
-        if version != _SUPPORTED_VERSION:
-            raise EnvironmentProblem(f"{path}: save image version {version} (vnode reads 2)")
-        if compressed:
-            raise EnvironmentProblem(f"{path}: a compressed save image (vnode needs raw)")
-        data = handle.read(data_len)
+        if len(raw) == _HEADER.size:
+            data_len = _HEADER.unpack(raw)[2]
+            raw += handle.read(data_len)
+    return parse_save_header(raw, where=str(path))
+
+
+def parse_save_header(raw: bytes, *, where: str) -> SaveImage:
+    """libvirt's header of a save image from its first bytes (at least the fixed header;
+    the XML and cookie too for them to be read: ``body_offset`` says how many are needed)."""
+    if len(raw) < _HEADER.size:
+        raise EnvironmentProblem(f"{where}: too short for a libvirt save image")
+    magic, version, data_len, was_running, compressed, cookie_offset, *_ = _HEADER.unpack(
+        raw[: _HEADER.size]
+    )
+    if magic == _PARTIAL:
+        raise EnvironmentProblem(f"{where}: an incomplete libvirt save image")
+    if magic != _MAGIC:
+        raise EnvironmentProblem(f"{where}: not a libvirt save image")
+    if version != _SUPPORTED_VERSION:
+        raise EnvironmentProblem(f"{where}: save image version {version} (vnode reads 2)")
+    if compressed:
+        raise EnvironmentProblem(f"{where}: a compressed save image (vnode needs raw)")
+    data = raw[_HEADER.size : _HEADER.size + data_len]
     if len(data) < data_len:
-        raise EnvironmentProblem(f"{path}: save image header cut short")
+        # Not all of it yet: the caller reads up to body_offset and parses again.
+        return SaveImage(version, data_len, was_running, compressed, "", None)
     xml_end = cookie_offset or data_len
     xml = data[:xml_end].split(b"\0", 1)[0].decode()
     cookie = data[cookie_offset:].split(b"\0", 1)[0].decode() if cookie_offset else None
     return SaveImage(version, data_len, was_running, compressed, xml, cookie)
 
 
-def write_clone_save_image(template: Path, out: BinaryIO, xml: str) -> None:
-    """Write to ``out`` a save image that restores as the domain ``xml`` describes: the
-    template's header with the clone's XML, then the template's migration stream unchanged,
-    copied in the kernel (``out`` may be a pipe: nothing is written to disk then)."""
-    image = read_save_image(template)
+def clone_header(image: SaveImage, xml: str, *, grow: bool) -> bytes:
+    """The clone's header: the template's, with the clone's XML and the template's cookie,
+    padded to the template's room (``data_len``) so the migration stream stays where it is;
+    with ``grow``, a longer XML gets more room (the stream then follows it), else it is
+    refused."""
+    if not image.xml:
+        raise EnvironmentProblem("the template's save image header was not read whole")
     xml_bytes = xml.encode() + b"\0"
     cookie = image.cookie.encode() + b"\0" if image.cookie is not None else b""
     used = len(xml_bytes) + len(cookie)
-    data_len = image.data_len if used <= image.data_len else used + _PAD
+    if used <= image.data_len:
+        data_len = image.data_len
+    elif grow:
+        data_len = used + _PAD
+    else:
+        raise EnvironmentProblem(
+            f"the clone's domain XML ({used} bytes) does not fit the template's save image "
+            f"header ({image.data_len} bytes)"
+        )
     header = _HEADER.pack(
         _MAGIC,
         image.version,
@@ -127,7 +149,15 @@ def write_clone_save_image(template: Path, out: BinaryIO, xml: str) -> None:
         len(xml_bytes) if cookie else 0,
         *([0] * 14),
     )
-    out.write(header + xml_bytes + cookie + b"\0" * (data_len - used))
+    return header + xml_bytes + cookie + b"\0" * (data_len - used)
+
+
+def write_clone_save_image(template: Path, out: BinaryIO, xml: str) -> None:
+    """Write to ``out`` a save image that restores as the domain ``xml`` describes: the
+    template's header with the clone's XML, then the template's migration stream unchanged,
+    copied in the kernel (``out`` may be a pipe: nothing is written to disk then)."""
+    image = read_save_image(template)
+    out.write(clone_header(image, xml, grow=True))
     out.flush()
     with template.open("rb") as source:
         offset = image.body_offset
@@ -278,7 +308,7 @@ def apply_script() -> str:
 def create_clone(
     store: NodeStore,
     plan: NodePlan,
-    template: TemplateRecord,
+    source: WarmSource,
     backend: NetworkBackend,
     client: ClientKey,
     *,
@@ -286,52 +316,53 @@ def create_clone(
 ) -> CreatedNode:
     """Make the node from the template's saved state instead of booting it: what
     :func:`vnode.nodes.create_node` does for a cold node, with the same outcome (a node whole
-    or absent, the same metadata, known_hosts entry, console log and files)."""
+    or absent, the same metadata, known_hosts entry, console log and files), on whichever
+    host the template and the node are (``source.storage`` keeps the clone's files there)."""
     from vnode.nodes import remove_node
 
     if store.owned(plan.name) is not None:
         remove_node(store, plan, backend)
     try:
-        return _build_clone(store, plan, template, backend, client, paused)
+        return _build_clone(store, plan, source, backend, client, paused)
     except BaseException:
         remove_node(store, plan, backend, quiet=True)
         raise
 
 
+@attrs.frozen
+class WarmSource:
+    """What a warm node is made from: the template, and the storage of its host."""
+
+    template: TemplateRecord
+    storage: TemplateStorage = attrs.field(eq=False)
+
+
 def _build_clone(
     store: NodeStore,
     plan: NodePlan,
-    template: TemplateRecord,
+    source: WarmSource,
     backend: NetworkBackend,
     client: ClientKey,
     paused: bool,
 ) -> CreatedNode:
     from vnode import hypervisor
-    from vnode.disks import create_overlay
     from vnode.keys import generate_keypair
     from vnode.nodes import CreatedNode
 
     libvirt = hypervisor.libvirt_module()
     steps = _Steps(plan.name)
-    if plan.node_dir.exists():
-        shutil.rmtree(plan.node_dir)
-    plan.node_dir.mkdir(mode=0o711, parents=True)
-    plan.node_dir.chmod(0o711)  # as nodes.NODE_DIR_MODE: qemu passes, no one else looks
-    # The template's virtual size: the saved guest already knows its disk's size.
-    create_overlay(template.disk, plan.disk_path, template.disk_gb)
+    template, storage = source.template, source.storage
+    storage.clone_disk(template, plan)
     host_key = generate_keypair(f"{plan.name} host key")
     values = identity_values(plan, authorized_key=client.public_openssh, host_key=host_key)
-    identity = plan.node_dir / "identity.tar"
-    fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(identity_archive(values, apply_script()))
+    identity = storage.identity_disk(plan, identity_archive(values, apply_script()))
     planned = ET.fromstring(plan.domain_xml)
     interface = planned.find("devices/interface")
     if interface is None:
         raise EnvironmentProblem(f"{plan.name}: the plan has no NIC to plug in")
     assert plan.console is not None
     xml = clone_domain_xml(
-        read_save_image(template.save).xml,
+        storage.saved_xml(template),
         name=plan.name,
         disk=plan.disk_path,
         console=plan.console.log_path,
@@ -343,13 +374,9 @@ def _build_clone(
     # The host key is trusted before the guest exists, so the first connection is verified.
     store.known_hosts.set(plan.name, host_key.public_openssh)
     steps.done("reserve")
-    restore_clone(
-        store.conn,
-        template.save,
-        xml,
-        plan.node_dir / "restore.fifo",
-        libvirt.VIR_DOMAIN_SAVE_PAUSED,
-    )
+    # On the template's host, the way its storage can (a FIFO fed from the file, or a copy
+    # the host makes in its pool).
+    storage.restore(store.conn, template, plan, xml, libvirt.VIR_DOMAIN_SAVE_PAUSED)
     steps.done("restore")
     domain = hypervisor.lookup(store.conn, plan.name)
     if domain is None:
