@@ -181,9 +181,11 @@ fi
 step='the journal'
 # journald still writes under the template's machine-id (it read it when it started) until
 # it restarts, and a restart stalls every process that logs (sshd's handshakes too) for
-# seconds under load: so last, not waited for. From then on the clone's entries carry its
-# own machine-id, in a directory of its own instead of the link made above.
-for journal in /var/log/journal /run/log/journal; do
-    [ ! -L "$journal/$new_id" ] || rm -f "$journal/$new_id"
-done
-systemctl --no-block restart systemd-journald.service || say "could not restart journald"
+# seconds under emulation. So it restarts a little later, once vnode's first SSH
+# handshakes are over (a transient timer: nothing waits for it). From then on the clone's
+# entries carry its own machine-id, in a directory of its own instead of the link made above.
+systemd-run --quiet --unit=vnode-journal-renew --on-active=15 --timer-property=AccuracySec=1s \
+    /bin/sh -c 'for journal in /var/log/journal /run/log/journal; do
+        [ ! -L "$journal/$1" ] || rm -f "$journal/$1"; done
+        systemctl restart systemd-journald.service' sh "$new_id" ||
+    say "could not schedule journald's restart"

@@ -135,8 +135,8 @@ def test_clones_are_machines_of_their_own(wlab: Lab, probed: dict) -> None:
 # ID (its newest entry's, once journald restarted), D-Bus's machine-id where it is a file,
 # the credentials key, the random seeds and DHCP leases (and so dhclient's DUID).
 SECRETS = (
-    # journald restarts at the end of the clone's set-up, not waited for: up to 30 s.
-    "for i in $(seq 30); do systemd-cat -t vnode-probe echo probe; sleep 1; "
+    # journald restarts 15 s after the clone's set-up (warm-apply.sh), later under load.
+    "for i in $(seq 90); do systemd-cat -t vnode-probe echo probe; sleep 1; "
     "id=$(journalctl -o export -t vnode-probe -n 1 | sed -n 's/^_MACHINE_ID=//p'); "
     '[ "$id" != "$(cat /etc/machine-id)" ] || break; done; echo "$id"; '
     "if [ -f /var/lib/dbus/machine-id ]; then cat /var/lib/dbus/machine-id; else echo none; fi; "
