@@ -13,7 +13,10 @@ Measures (medians of --runs, with min and max):
   upload stream, read back and hashed (what the first `up` on a host does);
 - control plane: `vnode up --no-wait` of N nodes until all domains run, then `vnode destroy`;
   all on the local host, and spread (odd numbers local, even ones on the second host);
-- ready: `vnode up` of N nodes until all answer SSH, one host against two.
+- ready: `vnode up` of N nodes until all answer SSH, one host against two;
+- warm: `vnode template make` on each host (a template is made on the host its clones run
+  on), then `vnode up --warm` of N nodes until all answer SSH, one host against two
+  (`--skip warm` leaves it out).
 
 Writes bench/results/multihost-<timestamp>.json and bench/results/multihost.md.
 """
@@ -102,16 +105,20 @@ def _specs(n: int, spread: bool) -> list[str]:
     return [f"{i}@hv2" if spread and i % 2 == 0 else f"{i}@hv1" for i in range(1, n + 1)]
 
 
-def up_run(n: int, spread: bool, env: dict[str, str], wait: bool) -> float:
+def up_run(n: int, spread: bool, env: dict[str, str], wait: bool, warm: bool = False) -> float:
     specs = _specs(n, spread)
     argv = [*VNODE, "up", *specs, "--json"] + ([] if wait else ["--no-wait"])
+    argv += ["--warm"] if warm else []
     start = time.monotonic()
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - start
     wanted = "ready" if wait else "started"
     states = [node["state"] for node in json.loads(result.stdout or "[]")]
+    boots = [node.get("boot") for node in json.loads(result.stdout or "[]")]
     if result.returncode != 0 or states.count(wanted) != n:
         raise RuntimeError(f"vnode up failed: {result.stdout}{result.stderr}")
+    if warm and boots.count("warm") != n:
+        raise RuntimeError(f"vnode up --warm booted cold: {result.stderr}")
     subprocess.run([*VNODE, "destroy", "--all"], env=env, capture_output=True, check=True)
     return seconds
 
@@ -129,6 +136,8 @@ def measure(args: argparse.Namespace) -> dict:
         "upload": {},
         "control_plane": {},
         "ready": {},
+        "template_make": {},
+        "warm": {},
     }
     with two_host_lab(args) as (env, second):
         for host, uri in (("hv1", "qemu:///system"), ("hv2", second.uri)):
@@ -156,7 +165,44 @@ def measure(args: argparse.Namespace) -> dict:
                             f"{label} ready",
                         )
                     )
+        if "warm" not in args.skip:
+            measure_warm(args, env, results)
     return results
+
+
+def template_make(distro: str, host: str, env: dict[str, str]) -> float:
+    """Seconds to make the configured shape's template on that host (one boot, a save)."""
+    argv = [*VNODE, "template", "make", distro, "--host", host, "--json"]
+    start = time.monotonic()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"template make on {host} failed: {result.stderr}")
+    return seconds
+
+
+def measure_warm(args: argparse.Namespace, env: dict[str, str], results: dict) -> None:
+    for host in ("hv1", "hv2"):
+        # Made once: a rerun of the row would only find it made.
+        results["template_make"][host] = median_row([template_make(args.distro, host, env)])
+    for n in args.sizes:
+        for spread in (False, True):
+            key = f"{n}-{'two' if spread else 'one'}"
+            label = f"N={n} {'two hosts' if spread else 'one host'} --warm"
+            results["warm"][key] = median_row(
+                repeat(
+                    args.runs,
+                    lambda n=n, spread=spread: up_run(n, spread, env, True, warm=True),
+                    label,
+                )
+            )
+    for host in ("hv1", "hv2"):
+        subprocess.run(
+            [*VNODE, "template", "remove", args.distro, "--host", host],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
 
 
 def markdown(results: dict) -> str:
@@ -173,12 +219,17 @@ def markdown(results: dict) -> str:
     for host, row in results["upload"].items():
         lines.append(f"| {host} | {_cell(row)} |")
     lines += ["", "| N | one host | two hosts | two / one |", "| --- | --- | --- | --- |"]
-    for section, title in (("control_plane", "up --no-wait"), ("ready", "up (ready)")):
-        sizes = sorted({int(key.split("-")[0]) for key in results[section]})
+    sections = (("control_plane", "up --no-wait"), ("ready", "up (ready)"), ("warm", "up --warm"))
+    for section, title in sections:
+        sizes = sorted({int(key.split("-")[0]) for key in results.get(section, {})})
         for n in sizes:
             one, two = results[section][f"{n}-one"], results[section][f"{n}-two"]
             ratio = two["median"] / one["median"]
             lines.append(f"| {title}, N={n} | {_cell(one)} | {_cell(two)} | {ratio:.2f} |")
+    if results.get("template_make"):
+        lines += ["", "| template make (one boot, a save) | seconds |", "| --- | --- |"]
+        for host, row in results["template_make"].items():
+            lines.append(f"| on {host} | {_cell(row)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -194,7 +245,7 @@ def main() -> int:
     parser.add_argument("--virt-type", default="qemu", choices=("qemu", "kvm"))
     parser.add_argument("--memory", type=int, default=512)
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--skip", default="", help="comma list: ready")
+    parser.add_argument("--skip", default="", help="comma list: ready, warm")
     args = parser.parse_args()
     args.skip = set(args.skip.split(","))
     results = measure(args)

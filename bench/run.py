@@ -14,6 +14,13 @@ Measures (medians of --runs, with min and max):
 - control plane: `vnode up --no-wait` of N nodes until all domains run, and `vnode destroy`;
   beside it, libvirt alone (no vnode) defining and starting N domains from ready disks, as
   they come and gated (started paused, then all resumed), to show what libvirt itself costs;
+- warm scale (issue 26): `vnode up --warm` of N nodes (--warm-sizes, once each, the
+  template made beforehand): seconds, per node, the QEMU processes' memory right after all
+  are ready and 30 s later (proportional set size, so pages KSM merged count once, and
+  resident set), and where each clone's seconds go: vnode's side of making it (files,
+  reservation, restore, define and hot-plug, from `-v`), the starting gate, the guest's
+  identity script (its own uptime, from the console), the rest of the way to an open SSH
+  port, and the SSH handshake;
 - CLI start-up: `vnode --help` and `vnode list`.
 
 Writes bench/results/<timestamp>.json and bench/results/latest.md. Guests only talk to this
@@ -27,6 +34,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -273,6 +281,75 @@ def _resident_mib(names: list[str]) -> float:
     return round(total / 1024, 1)
 
 
+_PHASE = re.compile(r"^\[\s*([\d.]+)s\] (\S+): (.*)$")
+_STEP = re.compile(r"clone step\s+node=(\S+) seconds=([\d.]+) step='?([^']+?)'?$")
+_APPLIED = re.compile(r"ready as (\S+) \(.*uptime ([\d.]+) -> ([\d.]+)\)")
+
+
+def _memory_mib(names: list[str]) -> tuple[float, float]:
+    """The QEMU processes' proportional and resident set sizes, summed."""
+    pss = rss = 0
+    for name in names:
+        pid = Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip()
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss += int(line.split()[1])
+    return round(pss / 1024, 1), round(rss / 1024, 1)
+
+
+def warm_scale_run(n: int, env: dict[str, str]) -> dict:
+    """`vnode up --warm` of nodes 0..N-1, measured and broken down per step."""
+    specs = [str(i) for i in range(n)]
+    seconds, result = _timed([*VNODE, "up", "--warm", "-v", *specs, "--json"], env)
+    try:
+        if result.returncode != 0:
+            raise RuntimeError(f"vnode up --warm failed: {result.stdout}{result.stderr}")
+        nodes = json.loads(result.stdout)
+        if any(node.get("boot") != "warm" for node in nodes):
+            raise RuntimeError(f"vnode up --warm booted cold: {result.stdout}{result.stderr}")
+        names = [node["name"] for node in nodes]
+        ready_pss, ready_rss = _memory_mib(names)
+        time.sleep(30)
+        later_pss, _ = _memory_mib(names)
+        per: dict[str, dict[str, float]] = {name: {} for name in names}
+        phases: dict[str, dict[str, float]] = {name: {} for name in names}
+        for line in result.stderr.splitlines():
+            if step := _STEP.search(line):
+                per[step[1]][step[3]] = float(step[2])
+            elif phase := _PHASE.match(line.strip()):
+                phases[phase[2]].setdefault(phase[3].split(";")[0], float(phase[1]))
+        for name in names:
+            console = subprocess.run(
+                [*VNODE, "log", name], env=env, capture_output=True, text=True, check=False
+            ).stdout
+            if applied := _APPLIED.search(console):
+                per[name]["guest identity script"] = float(applied[3]) - float(applied[2])
+            p = phases[name]
+            per[name]["starting gate"] = p["booting"] - p["made"]
+            per[name]["resume to ssh port open"] = (
+                p["ssh handshake"] - p["booting"] - per[name].get("guest identity script", 0.0)
+            )
+            per[name]["ssh handshake"] = p["ready"] - p["ssh handshake"]
+        steps = list(dict.fromkeys(step for row in per.values() for step in row))
+        return {
+            "n": n,
+            "seconds": round(seconds, 2),
+            "per_node": round(seconds / n, 2),
+            "pss_mib_per_node_ready": round(ready_pss / n, 1),
+            "pss_mib_per_node_30s": round(later_pss / n, 1),
+            "rss_mib_per_node_ready": round(ready_rss / n, 1),
+            "breakdown_median": {
+                step: round(statistics.median(row[step] for row in per.values() if step in row), 3)
+                for step in steps
+            },
+            "last_ready": max(p.get("ready", 0.0) for p in phases.values()),
+        }
+    finally:
+        subprocess.run([*VNODE, "destroy", *specs], env=env, capture_output=True, check=False)
+
+
 def template_run(args: argparse.Namespace, env: dict[str, str]) -> float:
     """`vnode template make` from nothing (any template of the distro removed first)."""
     subprocess.run([*VNODE, "template", "remove", args.distro], env=env, capture_output=True)
@@ -456,6 +533,17 @@ def measure(args: argparse.Namespace) -> dict:
                     }
                 )
                 save(results)
+        if "warm-scale" not in args.skip and args.warm_sizes:
+            if results["template"] is None:
+                made = repeat(args.template_runs, lambda: template_run(args, env), "make")
+                results["template"] = median_row(made)
+            results["warm_scale"] = []
+            for n in args.warm_sizes:
+                print(f"warm scale N={n}", file=sys.stderr)
+                row = warm_scale_run(n, env)
+                print(f"  {row['seconds']}s, {row['per_node']}s per node", file=sys.stderr)
+                results["warm_scale"].append(row)
+                save(results)
         if "cli" not in args.skip:
             for label, argv in (("--help", ["--help"]), ("list", ["list"])):
                 command = [str(REPO / ".venv" / "bin" / "vnode"), *argv]
@@ -528,6 +616,35 @@ def markdown(results: dict) -> str:
             for r in results["control_plane"]
         ]
         lines.append("")
+    if results.get("warm_scale"):
+        lines += [
+            "## Warm clones at scale (once each)",
+            "",
+            "| N | seconds | per node | PSS MiB/node ready | 30 s later | RSS MiB/node |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['n']} | {r['seconds']:.1f} | {r['per_node']:.2f} "
+            f"| {r['pss_mib_per_node_ready']:.0f} | {r['pss_mib_per_node_30s']:.0f} "
+            f"| {r['rss_mib_per_node_ready']:.0f} |"
+            for r in results["warm_scale"]
+        ]
+        steps = list(dict.fromkeys(k for r in results["warm_scale"] for k in r["breakdown_median"]))
+        lines += [
+            "",
+            "Where a clone's seconds go (median over the clones of each run; the gate is "
+            "the wait for the other clones to be made):",
+            "",
+            "| step | " + " | ".join(f"N={r['n']}" for r in results["warm_scale"]) + " |",
+            "| --- |" + " --- |" * len(results["warm_scale"]),
+        ]
+        lines += [
+            f"| {step} | "
+            + " | ".join(f"{r['breakdown_median'].get(step, 0):.2f}" for r in results["warm_scale"])
+            + " |"
+            for step in steps
+        ]
+        lines.append("")
     if results["cli"]:
         lines += ["## CLI start-up", "", "| command | seconds |", "| --- | --- |"]
         lines += [f"| vnode {k} | {cell(v)} |" for k, v in results["cli"].items()]
@@ -577,9 +694,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--port-base", type=int, default=22400)
     parser.add_argument("--octet", type=int, default=77, help="bench network 10.232.N.0/24")
+    parser.add_argument(
+        "--warm-sizes", type=_sizes, default=[], help="warm scale rows, e.g. 1,2,4,8,16,31"
+    )
     parser.add_argument("--template-runs", type=int, default=1, help="times to make the template")
     parser.add_argument(
-        "--skip", default="", help="comma list: boot,warm,variants,control-plane,cli"
+        "--skip", default="", help="comma list: boot,warm,warm-scale,variants,control-plane,cli"
     )
     args = parser.parse_args()
     args.skip = set(args.skip.split(","))

@@ -29,6 +29,7 @@ from vnode.nodeops import POWER_ACTIONS
 from vnode.planning import UpOptions, UpPlan, plan_template, plan_up
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
+from vnode.warmstore import pick_templates
 
 if TYPE_CHECKING:
     from vnode.images import (
@@ -61,6 +62,7 @@ __all__ = [
     "list_lab",
     "list_nodes",
     "list_templates",
+    "list_templates_of_lab",
     "make_template",
     "plan_lab",
     "plan_template",
@@ -361,47 +363,77 @@ def make_template(
     progress: Callable[[str], None] | None = None,
 ) -> TemplateRecord:
     """Make (or find already made) the warm template ``up --warm`` clones nodes of
-    ``distro`` from, in the shape the options give: one boot of the image, saved.
-    ``progress`` hears one line when a template is really made (it takes a boot)."""
-    from vnode.locks import file_lock
-    from vnode.warmstore import make_template as make
-    from vnode.warmstore import read_template
+    ``distro`` from, in the shape the options give, on the host ``options.host`` names (the
+    lab's only one by default): one boot of the image there, saved there. ``progress``
+    hears one line when a template is really made (it takes a boot)."""
+    from vnode import execute
 
     with _session(session) as own:
         spec = plan_template(distro, options, session=own)
-        if progress is not None and read_template(spec.directory) is None:
-            progress(f"making template {spec.key} of {spec.distro.name}: one boot of its image")
-        with file_lock(own.config.paths.locks / f"template-{spec.key}.lock"):
-            return make(own.conn, spec)
+        return execute.make_template(spec, session=own, progress=progress)
 
 
 def list_templates(session: Session | None = None) -> list[TemplateRecord]:
-    """The warm templates made in this state directory, damaged ones too (``damage``)."""
-    from vnode import warmstore
+    """The warm templates made on every host of the lab that answers (each record's
+    ``host``), damaged ones too (``damage``); :func:`list_templates_of_lab` also says which
+    hosts did not answer."""
+    return list_templates_of_lab(session)[0]
+
+
+def list_templates_of_lab(
+    session: Session | None = None,
+) -> tuple[list[TemplateRecord], dict[str, str]]:
+    """Every host's templates, and {host: why} for hosts that did not answer."""
+    from vnode import lab
 
     with _session(session) as own:
-        return warmstore.list_templates(own.config.paths.state, damaged=True)
+        views = lab.survey(own)
+        found = [
+            record
+            for view in views.values()
+            if view.error is None
+            for record in lab.templates_for(own, view).list(damaged=True)
+        ]
+        return found, lab.problems(views)
 
 
-def remove_templates(which: str, *, session: Session | None = None) -> list[TemplateRecord]:
-    """Remove the template with this key (or key prefix), or every template of this distro.
-    A template some node is still made from is a UsageError, raised before anything is
-    removed."""
+def remove_templates(
+    which: str, *, host: str | None = None, session: Session | None = None
+) -> list[TemplateRecord]:
+    """Remove the template with this key (or key prefix), or every template of this distro,
+    on every host of the lab (or only on ``host``). A template some node is still made from
+    is a UsageError, raised before anything is removed."""
     import contextlib
 
-    from vnode import warmstore
+    from vnode import lab
     from vnode.locks import file_lock
 
     with _session(session) as own, contextlib.ExitStack() as held:
-        chosen = warmstore.select_templates(own.config.paths.state, which)
+        views = lab.survey(own)
+        if host is not None and host not in views:
+            raise UsageError(f"no host {host!r} in [[hosts]] (configured: {', '.join(views)})")
+        chosen = []
+        for view in views.values():
+            if view.error is not None or host not in (None, view.name):
+                continue
+            storage = lab.templates_for(own, view)
+            for record in pick_templates(storage.list(damaged=True), which):
+                chosen.append((storage, record))
+        if not chosen:
+            where = f" on {host}" if host is not None else ""
+            raise UsageError(
+                f"no template {which!r}{where}: `vnode template list` shows the keys"
+                + lab.unchecked(views)
+            )
         # The locks template make takes: a template being made is not removed under it.
-        for record in sorted(chosen, key=lambda r: r.key):
-            held.enter_context(file_lock(own.config.paths.locks / f"template-{record.key}.lock"))
-        for record in chosen:
-            if users := warmstore.users_of(record, own.config.paths.nodes):
+        for storage, record in sorted(chosen, key=lambda pair: pair[0].lock_name(pair[1].key)):
+            held.enter_context(file_lock(own.config.paths.locks / storage.lock_name(record.key)))
+        for storage, record in chosen:
+            if users := storage.users(record):
                 raise UsageError(
-                    f"template {record.key} is the base of {', '.join(users)}: destroy them first"
+                    f"template {record.key} on {record.host} is the base of "
+                    f"{', '.join(users)}: destroy them first"
                 )
-        for record in chosen:
-            warmstore.remove_template(record, own.config.paths.nodes)
-        return chosen
+        for storage, record in chosen:
+            storage.remove(record)
+        return [record for _, record in chosen]

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import cyclopts
 from cyclopts import App, Parameter
@@ -15,6 +15,9 @@ from cyclopts import App, Parameter
 from vnode import __version__
 from vnode.errors import VnodeError
 from vnode.launch import HELP_FORMS
+
+if TYPE_CHECKING:
+    from vnode.warmstore import TemplateRecord
 
 app = App(
     name="vnode",
@@ -808,10 +811,12 @@ def template_make(
     vcpus: int | None = None,
     disk_size: int | None = None,
     virt_type: str | None = None,
+    host: str | None = None,
     json: bool = False,
 ) -> int:
-    """Make the warm template `up --warm` clones DISTRO's nodes from (one boot, then saved);
-    a template already made is kept. Shape options default to the configured ones, as up.
+    """Make the warm template `up --warm` clones DISTRO's nodes from (one boot, then saved),
+    on the host its clones run on; a template already made is kept. Shape options default
+    to the configured ones, as up.
 
     Parameters
     ----------
@@ -825,26 +830,30 @@ def template_make(
         Disk size in GiB.
     virt_type
         auto, kvm or qemu.
+    host
+        The [[hosts]] host to make it on (needed when the lab has several).
     json
         Print the template's record as JSON.
     """
     from vnode import api, logs
 
     logs.configure()
-    options = api.UpOptions(memory=memory, vcpus=vcpus, disk=disk_size, virt_type=virt_type)
+    options = api.UpOptions(
+        memory=memory, vcpus=vcpus, disk=disk_size, virt_type=virt_type, host=host
+    )
     record = api.make_template(
         distro, options, progress=lambda line: print(f"vnode: {line}", file=sys.stderr)
     )
     if json:
         _emit_json(record.to_dict())
     else:
-        print(f"{record.distro}: template {record.key} at {record.directory}")
+        print(f"{record.distro}: template {record.key} on {record.host} at {record.directory}")
     return 0
 
 
 @template_app.command(name="list")
 def template_list(json: bool = False) -> int:
-    """The warm templates made: key, distro, shape, when, state size.
+    """The warm templates made on every host: key, host, distro, shape, when, state size.
 
     Parameters
     ----------
@@ -854,13 +863,26 @@ def template_list(json: bool = False) -> int:
     from vnode import api
     from vnode.progress import format_table
 
-    records = api.list_templates()
+    records, unreachable = api.list_templates_of_lab()
     if json:
         _emit_json([r.to_dict() for r in records])
-        return 0
-    rows = [
-        (
+    else:
+        print(format_table([_template_row(r) for r in records], _TEMPLATE_HEADERS))
+    for name, problem in unreachable.items():
+        print(
+            f"vnode: host {name} did not answer, its templates are not listed: {problem}",
+            file=sys.stderr,
+        )
+    return 1 if unreachable else 0
+
+
+_TEMPLATE_HEADERS = ("KEY", "HOST", "DISTRO", "MEMORY", "VCPUS", "VIRT", "DISK", "STATE", "MADE")
+
+
+def _template_row(r: TemplateRecord) -> tuple[str, ...]:
+    return (
             r.key,
+            r.host,
             r.distro,
             f"{r.memory_mib} MiB",
             str(r.vcpus),
@@ -868,28 +890,25 @@ def template_list(json: bool = False) -> int:
             f"{r.disk_gb} GiB",
             f"{r.save_bytes >> 20} MiB",
             r.made,
-        )
-        for r in records
-    ]
-    headers = ("KEY", "DISTRO", "MEMORY", "VCPUS", "VIRT", "DISK", "STATE", "MADE")
-    print(format_table(rows, headers))
-    return 0
+    )  # fmt: skip
 
 
 @template_app.command(name="remove")
-def template_remove(which: str) -> int:
-    """Remove a template (by key or the start of one) or every template of a distro; refused
-    while a node still runs on it.
+def template_remove(which: str, *, host: str | None = None) -> int:
+    """Remove a template (by key or the start of one) or every template of a distro, on
+    every host or one; refused while a node still runs on it.
 
     Parameters
     ----------
     which
         A key from `vnode template list`, or a distro, e.g. d12.
+    host
+        Only on this [[hosts]] host.
     """
     from vnode import api
 
-    for record in api.remove_templates(which):
-        print(f"{record.key} ({record.distro}): removed")
+    for record in api.remove_templates(which, host=host):
+        print(f"{record.key} ({record.distro}) on {record.host}: removed")
     return 0
 
 
@@ -968,7 +987,7 @@ def _terminate_like_interrupt(signum: int, frame: object) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def _remote_command_verbatim(tokens: list[str]) -> list[str]:
+def remote_command_verbatim(tokens: list[str]) -> list[str]:
     """`vnode ssh NODE uname -a`: as with ssh, all after the node is the remote command,
     options included, so it is not parsed as vnode's own options."""
     command_follows = len(tokens) >= 3 and tokens[0] == "ssh" and not tokens[1].startswith("-")
@@ -1022,7 +1041,7 @@ def _print_help(tokens: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
-    tokens = _remote_command_verbatim(argv if argv is not None else sys.argv[1:])
+    tokens = remote_command_verbatim(argv if argv is not None else sys.argv[1:])
     try:
         _add_plugin_commands(tokens)
         # A bare `vnode` shows what it can do rather than complaining that no node was named.

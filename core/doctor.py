@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from vnode.config import Config
 from vnode.errors import VnodeError
+from vnode.hosts import lab_hosts
 from vnode.model import Verdict
 from vnode.session import Session
 
@@ -53,6 +54,7 @@ def run_checks(session: Session | None = None, network: str | None = None) -> li
         lambda: iter(
             [tpm_verdict(shutil.which("swtpm"), shutil.which("swtpm_setup"), _not_owned_by_tss())]
         ),
+        lambda: iter([ksm_verdict(_ksm_values())]),
         lambda: check_network(session, network or config.defaults.network, conn is not None),
         lambda: check_hosts(session),
         lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
@@ -253,6 +255,41 @@ def kvm_device_verdict(
             "define takes 30-90 s); `chgrp kvm /dev/kvm; chmod 0660 /dev/kvm`",
         )
     return Verdict(name, OK, f"group kvm, mode {mode:04o}")
+
+
+KSM = Path("/sys/kernel/mm/ksm")
+PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def _ksm_values() -> dict[str, int] | None:
+    try:
+        return {
+            key: int((KSM / key).read_text())
+            for key in ("run", "pages_to_scan", "pages_shared", "pages_sharing")
+        }
+    except (OSError, ValueError):
+        return None
+
+
+def ksm_verdict(values: dict[str, int] | None) -> Verdict:
+    """Warm clones start from the same pages; KSM merging them is what lets a pool fit."""
+    name = "ksm"
+    if values is None:
+        return Verdict(name, WARN, "this kernel has no KSM: every warm clone's memory is its own")
+    if values["run"] != 1:
+        return Verdict(
+            name,
+            WARN,
+            "off: warm clones do not share their template's memory "
+            "(install/setup-host.sh turns it on; echo 1 > /sys/kernel/mm/ksm/run)",
+        )
+    saved = values["pages_sharing"] * PAGE_MIB
+    return Verdict(
+        name,
+        OK,
+        f"on ({values['pages_to_scan']} pages per scan): saves {saved:,.0f} MiB now "
+        f"({values['pages_sharing']:,} pages merged into {values['pages_shared']:,})",
+    )
 
 
 SWTPM_LOCALCA = Path("/var/lib/swtpm-localca")
@@ -481,15 +518,17 @@ def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
     config = session.config
     found = hypervisor.vnode_domains(conn, config.paths.nodes)
     names = {mark.name for _, mark in found}
+    # A disk in the node's directory: only where the host keeps node files there (else a
+    # volume of its pool).
+    local_files = any(host.pool is None for host in lab_hosts(config))
     problems = [
         f"{name} (a directory, no domain)" for name in leftover_dirs(config.paths.nodes, names)
     ]
     problems += [
         f"{mark.name} (a domain, its disk gone)"
         for _, mark in found
-        if mark.node_dir and not (Path(mark.node_dir) / "disk.qcow2").exists()
-        and not config.hosts
-    ]  # fmt: skip
+        if local_files and mark.node_dir and not (Path(mark.node_dir) / "disk.qcow2").exists()
+    ]
     parts = sorted(config.paths.images.glob("*.part")) if config.paths.images.is_dir() else []
     templates = config.paths.state / "templates"
     if templates.is_dir():

@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING
 from vnode import hypervisor, lab
 from vnode.errors import VnodeError
 from vnode.logs import get_logger
-from vnode.model import NodePlan, NodeResult
+from vnode.model import Distro, NodeResult
 from vnode.planning import UpPlan, nothing_made
 from vnode.progress import Reporter, SilentReporter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vnode.nodes import NodeStore
     from vnode.session import Session
-    from vnode.warmstore import TemplateRecord
+    from vnode.warm import WarmSource
+    from vnode.warmstore import TemplateRecord, TemplateSpec
 
 log = get_logger("vnode.execute")
 
@@ -48,7 +51,7 @@ def execute_up(
         reason = nothing_made(failed)
         failed = {node.name: failed.get(node.name, reason) for node in plan.nodes}
     _move(plan, session, stores, failed)
-    warm, making = _templates(plan, session, reporter, failed)
+    warm, making = _templates(plan, session, stores, reporter, failed)
     jumps = {
         name: jump
         for name, view in plan.hosts.items()
@@ -82,7 +85,7 @@ def _prepare_hosts(plan: UpPlan, session: Session, failed: dict[str, str]) -> di
         nodes = [n for n in plan.nodes if n.host == host and n.name not in failed]
         store = lab.store_for(session, view)
         if store.pool is not None:
-            _upload_images(session, store, nodes)
+            upload_images(session, store, {node.distro for node in nodes})
         plan.backends[host].prepare(nodes)
         stores[host] = store
 
@@ -100,12 +103,12 @@ def _prepare_hosts(plan: UpPlan, session: Session, failed: dict[str, str]) -> di
     return stores
 
 
-def _upload_images(session: Session, store: NodeStore, nodes: list[NodePlan]) -> None:
-    """The nodes' base images in the host's pool: uploaded once, verified."""
+def upload_images(session: Session, store: NodeStore, distros: set[Distro]) -> None:
+    """The distros' base images in the host's pool: uploaded once, verified."""
     from vnode import images
     from vnode.disks import qcow2_virtual_size
 
-    for distro in {node.distro for node in nodes}:
+    for distro in distros:
         path = images.image_path(distro, session.config)
         volume, uploaded = hypervisor.ensure_image(
             store.conn, store.pool, distro.image_filename, path, _sha256(path)
@@ -151,17 +154,49 @@ def _move(
 
 
 def _templates(
-    plan: UpPlan, session: Session, reporter: Reporter, failed: dict[str, str]
-) -> tuple[dict[str, TemplateRecord], float]:
-    """The warm templates the plan's warm nodes need, made first where missing; and how
-    long making them took (a boot each: the nodes' own wait is not cut short by it)."""
-    choices = tuple(choice for choice in plan.warm if choice.node not in failed)
+    plan: UpPlan,
+    session: Session,
+    stores: dict[str, NodeStore],
+    reporter: Reporter,
+    failed: dict[str, str],
+) -> tuple[dict[str, WarmSource], float]:
+    """The warm templates the plan's warm nodes need, made first where missing, each on
+    its nodes' host; and how long making them took (a boot each: the nodes' own wait is not
+    cut short by it)."""
+    choices = tuple(
+        choice
+        for choice in plan.warm
+        if choice.node not in failed and (choice.template is None or choice.template.host in stores)
+    )
     if not choices:
         return {}, 0.0
     from vnode.warmstore import ensure_templates
 
+    storages = {
+        host: lab.templates_for(session, plan.hosts[host], stores[host])
+        for host in {c.template.host for c in choices if c.template is not None}
+    }
     begun = time.monotonic()
-    warm, cold = ensure_templates(session.conn, choices, session.config.paths.locks, reporter.phase)
+    warm, cold = ensure_templates(choices, storages, session.config.paths.locks, reporter.phase)
     for node, reason in cold.items():
         reporter.phase(node, f"cold boot: {reason}")
     return warm, time.monotonic() - begun
+
+
+def make_template(
+    spec: TemplateSpec, *, session: Session, progress: Callable[[str], None] | None = None
+) -> TemplateRecord:
+    """Make (or find made) one template on its host: the host's pool and base image first
+    where it keeps them in a pool, as for its nodes."""
+    from vnode.locks import file_lock
+    from vnode.warmstore import make_template as make
+
+    view = lab.survey(session)[spec.host]
+    store = lab.store_for(session, view)
+    if store.pool is not None:
+        upload_images(session, store, {spec.distro})
+    storage = lab.templates_for(session, view, store)
+    if progress is not None and storage.read(spec.key) is None:
+        progress(f"making template {spec.key} of {spec.distro.name} on {spec.host}: one boot")
+    with file_lock(session.config.paths.locks / storage.lock_name(spec.key)):
+        return make(storage, spec)

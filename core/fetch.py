@@ -132,7 +132,7 @@ def _locate_at(distro: Distro, place: Location, mirror: str | None, keyring: str
     text = checked.text.decode("utf-8", errors="replace")
     entries = parse_checksums(text, str(distro.checksum_format))
     directory, wanted = with_mirror(place.image_url, mirror).rsplit("/", 1)
-    name = _choose(unquote(wanted), sorted(entries), f"the entries of {checksum_url}")
+    name = choose_name(unquote(wanted), sorted(entries), f"the entries of {checksum_url}")
     checksums = lookup(entries, name)
     claimed = distro.sha256
     if claimed:
@@ -254,11 +254,11 @@ def _resolve_listed(url: str) -> str:
     if "*" not in wanted:
         return url
     links = index_links(read_small(f"{directory}/"))
-    name = _choose(unquote(wanted), links, f"the index of {directory}/")
+    name = choose_name(unquote(wanted), links, f"the index of {directory}/")
     return f"{directory}/{quote(name)}"
 
 
-def _choose(pattern: str, names: list[str], where: str) -> str:
+def choose_name(pattern: str, names: list[str], where: str) -> str:
     if "*" not in pattern:
         return pattern
     matches = [name for name in names if fnmatch.fnmatchcase(name, pattern)]

@@ -236,11 +236,15 @@ def vnode_guest_network_files(node: NodePlan) -> dict[str, str] | None:
     its NIC comes up with the node's address at once, and keeps it on later boots.
 
     :param node: the node's plan: its MAC, and its static address (None: DHCP).
-    :return: ``{name: text}``: ``mode`` (``static`` or ``dhcp``), ``address`` (CIDR or
-        empty), ``gateway``, ``resolv.conf``, and the same for each network stack under the
-        name the template's apply script installs (``netplan.yaml``, ``nm.nmconnection``,
-        ``networkd.network``, ``ifupdown`` with ``@NIC@`` for the interface's name); or None
-        to leave it to another plugin (with none, the node boots cold and says why).
+    :return: ``{name: text}``, the files of the clone's ``net/`` directory: ``mode``
+        (``static`` or ``dhcp``), ``address`` (CIDR or empty) and ``gateway``, which vnode's
+        apply script sets at once with iproute2 before it starts sshd; and ``persist``, a
+        POSIX sh script it then runs as ``sh persist DIR NIC`` (DIR: these files; NIC: the
+        interface with the clone's MAC) to keep the configuration in the guest's own network
+        stack for later boots, start DHCP there when ``mode`` is ``dhcp`` (vnode then reads
+        the address the NIC got) and set the resolver; any other files are the script's own
+        (the built-in plugin writes one per stack). None leaves it to another plugin (with
+        none, the node boots cold and says why).
 
     First result. Called once per warm node during planning (``up --warm``), in the main
     thread.

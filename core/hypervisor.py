@@ -685,6 +685,26 @@ def ensure_image(conn: Any, pool: Any, name: str, path: Path, sha256: str) -> tu
     return volume, True
 
 
+def copy_volume(pool: Any, source: Any, name: str, *, mode: str = "0600") -> Any:
+    """A raw copy of ``source`` made by its host (nothing crosses the connection)."""
+    _, capacity, _ = source.info()
+    delete_volume(pool, name)
+    with libvirt_errors(f"copying volume {source.name()} to {name}"):
+        return pool.createXMLFrom(_volume_xml(name, capacity, "raw", mode=mode), source, 0)
+
+
+def overwrite_volume(conn: Any, volume: Any, data: bytes, offset: int = 0) -> None:
+    """Write ``data`` over the volume's bytes from ``offset`` on (the rest is kept: an
+    upload with a length writes in place)."""
+    with libvirt_errors(f"writing into volume {volume.name()}"):
+        stream = conn.newStream(0)
+        volume.upload(stream, offset, len(data), 0)
+        view = memoryview(data)
+        for start in range(0, len(data), _CHUNK):
+            stream.send(bytes(view[start : start + _CHUNK]))
+        stream.finish()
+
+
 def create_overlay_volume(pool: Any, name: str, base: Any, size: int) -> Any:
     """A qcow2 volume backed by the base image's volume: the base stays pristine."""
     _, capacity, _ = base.info()

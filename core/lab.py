@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from vnode.nodes import NodeStore
     from vnode.session import Session
     from vnode.sshwait import Jump
+    from vnode.warmstorage import TemplateStorage
 
 
 @attrs.frozen
@@ -146,6 +147,42 @@ def store_for(session: Session, view: HostView, *, make_pool: bool = True) -> No
         host=view.name,
         pool=pool,
     )
+
+
+def templates_for(
+    session: Session, view: HostView, store: NodeStore | None = None
+) -> TemplateStorage:
+    """Where the host keeps its warm templates, as it keeps its nodes (:func:`store_for`):
+    volumes of its pool (``store``'s, made and holding the base images, when templates are
+    to be made; else the pool as it is, or none yet), or for a host without one the lab's
+    state directory."""
+    from vnode import warmstorage
+
+    if view.host.pool is None:
+        return warmstorage.StateFiles(
+            conn=view.conn,
+            root=session.config.paths.state / "templates",
+            nodes_dir=session.config.paths.nodes,
+            host=view.name,
+        )
+    if store is not None and store.pool is not None:
+        pool, bases = store.pool, store.base_volumes
+    else:
+        pool, bases = _existing_pool(view), {}
+    directory = volume_dir(view)
+    assert directory is not None
+    return warmstorage.PoolVolumes(
+        conn=view.conn, pool=pool, directory=directory, host=view.name, base_volumes=bases
+    )
+
+
+def _existing_pool(view: HostView) -> Any:
+    assert view.host.pool is not None
+    try:
+        pool = view.conn.storagePoolLookupByName(view.host.pool)
+        return pool if pool.isActive() else None
+    except Exception:  # not made (or started) yet: no template there either
+        return None
 
 
 def volume_dir(view: HostView) -> Path | None:

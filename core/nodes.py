@@ -124,13 +124,16 @@ def _build_volumes(store: NodeStore, plan: NodePlan, seed: Any) -> None:
 
 
 def remove_volumes(store: NodeStore, name: str) -> None:
-    """The node's volumes in the host's pool (disk, extra disks, seed, console log); absent
-    ones are fine."""
+    """The node's volumes in the host's pool (disk, extra disks, seed, console log, a warm
+    clone's identity and restore image); absent ones are fine."""
     if store.pool is None:
         return
     hypervisor.refresh_pool(store.pool)
     extra = [extra_disk_volume(name, i) for i in range(1, MAX_EXTRA_DISKS + 1)]
-    for volume in (f"{name}-disk.qcow2", *extra, f"{name}-seed.iso", f"{name}-console.log"):
+    # A warm clone's identity disk and restore image too (vnode.warmstorage.CLONE_VOLUMES).
+    clone = [f"{name}-identity.tar", f"{name}-restore.save"]
+    volumes = (f"{name}-disk.qcow2", *extra, f"{name}-seed.iso", f"{name}-console.log", *clone)
+    for volume in volumes:
         hypervisor.delete_volume(store.pool, volume)
 
 

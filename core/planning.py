@@ -648,17 +648,14 @@ def _plan_warm(
     from vnode import images, warmstore
 
     config = session.config
-    versions = warmstore.host_versions(session.conn)
-    made = warmstore.list_templates(config.paths.state)
-    specs: dict[tuple[str, warmstore.Shape], warmstore.TemplateSpec] = {}
+    # Per host: a template is made and cloned on the host its clones run on.
+    storages = {host: lab.templates_for(session, views[host]) for host in backends}
+    versions = {host: warmstore.host_versions(views[host].conn) for host in backends}
+    made = {host: storage.list() for host, storage in storages.items()}
+    specs: dict[tuple[str, str, warmstore.Shape], warmstore.TemplateSpec] = {}
     choices = []
     network_files: dict[str, dict[str, str]] = {}
     for node in nodes:
-        if views[node.host].host.pool is not None:
-            # Templates live in the local state directory; a pool's host has no copy.
-            reason = "warm clones are made only where node files are local, not yet in a pool"
-            choices.append(warmstore.WarmChoice(node.name, None, reason))
-            continue
         if reason := _cold_only(node):
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
@@ -668,13 +665,14 @@ def _plan_warm(
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
         shape = warmstore.Shape(node.memory_mib, node.vcpus, node.virt_type, node.disk_gb)
-        if (node.distro.name, shape) not in specs:
-            specs[node.distro.name, shape] = warmstore.plan_template(
-                state=config.paths.state,
+        where = (node.host, node.distro.name, shape)
+        if where not in specs:
+            specs[where] = warmstore.plan_template(
+                storage=storages[node.host],
                 distro=node.distro,
                 image=image,
                 shape=shape,
-                versions=versions,
+                versions=versions[node.host],
                 stem=config.pools[0].stem,
             )
         files = session.plugins.guest_network_files(node)
@@ -684,10 +682,10 @@ def _plan_warm(
             continue
         choice = warmstore.warm_choice(
             node,
-            specs[node.distro.name, shape],
+            specs[where],
             plugin_adjusted=plugin_adjusted(session.plugins, node),
             wait_cloud_init=after.wait_cloud_init,
-            others=made,
+            others=made[node.host],
             hot_pluggable=node.interface is not None
             and _backend_of(backends[node.host], node.network).hot_pluggable(node.interface),
         )
@@ -770,8 +768,9 @@ def plan_template(
     distro: str, options: UpOptions | None = None, *, session: Session
 ) -> TemplateSpec:
     """Decide the warm template of ``distro`` in the shape the options (or the configured
-    defaults) give; nothing is made. Bad input is a UsageError, a missing image an
-    EnvironmentProblem."""
+    defaults) give, on the host ``options.host`` names (needed only when the lab has
+    several); nothing is made. Bad input is a UsageError, a missing image or a host that
+    does not answer an EnvironmentProblem."""
     from vnode import images, warmstore
     from vnode.disks import unreadable_by_qemu
 
@@ -779,11 +778,12 @@ def plan_template(
     config = session.config
     defaults = effective_defaults(config.defaults, attrs.evolve(options, distro=distro))
     resolved = images.resolve_distro(defaults.distro, session)
-    virt_type = hypervisor.resolve_virt_type(session.conn, defaults.virt_type)
+    view = template_host(session, options.host)
+    virt_type = hypervisor.resolve_virt_type(view.conn, defaults.virt_type)
     image = images.image_path(resolved, config)
     if not image.exists():
         raise EnvironmentProblem(images.missing_message(resolved, image, session))
-    if problem := unreadable_by_qemu(image):
+    if view.host.pool is None and (problem := unreadable_by_qemu(image)):
         raise EnvironmentProblem(f"image for {resolved.name}: {problem}")
     shape = warmstore.Shape(
         memory_mib=defaults.memory,
@@ -792,10 +792,28 @@ def plan_template(
         disk_gb=max(defaults.disk, resolved.disk_gb),
     )
     return warmstore.plan_template(
-        state=config.paths.state,
+        storage=lab.templates_for(session, view),
         distro=resolved,
         image=image,
         shape=shape,
-        versions=warmstore.host_versions(session.conn),
+        versions=warmstore.host_versions(view.conn),
         stem=config.pools[0].stem,
     )
+
+
+def template_host(session: Session, name: str | None) -> HostView:
+    """The host a template is made on: the one named, or the lab's only one. UsageError for
+    a host the lab does not have, or none named in a lab of several; EnvironmentProblem
+    when it does not answer."""
+    views = lab.survey(session)
+    if name is None:
+        if len(views) > 1:
+            names = ", ".join(views)
+            raise UsageError(f"the lab has several hosts: name one with --host ({names})")
+        name = next(iter(views))
+    if name not in views:
+        raise UsageError(f"no host {name!r} in [[hosts]] (configured: {', '.join(views)})")
+    view = views[name]
+    if view.error is not None:
+        raise view.error
+    return view

@@ -26,7 +26,7 @@ from vnode.waiting import after_ready, domain_problem
 
 if TYPE_CHECKING:
     from vnode.planning import After
-    from vnode.warmstore import TemplateRecord
+    from vnode.warm import WarmSource
 
 log = get_logger("vnode.scheduler")
 
@@ -46,7 +46,7 @@ def run_up(
     after: After | None = None,
     jumps: Mapping[str, Jump] | None = None,
     failed: Mapping[str, str] | None = None,
-    warm: Mapping[str, TemplateRecord] | None = None,
+    warm: Mapping[str, WarmSource] | None = None,
 ) -> list[NodeResult]:
     """Make and wait for the nodes; ``stores``, ``backends`` and ``jumps`` (how to reach a
     host's nodes through it) are per host, by the plan's ``host``. Nodes in ``failed`` (their
@@ -111,7 +111,7 @@ class _Scheduler:
     after: After
     jumps: Mapping[str, Jump] = attrs.field(factory=dict)
     failed: Mapping[str, str] = attrs.field(factory=dict)
-    warm: dict[str, TemplateRecord] = attrs.field(factory=dict)
+    warm: dict[str, WarmSource] = attrs.field(factory=dict)
 
     async def run(self, plans: list[NodePlan]) -> list[NodeResult]:
         # One thread per node: creation is mostly waiting on libvirt and qemu-img.
@@ -212,12 +212,12 @@ class _Scheduler:
     def _create(self, plan: NodePlan) -> CreatedNode:
         """Make the node paused: from its warm template, or booted cold."""
         store, backend = self.stores[plan.host], self.backends[plan.host]
-        template = self.warm.get(plan.name)
-        if template is None:
+        source = self.warm.get(plan.name)
+        if source is None:
             return create_node(store, plan, backend, self.client, paused=True)
         from vnode.warm import create_clone
 
-        return create_clone(store, plan, template, backend, self.client, paused=True)
+        return create_clone(store, plan, source, backend, self.client, paused=True)
 
     def _result(
         self, plan: NodePlan, ip: str | None, state: str, detail: str | None, **extra: Any

@@ -1,4 +1,4 @@
-"""Warm clones (issue 15, in progress): a node restored from a template's saved state.
+"""Warm clones: a node restored from a template's saved state.
 
 libvirt 9.0 refuses to restore a save image under another UUID, so each clone gets its own
 save image: libvirt's header rewritten with the clone's XML, then the template's QEMU
@@ -13,27 +13,31 @@ domain XML and its identity archive. :mod:`vnode.warmstore` keeps the templates;
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
-import shutil
 import struct
 import tarfile
+import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
 from vnode.errors import EnvironmentProblem
+from vnode.logs import get_logger
 
 if TYPE_CHECKING:
     from vnode.keys import ClientKey, KeyPair
     from vnode.model import NodePlan
     from vnode.network import NetworkBackend
     from vnode.nodes import CreatedNode, NodeStore
+    from vnode.warmstorage import TemplateStorage
     from vnode.warmstore import TemplateRecord
 
 # libvirt's save-image header (src/qemu/qemu_saveimage.h, version 2), little-endian: magic,
@@ -46,6 +50,22 @@ _SUPPORTED_VERSION = 2
 # a clone's XML is longer than the template's room.
 _PAD = 64 * 1024
 IDENTITY_SERIAL = "vnode-identity"
+
+log = get_logger("vnode.warm")
+
+
+class _Steps:
+    """Each step of making a clone, timed (``-v`` shows them; bench/run.py --warm-sizes
+    reads them): where a clone's seconds go, on the host's side."""
+
+    def __init__(self, node: str) -> None:
+        self._log = log.bind(node=node)
+        self._last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self._log.debug("clone step", step=step, seconds=round(now - self._last, 3))
+        self._last = now
 
 
 @attrs.frozen
@@ -69,35 +89,57 @@ def read_save_image(path: Path) -> SaveImage:
     """Parse libvirt's header of a save image (the migration stream is not read)."""
     with path.open("rb") as handle:
         raw = handle.read(_HEADER.size)
-        if len(raw) < _HEADER.size:
-            raise EnvironmentProblem(f"{path}: too short for a libvirt save image")
-        magic, version, data_len, was_running, compressed, cookie_offset, *_ = _HEADER.unpack(raw)
-        if magic == _PARTIAL:
-            raise EnvironmentProblem(f"{path}: an incomplete libvirt save image")
-        if magic != _MAGIC:
-            raise EnvironmentProblem(f"{path}: not a libvirt save image")
-        if version != _SUPPORTED_VERSION:
-            raise EnvironmentProblem(f"{path}: save image version {version} (vnode reads 2)")
-        if compressed:
-            raise EnvironmentProblem(f"{path}: a compressed save image (vnode needs raw)")
-        data = handle.read(data_len)
+        if len(raw) == _HEADER.size:
+            data_len = _HEADER.unpack(raw)[2]
+            raw += handle.read(data_len)
+    return parse_save_header(raw, where=str(path))
+
+
+def parse_save_header(raw: bytes, *, where: str) -> SaveImage:
+    """libvirt's header of a save image from its first bytes (at least the fixed header;
+    the XML and cookie too for them to be read: ``body_offset`` says how many are needed)."""
+    if len(raw) < _HEADER.size:
+        raise EnvironmentProblem(f"{where}: too short for a libvirt save image")
+    magic, version, data_len, was_running, compressed, cookie_offset, *_ = _HEADER.unpack(
+        raw[: _HEADER.size]
+    )
+    if magic == _PARTIAL:
+        raise EnvironmentProblem(f"{where}: an incomplete libvirt save image")
+    if magic != _MAGIC:
+        raise EnvironmentProblem(f"{where}: not a libvirt save image")
+    if version != _SUPPORTED_VERSION:
+        raise EnvironmentProblem(f"{where}: save image version {version} (vnode reads 2)")
+    if compressed:
+        raise EnvironmentProblem(f"{where}: a compressed save image (vnode needs raw)")
+    data = raw[_HEADER.size : _HEADER.size + data_len]
     if len(data) < data_len:
-        raise EnvironmentProblem(f"{path}: save image header cut short")
+        # Not all of it yet: the caller reads up to body_offset and parses again.
+        return SaveImage(version, data_len, was_running, compressed, "", None)
     xml_end = cookie_offset or data_len
     xml = data[:xml_end].split(b"\0", 1)[0].decode()
     cookie = data[cookie_offset:].split(b"\0", 1)[0].decode() if cookie_offset else None
     return SaveImage(version, data_len, was_running, compressed, xml, cookie)
 
 
-def write_clone_save_image(template: Path, dest: Path, xml: str) -> None:
-    """A save image that restores as the domain ``xml`` describes: the template's header with
-    the clone's XML, then the template's migration stream copied unchanged (0600: it is the
-    guest's memory)."""
-    image = read_save_image(template)
+def clone_header(image: SaveImage, xml: str, *, grow: bool) -> bytes:
+    """The clone's header: the template's, with the clone's XML and the template's cookie,
+    padded to the template's room (``data_len``) so the migration stream stays where it is;
+    with ``grow``, a longer XML gets more room (the stream then follows it), else it is
+    refused."""
+    if not image.xml:
+        raise EnvironmentProblem("the template's save image header was not read whole")
     xml_bytes = xml.encode() + b"\0"
     cookie = image.cookie.encode() + b"\0" if image.cookie is not None else b""
     used = len(xml_bytes) + len(cookie)
-    data_len = image.data_len if used <= image.data_len else used + _PAD
+    if used <= image.data_len:
+        data_len = image.data_len
+    elif grow:
+        data_len = used + _PAD
+    else:
+        raise EnvironmentProblem(
+            f"the clone's domain XML ({used} bytes) does not fit the template's save image "
+            f"header ({image.data_len} bytes)"
+        )
     header = _HEADER.pack(
         _MAGIC,
         image.version,
@@ -107,18 +149,60 @@ def write_clone_save_image(template: Path, dest: Path, xml: str) -> None:
         len(xml_bytes) if cookie else 0,
         *([0] * 14),
     )
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out, template.open("rb") as source:
-        out.write(header + xml_bytes + cookie + b"\0" * (data_len - used))
-        out.flush()
-        source.seek(image.body_offset)
-        remaining = os.fstat(source.fileno()).st_size - image.body_offset
-        # In the kernel, without passing through Python (a reflink where the file system can).
-        while remaining > 0:
-            copied = os.copy_file_range(source.fileno(), out.fileno(), remaining)
-            if copied == 0:
+    return header + xml_bytes + cookie + b"\0" * (data_len - used)
+
+
+def write_clone_save_image(template: Path, out: BinaryIO, xml: str) -> None:
+    """Write to ``out`` a save image that restores as the domain ``xml`` describes: the
+    template's header with the clone's XML, then the template's migration stream unchanged,
+    copied in the kernel (``out`` may be a pipe: nothing is written to disk then)."""
+    image = read_save_image(template)
+    out.write(clone_header(image, xml, grow=True))
+    out.flush()
+    with template.open("rb") as source:
+        offset = image.body_offset
+        end = os.fstat(source.fileno()).st_size
+        while offset < end:
+            sent = os.sendfile(out.fileno(), source.fileno(), offset, min(end - offset, 1 << 30))
+            if sent == 0:
                 raise EnvironmentProblem(f"{template}: shorter than its header says")
-            remaining -= copied
+            offset += sent
+
+
+def restore_clone(conn: Any, template: Path, xml: str, fifo: Path, flags: int) -> None:
+    """Restore the domain ``xml`` from the template's saved state, fed to libvirt through a
+    FIFO: libvirt reads the header, QEMU the stream, and no per-clone copy of the guest's
+    memory (hundreds of MB) is ever written (docs/warm-clones.md)."""
+    from vnode import hypervisor
+
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo, 0o600)
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            with fifo.open("wb") as out:
+                write_clone_save_image(template, out, xml)
+        except BrokenPipeError:
+            pass  # libvirt stopped reading: its own error says why
+        except BaseException as exc:  # reported by the restore's caller
+            failure.append(exc)
+
+    feeder = threading.Thread(target=feed, name=f"feed {fifo}", daemon=True)
+    feeder.start()
+    try:
+        with hypervisor.libvirt_errors(f"restoring {ET.fromstring(xml).findtext('name')}"):
+            conn.restoreFlags(str(fifo), None, flags)
+    finally:
+        if feeder.is_alive():
+            # libvirt never opened the FIFO (or left early): a reader of our own lets the
+            # feeder's open return, and its next write fails, so the thread ends.
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            feeder.join(timeout=30)
+        fifo.unlink(missing_ok=True)
+    if failure:
+        raise EnvironmentProblem(f"feeding the template's state: {failure[0]}") from failure[0]
 
 
 def clone_domain_xml(
@@ -224,7 +308,7 @@ def apply_script() -> str:
 def create_clone(
     store: NodeStore,
     plan: NodePlan,
-    template: TemplateRecord,
+    source: WarmSource,
     backend: NetworkBackend,
     client: ClientKey,
     *,
@@ -232,67 +316,68 @@ def create_clone(
 ) -> CreatedNode:
     """Make the node from the template's saved state instead of booting it: what
     :func:`vnode.nodes.create_node` does for a cold node, with the same outcome (a node whole
-    or absent, the same metadata, known_hosts entry, console log and files)."""
+    or absent, the same metadata, known_hosts entry, console log and files), on whichever
+    host the template and the node are (``source.storage`` keeps the clone's files there)."""
     from vnode.nodes import remove_node
 
     if store.owned(plan.name) is not None:
         remove_node(store, plan, backend)
     try:
-        return _build_clone(store, plan, template, backend, client, paused)
+        return _build_clone(store, plan, source, backend, client, paused)
     except BaseException:
         remove_node(store, plan, backend, quiet=True)
         raise
 
 
+@attrs.frozen
+class WarmSource:
+    """What a warm node is made from: the template, and the storage of its host."""
+
+    template: TemplateRecord
+    storage: TemplateStorage = attrs.field(eq=False)
+
+
 def _build_clone(
     store: NodeStore,
     plan: NodePlan,
-    template: TemplateRecord,
+    source: WarmSource,
     backend: NetworkBackend,
     client: ClientKey,
     paused: bool,
 ) -> CreatedNode:
     from vnode import hypervisor
-    from vnode.disks import create_overlay
     from vnode.keys import generate_keypair
     from vnode.nodes import CreatedNode
 
     libvirt = hypervisor.libvirt_module()
-    if plan.node_dir.exists():
-        shutil.rmtree(plan.node_dir)
-    plan.node_dir.mkdir(mode=0o711, parents=True)
-    plan.node_dir.chmod(0o711)  # as nodes.NODE_DIR_MODE: qemu passes, no one else looks
-    # The template's virtual size: the saved guest already knows its disk's size.
-    create_overlay(template.disk, plan.disk_path, template.disk_gb)
+    steps = _Steps(plan.name)
+    template, storage = source.template, source.storage
+    storage.clone_disk(template, plan)
     host_key = generate_keypair(f"{plan.name} host key")
     values = identity_values(plan, authorized_key=client.public_openssh, host_key=host_key)
-    identity = plan.node_dir / "identity.tar"
-    fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(identity_archive(values, apply_script()))
+    identity = storage.identity_disk(plan, identity_archive(values, apply_script()))
     planned = ET.fromstring(plan.domain_xml)
     interface = planned.find("devices/interface")
     if interface is None:
         raise EnvironmentProblem(f"{plan.name}: the plan has no NIC to plug in")
     assert plan.console is not None
     xml = clone_domain_xml(
-        read_save_image(template.save).xml,
+        storage.saved_xml(template),
         name=plan.name,
         disk=plan.disk_path,
         console=plan.console.log_path,
         title=planned.findtext("title"),
         metadata=planned.find("metadata"),
     )
+    steps.done("files")
     backend.reserve(plan)
     # The host key is trusted before the guest exists, so the first connection is verified.
     store.known_hosts.set(plan.name, host_key.public_openssh)
-    save = plan.node_dir / "restore.save"
-    write_clone_save_image(template.save, save, xml)
-    try:
-        with hypervisor.libvirt_errors(f"restoring {plan.name} from template {template.key}"):
-            store.conn.restoreFlags(str(save), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
-    finally:
-        save.unlink(missing_ok=True)
+    steps.done("reserve")
+    # On the template's host, the way its storage can (a FIFO fed from the file, or a copy
+    # the host makes in its pool).
+    storage.restore(store.conn, template, plan, xml, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+    steps.done("restore")
     domain = hypervisor.lookup(store.conn, plan.name)
     if domain is None:
         raise EnvironmentProblem(f"{plan.name}: restored, then gone")
@@ -307,6 +392,7 @@ def _build_clone(
         )
         # Live only: the identity is applied once; a reboot keeps what was applied.
         domain.attachDeviceFlags(_identity_disk_xml(identity), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    steps.done("define and hot-plug")
     if not paused:
         resume_clone(domain)
     return CreatedNode(plan=plan, domain=domain, host_key=host_key.public_openssh)

@@ -1,9 +1,10 @@
 """Warm templates: a booted, NIC-less guest saved once per image and shape, cloned many times.
 
-A template lives in ``<state>/templates/<key>/``: ``disk.qcow2`` (read-only from then on: the
-backing file of every clone's overlay), ``state.save`` (libvirt's save image of the running
-guest) and ``record.json`` (what it was made from; written last, so a directory without it is
-an unfinished template). The key covers everything a saved guest depends on: the image's
+A template lives on the host its clones run on, where :mod:`vnode.warmstorage` keeps it (for
+a host without a pool ``<state>/templates/<key>/``; for a pool's host, volumes of that pool):
+its disk (only ever a backing file from then on: of every clone's overlay), its save image
+(libvirt's of the running guest) and its record (what it was made from; written last, so a
+template without it is unfinished). The key covers everything a saved guest depends on: the image's
 content, memory, vCPUs, virt type, disk size, the agent installed in it, and the libvirt and
 QEMU that saved it. The network is not part of it: the NIC is hot-plugged into each clone.
 """
@@ -13,22 +14,26 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 import struct
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from vnode import hypervisor
 from vnode.errors import EnvironmentProblem, UsageError
-from vnode.files import write_atomic
+from vnode.hosts import LOCAL
 from vnode.logs import get_logger
-from vnode.model import ConsoleSetup, Distro, NodePlan, VirtType
+from vnode.model import Distro, NodePlan, VirtType
+
+if TYPE_CHECKING:
+    from vnode.warm import WarmSource
+    from vnode.warmstorage import TemplateStorage
 
 log = get_logger("vnode.warmstore")
 
@@ -62,16 +67,11 @@ class TemplateSpec:
     agent: str
     libvirt: str
     qemu: str
-    directory: Path
+    directory: Path  # where its files are on its host (a pool's directory, for a pool)
+    disk: Path
+    save: Path
     domain_name: str
-
-    @property
-    def disk(self) -> Path:
-        return self.directory / "disk.qcow2"
-
-    @property
-    def save(self) -> Path:
-        return self.directory / "state.save"
+    host: str = LOCAL
 
 
 @attrs.frozen
@@ -96,14 +96,18 @@ class TemplateRecord:
     # Why the template cannot be used (an unreadable record, a file missing): listed and
     # removable (when no node runs on it), never cloned, never replaced without asking.
     damage: str | None = None
+    # Filled in when read: the host it is on, and its disk and save image there.
+    host: str = LOCAL
+    disk_file: str = ""
+    save_file: str = ""
 
     @property
     def disk(self) -> Path:
-        return Path(self.directory) / "disk.qcow2"
+        return Path(self.disk_file) if self.disk_file else Path(self.directory) / "disk.qcow2"
 
     @property
     def save(self) -> Path:
-        return Path(self.directory) / "state.save"
+        return Path(self.save_file) if self.save_file else Path(self.directory) / "state.save"
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -164,19 +168,20 @@ def template_key(fingerprint: str, shape: Shape, agent: str, libvirt: str, qemu:
 
 def plan_template(
     *,
-    state: Path,
+    storage: TemplateStorage,
     distro: Distro,
     image: Path,
     shape: Shape,
     versions: tuple[str, str],
     stem: str,
 ) -> TemplateSpec:
-    """Decide the template for this image and shape (nothing is made). ``stem`` names the
-    template's short-lived domain after the configuration's first pool, so that labs sharing
-    a libvirtd never collide."""
+    """Decide the template for this image and shape on the host ``storage`` is of (nothing
+    is made). ``stem`` names the template's short-lived domain after the configuration's
+    first pool, so that labs sharing a libvirtd never collide."""
     fingerprint = image_fingerprint(image)
     agent = agent_version()
     key = template_key(fingerprint, shape, agent, *versions)
+    directory, disk, save = storage.paths(key)
     return TemplateSpec(
         key=key,
         distro=distro,
@@ -186,8 +191,11 @@ def plan_template(
         agent=agent,
         libvirt=versions[0],
         qemu=versions[1],
-        directory=templates_dir(state) / key,
+        directory=directory,
+        disk=disk,
+        save=save,
         domain_name=f"{stem}tpl-{key[:8]}",
+        host=storage.host,
     )
 
 
@@ -215,32 +223,51 @@ def read_template(directory: Path) -> TemplateRecord | None:
     unreadable or the template's files are missing."""
     path = directory / _RECORD
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        return _damaged(directory, f"{path} is unreadable ({_one_line(exc)})")
-    if not isinstance(data, dict) or not isinstance(data.get("key"), str):
-        return _damaged(directory, f"{path} is not a template record")
-    known = {field.name for field in attrs.fields(TemplateRecord)} - {"directory", "damage"}
-    fields = {**_RECORD_DEFAULTS, **{k: v for k, v in data.items() if k in known}}
-    try:
-        record = TemplateRecord(**fields, directory=str(directory))
-    except TypeError as exc:
-        return _damaged(directory, f"{path} lacks what a template needs ({_one_line(exc)})")
-    if record.key != directory.name:
-        return _damaged(directory, f"{path} names template {record.key!r}")
+    except OSError as exc:
+        text, problem = "", _one_line(exc)
+    else:
+        problem = None
+    record = parse_record(text, directory.name, str(path), problem=problem)
+    record = attrs.evolve(record, directory=str(directory))
+    if record.damage is not None:
+        return record
     missing = [p.name for p in (record.disk, record.save) if not p.is_file()]
     if missing:
         return attrs.evolve(record, damage=f"{', '.join(missing)} missing in {directory}")
     return record
 
 
-def _damaged(directory: Path, why: str) -> TemplateRecord:
+def parse_record(text: str, key: str, where: str, *, problem: str | None = None) -> TemplateRecord:
+    """Template ``key``'s record from its text (read from ``where``): what it says, or with
+    ``damage`` set when it is unreadable (``problem``: why it could not be read at all), not
+    a template record, or another template's. Fields an older vnode did not write take
+    defaults; fields it no longer writes are ignored."""
+    if problem is not None:
+        return _damaged(key, f"{where} is unreadable ({problem})")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return _damaged(key, f"{where} is unreadable ({_one_line(exc)})")
+    if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+        return _damaged(key, f"{where} is not a template record")
+    hidden = {"directory", "damage", "host", "disk_file", "save_file"}
+    known = {field.name for field in attrs.fields(TemplateRecord)} - hidden
+    fields = {**_RECORD_DEFAULTS, **{k: v for k, v in data.items() if k in known}}
+    try:
+        record = TemplateRecord(**fields)
+    except TypeError as exc:
+        return _damaged(key, f"{where} lacks what a template needs ({_one_line(exc)})")
+    if record.key != key:
+        return _damaged(key, f"{where} names template {record.key!r}")
+    return record
+
+
+def _damaged(key: str, why: str) -> TemplateRecord:
     fields = {**_RECORD_DEFAULTS, "made": f"damaged: {why}"}
-    return TemplateRecord(
-        key=directory.name, distro="?", directory=str(directory), damage=why, **fields
-    )
+    return TemplateRecord(key=key, distro="?", damage=why, **fields)  # type: ignore[arg-type]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -285,14 +312,19 @@ def _backing_file(path: Path) -> str | None:
 
 
 def select_templates(state: Path, which: str) -> list[TemplateRecord]:
-    """The templates ``which`` names: a key (or its unique start), or a distro (all of its
-    templates). UsageError if it names none."""
-    templates = list_templates(state, damaged=True)
+    """The templates in ``state`` that ``which`` names (see :func:`pick_templates`)."""
+    chosen = pick_templates(list_templates(state, damaged=True), which)
+    if not chosen:
+        raise UsageError(f"no template {which!r}: `vnode template list` shows the keys")
+    return chosen
+
+
+def pick_templates(templates: list[TemplateRecord], which: str) -> list[TemplateRecord]:
+    """The templates ``which`` names: a key (or its start, 4 characters at least), or a
+    distro (all of its templates)."""
     chosen = [t for t in templates if t.distro == which]
     if not chosen and len(which) >= 4:
         chosen = [t for t in templates if t.key.startswith(which)]
-    if not chosen:
-        raise UsageError(f"no template {which!r}: `vnode template list` shows the keys")
     return chosen
 
 
@@ -314,14 +346,19 @@ def _remove_inside(root: Path, path: Path) -> None:
 # -- making a template -------------------------------------------------------------------
 
 
-def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> TemplateRecord:
-    """Boot the image NIC-less with the agent's seed, wait for the guest to say it may be
-    saved, unplug the seed, save, keep disk and state. Idempotent: a template already made
-    is returned as it is. On failure nothing of it is left (domain, files).
+def make_template(
+    storage: TemplateStorage, spec: TemplateSpec, *, timeout: float = 900.0
+) -> TemplateRecord:
+    """Boot the image NIC-less with the agent's seed on the template's host, wait for the
+    guest to say it may be saved, unplug the seed, save, keep disk and state there.
+    Idempotent: a template already made is returned as it is. On failure nothing of it is
+    left (domain, files).
 
     A damaged template (its record unreadable, a file gone) is reported, never replaced; an
     unfinished one (no record) is made again only if no node's disk is backed by it."""
-    if (made := read_template(spec.directory)) is not None:
+    from vnode.warmstorage import record_text
+
+    if (made := storage.read(spec.key)) is not None:
         if made.damage is not None:
             raise EnvironmentProblem(
                 f"template {spec.key} is damaged ({made.damage}); not replaced: "
@@ -329,30 +366,29 @@ def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> T
             )
         return made
     started = time.monotonic()
-    if spec.directory.exists():  # an unfinished earlier attempt
-        nodes_dir = spec.directory.parent.parent / "nodes"  # templates_dir(state)'s sibling
+    if storage.unfinished(spec.key):  # an earlier attempt killed before its end
         unfinished = TemplateRecord(
             key=spec.key, distro=spec.distro.name, directory=str(spec.directory),
+            disk_file=str(spec.disk), save_file=str(spec.save),
             **_RECORD_DEFAULTS,  # type: ignore[arg-type]
         )  # fmt: skip
-        if users := users_of(unfinished, nodes_dir):
+        if users := storage.users(unfinished):
             raise EnvironmentProblem(
-                f"{spec.directory} has no record but is the base of {', '.join(users)}; "
+                f"{spec.disk} has no record but is the base of {', '.join(users)}; "
                 "not replaced (destroy them, then remove the directory)"
             )
-        _remove_inside(spec.directory.parent, spec.directory)
+        storage.clear(spec)
+    conn = storage.conn
     _remove_stale_domain(conn, spec)
-    spec.directory.mkdir(mode=0o755, parents=True)
-    os.chmod(spec.directory.parent, 0o755)
     domain = None
+    plan = storage.template_plan(spec)
     try:
-        plan = _template_plan(spec)
-        _write_files(spec, plan)
+        storage.lay_down(spec, plan, _seed(plan))
         with hypervisor.libvirt_errors(f"starting template {spec.domain_name}"):
             # Transient: once saved, libvirt forgets it; nothing needs undefining.
-            domain = conn.createXML(_template_xml(plan), 0)
-        log.info("template booting", key=spec.key, distro=spec.distro.name)
-        _wait_ready(domain, plan, started + timeout)
+            domain = conn.createXML(_template_xml(plan, spec.domain_name), 0)
+        log.info("template booting", key=spec.key, distro=spec.distro.name, host=spec.host)
+        _wait_ready(domain, plan, storage, started + timeout)
         boot_seconds = time.monotonic() - started
         _unplug_seed(domain, plan)
         with hypervisor.libvirt_errors(f"saving template {spec.domain_name}"):
@@ -361,11 +397,8 @@ def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> T
     except BaseException:
         if domain is not None:
             hypervisor.remove_domain(domain)
-        _remove_inside(spec.directory.parent, spec.directory)
+        storage.discard(spec)
         raise
-    (spec.directory / "seed.iso").unlink(missing_ok=True)
-    # From now on only ever a backing file: a clone writing to it would corrupt them all.
-    os.chmod(spec.disk, 0o444)
     record = TemplateRecord(
         key=spec.key,
         distro=spec.distro.name,
@@ -380,13 +413,15 @@ def make_template(conn: Any, spec: TemplateSpec, *, timeout: float = 900.0) -> T
         qemu=spec.qemu,
         made=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         boot_seconds=round(boot_seconds, 1),
-        save_bytes=spec.save.stat().st_size,
+        save_bytes=storage.save_bytes(spec),
     )
-    data = {k: v for k, v in record.to_dict().items() if k not in ("directory", "damage")}
-    # Last, atomically and durably: a record on disk says the template is whole.
-    write_atomic(spec.directory / _RECORD, json.dumps(data, indent=2) + "\n")
-    log.info("template made", key=spec.key, seconds=record.boot_seconds)
-    return attrs.evolve(record, directory=str(spec.directory))
+    # Last, atomically and durably where the storage can: a record says the template is whole.
+    storage.seal(spec, plan, record_text(record))
+    log.info("template made", key=spec.key, seconds=record.boot_seconds, host=spec.host)
+    made = storage.read(spec.key)
+    if made is None or made.damage is not None:
+        raise EnvironmentProblem(f"template {spec.key} on {spec.host} could not be read back")
+    return made
 
 
 def _remove_stale_domain(conn: Any, spec: TemplateSpec) -> None:
@@ -406,34 +441,22 @@ def _remove_stale_domain(conn: Any, spec: TemplateSpec) -> None:
     hypervisor.remove_domain(stale)
 
 
-def _template_plan(spec: TemplateSpec) -> NodePlan:
-    # The same domain as a cold node's (the core's template), so a clone's device layout is
-    # a cold node's less the NIC and the seed; no plugin adjusts it.
-    return NodePlan(
-        name=spec.domain_name,
-        number=0,
-        pool="template",
-        mac="",
-        distro=spec.distro,
-        memory_mib=spec.shape.memory_mib,
-        vcpus=spec.shape.vcpus,
-        disk_gb=spec.shape.disk_gb,
-        network="none",
-        virt_type=spec.shape.virt_type,
-        node_dir=spec.directory,
-        console=ConsoleSetup(log_path=spec.directory / "console.log"),
-    )
-
-
-def _template_xml(plan: NodePlan) -> str:
+def _template_xml(plan: NodePlan, domain_name: str) -> str:
     from vnode.templating import render_xml
 
-    return render_xml(
+    xml = render_xml(
         "domain.xml.j2",
         node=plan,
         namespace=hypervisor.NAMESPACE,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
+    if plan.name == domain_name:
+        return xml
+    root = ET.fromstring(xml)  # the plan is named for its volumes; the domain is not
+    name = root.find("name")
+    assert name is not None
+    name.text = domain_name
+    return ET.tostring(root, encoding="unicode")
 
 
 def template_user_data() -> str:
@@ -468,23 +491,21 @@ def template_user_data() -> str:
     )
 
 
-def _write_files(spec: TemplateSpec, plan: NodePlan) -> None:
-    from vnode.cloudinit import SeedFiles, write_seed_iso
-    from vnode.disks import create_overlay
+def _seed(plan: NodePlan) -> bytes:
+    from vnode.cloudinit import SeedFiles, seed_iso
     from vnode.templating import render_yaml
 
-    create_overlay(spec.image, spec.disk, spec.shape.disk_gb)
     meta = render_yaml(
         "meta-data.j2", instance_id=f"{plan.name}-{uuid.uuid4().hex[:12]}", hostname=plan.name
     )
-    write_seed_iso(plan.seed_path, SeedFiles(template_user_data(), meta, ""))
+    return seed_iso(SeedFiles(template_user_data(), meta, ""))
 
 
-def _wait_ready(domain: Any, plan: NodePlan, deadline: float) -> None:
+def _wait_ready(domain: Any, plan: NodePlan, storage: TemplateStorage, deadline: float) -> None:
     assert plan.console is not None
     console = plan.console.log_path
     while time.monotonic() < deadline:
-        if console.is_file() and READY_MARKER in console.read_text(errors="replace"):
+        if READY_MARKER in storage.console_text(plan):
             return
         if not hypervisor.is_active(domain):
             raise EnvironmentProblem(f"template {plan.name} stopped while booting; see {console}")
@@ -589,36 +610,58 @@ def _shape_words(shape: Shape | TemplateRecord) -> str:
 
 
 def ensure_templates(
-    conn: Any,
     choices: tuple[WarmChoice, ...],
+    storages: Mapping[str, TemplateStorage],
     locks_dir: Path,
     progress: Any = None,
-) -> tuple[dict[str, TemplateRecord], dict[str, str]]:
-    """Make every template the choices need, once per key (one at a time: each is a boot,
-    and boots compete for the host's CPU). ({node: template}, {node: why cold after all})."""
-    from vnode.locks import file_lock
+) -> tuple[dict[str, WarmSource], dict[str, str]]:
+    """Make every template the choices need on its host, once per key and host: one at a
+    time on a host (each is a boot, and boots compete for its CPU), hosts in parallel.
+    ``storages``: each host's template storage. ({node: what it is cloned from}, {node: why
+    cold after all})."""
+    import concurrent.futures
 
-    records: dict[str, TemplateRecord] = {}
-    failed: dict[str, str] = {}
-    for choice in choices:
-        spec = choice.template
-        if spec is None or spec.key in records or spec.key in failed:
+    from vnode.locks import file_lock
+    from vnode.warm import WarmSource
+
+    records: dict[tuple[str, str], TemplateRecord] = {}
+    failed: dict[tuple[str, str], str] = {}
+
+    def made_on(host: str) -> None:
+        storage = storages[host]
+        for choice in choices:
+            spec = choice.template
+            if spec is None or spec.host != host:
+                continue
+            if (host, spec.key) in records or (host, spec.key) in failed:
+                continue
+            waiting = [c.node for c in choices if c.template and c.template == spec]
+            if progress is not None and storage.read(spec.key) is None:
+                for node in waiting:
+                    progress(node, f"making template {spec.key} ({spec.distro.name})")
+            try:
+                # Another vnode making the same template: wait for it, then use its work.
+                with file_lock(locks_dir / storage.lock_name(spec.key)):
+                    records[host, spec.key] = make_template(storage, spec)
+            except EnvironmentProblem as exc:
+                log.warning(
+                    "template could not be made; cold boot", key=spec.key, host=host,
+                    error=str(exc),
+                )  # fmt: skip
+                failed[host, spec.key] = f"template {spec.key} could not be made: {exc}"
+
+    hosts = sorted({c.template.host for c in choices if c.template is not None})
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        for future in [pool.submit(made_on, host) for host in hosts]:
+            future.result()
+    warm: dict[str, WarmSource] = {}
+    cold: dict[str, str] = {}
+    for c in choices:
+        if c.template is None:
             continue
-        waiting = [c.node for c in choices if c.template and c.template.key == spec.key]
-        if progress is not None and read_template(spec.directory) is None:
-            for node in waiting:
-                progress(node, f"making template {spec.key} ({spec.distro.name})")
-        try:
-            # Another vnode making the same template: wait for it, then use its work.
-            with file_lock(locks_dir / f"template-{spec.key}.lock"):
-                records[spec.key] = make_template(conn, spec)
-        except EnvironmentProblem as exc:
-            log.warning("template could not be made; cold boot", key=spec.key, error=str(exc))
-            failed[spec.key] = f"template {spec.key} could not be made: {exc}"
-    warm = {
-        c.node: records[c.template.key] for c in choices if c.template and c.template.key in records
-    }
-    cold = {
-        c.node: failed[c.template.key] for c in choices if c.template and c.template.key in failed
-    }
+        where = (c.template.host, c.template.key)
+        if where in records:
+            warm[c.node] = WarmSource(records[where], storages[c.template.host])
+        elif where in failed:
+            cold[c.node] = failed[where]
     return warm, cold

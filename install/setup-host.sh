@@ -113,6 +113,10 @@ start_modular_daemons() {
     run systemctl enable --now $MODULAR_SOCKETS
 }
 
+# Only this host's daemons: a libvirtd in other namespaces (a second hypervisor host in
+# tests, a container's) is not this host's and is never restarted here.
+THIS_HOST="--ns $$ --nslist mnt,net"
+
 start_daemons_without_init() {
     # Without udev, /dev/kvm stays root:root 0600: libvirtd then finds KVM unusable for the
     # qemu user and re-probes QEMU on every call (a define takes 30-90 s). udev's rule fixes
@@ -127,11 +131,11 @@ start_daemons_without_init() {
         return
     fi
     # virtlogd captures consoles.
-    pgrep -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
+    pgrep $THIS_HOST -x virtlogd >/dev/null || { say "starting virtlogd"; virtlogd -d; }
     # libvirtd daemonizes QEMU, so an exited QEMU is reaped by the nearest subreaper, else by
     # PID 1. A container's PID 1 may reap late (seen here: 1.6 s), and libvirt waits for
     # that on every destroy. `tini -s` as libvirtd's parent reaps at once, as systemd does.
-    libvirtd_pid=$(pgrep -x libvirtd | head -n 1 || true)
+    libvirtd_pid=$(pgrep $THIS_HOST -x libvirtd | head -n 1 || true)
     if [ -n "$libvirtd_pid" ] && ! under_reaper "$libvirtd_pid"; then
         say "restarting libvirtd under a reaper (running domains keep running)"
         kill "$libvirtd_pid"
@@ -164,6 +168,42 @@ give_swtpm_ca_to_tss() {
         say "giving $dir back to tss (root-owned files there stop swtpm_setup)"
         chown -R tss:root "$dir"
     fi
+}
+
+# Warm clones start from the same template pages: KSM merges them (QEMU marks guest memory
+# mergeable by default), which is what lets a whole pool fit one host (docs/warm-clones.md).
+# The kernel's default scan rate (100 pages per 20 ms) needs minutes to merge a pool; 1000
+# merges a clone's ~300 MiB in seconds for a few percent of one core. VNODE_KSM=off leaves it.
+KSM=/sys/kernel/mm/ksm
+KSM_PAGES_TO_SCAN=1000
+enable_ksm() {
+    [ "${VNODE_KSM:-on}" = off ] && return 0
+    if [ "$INIT" = systemd ]; then
+        # A tmpfiles.d entry, so that it holds after a reboot too.
+        conf=/etc/tmpfiles.d/vnode-ksm.conf
+        if $PLAN; then
+            echo "write $conf (run 1, pages_to_scan $KSM_PAGES_TO_SCAN)"
+            echo "systemd-tmpfiles --create $conf"
+            return
+        fi
+        [ -d "$KSM" ] || return 0
+        printf 'w %s/run - - - - 1\nw %s/pages_to_scan - - - - %s\n' \
+            "$KSM" "$KSM" "$KSM_PAGES_TO_SCAN" >"$conf"
+        systemd-tmpfiles --create "$conf"
+        return
+    fi
+    if $PLAN; then
+        echo "echo 1 > $KSM/run"
+        echo "echo $KSM_PAGES_TO_SCAN > $KSM/pages_to_scan"
+        return
+    fi
+    [ -w "$KSM/run" ] || return 0
+    if [ "$(cat "$KSM/run")" = 0 ]; then
+        say "enabling KSM (warm clones share their template's memory)"
+        echo 1 >"$KSM/run"
+    fi
+    [ "$(cat "$KSM/pages_to_scan")" -ge "$KSM_PAGES_TO_SCAN" ] \
+        || echo "$KSM_PAGES_TO_SCAN" >"$KSM/pages_to_scan"
 }
 
 wait_for_libvirt() {
@@ -213,6 +253,7 @@ case "$family" in
 esac
 add_user_to_groups
 give_swtpm_ca_to_tss
+enable_ksm
 wait_for_libvirt
 # Consoles go to /var/log/libvirt/qemu (see [console]), which libvirt's packages make and
 # label for virtlogd on SELinux hosts: nothing vnode keeps needs a label of its own.

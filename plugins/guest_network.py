@@ -1,7 +1,8 @@
 """A warm clone's network configuration, in the format of each network stack a guest may use
-(netplan, NetworkManager, systemd-networkd, ifupdown): a clone runs no cloud-init, so the
-template's agent installs these (``templates/warm-apply.sh`` picks the one the guest uses)
-and brings the NIC up with the node's address at once.
+(netplan, NetworkManager, systemd-networkd, ifupdown), and ``persist``, the script that finds
+the stack the guest runs and installs its file (``templates/guest-network-persist.sh``): a
+clone runs no cloud-init. vnode's apply script brings the NIC up with ``mode``, ``address``
+and ``gateway`` at once (iproute2 alone), starts sshd, then runs ``persist``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ def vnode_guest_network_files(node: NodePlan) -> dict[str, str]:
 
 def network_files(plan: NodePlan) -> dict[str, str]:
     """The NIC's configuration for the apply script: mode, address and gateway to set at once,
-    and the same in each network tool's own format, to persist for later boots."""
+    the same in each network tool's own format, and the script that persists it for later
+    boots in the stack the guest uses."""
+    return {**_stack_files(plan), "persist": persist_script()}
+
+
+def persist_script() -> str:
+    from importlib.resources import files
+
+    return files("vnode_plugins").joinpath("templates/guest-network-persist.sh").read_text()
+
+
+def _stack_files(plan: NodePlan) -> dict[str, str]:
     address = plan.address
     mac = plan.mac
     nic: dict[str, Any] = {"match": {"macaddress": mac}}

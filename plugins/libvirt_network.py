@@ -176,8 +176,8 @@ def vnode_network_backend(
         # Another hypervisor host: its own network, on a subnet no other host uses ([[hosts]]
         # subnet is that of vnode's first network; a further one's is derived alike).
         own_subnet = context.host_subnet if settings.name == configured.name else None
-        subnet = own_subnet or _nth_subnet(settings.subnet, context.host_index)
-        subnet6 = settings.subnet6 and _nth_subnet(settings.subnet6, context.host_index)
+        subnet = own_subnet or nth_subnet(settings.subnet, context.host_index)
+        subnet6 = settings.subnet6 and nth_subnet(settings.subnet6, context.host_index)
         settings = attrs.evolve(settings, subnet=subnet, subnet6=subnet6)
     return LibvirtNetwork(
         name=name,
@@ -188,7 +188,7 @@ def vnode_network_backend(
     )
 
 
-def _nth_subnet(base: str, index: int) -> str:
+def nth_subnet(base: str, index: int) -> str:
     """The index-th subnet of the base's size after it (192.168.150.0/24, 1 -> .151.0/24;
     fd52:5400:150::/64, 1 -> fd52:5400:150:1::/64)."""
     net = ipaddress.ip_network(base)

@@ -3,12 +3,17 @@
 # Shipped on the clone's identity disk (a tar archive) and run by the template's agent with
 # the directory holding the clone's values, one file each (no value is ever parsed as shell).
 # Only POSIX sh, coreutils, util-linux's mount and iproute2: what every stock cloud image has.
+# What network stack the guest uses is not known here: the guest network plugin's files
+# (net/) say the address, and its net/persist script keeps it in the guest's own stack.
 #
 # Every program started costs ~0.1-0.2 s in a guest under plain emulation (TCG), and this
 # script is most of a clone's time to SSH: values are read and files written with the
 # shell's own read, printf and redirections wherever a program is not needed.
 set -eu
 d=$1
+# The guest's uptime when the script began (the shell's read: no program started), for the
+# "ready as" line: how long a clone spends here (bench/run.py --warm-sizes reads it).
+read -r began _ </proc/uptime
 # get VAR FILE: the file's first line into VAR (empty if the file is empty).
 get() { IFS= read -r "$1" <"$d/$2" || true; }
 # copy FILE DEST: a text file, byte for byte, without starting cp.
@@ -140,38 +145,15 @@ step='starting sshd'
 # sshd as soon as the clone is itself: it listens on every address, including one DHCP
 # gives below, and nothing after this point changes what SSH sees.
 systemctl start ssh.service 2>/dev/null || systemctl start sshd.service
-say "ready as $name"
+read -r now _ </proc/uptime
+say "ready as $name (identity applied and sshd started: uptime $began -> $now)"
 
 step='persisting the network configuration'
-# Persist the configuration for later boots, in whatever the image uses, and start DHCP.
-# (After sshd: netplan's and NetworkManager's tools take seconds to start under emulation.)
-if [ -d /etc/netplan ] && command -v netplan >/dev/null; then
-    copy "$d/net/netplan.yaml" /etc/netplan/90-vnode.yaml
-    chmod 0600 /etc/netplan/90-vnode.yaml
-    netplan apply || say "netplan apply failed"
-elif command -v nmcli >/dev/null && nmcli -t general status >/dev/null 2>&1; then
-    umask 077
-    copy "$d/net/nm.nmconnection" /etc/NetworkManager/system-connections/vnode0.nmconnection
-    umask 022
-    nmcli connection reload
-    nmcli connection up vnode0 ifname "$nic" >/dev/null || say "nmcli up failed"
-elif [ -e /run/systemd/netif/state ]; then # systemd-networkd runs (no systemctl needed)
-    copy "$d/net/networkd.network" /etc/systemd/network/10-vnode.network
-    networkctl reload
-elif [ -d /etc/network ] && command -v ifup >/dev/null; then
-    [ -d /etc/network/interfaces.d ] || mkdir /etc/network/interfaces.d
-    {
-        echo "auto $nic"
-        if [ "$mode" = static ]; then
-            echo "iface $nic inet static"
-            echo "    address $addr"
-            [ -z "$gateway" ] || echo "    gateway $gateway"
-        else
-            echo "iface $nic inet dhcp"
-        fi
-    } >/etc/network/interfaces.d/vnode0
-    # Static: already configured by hand above; ifupdown takes over from the next boot on.
-    [ "$mode" = static ] || ifup "$nic" || say "ifup $nic failed"
+# For later boots, in the guest's own network stack, DHCP started there and the resolver
+# set: the guest network plugin's script knows the stacks (vnode_guest_network_files); a
+# failure in it leaves the clone reachable, and is told on the console.
+if [ -s "$d/net/persist" ]; then
+    sh "$d/net/persist" "$d/net" "$nic" || say "the network plugin's persist script failed"
 fi
 
 step='reporting the address'
@@ -196,23 +178,14 @@ if [ "$mode" = dhcp ]; then
     fi
 fi
 
-step='the resolver'
-# The resolver after sshd: SSH does not need it, and resolvconf's hooks took ~8 s of the
-# spike's ~33 s in this script under load.
-if [ "$mode" = static ] && [ -s "$d/net/resolv.conf" ] && [ ! -f /etc/netplan/90-vnode.yaml ]; then
-    if command -v resolvconf >/dev/null; then
-        resolvconf -a "$nic.vnode" <"$d/net/resolv.conf" || true
-    elif ! command -v nmcli >/dev/null; then
-        copy "$d/net/resolv.conf" /etc/resolv.conf
-    fi
-fi
-
 step='the journal'
 # journald still writes under the template's machine-id (it read it when it started) until
 # it restarts, and a restart stalls every process that logs (sshd's handshakes too) for
-# seconds under load: so last, not waited for. From then on the clone's entries carry its
-# own machine-id, in a directory of its own instead of the link made above.
-for journal in /var/log/journal /run/log/journal; do
-    [ ! -L "$journal/$new_id" ] || rm -f "$journal/$new_id"
-done
-systemctl --no-block restart systemd-journald.service || say "could not restart journald"
+# seconds under emulation. So it restarts a little later, once vnode's first SSH
+# handshakes are over (a transient timer: nothing waits for it). From then on the clone's
+# entries carry its own machine-id, in a directory of its own instead of the link made above.
+systemd-run --quiet --unit=vnode-journal-renew --on-active=15 --timer-property=AccuracySec=1s \
+    /bin/sh -c 'for journal in /var/log/journal /run/log/journal; do
+        [ ! -L "$journal/$1" ] || rm -f "$journal/$1"; done
+        systemctl restart systemd-journald.service' sh "$new_id" ||
+    say "could not schedule journald's restart"

@@ -25,6 +25,7 @@ from tests.conftest import (
 )
 from tests.harness.hypervisor_host import HypervisorHost
 from tests.harness.pools import remove_pool
+from tests.integration.clones import DISTINCT, check_own_identity, probe
 from vnode import hypervisor
 
 
@@ -196,12 +197,86 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     assert left == {f"{TEST_DISTRO}.qcow2", f"{TEST_DISTRO}.qcow2.sha256"}
 
 
-def _private_volumes(uri: str, name: str, pool: str, extra: str | None = None) -> None:
-    """A node's disks and seed hold its secrets: 0600 volumes, on either host (its image
-    is 0644)."""
-    for volume in filter(None, (f"{name}-disk.qcow2", f"{name}-seed.iso", extra)):
+def _private_volumes(
+    uri: str, name: str, pool: str, extra: str | None = None, *, seed: bool = True
+) -> None:
+    """A node's disks and seed (a clone's identity) hold its secrets: 0600 volumes, on
+    either host (its image is 0644)."""
+    secret = f"{name}-seed.iso" if seed else f"{name}-identity.tar"
+    for volume in filter(None, (f"{name}-disk.qcow2", secret, extra)):
         xml = _virsh(uri, "vol-dumpxml", "--pool", pool, volume)
         assert "<mode>0600</mode>" in xml, (uri, volume, xml)
+
+
+WARM_SHAPE = ("--memory", "512", "--vcpus", "1", "--virt-type", "qemu")
+
+
+def test_warm_clones_on_the_second_host(two_hosts: Grown) -> None:
+    """`up --warm` on a remote host: the template is made there (its volumes in that host's
+    pool, nothing of it on this machine), the clones are restored there, and each is a
+    machine of its own, checked over SSH through the host; the template is listed and
+    removed per host."""
+    grown = two_hosts
+    grown.hosts("hv1", "hv2")
+    lab, second = grown.lab, grown.second
+    clones = (5, 6)
+    code, nodes = lab.run_json(
+        "up", *(f"{n}@hv2" for n in clones), "--warm", *WARM_SHAPE, "--timeout", "900",
+        timeout=1800,
+    )  # fmt: skip
+    assert code == 0, nodes
+    by_name = {node["name"]: node for node in nodes}
+    for number in clones:
+        node = by_name[lab.name(number)]
+        assert node["state"] == "ready" and node["boot"] == "warm", node
+        assert node["ip"] == f"10.233.{grown.octet}.{100 + number}"
+    remote_domains = _virsh(second.uri, "list", "--all", "--name").split()
+    assert {lab.name(n) for n in clones} <= set(remote_domains)
+    assert not any("tpl-" in name for name in remote_domains)  # the template's was transient
+
+    listed = lab.run("template", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [template] = json.loads(listed.stdout)
+    assert (template["host"], template["distro"], template["memory_mib"]) == ("hv2", "d12", 512)
+    key = template["key"]
+    table = lab.run("template", "list").stdout.splitlines()
+    assert table[0].split()[:3] == ["KEY", "HOST", "DISTRO"] and table[1].split()[1] == "hv2"
+    volumes = set(_virsh(second.uri, "vol-list", "vnode").split())
+    made = {f"template.{key}-disk.qcow2", f"template.{key}-state.save", f"template.{key}.json"}
+    assert made <= volumes, volumes
+    # What only making it needed is gone: the template's seed, the clones' restore images.
+    assert f"template.{key}-seed.iso" not in volumes
+    assert not any(v.endswith("-restore.save") for v in volumes), volumes
+    for number in clones:  # the clone's identity and overlay hold its secrets: 0600
+        _private_volumes(second.uri, lab.name(number), "vnode", extra=None, seed=False)
+        assert f"{lab.name(number)}-identity.tar" in volumes
+    # Nothing of it on this machine: no template in the state directory, none on hv1.
+    assert (
+        not any((lab.state / "templates").glob("*")) if (lab.state / "templates").exists() else True
+    )
+    assert not any(
+        "template." in v for v in _virsh("qemu:///system", "vol-list", grown.pool).split()
+    )
+
+    seen = {number: probe(lab, number) for number in clones}
+    for number in clones:
+        check_own_identity(lab, number, seen[number], f"10.233.{grown.octet}.{100 + number}/24")
+    for field in DISTINCT:
+        assert seen[5][field] != seen[6][field], field
+
+    # Removed per host: hv1 has none; on hv2 it is refused while the clones run on it.
+    none_there = lab.run("template", "remove", "d12", "--host", "hv1")
+    assert none_there.returncode == 2 and "on hv1" in none_there.stderr, none_there.stderr
+    in_use = lab.run("template", "remove", "d12")
+    assert in_use.returncode == 2 and lab.name(5) in in_use.stderr, in_use.stderr
+    assert made <= set(_virsh(second.uri, "vol-list", "vnode").split())
+    destroyed = lab.run("destroy", *(str(n) for n in clones))
+    assert destroyed.returncode == 0, destroyed.stderr
+    removed = lab.run("template", "remove", "d12", "--host", "hv2")
+    assert removed.returncode == 0 and key in removed.stdout and "hv2" in removed.stdout
+    left = set(_virsh(second.uri, "vol-list", "vnode").split())
+    assert not any(v.startswith("template.") or v.startswith(lab.stem) for v in left), left
+    assert json.loads(lab.run("template", "list", "--json").stdout) == []
 
 
 def test_second_host_lost_during_up(two_hosts: Grown) -> None:

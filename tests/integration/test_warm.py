@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VNODE, Lab, domain_names
+from tests.integration.clones import DISTINCT, probe
 from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration
@@ -26,14 +27,6 @@ pytestmark = pytest.mark.integration
 # no DNS name (bridge_site's node 2), so vnode learns its address from the console.
 A, B, D = 3, 4, 2
 SHAPE = ("--memory", "512", "--vcpus", "1", "--virt-type", "qemu")
-PROBE = (
-    "hostname; cat /sys/class/net/*/address | grep -v '^00:00:00:00:00:00$'; "
-    "ip -4 -o addr show scope global | awk '{print $4}'; "
-    "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub; ls /etc/ssh | grep -c '^ssh_host_'; "
-    "cat /etc/machine-id; cat /proc/sys/kernel/random/boot_id; "
-    "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s.%N; "
-    "cat /root/.ssh/authorized_keys"
-)
 
 
 @pytest.fixture(scope="module")
@@ -81,27 +74,7 @@ def clones(wlab: Lab, template: dict) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def probed(wlab: Lab, clones: dict) -> dict[int, dict]:
     """What each clone says about itself, with the host's clock around the question."""
-    found = {}
-    for number in (A, B):
-        before = time.time()
-        result = wlab.ssh(str(number), PROBE)
-        after = time.time()
-        assert result.returncode == 0, result.stderr
-        lines = result.stdout.splitlines()
-        found[number] = {
-            "hostname": lines[0],
-            "mac": lines[1],
-            "address": lines[2],
-            "host_key": lines[3],
-            "host_keys": int(lines[4]),
-            "machine_id": lines[5],
-            "boot_id": lines[6],
-            "random": lines[7],
-            "clock": float(lines[8]),
-            "authorized_keys": lines[9:],
-            "window": (before, after),
-        }
-    return found
+    return {number: probe(wlab, number) for number in (A, B)}
 
 
 def test_bad_template_input_is_one_line_and_exit_2(wlab: Lab) -> None:
@@ -154,7 +127,7 @@ def test_clones_are_machines_of_their_own(wlab: Lab, probed: dict) -> None:
         assert seen["hostname"] == wlab.name(number)
         assert seen["address"] == f"{wlab.ip_of(number)}/24"
         assert seen["mac"].endswith(f":{number:02d}")
-    for field in ("hostname", "mac", "address", "host_key", "machine_id", "boot_id", "random"):
+    for field in DISTINCT:
         assert one[field] != two[field], field
 
 
@@ -162,8 +135,8 @@ def test_clones_are_machines_of_their_own(wlab: Lab, probed: dict) -> None:
 # ID (its newest entry's, once journald restarted), D-Bus's machine-id where it is a file,
 # the credentials key, the random seeds and DHCP leases (and so dhclient's DUID).
 SECRETS = (
-    # journald restarts at the end of the clone's set-up, not waited for: up to 30 s.
-    "for i in $(seq 30); do systemd-cat -t vnode-probe echo probe; sleep 1; "
+    # journald restarts 15 s after the clone's set-up (warm-apply.sh), later under load.
+    "for i in $(seq 90); do systemd-cat -t vnode-probe echo probe; sleep 1; "
     "id=$(journalctl -o export -t vnode-probe -n 1 | sed -n 's/^_MACHINE_ID=//p'); "
     '[ "$id" != "$(cat /etc/machine-id)" ] || break; done; echo "$id"; '
     "if [ -f /var/lib/dbus/machine-id ]; then cat /var/lib/dbus/machine-id; else echo none; fi; "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vnode.checksums import Checksum, ChecksumError, hash_file, lookup, parse_checksums
-from vnode.fetch import FetchError, _choose, index_links, with_mirror
+from vnode.fetch import FetchError, choose_name, index_links, with_mirror
 
 H256 = hashlib.sha256(b"image").hexdigest()
 H256_B = hashlib.sha256(b"other").hexdigest()
@@ -130,9 +130,9 @@ def test_a_pattern_must_match_exactly_one_name() -> None:
         "Fedora-Cloud-Base-38-1.6.x86_64.raw.xz",
         "Fedora-Cloud-Base-Vagrant-38-1.6.x86_64.vagrant-libvirt.box",
     ]
-    assert _choose("Fedora-Cloud-Base-38-*.x86_64.qcow2", names, "x") == names[0]
-    assert _choose("exact.qcow2", names, "x") == "exact.qcow2"
+    assert choose_name("Fedora-Cloud-Base-38-*.x86_64.qcow2", names, "x") == names[0]
+    assert choose_name("exact.qcow2", names, "x") == "exact.qcow2"
     with pytest.raises(FetchError, match="found none"):
-        _choose("Fedora-Cloud-Base-39-*.qcow2", names, "x")
+        choose_name("Fedora-Cloud-Base-39-*.qcow2", names, "x")
     with pytest.raises(FetchError, match="exactly one"):
-        _choose("Fedora-Cloud-Base-*38-*", names, "x")
+        choose_name("Fedora-Cloud-Base-*38-*", names, "x")

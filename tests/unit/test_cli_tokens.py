@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vnode.cli import _remote_command_verbatim
+from vnode.cli import remote_command_verbatim
 
 
 @pytest.mark.parametrize(
@@ -20,4 +20,4 @@ from vnode.cli import _remote_command_verbatim
     ],
 )
 def test_only_an_ssh_remote_command_is_protected(tokens: list[str], expected: list[str]) -> None:
-    assert _remote_command_verbatim(tokens) == expected
+    assert remote_command_verbatim(tokens) == expected

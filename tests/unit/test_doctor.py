@@ -137,3 +137,16 @@ def test_a_local_ca_left_to_root_is_said_before_a_tpm_node_fails() -> None:
     verdict = tpm_verdict("/usr/bin/swtpm", "/usr/bin/swtpm_setup", [lock])
     assert verdict.status == "warn"
     assert verdict.message.startswith(f"{lock} is not owned by tss")
+
+
+def test_ksm_says_whether_clones_share_memory_and_how_much() -> None:
+    from vnode.doctor import PAGE_MIB, ksm_verdict
+
+    assert ksm_verdict(None).status == "warn"
+    off = ksm_verdict({"run": 0, "pages_to_scan": 100, "pages_shared": 0, "pages_sharing": 0})
+    assert off.status == "warn" and off.message.startswith("off:")
+    sharing = int(512 / PAGE_MIB)
+    on = ksm_verdict(
+        {"run": 1, "pages_to_scan": 1000, "pages_shared": 10, "pages_sharing": sharing}
+    )
+    assert on.status == "ok" and "saves 512 MiB now" in on.message

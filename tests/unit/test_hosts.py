@@ -138,13 +138,6 @@ def test_hosts_config_is_checked() -> None:
         )
 
 
-def test_the_libvirt_network_takes_a_subnet_per_host() -> None:
-    from vnode_plugins.libvirt_network import _nth_subnet
-
-    assert _nth_subnet("192.168.150.0/24", 0) == "192.168.150.0/24"
-    assert _nth_subnet("192.168.150.0/24", 2) == "192.168.152.0/24"
-
-
 def test_a_lab_without_hosts_is_one_implicit_host() -> None:
     config = build_config({"defaults": {"uri": "qemu:///session"}})
     (host,) = lab_hosts(config)

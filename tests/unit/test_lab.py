@@ -76,3 +76,20 @@ def test_naming_a_node_no_host_has_is_bad_input(tmp_path: Path) -> None:
         assert locate(session, None) == []
         with pytest.raises(UsageError, match="no node made by vnode: vnode05"):
             locate(session, ["5"])
+
+
+def test_each_host_keeps_its_templates_where_it_keeps_its_nodes(tmp_path: Path) -> None:
+    from vnode.lab import survey, templates_for
+    from vnode.warmstorage import PoolVolumes, StateFiles
+
+    with _lab(tmp_path) as session:
+        [view] = survey(session).values()
+        files = templates_for(session, view)
+        assert isinstance(files, StateFiles) and files.root == tmp_path / "templates"
+    hosts = [{"name": "hv1", "uri": "test:///default", "pool_dir": str(tmp_path / "pool")}]
+    with _lab(tmp_path, hosts=hosts) as session:
+        [view] = survey(session).values()
+        pooled = templates_for(session, view)
+        assert isinstance(pooled, PoolVolumes) and pooled.host == "hv1"
+        assert pooled.directory == tmp_path / "pool"
+        assert pooled.pool is None and pooled.list() == []  # no pool yet: nothing made there

@@ -155,12 +155,19 @@ def test_all_or_nothing_refuses_before_anything_is_made(tmp_path: Path) -> None:
         planning.plan_up(["3", "4@down"], options, session=session)
 
 
-def test_warm_boots_cold_on_a_pool_host_and_says_why(tmp_path: Path) -> None:
+def test_a_warm_node_on_a_pool_host_is_cloned_from_a_template_in_that_pool(
+    tmp_path: Path,
+) -> None:
+    _with_image(tmp_path)
     options = planning.UpOptions(fetch=True, warm=True)
     with _two_hosts(tmp_path) as session:
         plan = planning.plan_up(["3"], options, session=session)
     (choice,) = plan.warm
-    assert not choice.warm and "pool" in choice.reason
+    assert choice.warm and "no template of d12 yet" in choice.reason, choice.reason
+    spec = choice.template
+    assert spec.host == "hv1" and spec.directory == tmp_path / "pool"
+    assert spec.disk == tmp_path / "pool" / f"template.{spec.key}-disk.qcow2"
+    assert spec.save == tmp_path / "pool" / f"template.{spec.key}-state.save"
 
 
 def _with_image(tmp_path: Path) -> None:

@@ -87,13 +87,22 @@ def test_debian_and_ubuntu_hosts_with_systemd_use_apt_and_libvirtd(
 
 def test_a_debian_host_without_an_init_starts_the_daemons_itself(tmp_path: Path) -> None:
     lines = _lines(plan(tmp_path, "debian12", init="none"))
-    assert lines[-6:-2] == [
+    daemons = lines.index("chgrp kvm /dev/kvm")
+    assert lines[daemons : daemons + 4] == [
         "chgrp kvm /dev/kvm",
         "chmod 0660 /dev/kvm",
         "virtlogd -d",
         "setsid tini -s -- libvirtd",
     ]
     assert not [line for line in lines if line.startswith("systemctl")]
+    # KSM by hand too: nothing would write it at boot.
+    assert "echo 1 > /sys/kernel/mm/ksm/run" in lines
+
+
+def test_ksm_is_enabled_for_good_through_tmpfiles_on_systemd_hosts(tmp_path: Path) -> None:
+    lines = _lines(plan(tmp_path, "fedora44"))
+    assert "systemd-tmpfiles --create /etc/tmpfiles.d/vnode-ksm.conf" in lines
+    assert not [line for line in lines if "> /sys/kernel/mm/ksm" in line]
 
 
 def test_the_sudo_user_joins_libvirt_and_kvm(tmp_path: Path) -> None:
@@ -108,3 +117,9 @@ def test_unsupported_hosts_are_refused_clearly(tmp_path: Path) -> None:
     assert plan(tmp_path, "fedora44", init="none").stderr.strip() == (
         "setup: a Fedora-like host without systemd is not supported"
     )
+
+
+def test_ksm_is_left_alone_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VNODE_KSM", "off")
+    lines = _lines(plan(tmp_path, "debian12", init="none"))
+    assert not [line for line in lines if "ksm" in line]

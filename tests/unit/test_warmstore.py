@@ -23,6 +23,7 @@ from vnode.plugin import hookimpl
 from vnode.plugins import PluginHost, PluginSource, entry_point_sources
 from vnode.session import Session
 from vnode.spec import parse_spec
+from vnode.warmstorage import StateFiles
 from vnode_plugins.guest_network import network_files
 
 DISTRO = Distro(name="d12", family="debian", release="12", title="Debian 12", osinfo="x")
@@ -194,11 +195,16 @@ def _plan(**changes: object) -> NodePlan:
     return attrs.evolve(plan, **changes)
 
 
+def _storage(state: Path) -> StateFiles:
+    # No libvirt: nothing here gets as far as booting.
+    return StateFiles(conn=None, root=state / "templates", nodes_dir=state / "nodes", host="local")
+
+
 def _spec(tmp_path: Path, shape: warmstore.Shape = SHAPE) -> warmstore.TemplateSpec:
     image = tmp_path / "d12.qcow2"
     image.write_bytes(b"QFI\xfb")
     return warmstore.plan_template(
-        state=tmp_path,
+        storage=_storage(tmp_path),
         distro=DISTRO,
         image=image,
         shape=shape,
@@ -297,6 +303,11 @@ def test_static_network_files_agree() -> None:
     assert "Address=10.0.0.3/24" in files["networkd.network"]
     assert "address 10.0.0.3/24" in files["ifupdown"]
     assert files["resolv.conf"] == "nameserver 10.0.0.1\nsearch lab\n"
+    # The stack a guest uses is the plugin's knowledge: its script picks it, not vnode's.
+    assert files["persist"].startswith("#!/bin/sh\n") and "netplan apply" in files["persist"]
+    apply = warm.apply_script()
+    for stack_word in ("netplan", "nmcli", "networkctl", "ifup", "resolvconf"):
+        assert stack_word not in apply, stack_word
 
 
 def test_dhcp_network_files_and_no_gateway() -> None:
@@ -375,7 +386,7 @@ def test_each_template_is_made_once_and_a_failure_boots_its_nodes_cold(
     bad = attrs.evolve(good, key="b" * 16, directory=tmp_path / "templates" / ("b" * 16))
     made: list[str] = []
 
-    def make(conn: object, spec: warmstore.TemplateSpec) -> warmstore.TemplateRecord:
+    def make(storage: object, spec: warmstore.TemplateSpec) -> warmstore.TemplateRecord:
         made.append(spec.key)
         if spec.key == bad.key:
             raise warmstore.EnvironmentProblem("the guest never said it was ready")
@@ -391,10 +402,13 @@ def test_each_template_is_made_once_and_a_failure_boots_its_nodes_cold(
     )
     phases: list[tuple[str, str]] = []
     warm_nodes, cold = warmstore.ensure_templates(
-        None, choices, tmp_path / "locks", lambda node, text: phases.append((node, text))
+        choices,
+        {"local": _storage(tmp_path)},
+        tmp_path / "locks",
+        lambda node, text: phases.append((node, text)),
     )
     assert made == [good.key, bad.key]
-    assert set(warm_nodes) == {"n1", "n2"} and warm_nodes["n1"].key == good.key
+    assert set(warm_nodes) == {"n1", "n2"} and warm_nodes["n1"].template.key == good.key
     assert set(cold) == {"n3"} and "never said it was ready" in cold["n3"]
     assert ("n1", f"making template {good.key} (d12)") in phases
 
@@ -415,7 +429,7 @@ def test_an_unreadable_record_is_listed_damaged_never_cloned_nor_replaced(
     [listed] = warmstore.list_templates(tmp_path, damaged=True)
     assert listed.key == spec.key and listed.damage and "damaged" in listed.made
     with pytest.raises(warmstore.EnvironmentProblem, match=r"damaged.*not replaced"):
-        warmstore.make_template(None, spec)  # no libvirt needed: nothing is attempted
+        warmstore.make_template(_storage(tmp_path), spec)  # nothing is attempted
     assert (directory / "disk.qcow2").exists() and (directory / "state.save").exists()
     # It is removed by name, like any other, once no node runs on it.
     [chosen] = warmstore.select_templates(tmp_path, spec.key[:6])
@@ -450,5 +464,5 @@ def test_an_unfinished_template_with_users_is_not_replaced(tmp_path: Path) -> No
     (spec.directory / "disk.qcow2").write_bytes(b"QFI\xfb")
     _overlay(tmp_path / "nodes" / "vnode01" / "disk.qcow2", str(spec.disk))
     with pytest.raises(warmstore.EnvironmentProblem, match=r"base of vnode01; not replaced"):
-        warmstore.make_template(None, spec)
+        warmstore.make_template(_storage(tmp_path), spec)
     assert spec.disk.exists()

@@ -92,10 +92,11 @@ def test_dual_stack_gives_each_node_an_ipv6_address_from_its_number() -> None:
 
 
 def test_another_host_takes_the_next_ipv6_subnet() -> None:
-    from vnode_plugins.libvirt_network import _nth_subnet
+    from vnode_plugins.libvirt_network import nth_subnet
 
-    assert _nth_subnet("fd52:5400:150::/64", 1) == "fd52:5400:150:1::/64"
-    assert _nth_subnet("192.168.150.0/24", 2) == "192.168.152.0/24"
+    assert nth_subnet("fd52:5400:150::/64", 1) == "fd52:5400:150:1::/64"
+    assert nth_subnet("192.168.150.0/24", 2) == "192.168.152.0/24"
+    assert nth_subnet("192.168.150.0/24", 0) == "192.168.150.0/24"
 
 
 @pytest.mark.parametrize(
