@@ -54,6 +54,7 @@ def up(
     disk_size: int | None = None,
     disk_extra: Annotated[tuple[int, ...], Parameter(name="--disk-extra", negative=())] = (),
     tpm: Annotated[bool, Parameter(negative=())] = False,
+    firmware: str = "bios",
     virt_type: str | None = None,
     network: str | None = None,
     bridge: str | None = None,
@@ -94,6 +95,9 @@ def up(
         vnode-data1, ...); repeatable.
     tpm
         A TPM 2.0 in every node (swtpm, through libvirt).
+    firmware
+        bios, uefi (OVMF) or uefi-secure (OVMF, Secure Boot enforced, Microsoft keys
+        enrolled); each UEFI node has its own NVRAM.
     virt_type
         auto, kvm or qemu (plain emulation, works where nested KVM does not).
     network
@@ -151,6 +155,7 @@ def up(
         disk=disk_size,
         disks=_extra_disks(disk_extra),
         tpm=tpm,
+        firmware=firmware,
         timeout=timeout,
         virt_type=virt_type,
         network=network,

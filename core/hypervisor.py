@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode.errors import EnvironmentProblem, UsageError
+from vnode.firmware import FIRMWARES
 from vnode.hosts import LOCAL
 from vnode.logs import get_logger
 
@@ -107,6 +108,12 @@ def resolve_virt_type(conn: Any, wanted: str) -> str:
     if wanted != "auto":
         raise UsageError(f"unknown virt type {wanted!r}: use auto, kvm or qemu")
     return "kvm" if _kvm_offered(conn) else "qemu"
+
+
+def domain_capabilities(conn: Any, virt_type: str, machine: str | None) -> str:
+    """libvirt's domain capabilities of the host for an x86_64 guest (firmware it finds)."""
+    with libvirt_errors("reading the host's domain capabilities"):
+        return conn.getDomainCapabilities(None, "x86_64", machine, virt_type, 0)
 
 
 def _kvm_offered(conn: Any) -> bool:
@@ -253,6 +260,7 @@ class AppliedShape:
     image_sha256: str
     lab: str
     tpm: bool = False
+    firmware: str = "bios"  # a node recorded before firmware was: BIOS, all there was
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -289,6 +297,8 @@ def parse_shape(text: str) -> AppliedShape | None:
         return None
     if fields["tpm"] not in ("", "yes", "no"):
         return None
+    if fields["firmware"] not in ("", *FIRMWARES):
+        return None
     return AppliedShape(
         memory_mib=int(fields["memory"]),
         vcpus=int(fields["vcpus"]),
@@ -297,10 +307,11 @@ def parse_shape(text: str) -> AppliedShape | None:
         image_sha256=fields["image"],
         lab=fields["lab"],
         tpm=fields["tpm"] == "yes",
+        firmware=fields["firmware"] or "bios",
     )
 
 
-_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab", "tpm")
+_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab", "tpm", "firmware")
 
 
 def _whole(text: str) -> bool:

@@ -27,6 +27,7 @@ import attrs
 from vnode import hypervisor, lab
 from vnode.errors import UsageError
 from vnode.files import write_atomic
+from vnode.firmware import label as firmware_label
 from vnode.labfile import LabFile, LabNode, read_lab
 from vnode.planning import NodeShape, UpOptions, node_defaults
 
@@ -54,6 +55,7 @@ class LabAction:
     disk_gb: int = 0
     extra_disks: tuple[int, ...] = ()
     tpm: bool = False
+    firmware: str = "bios"
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -64,6 +66,7 @@ class LabAction:
         shape = f"{self.distro} {self.memory_mib} MiB {self.vcpus} vCPU {self.disk_gb} GiB"
         shape += "".join(f" +{size} GiB" for size in self.extra_disks)
         shape += " TPM" if self.tpm else ""
+        shape += f" {firmware_label(self.firmware)}" if self.firmware != "bios" else ""
         why = f": {'; '.join(self.reasons)}" if self.reasons else ""
         return f"{self.action:<8} {self.node:<12} {shape}{why}"
 
@@ -122,6 +125,7 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
             disk_gb=max(defaults.disk, distro.disk_gb),
             extra_disks=node.shape.disks,
             tpm=node.shape.tpm,
+            firmware=node.shape.firmware,
         )
         action = _compare(views, node, want, wanted)
         if action.action != "keep" and wanted and wanted != current:
@@ -171,6 +175,8 @@ def _compare(
             reasons.append(f"disks {list(shape.extra_disks)} -> {list(want.extra_disks)}")
         if shape.tpm != want.tpm:
             reasons.append(f"tpm {'yes' if shape.tpm else 'no'} -> {'yes' if want.tpm else 'no'}")
+        if shape.firmware != want.firmware:
+            reasons.append(f"firmware {shape.firmware} -> {want.firmware}")
         if image and shape.image_sha256 and shape.image_sha256 != image:
             reasons.append(f"image {shape.image_sha256[:12]} -> {image[:12]}")
     action: Action = "replace" if reasons else "keep"
@@ -252,6 +258,7 @@ def _shape(node: LabNode, labfile: LabFile) -> NodeShape:
         cloud_config=tuple(str(p) for p in shape.cloud_config),
         lab=labfile.name,
         tpm=shape.tpm,
+        firmware=shape.firmware,
     )
 
 

@@ -57,7 +57,16 @@ run = ["lsblk"]
     assert storage.shape.disks == (50, 50) and storage.shape.run == ("lsblk",)
     assert storage.shape.cloud_config == (tmp_path / "storage.yaml",)
     assert storage.shape.memory == 2048  # from [defaults]
-    assert not storage.shape.tpm
+    assert not storage.shape.tpm and storage.shape.firmware == "bios"
+
+
+def test_firmware_is_read(tmp_path: Path) -> None:
+    lab = _lab(
+        tmp_path,
+        '[defaults]\nfirmware = "uefi"\n[[nodes]]\nspec = "1"\n'
+        '[[nodes]]\nspec = "2"\nfirmware = "uefi-secure"\n',
+    )
+    assert [n.shape.firmware for n in lab.nodes] == ["uefi", "uefi-secure"]
 
 
 def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
@@ -81,7 +90,6 @@ def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
         ('[[nodes]]\nspec = "1"\ndisks = [1,1,1,1,1,1,1,1,1]', "at most 8 extra disks"),
         ('[[nodes]]\nspec = "1"\nwarm = "yes"', "warm must be true or false"),
         ('[[nodes]]\nspec = "1"\nfirmware = "coreboot"', "firmware must be one of bios, uefi"),
-        ('[[nodes]]\nspec = "1"\nfirmware = "uefi"', "'uefi' is not supported by this vnode yet"),
         ('[[nodes]]\nspec = "1"\nnetworks = ["bridge:br0"]', "networks is not supported"),
         ('[[nodes]]\nspec = "1"\ncloud_config = ["nope.yaml"]', "nope.yaml is not a file"),
         ('[[nodes]]\nspec = "1"\nrun = [" "]', "run: an empty command"),
