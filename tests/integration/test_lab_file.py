@@ -152,6 +152,7 @@ def test_apply_makes_each_node_in_its_own_shape(lab: Lab, lab_file: Path) -> Non
         "image_sha256": lock["images"][TEST_DISTRO],
         "lab": lock["lab"],
         "tpm": True,
+        "firmware": "bios",
     }
 
 
