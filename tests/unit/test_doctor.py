@@ -137,3 +137,17 @@ def test_a_local_ca_left_to_root_is_said_before_a_tpm_node_fails() -> None:
     verdict = tpm_verdict("/usr/bin/swtpm", "/usr/bin/swtpm_setup", [lock])
     assert verdict.status == "warn"
     assert verdict.message.startswith(f"{lock} is not owned by tss")
+
+
+def test_firmware_verdict_says_what_uefi_nodes_can_boot() -> None:
+    from vnode.doctor import firmware_verdict
+    from vnode.firmware import Descriptor
+
+    plain = Descriptor("60.json", "/ovmf/CODE.fd", "/ovmf/VARS.fd", frozenset(), ("pc-*",))
+    secure = Descriptor("40.json", "/ovmf/CODE.ms.fd", "/ovmf/VARS.ms.fd", frozenset(), ("q35",))
+    both = firmware_verdict({"uefi": plain, "uefi-secure": secure})
+    assert both.status == "ok" and "uefi-secure: /ovmf/CODE.ms.fd (40.json)" in both.message
+    half = firmware_verdict({"uefi": plain, "uefi-secure": None})
+    assert half.status == "warn" and "none for uefi-secure" in half.message
+    none = firmware_verdict({"uefi": None, "uefi-secure": None})
+    assert none.status == "warn" and "install ovmf" in none.message
