@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 # OVMF under plain emulation (TCG) takes longer than SeaBIOS to reach the boot loader, and
 # Secure Boot's SMM makes every variable access a mode switch.
 BOOT = os.environ.get("VNODE_TEST_BOOT_TIMEOUT", "600")
-SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d0-aae0-00e098032b8c"
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 # "efi" when the guest booted through UEFI, then the SecureBoot variable: after its 4 attribute
 # bytes one byte, 1 when Secure Boot is enforced ("none": a firmware built without it).
 SECURE_BOOT = (
