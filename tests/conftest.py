@@ -207,6 +207,7 @@ LONGEST_FIRST = (
     "test_guest_stacks.py",
     "test_core.py",
     "test_lab_file.py",
+    "test_uefi.py",
     "test_direct.py",
     "test_warm.py",
     "test_bridge.py",
