@@ -57,6 +57,7 @@ def up(
     disk_size: int | None = None,
     disk_extra: Annotated[tuple[int, ...], Parameter(name="--disk-extra", negative=())] = (),
     tpm: Annotated[bool, Parameter(negative=())] = False,
+    firmware: str = "bios",
     virt_type: str | None = None,
     network: Annotated[tuple[str, ...], Parameter(name="--network", negative=())] = (),
     bridge: str | None = None,
@@ -97,6 +98,9 @@ def up(
         vnode-data1, ...); repeatable.
     tpm
         A TPM 2.0 in every node (swtpm, through libvirt).
+    firmware
+        bios, uefi (OVMF) or uefi-secure (OVMF, Secure Boot enforced, Microsoft keys
+        enrolled); each UEFI node has its own NVRAM.
     virt_type
         auto, kvm or qemu (plain emulation, works where nested KVM does not).
     network
@@ -158,6 +162,7 @@ def up(
         disk=disk_size,
         disks=_extra_disks(disk_extra),
         tpm=tpm,
+        firmware=firmware,
         timeout=timeout,
         virt_type=virt_type,
         network=network[0] if network else None,

@@ -14,11 +14,12 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from vnode import firmware
 from vnode.config import Config
 from vnode.errors import VnodeError
 from vnode.hosts import lab_hosts
@@ -55,6 +56,7 @@ def run_checks(session: Session | None = None, network: str | None = None) -> li
             [tpm_verdict(shutil.which("swtpm"), shutil.which("swtpm_setup"), _not_owned_by_tss())]
         ),
         lambda: iter([ksm_verdict(_ksm_values())]),
+        lambda: iter([firmware_verdict(firmware.host_support(firmware.read_descriptors()))]),
         lambda: check_network(session, network or config.defaults.network, conn is not None),
         lambda: check_hosts(session),
         lambda: iter(session.plugins.doctor_checks(session.plugin_context(connect=False))),
@@ -303,6 +305,32 @@ def _not_owned_by_tss() -> list[str]:
         return [str(path) for path in entries if path.lstat().st_uid != tss]
     except (KeyError, OSError):
         return []
+
+
+def firmware_verdict(support: Mapping[str, firmware.Descriptor | None]) -> Verdict:
+    """UEFI nodes (`--firmware uefi|uefi-secure`) need OVMF, found through QEMU's firmware
+    descriptors as libvirt finds it."""
+    have = {name: found for name, found in support.items() if found is not None}
+    if not have:
+        return Verdict(
+            "firmware",
+            WARN,
+            "no UEFI firmware (OVMF) described in "
+            f"{' or '.join(str(d) for d in firmware.DESCRIPTOR_DIRS)}: nodes with firmware "
+            "uefi or uefi-secure cannot start (install ovmf; edk2-ovmf on Fedora)",
+        )
+    said = "; ".join(
+        f"{name}: {found.executable} ({found.name})" for name, found in sorted(have.items())
+    )
+    lacking = [name for name in support if name not in have]
+    if lacking:
+        return Verdict(
+            "firmware",
+            WARN,
+            f"{said}; none for {', '.join(lacking)} (Secure Boot needs a build with the "
+            "Microsoft keys enrolled: install ovmf; edk2-ovmf on Fedora)",
+        )
+    return Verdict("firmware", OK, said)
 
 
 def tpm_verdict(swtpm: str | None, setup: str | None, not_tss: list[str] | None = None) -> Verdict:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from vnode.errors import EnvironmentProblem, UsageError
+from vnode.firmware import FIRMWARES
 from vnode.hosts import LOCAL
 from vnode.logs import get_logger
 
@@ -107,6 +108,12 @@ def resolve_virt_type(conn: Any, wanted: str) -> str:
     if wanted != "auto":
         raise UsageError(f"unknown virt type {wanted!r}: use auto, kvm or qemu")
     return "kvm" if _kvm_offered(conn) else "qemu"
+
+
+def domain_capabilities(conn: Any, virt_type: str, machine: str | None) -> str:
+    """libvirt's domain capabilities of the host for an x86_64 guest (firmware it finds)."""
+    with libvirt_errors("reading the host's domain capabilities"):
+        return conn.getDomainCapabilities(None, "x86_64", machine, virt_type, 0)
 
 
 def _kvm_offered(conn: Any) -> bool:
@@ -257,6 +264,7 @@ class AppliedShape:
     # vnode recorded them (one NIC, on the mark's network).
     networks: tuple[str, ...] = ()
     macs: tuple[str, ...] = ()
+    firmware: str = "bios"  # a node recorded before firmware was: BIOS, all there was
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -298,6 +306,8 @@ def parse_shape(text: str) -> AppliedShape | None:
         return None
     if macs and len(macs) != len(networks):
         return None
+    if fields["firmware"] not in ("", *FIRMWARES):
+        return None
     return AppliedShape(
         memory_mib=int(fields["memory"]),
         vcpus=int(fields["vcpus"]),
@@ -308,10 +318,22 @@ def parse_shape(text: str) -> AppliedShape | None:
         tpm=fields["tpm"] == "yes",
         networks=tuple(networks),
         macs=tuple(m.lower() for m in macs),
+        firmware=fields["firmware"] or "bios",
     )
 
 
-_SHAPE_TAGS = ("memory", "vcpus", "disk", "disks", "image", "lab", "tpm", "networks", "macs")
+_SHAPE_TAGS = (
+    "memory",
+    "vcpus",
+    "disk",
+    "disks",
+    "image",
+    "lab",
+    "tpm",
+    "networks",
+    "macs",
+    "firmware",
+)
 
 
 def _whole(text: str) -> bool:

@@ -40,7 +40,7 @@ from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.files import install_atomic, write_atomic
 from vnode.locks import file_lock
 from vnode.logs import get_logger
-from vnode.model import Distro
+from vnode.model import Distro, ImageBuilder
 from vnode.progress import Reporter, SilentReporter
 from vnode.session import Session
 
@@ -75,6 +75,7 @@ class ImageRecord:
     # and how the checksum file was checked, or why its signature was not.
     signed_by: str | None = None
     signature: str | None = None
+    builder_version: str | None = None  # built: the ImageBuilder's version
 
     def describes(self, image: Path) -> bool:
         stat = image.stat()
@@ -454,13 +455,16 @@ def ensure_images(
 
 
 def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Path, bool]:
-    """Build a distro's image with the plugin that can; returns (path, whether it was built)."""
+    """Build a distro's image with the plugin that can; returns (path, whether it was built).
+
+    An image is kept unless ``force``, or unless this builder made it at another version
+    (an older vnode's image: rebuilt once, so that what nodes expect of it holds)."""
     config = session.config
     distro = resolve_distro(name, session)
     dest = image_path(distro, config)
-    if dest.exists() and not force:
-        return dest, False
     builder = session.plugins.image_builder(distro, session.plugin_context(connect=False))
+    if dest.exists() and not force and not _outdated(dest, builder):
+        return dest, False
     if builder is None:
         raise UsageError(
             f"no plugin can build {distro.name} locally; use {how_to_get(distro, session)}"
@@ -468,13 +472,27 @@ def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Pa
     store = _prepare_store(config)
     # The same lock as fetch and import of this image: two of them never write it at once.
     with file_lock(_lock_path(store, dest)):
-        if dest.exists() and not force:
+        if dest.exists() and not force and not _outdated(dest, builder):
             return dest, False  # another vnode built it meanwhile
+        if dest.exists() and not force:
+            log.info("rebuilding: an older builder made the image", distro=distro.name)
         builder.build(dest)
         os.chmod(dest, 0o644)
         how = f"vnode images build {distro.name} ({builder.how})"
-        write_record(dest, status="built", source=how)
+        write_record(dest, status="built", source=how, builder_version=builder.version)
     return dest, True
+
+
+def _outdated(image: Path, builder: ImageBuilder | None) -> bool:
+    """Whether ``builder`` made the stored image at another version of itself."""
+    if builder is None:
+        return False
+    record = read_record(image)
+    return (
+        record is not None
+        and record.status == "built"
+        and (record.builder_version or "") != builder.version
+    )
 
 
 def import_image(
@@ -537,6 +555,7 @@ def write_record(
     converted_from: str | None = None,
     signed_by: str | None = None,
     signature: str | None = None,
+    builder_version: str | None = None,
 ) -> ImageRecord:
     stat = image.stat()
     record = ImageRecord(
@@ -550,6 +569,7 @@ def write_record(
         converted_from=converted_from,
         signed_by=signed_by,
         signature=signature,
+        builder_version=builder_version,
     )
     write_atomic(record_path(image), json.dumps(attrs.asdict(record), indent=2) + "\n")
     return record

@@ -32,13 +32,10 @@ import attrs
 
 from vnode.disks import MAX_EXTRA_DISKS
 from vnode.errors import UsageError
+from vnode.firmware import FIRMWARES
 from vnode.pools import MAX_NICS, Pool
 from vnode.spec import NodeRef, parse_spec_range
 
-FIRMWARES = ("bios", "uefi", "uefi-secure")
-# What this vnode can make today; the rest of the syntax is read and refused by name, so that
-# a lab written for a later vnode says what it lacks instead of booting something else.
-MADE_FIRMWARES = ("bios",)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_DISK_GB = 64 * 1024
 
@@ -221,10 +218,6 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
     if firmware not in FIRMWARES:
         raise UsageError(
             f"{where}: firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}"
-        )
-    if firmware not in MADE_FIRMWARES:
-        raise UsageError(
-            f"{where}: firmware {firmware!r} is not supported by this vnode yet (bios only)"
         )
     _check_networks(fields.get("networks", ()), where)
     for path in fields.get("cloud_config", ()):

@@ -27,6 +27,7 @@ import attrs
 from vnode import hypervisor, lab
 from vnode.errors import UsageError
 from vnode.files import write_atomic
+from vnode.firmware import label as firmware_label
 from vnode.labfile import LabFile, LabNode, read_lab
 from vnode.planning import NodeShape, UpOptions, node_defaults
 
@@ -56,6 +57,7 @@ class LabAction:
     tpm: bool = False
     # Every NIC's network, the node's own first, as planned (KIND[:ARG] or a bare kind).
     networks: tuple[str, ...] = ()
+    firmware: str = "bios"
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -67,6 +69,7 @@ class LabAction:
         shape += "".join(f" +{size} GiB" for size in self.extra_disks)
         shape += " TPM" if self.tpm else ""
         shape += f" NICs {','.join(self.networks)}" if len(self.networks) > 1 else ""
+        shape += f" {firmware_label(self.firmware)}" if self.firmware != "bios" else ""
         why = f": {'; '.join(self.reasons)}" if self.reasons else ""
         return f"{self.action:<8} {self.node:<12} {shape}{why}"
 
@@ -127,6 +130,7 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
             extra_disks=node.shape.disks,
             tpm=node.shape.tpm,
             networks=_networks(session, node, labfile, default_network),
+            firmware=node.shape.firmware,
         )
         action = _compare(views, node, want, wanted)
         if action.action != "keep" and wanted and wanted != current:
@@ -179,6 +183,8 @@ def _compare(
             reasons.append(f"networks {list(shape.networks)} -> {list(want.networks)}")
         if shape.tpm != want.tpm:
             reasons.append(f"tpm {'yes' if shape.tpm else 'no'} -> {'yes' if want.tpm else 'no'}")
+        if shape.firmware != want.firmware:
+            reasons.append(f"firmware {shape.firmware} -> {want.firmware}")
         if image and shape.image_sha256 and shape.image_sha256 != image:
             reasons.append(f"image {shape.image_sha256[:12]} -> {image[:12]}")
     action: Action = "replace" if reasons else "keep"
@@ -283,6 +289,7 @@ def _shape(node: LabNode, labfile: LabFile) -> NodeShape:
         lab=labfile.name,
         tpm=shape.tpm,
         networks=shape.networks or None,
+        firmware=shape.firmware,
     )
 
 

@@ -200,6 +200,9 @@ class NodePlan(NodeIdentity):
     def macs(self) -> tuple[str, ...]:
         return (self.mac, *(nic.mac for nic in self.nics))
 
+    # "bios", "uefi" or "uefi-secure" (vnode.firmware); UEFI nodes have their own NVRAM.
+    firmware: str = "bios"
+
     @property
     def extra_disk_paths(self) -> tuple[Path, ...]:
         if self.volume_dir is not None:
@@ -228,6 +231,18 @@ class NodePlan(NodeIdentity):
         return self.node_dir / "seed.iso"
 
     @property
+    def nvram_path(self) -> Path:
+        """The node's UEFI variable store: libvirt copies the firmware's template there when
+        the domain first starts (mode 0600) and removes it with the domain."""
+        if self.volume_dir is not None:
+            return self.volume_dir / self.nvram_volume
+        return self.node_dir / "nvram.fd"
+
+    @property
+    def nvram_volume(self) -> str:
+        return nvram_volume(self.name)
+
+    @property
     def disk_volume(self) -> str:
         return f"{self.name}-disk.qcow2"
 
@@ -238,6 +253,11 @@ class NodePlan(NodeIdentity):
     @property
     def console_volume(self) -> str:
         return f"{self.name}-console.log"
+
+
+def nvram_volume(node: str) -> str:
+    """The volume name of a node's UEFI NVRAM in a host's pool."""
+    return f"{node}-nvram.fd"
 
 
 def extra_disk_volume(node: str, index: int) -> str:
@@ -306,6 +326,9 @@ class ImageBuilder:
 
     how: str  # one phrase for listings, e.g. "built from the Debian mirror with mmdebstrap"
     build: Callable[[Path], None] = attrs.field(eq=False)  # writes a qcow2 at the path given
+    # What the builder makes, recorded with the image: `vnode images build` rebuilds an image
+    # it built with another version (bump it when nodes would notice the difference).
+    version: str = ""
 
 
 @attrs.frozen

@@ -16,7 +16,7 @@ from vnode.errors import UsageError
 from vnode.hosts import LOCAL
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
 from vnode.logs import get_logger
-from vnode.model import NodeIdentity, NodePlan, extra_disk_volume
+from vnode.model import NodeIdentity, NodePlan, extra_disk_volume, nvram_volume
 from vnode.network import NetworkBackend
 
 log = get_logger("vnode.nodes")
@@ -121,19 +121,22 @@ def _build_volumes(store: NodeStore, plan: NodePlan, seed: Any) -> None:
     hypervisor.upload_bytes(store.conn, store.pool, plan.seed_volume, seed_iso(seed), mode="0600")
     # virtlogd makes the console log afresh; an earlier one would be read by `vnode log`.
     hypervisor.delete_volume(store.pool, plan.console_volume)
+    # libvirt copies the firmware's variable store only where there is none: an earlier
+    # node's would keep its boot entries and keys.
+    hypervisor.delete_volume(store.pool, plan.nvram_volume)
 
 
 def remove_volumes(store: NodeStore, name: str) -> None:
-    """The node's volumes in the host's pool (disk, extra disks, seed, console log, a warm
-    clone's identity and restore image); absent ones are fine."""
+    """The node's volumes in the host's pool (disk, extra disks, seed, console log, UEFI
+    NVRAM, a warm clone's identity and restore image); absent ones are fine."""
     if store.pool is None:
         return
     hypervisor.refresh_pool(store.pool)
     extra = [extra_disk_volume(name, i) for i in range(1, MAX_EXTRA_DISKS + 1)]
     # A warm clone's identity disk and restore image too (vnode.warmstorage.CLONE_VOLUMES).
     clone = [f"{name}-identity.tar", f"{name}-restore.save"]
-    volumes = (f"{name}-disk.qcow2", *extra, f"{name}-seed.iso", f"{name}-console.log", *clone)
-    for volume in volumes:
+    own = (f"{name}-disk.qcow2", f"{name}-seed.iso", f"{name}-console.log", nvram_volume(name))
+    for volume in (*own, *extra, *clone):
         hypervisor.delete_volume(store.pool, volume)
 
 

@@ -67,6 +67,8 @@ class UpOptions:
     disks: tuple[int, ...] = ()
     # A TPM 2.0 (swtpm) in every node.
     tpm: bool = False
+    # Every node's firmware: "bios", "uefi" or "uefi-secure" (vnode.firmware).
+    firmware: str = "bios"
 
     # Put every node without an @HOST on this host.
     host: str | None = None
@@ -94,6 +96,7 @@ class NodeShape:
     tpm: bool | None = None
     # Every NIC's network, the node's own first; None: as the command says.
     networks: tuple[str, ...] | None = None
+    firmware: str | None = None
 
 
 @attrs.frozen
@@ -419,7 +422,21 @@ def _preflight(
             raise EnvironmentProblem(
                 f"paths.state {state} is under /root, which the qemu user cannot read"
             )
+    _check_firmware(view, nodes)
     backend.check(nodes)
+
+
+def _check_firmware(view: HostView, nodes: list[NodePlan]) -> None:
+    """UEFI nodes need the host to have the firmware: asked of the host's own libvirt, which
+    is what picks the build when the domain starts."""
+    from vnode import firmware
+
+    for wanted in sorted({node.firmware for node in nodes} & set(firmware.UEFI_FIRMWARES)):
+        capabilities = hypervisor.domain_capabilities(
+            view.conn, nodes[0].virt_type, firmware.machine(wanted)
+        )
+        if problem := firmware.missing_in_capabilities(capabilities, wanted):
+            raise EnvironmentProblem(f"firmware {wanted}: {problem}")
 
 
 def check_images(
@@ -564,6 +581,7 @@ def plan_node(
         extra_disks=extras.disks,
         lab=extras.lab,
         tpm=extras.tpm,
+        firmware=extras.firmware,
         image_sha256=images.recorded_sha256(images.image_path(distro, session.config)),
         nics=nics,
         networks=networks,
@@ -703,18 +721,22 @@ class Extras:
     cloud_config: tuple[CloudConfigSource, ...] = ()
     lab: str = ""
     tpm: bool = False
+    firmware: str = "bios"
 
 
 def _extras(options: UpOptions, shape: NodeShape | None) -> Extras:
+    from vnode.firmware import checked
     from vnode.userconfig import read_sources
 
+    firmware = checked(options.firmware)
     if shape is None:
-        return Extras(disks=options.disks, tpm=options.tpm)
+        return Extras(disks=options.disks, tpm=options.tpm, firmware=firmware)
     return Extras(
         disks=options.disks if shape.disks is None else shape.disks,
         cloud_config=tuple(read_sources(shape.cloud_config)),
         lab=shape.lab,
         tpm=options.tpm if shape.tpm is None else shape.tpm,
+        firmware=firmware if shape.firmware is None else checked(shape.firmware, "firmware"),
     )
 
 
@@ -742,6 +764,8 @@ def _cold_only(node: NodePlan) -> str | None:
         return "extra disks are not part of a template"
     if node.tpm:
         return "a TPM is not part of a template"
+    if node.firmware != "bios":
+        return "templates are saved from BIOS nodes; a UEFI node (its own NVRAM) boots cold"
     if node.address is not None and node.address.ip6:
         return "a warm clone takes its IPv4 address only; IPv6 nodes boot cold"
     return None

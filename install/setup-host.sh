@@ -25,16 +25,17 @@ else
 fi
 
 # What vnode needs, per package family. Building Debian images (vnode images build) needs
-# mmdebstrap, extlinux, sfdisk and mkfs; libvirt-python is built in vnode's venv (gcc,
+# mmdebstrap, extlinux, sfdisk, mkfs and (the EFI system partition) dosfstools and mtools;
+# UEFI nodes need OVMF (ovmf, edk2-ovmf); libvirt-python is built in vnode's venv (gcc,
 # pkg-config and libvirt's headers).
 APT_PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients dnsmasq-base
 iptables openssh-client gpgv gpg mmdebstrap extlinux syslinux-common fdisk e2fsprogs
-libvirt-dev pkg-config gcc python3-venv tini procps swtpm swtpm-tools"
+libvirt-dev pkg-config gcc python3-venv tini procps swtpm swtpm-tools ovmf dosfstools mtools"
 DNF_PACKAGES="qemu-kvm-core qemu-img libvirt-daemon-driver-qemu libvirt-daemon-driver-network
 libvirt-daemon-driver-storage-core libvirt-daemon-config-network libvirt-client dnsmasq
 openssh-clients gnupg2 mmdebstrap syslinux syslinux-extlinux util-linux e2fsprogs
 libvirt-devel pkgconf-pkg-config gcc python3-devel procps-ng
-policycoreutils-python-utils swtpm swtpm-tools"
+policycoreutils-python-utils swtpm swtpm-tools edk2-ovmf dosfstools mtools"
 # libvirt's modular daemons (Fedora's default since 35): each started by its socket, so
 # nothing runs until vnode connects. The monolithic libvirtd is never started there.
 MODULAR_SOCKETS="virtqemud.socket virtnetworkd.socket virtstoraged.socket virtlogd.socket"

@@ -131,6 +131,10 @@ BUILDABLE = {"12": "ifupdown", "13": "netplan"}
 # built only (Debian publishes no such image).
 VARIANTS = {"nm": ("networkmanager", "with NetworkManager")}
 _VARIANT = re.compile(r"(d\d+)-([a-z]+)")
+# What debian_build makes, bumped whenever nodes would notice a difference from the images
+# it made before (2: a GPT disk booting on BIOS and UEFI, Secure Boot included); `vnode
+# images build` rebuilds an image built at another version.
+BUILD_VERSION = "2"
 
 
 def _variant(base: Distro, suffix: str) -> Distro:
@@ -226,5 +230,8 @@ def vnode_image_builder(distro: Distro, context: PluginContext) -> ImageBuilder 
         build_debian_image(dest, release=distro.release, mirror=apt_mirror, network_stack=stack)
 
     return ImageBuilder(
-        how=f"bootstrapped from a Debian mirror with mmdebstrap, network by {stack}", build=build
+        how=f"bootstrapped from a Debian mirror with mmdebstrap, network by {stack}, "
+        "boots on BIOS and UEFI",
+        build=build,
+        version=BUILD_VERSION,
     )

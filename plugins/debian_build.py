@@ -3,7 +3,15 @@
 Meant for offline labs: the only network access is to the apt mirror while
 building, and the resulting guest never reaches out on its own (no apt
 timers, cloud-init pinned to the NoCloud seed).  Needs root, mmdebstrap,
-sfdisk, losetup, mkfs.ext4, extlinux, syslinux-common and qemu-img.
+sfdisk, losetup, mkfs.ext4, extlinux, syslinux-common, mkfs.fat (dosfstools),
+mtools and qemu-img.
+
+The disk boots on BIOS and on UEFI alike, Secure Boot included: a GPT whose
+protective MBR carries syslinux's gptmbr (BIOS: extlinux on the root
+filesystem, partition 1, marked legacy-BIOS-bootable), and an EFI system
+partition (15, before the root so that growpart can grow the root into the
+rest of the disk) with the release's own Microsoft-signed shim as the
+removable-media path EFI/BOOT/BOOTX64.EFI and Debian's signed GRUB beside it.
 
 Imported only by the Debian plugin's image builder, when an image is built.
 """
@@ -47,7 +55,16 @@ PACKAGES: tuple[str, ...] = (
     # growpart lets cloud-init grow the root partition when a VM's disk is
     # bigger than the image; without it only the (full) filesystem resizes.
     "cloud-guest-utils",
+    # UEFI: the signed boot chain copied to the EFI system partition (shim
+    # signed by Microsoft, GRUB and the kernel by Debian), so Secure Boot with
+    # the Microsoft keys enrolled boots the image; mokutil comes with shim.
+    "shim-signed",
+    "grub-efi-amd64-signed",
 )
+# Where those packages put the signed binaries in the root filesystem.
+SHIM_EFI = "usr/lib/shim/shimx64.efi.signed"
+MOK_MANAGER_EFI = "usr/lib/shim/mmx64.efi.signed"
+GRUB_EFI = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
 
 # How the guest configures its network, and which cloud-init renderer writes it:
 # - "ifupdown": Debian's classic (/etc/network/interfaces), cloud-init's eni renderer;
@@ -77,14 +94,21 @@ NETWORK_TIMERS: tuple[str, ...] = ("apt-daily.timer", "apt-daily-upgrade.timer")
 # costs seconds of boot.
 UNNEEDED_UNITS: tuple[str, ...] = ("e2scrub_reap.service",)
 
-# syslinux's MBR boot code: Debian's syslinux-common, Fedora's syslinux.
+# syslinux's boot code for a GPT disk's protective MBR: it starts the partition marked
+# legacy-BIOS-bootable. Debian's syslinux-common, Fedora's syslinux.
 MBR_CANDIDATES = (
-    pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin"),
-    pathlib.Path("/usr/share/syslinux/mbr.bin"),
+    pathlib.Path("/usr/lib/syslinux/mbr/gptmbr.bin"),
+    pathlib.Path("/usr/share/syslinux/gptmbr.bin"),
 )
 MBR_BIN = next((p for p in MBR_CANDIDATES if p.is_file()), MBR_CANDIDATES[0])
-PART_START = 1 << 20  # 1 MiB: conventional alignment, leaves room for the MBR
+ESP_START = 1 << 20  # 1 MiB: conventional alignment, after the GPT
+ESP_SIZE = 63 << 20  # FAT32 with 512-byte clusters; shim and GRUB take some 6 MiB
+ROOT_START = ESP_START + ESP_SIZE
+ESP_NUMBER, ROOT_NUMBER = 15, 1
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 FS_LABEL = "vnode-root"
+ESP_LABEL = "VNODE-ESP"
 
 
 class BuildError(VnodeError):
@@ -194,7 +218,18 @@ def _run(cmd: list[str], **kwargs: Any) -> str:
 def _check_prerequisites() -> None:
     if os.geteuid() != 0:
         raise EnvironmentProblem("building an image needs root (loop devices, mount): run as root")
-    tools = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "extlinux", "qemu-img", "tar")
+    tools = (
+        "mmdebstrap",
+        "sfdisk",
+        "losetup",
+        "mkfs.ext4",
+        "extlinux",
+        "mkfs.fat",
+        "mcopy",
+        "mmd",
+        "qemu-img",
+        "tar",
+    )
     missing = [t for t in tools if shutil.which(t) is None]
     if not MBR_BIN.is_file():
         missing.append(f"{MBR_BIN} (syslinux-common, or Fedora's syslinux)")
@@ -234,17 +269,28 @@ def _bootstrap(suite: str, mirror: str, tarball: pathlib.Path, stack: str) -> No
     )
 
 
+def partition_script(raw: pathlib.Path, size: int) -> str:
+    """sfdisk's input for the disk: the EFI system partition first on the disk (numbered 15),
+    the root (numbered 1, legacy-BIOS-bootable) in all the rest."""
+    sector = 512
+    return (
+        "label: gpt\n"
+        f"{raw}{ESP_NUMBER} : start={ESP_START // sector}, size={ESP_SIZE // sector}, "
+        f'type={ESP_TYPE}, name="EFI system"\n'
+        f"{raw}{ROOT_NUMBER} : start={ROOT_START // sector}, type={LINUX_TYPE}, "
+        f'attrs="LegacyBIOSBootable", name="{FS_LABEL}"\n'
+    )
+
+
 def _create_disk(raw: pathlib.Path, size_gb: int) -> tuple[int, int]:
-    """Sparse raw disk with one bootable Linux partition; returns its
-    (offset, size) in bytes."""
+    """Sparse raw disk, partitioned; returns the root partition's (offset, size) in bytes."""
     with raw.open("wb") as f:
         f.truncate(size_gb << 30)
-    script = f"label: dos\nstart={PART_START // 512}, type=83, bootable\n"
-    _run(["sfdisk", "--quiet", str(raw)], input=script)
+    _run(["sfdisk", "--quiet", str(raw)], input=partition_script(raw, size_gb << 30))
     table = json.loads(_run(["sfdisk", "--json", str(raw)]))["partitiontable"]
-    part = table["partitions"][0]
     sector = table.get("sectorsize", 512)
-    return part["start"] * sector, part["size"] * sector
+    root = next(p for p in table["partitions"] if p["node"] == f"{raw}{ROOT_NUMBER}")
+    return root["start"] * sector, root["size"] * sector
 
 
 @contextlib.contextmanager
@@ -315,6 +361,9 @@ def _ensure_kernel_links(root: pathlib.Path) -> None:
         link.symlink_to(found[-1].relative_to(root))
 
 
+KERNEL_ARGS = "ro console=tty0 console=ttyS0,115200"
+
+
 def _install_bootloader(root: pathlib.Path, fs_uuid: str) -> None:
     _ensure_kernel_links(root)
     # ttyS0 last so it becomes /dev/console: boot logs land on the serial
@@ -328,14 +377,59 @@ def _install_bootloader(root: pathlib.Path, fs_uuid: str) -> None:
         "LABEL debian\n"
         "  LINUX /vmlinuz\n"
         "  INITRD /initrd.img\n"
-        f"  APPEND root=UUID={fs_uuid} ro console=tty0 console=ttyS0,115200\n",
+        f"  APPEND root=UUID={fs_uuid} {KERNEL_ARGS}\n",
     )
     _run(["extlinux", "--install", str(root / "boot/extlinux")])
 
 
+def grub_config(fs_uuid: str) -> str:
+    """The GRUB configuration on the EFI system partition: Debian's signed GRUB reads
+    grub.cfg beside itself when no /boot/grub exists; it boots the same kernel as extlinux,
+    through the same /vmlinuz link (a kernel upgrade in the guest keeps booting)."""
+    return (
+        "set timeout=0\n"
+        f"search --no-floppy --fs-uuid --set=root {fs_uuid}\n"
+        f"linux /vmlinuz root=UUID={fs_uuid} {KERNEL_ARGS}\n"
+        "initrd /initrd.img\n"
+        "boot\n"
+    )
+
+
+def _make_esp(root: pathlib.Path, esp: pathlib.Path, fs_uuid: str) -> None:
+    """The EFI system partition as a FAT image of its own (mtools: no vfat mount needed).
+
+    shim is the removable-media path every UEFI boots without a boot entry; it loads
+    grubx64.efi from its own directory. No fallback (fbx64.efi) is installed: it would
+    write boot entries and reset the machine on first boot.
+    """
+    # The volume id from the root's UUID: the same build inputs give the same ESP.
+    volume_id = fs_uuid.replace("-", "")[:8]
+    fat = ["mkfs.fat", "-C", "-F", "32", "-s", "1", "-n", ESP_LABEL, "-i", volume_id]
+    _run([*fat, str(esp), str(ESP_SIZE // 1024)])
+    config = esp.with_name("grub.cfg")
+    config.write_text(grub_config(fs_uuid))
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    _run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"], env=env)
+    files = [(root / SHIM_EFI, "BOOTX64.EFI"), (root / GRUB_EFI, "grubx64.efi")]
+    for source, _ in files:
+        if not source.is_file():
+            raise BuildError(f"/{source.relative_to(root)} is missing from the root filesystem")
+    # MokManager only runs when a key enrolment is pending; shim boots without it.
+    if (root / MOK_MANAGER_EFI).is_file():
+        files.append((root / MOK_MANAGER_EFI, "mmx64.efi"))
+    for source, name in [*files, (config, "grub.cfg")]:
+        _run(["mcopy", "-i", str(esp), str(source), f"::/EFI/BOOT/{name}"], env=env)
+
+
+def _write_esp(raw: pathlib.Path, esp: pathlib.Path) -> None:
+    with raw.open("r+b") as disk, esp.open("rb") as image:
+        disk.seek(ESP_START)
+        shutil.copyfileobj(image, disk, 1 << 20)
+
+
 def _write_mbr(raw: pathlib.Path) -> None:
     # Only the 440 bytes of boot code: the rest of sector 0 is the disk
-    # signature and the partition table sfdisk wrote.
+    # signature and the protective partition sfdisk wrote.
     code = MBR_BIN.read_bytes()[:440]
     with raw.open("r+b") as f:
         f.write(code)
@@ -452,8 +546,10 @@ def _populate(
             log.info("extracting root filesystem")
             _extract(tarball, root)
             _customize(root, fs_uuid, stack)
-            log.info("installing extlinux")
+            log.info("installing extlinux (BIOS) and shim with GRUB (UEFI)")
             _install_bootloader(root, fs_uuid)
+            _make_esp(root, work / "esp.img", fs_uuid)
+    _write_esp(raw, work / "esp.img")
     _write_mbr(raw)
 
 

@@ -672,6 +672,9 @@ def test_an_image_changed_by_hand_lists_as_unverified(
 class _QemuImgBuilder:
     """A builder plugin for f43 (which no built-in plugin builds): a blank qcow2."""
 
+    def __init__(self, version: str = "") -> None:
+        self.version = version
+
     @hookimpl
     def vnode_image_builder(self, distro: Distro, context: PluginContext) -> ImageBuilder | None:
         if distro.name != "f43":
@@ -682,7 +685,7 @@ class _QemuImgBuilder:
                 ["qemu-img", "create", "-q", "-f", "qcow2", str(dest), "16M"], check=True
             )
 
-        return ImageBuilder(how="a blank disk", build=build)
+        return ImageBuilder(how="a blank disk", build=build, version=self.version)
 
 
 def test_a_built_image_is_recorded_as_built(store: Store) -> None:
@@ -710,6 +713,14 @@ def test_a_built_image_is_recorded_as_built(store: Store) -> None:
     assert record["source"] == "vnode images build f43 (a blank disk)"
     listed = json.loads(store.run("images", "list", "--json").stdout)
     assert {e["distro"]: e["status"] for e in listed}["f43"] == "built"
+    # A builder at another version (what it makes changed) rebuilds the image once.
+    newer = PluginHost(
+        [*entry_point_sources(), PluginSource("test-builder", lambda: _QemuImgBuilder("2"))]
+    )
+    session = Session.for_config(config, newer)
+    assert images.build_image("f43", session) == (path, True)
+    assert store.record("f43")["builder_version"] == "2"
+    assert images.build_image("f43", session) == (path, False)
 
 
 @pytest.fixture

@@ -154,6 +154,7 @@ def test_apply_makes_each_node_in_its_own_shape(lab: Lab, lab_file: Path) -> Non
         "tpm": True,
         "networks": ["libvirt"],  # one NIC, on the configured network, as asked for
         "macs": [results[lab.name(2)]["mac"]],
+        "firmware": "bios",
     }
 
 

@@ -150,3 +150,17 @@ def test_ksm_says_whether_clones_share_memory_and_how_much() -> None:
         {"run": 1, "pages_to_scan": 1000, "pages_shared": 10, "pages_sharing": sharing}
     )
     assert on.status == "ok" and "saves 512 MiB now" in on.message
+
+
+def test_firmware_verdict_says_what_uefi_nodes_can_boot() -> None:
+    from vnode.doctor import firmware_verdict
+    from vnode.firmware import Descriptor
+
+    plain = Descriptor("60.json", "/ovmf/CODE.fd", "/ovmf/VARS.fd", frozenset(), ("pc-*",))
+    secure = Descriptor("40.json", "/ovmf/CODE.ms.fd", "/ovmf/VARS.ms.fd", frozenset(), ("q35",))
+    both = firmware_verdict({"uefi": plain, "uefi-secure": secure})
+    assert both.status == "ok" and "uefi-secure: /ovmf/CODE.ms.fd (40.json)" in both.message
+    half = firmware_verdict({"uefi": plain, "uefi-secure": None})
+    assert half.status == "warn" and "none for uefi-secure" in half.message
+    none = firmware_verdict({"uefi": None, "uefi-secure": None})
+    assert none.status == "warn" and "install ovmf" in none.message

@@ -60,7 +60,16 @@ run = ["lsblk"]
     assert storage.shape.memory == 2048  # from [defaults]
     assert storage.shape.networks == ("bridge:br0", "libvirt:storage")  # the first: its own NIC
     assert lab.node("vnode01").shape.networks == ()  # as configured
-    assert not storage.shape.tpm
+    assert not storage.shape.tpm and storage.shape.firmware == "bios"
+
+
+def test_firmware_is_read(tmp_path: Path) -> None:
+    lab = _lab(
+        tmp_path,
+        '[defaults]\nfirmware = "uefi"\n[[nodes]]\nspec = "1"\n'
+        '[[nodes]]\nspec = "2"\nfirmware = "uefi-secure"\n',
+    )
+    assert [n.shape.firmware for n in lab.nodes] == ["uefi", "uefi-secure"]
 
 
 def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
@@ -84,7 +93,6 @@ def test_the_lab_is_named_after_its_file_unless_it_says(tmp_path: Path) -> None:
         ('[[nodes]]\nspec = "1"\ndisks = [1,1,1,1,1,1,1,1,1]', "at most 8 extra disks"),
         ('[[nodes]]\nspec = "1"\nwarm = "yes"', "warm must be true or false"),
         ('[[nodes]]\nspec = "1"\nfirmware = "coreboot"', "firmware must be one of bios, uefi"),
-        ('[[nodes]]\nspec = "1"\nfirmware = "uefi"', "'uefi' is not supported by this vnode yet"),
         ('[[nodes]]\nspec = "1"\nnetworks = ["a", "a"]', "networks: a is named twice"),
         ('[[nodes]]\nspec = "1"\nnetworks = ["libvirt: x"]', "is not a network (KIND[:ARG])"),
         ('[[nodes]]\nspec = "1"\nnetworks = [1]', "networks must be a list of strings"),

@@ -61,6 +61,9 @@ def test_a_recorded_shape_is_read_back() -> None:
         1024, 2, 10, (), "", ""
     )
     assert parse_shape(_metadata(tpm="yes")).tpm and not parse_shape(_metadata(tpm="no")).tpm
+    # Nodes recorded before firmware was are BIOS nodes: all vnode made then.
+    assert parse_shape(_metadata()).firmware == "bios"
+    assert parse_shape(_metadata(firmware="uefi-secure")).firmware == "uefi-secure"
 
 
 @pytest.mark.parametrize(
@@ -74,6 +77,7 @@ def test_a_recorded_shape_is_read_back() -> None:
         {"image": "zz"},
         {"lab": "a b"},
         {"tpm": "maybe"},
+        {"firmware": "efi"},
     ],
 )
 def test_a_shape_not_in_vnode_s_form_is_unknown(fields: dict[str, str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import yaml
 
@@ -199,3 +200,16 @@ def test_without_a_plugin_for_the_guests_network_a_node_boots_cold(tmp_path: Pat
     (choice,) = plan.warm
     assert not choice.warm and "vnode_guest_network_files" in choice.reason
     assert plan.nodes[0].guest_network_files == {}
+
+
+def test_bad_firmware_is_bad_input(tmp_path: Path) -> None:
+    options = planning.UpOptions(fetch=True, firmware="efi")
+    with _session(tmp_path) as session, pytest.raises(UsageError, match="--firmware must be"):
+        planning.plan_up(["3"], options, session=session)
+
+
+def test_a_uefi_node_boots_cold_and_says_why(tmp_path: Path) -> None:
+    (node,) = _plans(tmp_path, planning.UpOptions(distro="d12"), ["3"])
+    assert planning._cold_only(node) is None
+    reason = planning._cold_only(attrs.evolve(node, firmware="uefi-secure"))
+    assert reason is not None and "UEFI node" in reason

@@ -57,6 +57,8 @@ def test_fedora_like_hosts_use_dnf_and_the_modular_daemons_sockets(
     )
     assert {"libvirt-client", "libvirt-devel", "policycoreutils-python-utils"} <= packages
     assert "gnupg2" in packages  # gpgv and gpg check the checksum files' signatures
+    # UEFI nodes' firmware; the image builder's EFI system partition
+    assert {"edk2-ovmf", "dosfstools", "mtools"} <= packages and "ovmf" not in packages
     assert (
         "systemctl enable --now virtqemud.socket virtnetworkd.socket virtstoraged.socket "
         "virtlogd.socket"
@@ -81,6 +83,7 @@ def test_debian_and_ubuntu_hosts_with_systemd_use_apt_and_libvirtd(
     assert install[:4] == ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install"]
     assert {"qemu-system-x86", "libvirt-daemon-system", "mmdebstrap", "libvirt-dev"} <= set(install)
     assert {"gpgv", "gpg"} <= set(install)  # they check the checksum files' signatures
+    assert {"ovmf", "dosfstools", "mtools"} <= set(install) and "edk2-ovmf" not in install
     assert "systemctl enable --now virtlogd.socket libvirtd.service" in lines
     assert not [line for line in lines if "/dev/kvm" in line]  # udev's rule does it
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,25 @@ def test_debian_section_rejects_unknown_keys_and_bad_urls(tmp_path: Path) -> Non
         _config('[debian]\nmirror = "http://mirror.lab/debian"\n', tmp_path)
     with pytest.raises(UsageError, match=r"apt_mirror = 'mirror\.lab' is not"):
         _config('[debian]\napt_mirror = "mirror.lab"\n', tmp_path)
+
+
+def test_the_disk_is_gpt_with_the_esp_first_and_the_root_bootable_on_bios(
+    tmp_path: Path,
+) -> None:
+    raw = tmp_path / "disk.raw"
+    with raw.open("wb") as f:
+        f.truncate(3 << 30)
+    offset, size = debian_build._create_disk(raw, 3)
+    table = json.loads(debian_build._run(["sfdisk", "--json", str(raw)]))["partitiontable"]
+    parts = {p["node"].removeprefix(str(raw)): p for p in table["partitions"]}
+    assert table["label"] == "gpt" and set(parts) == {"1", "15"}
+    assert parts["15"]["type"] == debian_build.ESP_TYPE and parts["15"]["start"] == 2048
+    assert parts["1"]["attrs"] == "LegacyBIOSBootable"
+    # The root is last, in all the rest of the disk: growpart grows it into a bigger disk.
+    assert offset == debian_build.ROOT_START and offset + size >= (3 << 30) - (1 << 20)
+
+
+def test_grub_boots_the_same_kernel_as_extlinux() -> None:
+    config = debian_build.grub_config("1234-abcd")
+    assert "search --no-floppy --fs-uuid --set=root 1234-abcd" in config
+    assert f"linux /vmlinuz root=UUID=1234-abcd {debian_build.KERNEL_ARGS}" in config
