@@ -632,8 +632,9 @@ def images_list(json: bool = False, names: bool = False) -> int:
         print("\n".join(api.distro_names()))
         return 0
     entries = api.list_images()
+    versions = api.list_image_versions()
     if json:
-        _emit_json([e.to_dict() for e in entries])
+        _emit_json([e.to_dict() for e in entries] + [{"version": v.to_dict()} for v in versions])
         return 0
     rows = [
         (
@@ -652,7 +653,40 @@ def images_list(json: bool = False, names: bool = False) -> int:
     catalogs = sorted({(e.family, e.catalog) for e in entries if e.catalog})
     for family, catalog in catalogs:
         print(f"{family} catalog: {catalog}")
+    if versions:
+        rows = [
+            (
+                v.sha256[:12],
+                v.name or "-",
+                "current" if v.current else "old",
+                v.status,
+                v.size_human,
+                ", ".join(u for u in v.users if not u.startswith("name ")) or "-",
+            )
+            for v in versions
+        ]
+        print()
+        headers = ("VERSION", "AS", "STATE", "STATUS", "SIZE", "USED BY")
+        print(format_table(rows, headers))
     return 0
+
+
+@images_app.command(name="prune")
+def images_prune() -> int:
+    """Remove the image versions nothing uses any more: not a distro's current image, not
+    the base of a node or a warm template, not pinned by a lab.lock; here and in every
+    host's pool (vnode does this itself after `destroy` and `template remove`)."""
+    from vnode import api, logs
+
+    logs.configure()
+    removed, down = api.prune_images()
+    for line in removed:
+        print(f"removed {line}")
+    if not removed:
+        print("nothing to remove")
+    for host, why in down.items():
+        print(f"vnode: host {host} not checked: {why}", file=sys.stderr)
+    return 1 if down else 0
 
 
 @images_app.command(name="refresh")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vnode import hypervisor, lab
@@ -102,29 +101,22 @@ def _prepare_hosts(plan: UpPlan, session: Session, failed: dict[str, str]) -> di
 
 def _upload_images(session: Session, store: NodeStore, nodes: list[NodePlan]) -> None:
     """The nodes' base images in the host's pool: uploaded once, verified."""
-    from vnode import images
+    from vnode import imagestore
     from vnode.disks import qcow2_virtual_size
 
-    for distro in {node.distro for node in nodes}:
-        path = images.image_path(distro, session.config)
+    for digest in {store.base_version(node) for node in nodes}:
+        path = imagestore.version_path(store.images_dir, digest)
+        if not path.is_file():
+            raise VnodeError(f"image version {digest[:12]} is no longer in {store.images_dir}")
+        # Named by its digest on the host too: a newer version is another volume, and the
+        # volumes of nodes made from this one stay backed by it.
         volume, uploaded = hypervisor.ensure_image(
-            store.conn, store.pool, distro.image_filename, path, _sha256(path)
+            store.conn, store.pool, imagestore.volume_name(digest), path, digest
         )
-        store.base_volumes[distro.image_filename] = volume
-        store.base_sizes[distro.image_filename] = qcow2_virtual_size(path)
+        store.base_volumes[digest] = volume
+        store.base_sizes[digest] = qcow2_virtual_size(path)
         if uploaded:
-            log.info("image uploaded", host=store.host, image=distro.image_filename)
-
-
-def _sha256(path: Path) -> str:
-    """The image's sha256: from its record while the record vouches for it, else hashed."""
-    from vnode import images
-    from vnode.checksums import hash_file
-
-    record = images.read_record(path)
-    if record is not None and record.describes(path):
-        return record.sha256
-    return hash_file(path, ["sha256"])["sha256"]
+            log.info("image uploaded", host=store.host, sha256=digest[:12])
 
 
 def _move(

@@ -94,7 +94,28 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     # Each removal mostly waits on libvirt (QEMU's exit, dnsmasq's reload): all at once.
     workers = min(32, len(names) or 1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(names, pool.map(destroy_one, names), strict=True))
+        outcome = dict(zip(names, pool.map(destroy_one, names), strict=True))
+    if any(state == "destroyed" for state in outcome.values()):
+        prune_images(session, stores.made())
+    return outcome
+
+
+def prune_images(session: Session, stores: list[NodeStore]) -> list[str]:
+    """The image versions nothing uses any more removed, here and in the given hosts'
+    pools; one line per removal. A failure is logged: the versions stay for `images prune`."""
+    from vnode import imagestore
+
+    removed = []
+    try:
+        removed += [f"version {d}" for d in imagestore.prune_local(session.config)]
+        keep = imagestore.current_digests(session.config.paths.images)
+        for store in stores:
+            if store.pool is not None:
+                gone = imagestore.prune_pool(store.pool, keep)
+                removed += [f"volume {v} on {store.host}" for v in gone]
+    except (VnodeError, OSError) as exc:
+        log.warning("unused image versions not removed", error=str(exc), fix="vnode images prune")
+    return removed
 
 
 class _Stores:
@@ -106,6 +127,10 @@ class _Stores:
         self._session = session
         self._stores: dict[str, NodeStore] = {}
         self._lock = threading.Lock()
+
+    def made(self) -> list[NodeStore]:
+        with self._lock:
+            return list(self._stores.values())
 
     def of(self, view: lab.HostView) -> NodeStore:
         with self._lock:

@@ -395,6 +395,11 @@ def check_images(
             raise EnvironmentProblem(images.missing_message(distro, image, session))
         if distro in in_place and (problem := unreadable_by_qemu(image)):
             raise EnvironmentProblem(f"image for {distro.name}: {problem}")
+    # An older vnode's plain image file becomes a version before anything is made on it.
+    images.migrate_store(session, {node.distro.image_filename for node in nodes})
+    for node in nodes:
+        if node.image_sha256:
+            images.planned_version(session, node.distro, node.image_sha256)
 
 
 def _stub(ref: NodeRef, distro: Any, session: Session) -> NodePlan:
@@ -563,11 +568,12 @@ def _plan_warm(
         if reason := _cold_only(node):
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
-        image = images.image_path(node.distro, config)
-        if not image.is_file():
+        if not images.image_path(node.distro, config).is_file():
             reason = "its image is fetched by this command; a template can be made next time"
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
+        # The template's disk is backed by the version, which stays while it does.
+        image = images.planned_version(session, node.distro, node.image_sha256)
         shape = warmstore.Shape(node.memory_mib, node.vcpus, node.virt_type, node.disk_gb)
         if (node.distro.name, shape) not in specs:
             specs[node.distro.name, shape] = warmstore.plan_template(
@@ -675,6 +681,7 @@ def plan_template(
         raise EnvironmentProblem(images.missing_message(resolved, image, session))
     if problem := unreadable_by_qemu(image):
         raise EnvironmentProblem(f"image for {resolved.name}: {problem}")
+    image = images.current_version(session, resolved)
     shape = warmstore.Shape(
         memory_mib=defaults.memory,
         vcpus=defaults.vcpus,

@@ -68,7 +68,7 @@ class Store:
         return self.images / f"{name}.qcow2"
 
     def record(self, name: str) -> dict:
-        return json.loads((self.images / f"{name}.qcow2.json").read_text())
+        return json.loads(images.record_path(self.images / f"{name}.qcow2").read_text())
 
 
 def _write_config(path: Path, state: Path, images: Path, mirror: Mirror, extra: str = "") -> None:
