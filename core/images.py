@@ -148,7 +148,8 @@ def image_path(distro: Distro, config: Config) -> Path:
 
 def record_path(image: Path) -> Path:
     """Beside the version: a name's record is the one of the version it points at."""
-    image = image.resolve() if image.is_symlink() else image
+    if image.is_symlink() and imagestore.versioned(image):
+        image = image.resolve()
     return image.with_name(image.name + ".json")
 
 
@@ -164,6 +165,9 @@ def recorded_sha256(image: Path) -> str:
     """The image's sha256 as its record vouches for it; "" when absent or unvouched."""
     try:
         record = read_record(image)
+        if record is None and imagestore.versioned(image) and image.exists():
+            # vnode named the version by the digest it computed; no record says otherwise.
+            return imagestore.digest_of(image) or ""
         return record.sha256 if record is not None and record.describes(image) else ""
     except OSError:
         return ""
@@ -268,8 +272,8 @@ def migrate_store(session: Session, names: Iterable[str] | None = None) -> None:
     if not store.is_dir():
         return
     if names is None:
-        names = [p.name for p in store.glob("*.qcow2") if not p.is_symlink()]
-    plain = [n for n in names if (store / n).is_file() and not (store / n).is_symlink()]
+        names = [p.name for p in store.glob("*.qcow2")]
+    plain = [n for n in names if not imagestore.versioned(store / n)]
     if plain:
         disks = imagestore.store_disks(session.config)
         for name in plain:

@@ -85,7 +85,7 @@ def current(store: Path, name: str) -> str | None:
     """The digest the name points at now; None when the store has no such name, or when it
     is still a plain file (see :func:`migrate`)."""
     path = store / name
-    return digest_of(path) if path.is_symlink() and _versioned(path) else None
+    return digest_of(path) if path.is_symlink() and versioned(path) else None
 
 
 def store_lock(store: Path, *, shared: bool = False) -> Any:
@@ -363,7 +363,7 @@ def movable(store: Path, name: str, disks: Iterable[Disk]) -> None:
             )
 
 
-def _versioned(path: Path) -> bool:
+def versioned(path: Path) -> bool:
     """A name already in this layout (a symlink into the versions), or absent."""
     if not path.is_symlink():
         return not path.exists()
@@ -375,7 +375,7 @@ def migrate(store: Path, name: str, disks: Iterable[Disk]) -> str | None:
     """A name that is still a plain file (an older vnode's store, or a symlink to an image
     elsewhere) made a version; its digest, or None when the store has no such name."""
     path = store / name
-    if _versioned(path):
+    if versioned(path):
         return _checked_current(store, name)
     with store_lock(store):
         return _migrate_locked(store, name, list(disks))
@@ -396,7 +396,7 @@ def _checked_current(store: Path, name: str) -> str | None:
 
 def _migrate_locked(store: Path, name: str, disks: list[Disk]) -> str | None:
     path = store / name
-    if _versioned(path):
+    if versioned(path):
         return _checked_current(store, name)
     from vnode.checksums import hash_file
 

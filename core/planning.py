@@ -17,7 +17,7 @@ from vnode.config import Defaults
 from vnode.domainxml import domain_xml, plugin_adjusted
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.hosts import LOCAL, Request, capacity_of, place
-from vnode.model import ConsoleSetup, Interface, NodeIdentity, NodePlan
+from vnode.model import ConsoleSetup, Distro, Interface, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode.spec import NodeRef, parse_specs
 
@@ -519,7 +519,7 @@ def plan_node(
         extra_disks=extras.disks,
         lab=extras.lab,
         tpm=extras.tpm,
-        image_sha256=images.recorded_sha256(images.image_path(distro, session.config)),
+        image_sha256=_image_version(session, distro),
     )
     fqdn = f"{plan.name}.{plan.dns_domain}" if plan.dns_domain else plan.name
     user_cloud_config = _user_cloud_config(
@@ -540,6 +540,15 @@ def plan_node(
     )
     plan = attrs.evolve(plan, console=console)
     return attrs.evolve(plan, domain_xml=domain_xml(session.plugins, plan))
+
+
+def _image_version(session: Session, distro: Distro) -> str:
+    """The digest of the image version the node is made from (an older vnode's plain image
+    file is made a version first, hashed: from now on the node's disk is backed by it)."""
+    from vnode import images
+
+    images.migrate_store(session, [distro.image_filename])
+    return images.recorded_sha256(images.image_path(distro, session.config))
 
 
 def _plan_warm(
