@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import cyclopts
 from cyclopts import App, Parameter
@@ -615,7 +615,7 @@ def plugins_list(json: bool = False) -> int:
 
 
 @images_app.command(name="list")
-def images_list(json: bool = False, names: bool = False) -> int:
+def images_list(json: bool = False, names: bool = False, versions: bool = False) -> int:
     """Per distro the plugins know: latest / one-but-last / end of life, whether its image is
     present, its size, how it was verified, and where `fetch` gets it.
 
@@ -624,6 +624,9 @@ def images_list(json: bool = False, names: bool = False) -> int:
     names
         Only the names `up` and `fetch` take, one a line (`fedora`, `fedora~1`, `f45`, ...),
         for shell completion and scripts.
+    versions
+        Only the image versions in the store: each one's digest, the distro it was added
+        as, whether a name points at it, and what uses it (nodes, templates, lab.lock files).
     """
     from vnode import api
     from vnode.progress import format_table
@@ -631,10 +634,16 @@ def images_list(json: bool = False, names: bool = False) -> int:
     if names:
         print("\n".join(api.distro_names()))
         return 0
+    kept = api.list_image_versions()
+    if versions:
+        if json:
+            _emit_json([v.to_dict() for v in kept])
+        else:
+            _print_versions(kept)
+        return 0
     entries = api.list_images()
-    versions = api.list_image_versions()
     if json:
-        _emit_json([e.to_dict() for e in entries] + [{"version": v.to_dict()} for v in versions])
+        _emit_json([e.to_dict() for e in entries])
         return 0
     rows = [
         (
@@ -653,22 +662,27 @@ def images_list(json: bool = False, names: bool = False) -> int:
     catalogs = sorted({(e.family, e.catalog) for e in entries if e.catalog})
     for family, catalog in catalogs:
         print(f"{family} catalog: {catalog}")
-    if versions:
-        rows = [
-            (
-                v.sha256[:12],
-                v.name or "-",
-                "current" if v.current else "old",
-                v.status,
-                v.size_human,
-                ", ".join(u for u in v.users if not u.startswith("name ")) or "-",
-            )
-            for v in versions
-        ]
+    if kept:
         print()
-        headers = ("VERSION", "AS", "STATE", "STATUS", "SIZE", "USED BY")
-        print(format_table(rows, headers))
+        _print_versions(kept)
     return 0
+
+
+def _print_versions(kept: list[Any]) -> None:
+    from vnode.progress import format_table
+
+    rows = [
+        (
+            v.sha256[:12],
+            v.name or "-",
+            "current" if v.current else "old",
+            v.status,
+            v.size_human,
+            ", ".join(u for u in v.users if not u.startswith("name ")) or "-",
+        )
+        for v in kept
+    ]
+    print(format_table(rows, ("VERSION", "AS", "STATE", "STATUS", "SIZE", "USED BY")))
 
 
 @images_app.command(name="prune")

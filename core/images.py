@@ -146,10 +146,13 @@ def image_path(distro: Distro, config: Config) -> Path:
     return config.paths.images / distro.image_filename
 
 
-def record_path(image: Path) -> Path:
-    """Beside the version: a name's record is the one of the version it points at."""
+def record_path(image: Path, name: str | None = None) -> Path:
+    """Beside the version: a name's record is the one of the version it points at, as that
+    name added it (``name``, e.g. ``d12.qcow2``; a name's own when ``image`` is the name)."""
     if image.is_symlink() and imagestore.versioned(image):
-        image = image.resolve()
+        name, image = image.name, image.resolve()
+    if imagestore.digest_of(image) is not None:
+        return imagestore.record_file(image, name)
     return image.with_name(image.name + ".json")
 
 
@@ -674,7 +677,8 @@ def write_record(
         signature=signature,
         name=name,
     )
-    write_atomic(record_path(image), json.dumps(attrs.asdict(record), indent=2) + "\n")
+    text = json.dumps(attrs.asdict(record), indent=2) + "\n"
+    write_atomic(record_path(image, name), text)
     return record
 
 

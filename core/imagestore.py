@@ -72,6 +72,15 @@ def volume_name(digest: str) -> str:
     return f"sha256-{digest}.qcow2"
 
 
+def record_file(version: Path, name: str | None) -> Path:
+    """Where the record of a version added as ``name`` (``d12.qcow2``) is kept: one per name,
+    for two distros may hold the same bytes; without a name, the first one there is."""
+    if name is not None:
+        return version.with_name(f"{version.name}.{name.removesuffix('.qcow2')}.json")
+    found = sorted(version.parent.glob(f"{version.name}.*.json"))
+    return found[0] if found else version.with_name(f"{version.name}.json")
+
+
 def digest_of(path: Path) -> str | None:
     """The version a path in the store is (a version file, or a name pointing at one)."""
     target = path.resolve() if path.is_symlink() else path
@@ -291,7 +300,8 @@ def prune(store: Path, disks: Iterable[Disk], pins: dict[str, list[str]]) -> lis
                 continue
             path = version_path(store, digest)
             path.unlink(missing_ok=True)
-            path.with_name(path.name + ".json").unlink(missing_ok=True)
+            for record in path.parent.glob(f"{path.name}.*json"):
+                record.unlink(missing_ok=True)
             removed.append(digest)
         if removed:
             fsync_dir(versions_dir(store))
@@ -442,7 +452,7 @@ def _link_or_copy(path: Path, version: Path) -> None:
 def _carry_record(path: Path, version: Path, digest: str) -> None:
     """The plain file's record goes with it only if it describes what the file holds."""
     old = path.with_name(path.name + ".json")
-    new = version.with_name(version.name + ".json")
+    new = record_file(version, path.name)
     try:
         record = json.loads(old.read_text())
     except (OSError, ValueError):
