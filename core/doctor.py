@@ -473,7 +473,7 @@ def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
     """What a vnode killed mid-way (kill -9, a power cut) may have left: node directories
     without a domain, domains whose files are gone, partial downloads."""
     from vnode import hypervisor
-    from vnode.nodes import leftover_dirs
+    from vnode.nodes import leftover_dirs, leftover_host_keys
 
     if conn is None:
         yield Verdict("leftovers", WARN, "not checked: libvirt is unreachable")
@@ -490,6 +490,11 @@ def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
         if mark.node_dir and not (Path(mark.node_dir) / "disk.qcow2").exists()
         and not config.hosts
     ]  # fmt: skip
+    if not config.hosts:  # a node on another host has its entry here and its domain there
+        problems += [
+            f"{name} (a known_hosts entry, no node)"
+            for name in leftover_host_keys(session.known_hosts, config.paths.nodes, names)
+        ]
     parts = sorted(config.paths.images.glob("*.part")) if config.paths.images.is_dir() else []
     templates = config.paths.state / "templates"
     if templates.is_dir():

@@ -303,6 +303,10 @@ def prune(store: Path, disks: Iterable[Disk], pins: dict[str, list[str]]) -> lis
             for record in path.parent.glob(f"{path.name}.*json"):
                 record.unlink(missing_ok=True)
             removed.append(digest)
+        # A record whose version is gone: a vnode killed between the two removals.
+        for record in versions_dir(store).glob("*.qcow2.*json"):
+            if not record.with_name(record.name.split(".qcow2")[0] + ".qcow2").exists():
+                record.unlink(missing_ok=True)
         if removed:
             fsync_dir(versions_dir(store))
     for digest in removed:

@@ -41,7 +41,7 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     parallel; {name: "destroyed" | "absent" | why not}. A named domain vnode did not make is
     a UsageError, raised before anything is destroyed."""
     from vnode.locks import file_lock, node_lock_path
-    from vnode.nodes import leftover_dirs, remove_leftovers, remove_node
+    from vnode.nodes import leftover_dirs, leftover_host_keys, remove_leftovers, remove_node
 
     if all_nodes and specs:
         raise UsageError("give node names or --all, not both")
@@ -51,7 +51,10 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     if all_nodes:
         names = sorted(mark.name for view in views.values() for _, mark in view.domains)
         # What a vnode killed while making or removing a node left in the state directory.
-        names += leftover_dirs(config.paths.nodes, set(names))
+        domains = set(names)
+        names += leftover_dirs(config.paths.nodes, domains)
+        if not lab.problems(views):  # a host that did not answer may hold the domain
+            names += leftover_host_keys(session.known_hosts, config.paths.nodes, domains)
     else:
         names = [ref.name for ref in chosen]
     # Ownership first, for all of them: a domain vnode did not make stops everything.

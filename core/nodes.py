@@ -229,6 +229,16 @@ def leftover_dirs(nodes_dir: Path, domains: set[str]) -> list[str]:
     )
 
 
+def leftover_host_keys(known_hosts: KnownHosts, nodes_dir: Path, domains: set[str]) -> list[str]:
+    """known_hosts entries of nodes with neither a domain nor a directory (a vnode killed
+    after removing a node's files, before its entry)."""
+    return sorted(
+        name
+        for name in set(known_hosts.names())
+        if name not in domains and not (nodes_dir / name).exists()
+    )
+
+
 def remove_leftovers(store: NodeStore, name: str) -> str | None:
     """What a killed vnode left of a node whose domain is gone (its directory, its known_hosts
     entry), removed; a line saying what, or None if nothing was left."""
