@@ -125,7 +125,12 @@ def up_run(n: int, spread: bool, env: dict[str, str], wait: bool, warm: bool = F
 
 def measure(args: argparse.Namespace) -> dict:
     image = IMAGE_STORE / f"{args.distro}.qcow2"
-    sha256 = json.loads((IMAGE_STORE / f"{args.distro}.qcow2.json").read_text())["sha256"]
+    from vnode.images import read_record
+
+    record = read_record(image)  # beside its version in the versioned store
+    if record is None:
+        raise RuntimeError(f"{image} has no record: build or import it with vnode")
+    sha256 = record.sha256
     results: dict = {
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+0000"),
         "distro": args.distro,

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         ImageRecord,
         ImageSource,
         RefreshOutcome,
+        VersionEntry,
     )
     from vnode.labplan import LabPlan
     from vnode.model import Verdict
@@ -58,6 +59,7 @@ __all__ = [
     "fetch_images",
     "import_image",
     "inventory",
+    "list_image_versions",
     "list_images",
     "list_lab",
     "list_nodes",
@@ -69,6 +71,7 @@ __all__ = [
     "plan_up",
     "plugins",
     "power",
+    "prune_images",
     "read_console",
     "refresh_catalogs",
     "remove_templates",
@@ -291,6 +294,29 @@ def list_images(session: Session | None = None) -> list[ImageEntry]:
         return images.list_images(own)
 
 
+def list_image_versions(session: Session | None = None) -> list[VersionEntry]:
+    """Every image version in the store and what uses it (names, nodes, templates, locks)."""
+    from vnode import images
+
+    with _session(session) as own:
+        return images.list_versions(own)
+
+
+def prune_images(session: Session | None = None) -> tuple[list[str], dict[str, str]]:
+    """Remove the image versions nothing uses, locally and in every host's pool that
+    answers; (what was removed, {host: why not checked})."""
+    from vnode import lab, nodeops
+
+    with _session(session) as own:
+        views = lab.survey(own)
+        pooled = [
+            lab.store_for(own, view)
+            for view in views.values()
+            if view.conn is not None and view.host.pool is not None
+        ]
+        return nodeops.prune_images(own, pooled), lab.problems(views)
+
+
 def distro_names(session: Session | None = None) -> list[str]:
     """Every distro name the plugins list, family aliases (``fedora``, ``fedora~1``)
     included; no network."""
@@ -405,7 +431,7 @@ def remove_templates(
     is a UsageError, raised before anything is removed."""
     import contextlib
 
-    from vnode import lab
+    from vnode import lab, nodeops
     from vnode.locks import file_lock
 
     with _session(session) as own, contextlib.ExitStack() as held:
@@ -436,4 +462,6 @@ def remove_templates(
                 )
         for storage, record in chosen:
             storage.remove(record)
+        # The image versions only these templates were made on go with them.
+        nodeops.prune_images(own, [])
         return [record for _, record in chosen]

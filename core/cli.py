@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import cyclopts
 from cyclopts import App, Parameter
@@ -628,7 +628,7 @@ def plugins_list(json: bool = False) -> int:
 
 
 @images_app.command(name="list")
-def images_list(json: bool = False, names: bool = False) -> int:
+def images_list(json: bool = False, names: bool = False, versions: bool = False) -> int:
     """Per distro the plugins know: latest / one-but-last / end of life, whether its image is
     present, its size, how it was verified, and where `fetch` gets it.
 
@@ -637,12 +637,22 @@ def images_list(json: bool = False, names: bool = False) -> int:
     names
         Only the names `up` and `fetch` take, one a line (`fedora`, `fedora~1`, `f45`, ...),
         for shell completion and scripts.
+    versions
+        Only the image versions in the store: each one's digest, the distro it was added
+        as, whether a name points at it, and what uses it (nodes, templates, lab.lock files).
     """
     from vnode import api
     from vnode.progress import format_table
 
     if names:
         print("\n".join(api.distro_names()))
+        return 0
+    kept = api.list_image_versions()
+    if versions:
+        if json:
+            _emit_json([v.to_dict() for v in kept])
+        else:
+            _print_versions(kept)
         return 0
     entries = api.list_images()
     if json:
@@ -665,7 +675,45 @@ def images_list(json: bool = False, names: bool = False) -> int:
     catalogs = sorted({(e.family, e.catalog) for e in entries if e.catalog})
     for family, catalog in catalogs:
         print(f"{family} catalog: {catalog}")
+    if kept:
+        print()
+        _print_versions(kept)
     return 0
+
+
+def _print_versions(kept: list[Any]) -> None:
+    from vnode.progress import format_table
+
+    rows = [
+        (
+            v.sha256[:12],
+            v.name or "-",
+            "current" if v.current else "old",
+            v.status,
+            v.size_human,
+            ", ".join(u for u in v.users if not u.startswith("name ")) or "-",
+        )
+        for v in kept
+    ]
+    print(format_table(rows, ("VERSION", "AS", "STATE", "STATUS", "SIZE", "USED BY")))
+
+
+@images_app.command(name="prune")
+def images_prune() -> int:
+    """Remove the image versions nothing uses any more: not a distro's current image, not
+    the base of a node or a warm template, not pinned by a lab.lock; here and in every
+    host's pool (vnode does this itself after `destroy` and `template remove`)."""
+    from vnode import api, logs
+
+    logs.configure()
+    removed, down = api.prune_images()
+    for line in removed:
+        print(f"removed {line}")
+    if not removed:
+        print("nothing to remove")
+    for host, why in down.items():
+        print(f"vnode: host {host} not checked: {why}", file=sys.stderr)
+    return 1 if down else 0
 
 
 @images_app.command(name="refresh")

@@ -538,7 +538,7 @@ def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
     """What a vnode killed mid-way (kill -9, a power cut) may have left: node directories
     without a domain, domains whose files are gone, partial downloads."""
     from vnode import hypervisor
-    from vnode.nodes import leftover_dirs
+    from vnode.nodes import leftover_dirs, leftover_host_keys
 
     if conn is None:
         yield Verdict("leftovers", WARN, "not checked: libvirt is unreachable")
@@ -557,6 +557,11 @@ def check_leftovers(session: Session, conn: Any | None) -> Iterator[Verdict]:
         for _, mark in found
         if local_files and mark.node_dir and not (Path(mark.node_dir) / "disk.qcow2").exists()
     ]
+    if local_files:  # a node on another host has its entry here and its domain there
+        problems += [
+            f"{name} (a known_hosts entry, no node)"
+            for name in leftover_host_keys(session.known_hosts, config.paths.nodes, names)
+        ]
     parts = sorted(config.paths.images.glob("*.part")) if config.paths.images.is_dir() else []
     templates = config.paths.state / "templates"
     if templates.is_dir():

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vnode import hypervisor, lab
 from vnode.errors import VnodeError
 from vnode.logs import get_logger
-from vnode.model import Distro, NodeResult
+from vnode.model import NodeResult
 from vnode.planning import UpPlan, nothing_made
 from vnode.progress import Reporter, SilentReporter
 
@@ -85,7 +84,7 @@ def _prepare_hosts(plan: UpPlan, session: Session, failed: dict[str, str]) -> di
         nodes = [n for n in plan.nodes if n.host == host and n.name not in failed]
         store = lab.store_for(session, view)
         if store.pool is not None:
-            upload_images(session, store, {node.distro for node in nodes})
+            upload_images(session, store, {store.base_version(node) for node in nodes})
         plan.backends[host].prepare(nodes)
         stores[host] = store
 
@@ -103,31 +102,24 @@ def _prepare_hosts(plan: UpPlan, session: Session, failed: dict[str, str]) -> di
     return stores
 
 
-def upload_images(session: Session, store: NodeStore, distros: set[Distro]) -> None:
-    """The distros' base images in the host's pool: uploaded once, verified."""
-    from vnode import images
+def upload_images(session: Session, store: NodeStore, digests: set[str]) -> None:
+    """These image versions in the host's pool: uploaded once, verified."""
+    from vnode import imagestore
     from vnode.disks import qcow2_virtual_size
 
-    for distro in distros:
-        path = images.image_path(distro, session.config)
+    for digest in digests:
+        path = imagestore.version_path(store.images_dir, digest)
+        if not path.is_file():
+            raise VnodeError(f"image version {digest[:12]} is no longer in {store.images_dir}")
+        # Named by its digest on the host too: a newer version is another volume, and the
+        # volumes of nodes made from this one stay backed by it.
         volume, uploaded = hypervisor.ensure_image(
-            store.conn, store.pool, distro.image_filename, path, _sha256(path)
+            store.conn, store.pool, imagestore.volume_name(digest), path, digest
         )
-        store.base_volumes[distro.image_filename] = volume
-        store.base_sizes[distro.image_filename] = qcow2_virtual_size(path)
+        store.base_volumes[digest] = volume
+        store.base_sizes[digest] = qcow2_virtual_size(path)
         if uploaded:
-            log.info("image uploaded", host=store.host, image=distro.image_filename)
-
-
-def _sha256(path: Path) -> str:
-    """The image's sha256: from its record while the record vouches for it, else hashed."""
-    from vnode import images
-    from vnode.checksums import hash_file
-
-    record = images.read_record(path)
-    if record is not None and record.describes(path):
-        return record.sha256
-    return hash_file(path, ["sha256"])["sha256"]
+            log.info("image uploaded", host=store.host, sha256=digest[:12])
 
 
 def _move(
@@ -194,7 +186,12 @@ def make_template(
     view = lab.survey(session)[spec.host]
     store = lab.store_for(session, view)
     if store.pool is not None:
-        upload_images(session, store, {spec.distro})
+        from vnode import imagestore
+
+        digest = imagestore.digest_of(spec.image)
+        if digest is None:
+            raise VnodeError(f"{spec.image}: not an image version of {store.images_dir}")
+        upload_images(session, store, {digest})
     storage = lab.templates_for(session, view, store)
     if progress is not None and storage.read(spec.key) is None:
         progress(f"making template {spec.key} of {spec.distro.name} on {spec.host}: one boot")

@@ -590,6 +590,17 @@ def delete_volume(pool: Any, name: str) -> None:
             volume.delete(0)
 
 
+def volume_backings(pool: Any) -> dict[str, tuple[str, str | None]]:
+    """Every volume of the pool: {name: (its path, the path of its backing file or None)}."""
+    refresh_pool(pool)
+    found = {}
+    with libvirt_errors(f"listing the volumes of pool {pool.name()}"):
+        for volume in pool.listAllVolumes(0):
+            desc = ET.fromstring(volume.XMLDesc(0))
+            found[volume.name()] = (volume.path(), desc.findtext("backingStore/path"))
+    return found
+
+
 def _volume_xml(
     name: str, capacity: int, fmt: str, backing: str | None = None, mode: str = "0644"
 ) -> str:

@@ -1,13 +1,17 @@
-"""The image store: one qcow2 per distro under paths.images, readable by the qemu user.
+"""The image store: a qcow2 per distro under paths.images, readable by the qemu user.
 
-Images arrive three ways, and each leaves a record beside the image (``d12.qcow2.json``):
+Each image version is kept by its digest and a distro's name points at its current one
+(:mod:`vnode.imagestore`: replacing an image never touches a version a node, a template or a
+lab.lock uses). Images arrive three ways, and each leaves a record beside its version
+(``sha256/<hex>.qcow2.json``):
 ``verified`` (downloaded and matched against the distro's published checksum), ``built``
 (made locally by a plugin) or ``imported`` (a user's own file). A record holds the image's
 sha256 and source; it vouches for the image only while the image's size and mtime are the
 ones recorded, so an image replaced by hand lists as ``unverified``.
 
-New images are written next to their final name and moved into place with ``os.replace``:
-a reader (a node being created) sees the old image or the new one, never half of either.
+New images are written next to their final place and moved there with ``os.replace``, and
+the name is moved onto them with one more: a reader (a node being created) sees the old
+image or the new one, never half of either.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from vnode import fetch
+from vnode import fetch, imagestore
 from vnode.catalog import (
     CachedCatalogs,
     Catalog,
@@ -37,7 +41,7 @@ from vnode.catalog import (
 from vnode.checksums import hash_file
 from vnode.config import Config
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
-from vnode.files import install_atomic, write_atomic
+from vnode.files import write_atomic
 from vnode.locks import file_lock
 from vnode.logs import get_logger
 from vnode.model import Distro, ImageBuilder
@@ -76,6 +80,7 @@ class ImageRecord:
     signed_by: str | None = None
     signature: str | None = None
     builder_version: str | None = None  # built: the ImageBuilder's version
+    name: str | None = None  # the store name (distro) it was added as
 
     def describes(self, image: Path) -> bool:
         stat = image.stat()
@@ -98,6 +103,7 @@ class ImageEntry:
     role: str = ""  # "latest", "one-but-last", "end of life" or ""
     url: str | None = None  # where `fetch` would download it from (the plugin's first place)
     catalog: str | None = None  # the family catalog's origin and date
+    sha256: str | None = None  # the version the name points at
 
     @property
     def size_human(self) -> str:
@@ -105,6 +111,25 @@ class ImageEntry:
 
     def to_dict(self) -> dict[str, object]:
         return {**attrs.asdict(self), "path": str(self.path)}
+
+
+@attrs.frozen
+class VersionEntry:
+    """One image version in the store and what keeps it there."""
+
+    sha256: str
+    name: str  # the distro it was added as ("" when not recorded)
+    current: bool  # a name points at it
+    status: str
+    size: int
+    users: tuple[str, ...]
+
+    @property
+    def size_human(self) -> str:
+        return fetch.human_size(self.size)
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
 
 
 @attrs.frozen
@@ -122,7 +147,13 @@ def image_path(distro: Distro, config: Config) -> Path:
     return config.paths.images / distro.image_filename
 
 
-def record_path(image: Path) -> Path:
+def record_path(image: Path, name: str | None = None) -> Path:
+    """Beside the version: a name's record is the one of the version it points at, as that
+    name added it (``name``, e.g. ``d12.qcow2``; a name's own when ``image`` is the name)."""
+    if image.is_symlink() and imagestore.versioned(image):
+        name, image = image.name, image.resolve()
+    if imagestore.digest_of(image) is not None:
+        return imagestore.record_file(image, name)
     return image.with_name(image.name + ".json")
 
 
@@ -138,6 +169,9 @@ def recorded_sha256(image: Path) -> str:
     """The image's sha256 as its record vouches for it; "" when absent or unvouched."""
     try:
         record = read_record(image)
+        if record is None and imagestore.versioned(image) and image.exists():
+            # vnode named the version by the digest it computed; no record says otherwise.
+            return imagestore.digest_of(image) or ""
         return record.sha256 if record is not None and record.describes(image) else ""
     except OSError:
         return ""
@@ -190,6 +224,7 @@ def list_images(session: Session) -> list[ImageEntry]:
         size = path.stat().st_size if path.exists() else None
         status, source = image_status(path)
         family = catalogs.get(distro.family)
+        digest = imagestore.current(store, distro.image_filename)
         entries.append(
             ImageEntry(
                 distro.name,
@@ -203,9 +238,76 @@ def list_images(session: Session) -> list[ImageEntry]:
                 role=_role(distro, family),
                 url=distro.image_url,
                 catalog=_describe_catalog(family) if family else None,
+                sha256=digest,
             )
         )
     return entries
+
+
+def list_versions(session: Session) -> list[VersionEntry]:
+    """Every version in the store with its users (names, nodes, templates, lab.lock files)."""
+    config = session.config
+    store = config.paths.images
+    disks = imagestore.store_disks(config)
+    users = imagestore.usage(store, disks, imagestore.store_pins(config))
+    entries = []
+    for digest in imagestore.versions(store):
+        path = imagestore.version_path(store, digest)
+        record = read_record(path)
+        status, _ = image_status(path)
+        held = tuple(users.get(digest, ()))
+        entries.append(
+            VersionEntry(
+                sha256=digest,
+                name=(record.name or "") if record else "",
+                current=any(u.startswith("name ") for u in held),
+                status=status,
+                size=path.stat().st_size,
+                users=held,
+            )
+        )
+    return entries
+
+
+def migrate_store(session: Session, names: Iterable[str] | None = None) -> None:
+    """Names that are plain files (a store an older vnode made) moved into the versioned
+    layout; all of them without ``names``."""
+    store = session.config.paths.images
+    if not store.is_dir():
+        return
+    if names is None:
+        names = [p.name for p in store.glob("*.qcow2")]
+    plain = [n for n in names if not imagestore.versioned(store / n)]
+    if plain:
+        disks = imagestore.store_disks(session.config)
+        for name in plain:
+            imagestore.migrate(store, name, disks)
+
+
+def current_version(session: Session, distro: Distro) -> Path:
+    """The version file ``distro``'s name points at (the store migrated first if need be);
+    what node and template disks are backed by."""
+    store = session.config.paths.images
+    disks = imagestore.store_disks(session.config)
+    digest = imagestore.migrate(store, distro.image_filename, disks)
+    if digest is None:
+        raise EnvironmentProblem(
+            missing_message(distro, image_path(distro, session.config), session)
+        )
+    return imagestore.version_path(store, digest)
+
+
+def planned_version(session: Session, distro: Distro, digest: str) -> Path:
+    """The version a plan chose (``digest``; "" for the name's current one), checked present."""
+    if not digest:
+        return current_version(session, distro)
+    path = imagestore.version_path(session.config.paths.images, digest)
+    if not path.is_file():
+        raise EnvironmentProblem(
+            f"image version {digest[:12]} of {distro.name} is not in the store (replaced and "
+            "pruned since it was chosen); run again"
+        )
+    return path
 
 
 def _release_order(distro: Distro) -> tuple[str, list[tuple[int, str]]]:
@@ -476,10 +578,22 @@ def build_image(name: str, session: Session, *, force: bool = False) -> tuple[Pa
             return dest, False  # another vnode built it meanwhile
         if dest.exists() and not force:
             log.info("rebuilding: an older builder made the image", distro=distro.name)
-        builder.build(dest)
-        os.chmod(dest, 0o644)
-        how = f"vnode images build {distro.name} ({builder.how})"
-        write_record(dest, status="built", source=how, builder_version=builder.version)
+        imagestore.movable(store, dest.name, imagestore.store_disks(config))
+        staging = store / f".{dest.name}.build"
+        staging.unlink(missing_ok=True)
+        try:
+            builder.build(staging)
+            how = f"vnode images build {distro.name} ({builder.how})"
+            _add_version(
+                session,
+                staging,
+                dest,
+                status="built",
+                source=how,
+                builder_version=builder.version,
+            )
+        finally:
+            staging.unlink(missing_ok=True)
     return dest, True
 
 
@@ -528,22 +642,38 @@ def import_image(
             "into the image: give --allow-backing if you mean it"
         )
     store = _prepare_store(config)
-    staging = dest.with_name(dest.name + ".import")
+    staging = dest.with_name(f".{dest.name}.import")
     with file_lock(_lock_path(store, dest)):
+        imagestore.movable(store, dest.name, imagestore.store_disks(config))
         try:
             converted = _copy_as_qcow2(source, staging, info)
             source_sha256 = hash_file(source, ["sha256"])["sha256"]
-            _install(staging, dest)
+            record = _add_version(
+                session,
+                staging,
+                dest,
+                status="imported",
+                source=str(source.resolve()),
+                source_checksum={"algorithm": "sha256", "hexdigest": source_sha256},
+                converted_from=converted,
+            )
         finally:
             staging.unlink(missing_ok=True)
-        record = write_record(
-            dest,
-            status="imported",
-            source=str(source.resolve()),
-            source_checksum={"algorithm": "sha256", "hexdigest": source_sha256},
-            converted_from=converted,
-        )
     return dest, record
+
+
+def _add_version(session: Session, staging: Path, dest: Path, **record: Any) -> ImageRecord:
+    """A finished image kept as a version, recorded, and ``dest``'s name moved onto it; the
+    version it replaces stays while anything uses it."""
+    store = dest.parent
+    os.chmod(staging, 0o644)
+    digest = hash_file(staging, ["sha256"])["sha256"]
+    version = imagestore.keep(store, staging, digest)
+    written = write_record(version, sha256=digest, name=dest.name.removesuffix(".qcow2"), **record)
+    disks = imagestore.store_disks(session.config)
+    imagestore.point(store, dest.name, digest, disks)
+    imagestore.prune(store, disks, imagestore.store_pins(session.config))
+    return written
 
 
 def write_record(
@@ -556,12 +686,14 @@ def write_record(
     signed_by: str | None = None,
     signature: str | None = None,
     builder_version: str | None = None,
+    sha256: str | None = None,
+    name: str | None = None,
 ) -> ImageRecord:
     stat = image.stat()
     record = ImageRecord(
         status=status,
         source=source,
-        sha256=hash_file(image, ["sha256"])["sha256"],
+        sha256=sha256 or hash_file(image, ["sha256"])["sha256"],
         size=stat.st_size,
         mtime_ns=stat.st_mtime_ns,
         recorded=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -570,8 +702,10 @@ def write_record(
         signed_by=signed_by,
         signature=signature,
         builder_version=builder_version,
+        name=name,
     )
-    write_atomic(record_path(image), json.dumps(attrs.asdict(record), indent=2) + "\n")
+    text = json.dumps(attrs.asdict(record), indent=2) + "\n"
+    write_atomic(record_path(image, name), text)
     return record
 
 
@@ -610,6 +744,7 @@ def _fetch_one(
         if dest.exists() and not force:
             progress("present")
             return False
+        imagestore.movable(dest.parent, dest.name, imagestore.store_disks(session.config))
         progress("reading checksums")
         preferred = session.catalog_cache.places.get(distro.name)
         mirror = session.config.images.mirror_for(distro.family)
@@ -620,8 +755,9 @@ def _fetch_one(
         part = dest.with_name(dest.name + ".part")
         fetch.download(source, part, progress, stop)
         converted = _ensure_qcow2(part, progress)
-        _install(part, dest)
-        write_record(
+        _add_version(
+            session,
+            part,
             dest,
             status="verified",
             source=source.image_url,
@@ -707,11 +843,6 @@ def _qemu_img(*args: str) -> None:
     result = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise EnvironmentProblem(f"qemu-img {args[0]} failed: {_one_line(result.stderr)}")
-
-
-def _install(staging: Path, dest: Path) -> None:
-    """Move a finished image into place atomically, readable by the qemu user."""
-    install_atomic(staging, dest, 0o644)
 
 
 def _prepare_store(config: Config) -> Path:

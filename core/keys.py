@@ -116,6 +116,9 @@ class KnownHosts:
     def remove(self, name: str) -> None:
         self._rewrite(name, None)
 
+    def names(self) -> list[str]:
+        return [line.partition(" ")[0] for line in self._lines()]
+
     def get(self, name: str) -> str | None:
         """The host key recorded for ``name`` ("ssh-ed25519 AAAA..."), or None."""
         for line in self._lines():

@@ -109,7 +109,11 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
     cpus = max((view.cpus or 0 for view in views.values()), default=0) or None
     labfile = read_lab(path, session.config.pools, host_cpus=cpus)
     pinned = read_lock(labfile.lock_path, labfile.name)
-    from vnode import images
+    from vnode import images, imagestore
+
+    if pinned:
+        # The store keeps what a lock pins while the lock exists (a rebuild next month).
+        imagestore.register_pin(session.config.paths.state, labfile.lock_path)
 
     actions: list[LabAction] = []
     lock: dict[str, str] = {}
@@ -241,6 +245,9 @@ def apply_lab(
         results = _run_steps(session, results, nodes, timeout, reporter)
     if all(result.state == "ready" for result in results):
         write_lock(plan.lab.lock_path, plan.lab.name, plan.lock)
+        from vnode import imagestore
+
+        imagestore.register_pin(session.config.paths.state, plan.lab.lock_path)
     return results
 
 

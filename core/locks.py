@@ -40,8 +40,8 @@ class FileLock:
             return False
         return True
 
-    def acquire(self) -> None:
-        fcntl.flock(self._handle, fcntl.LOCK_EX)
+    def acquire(self, *, shared: bool = False) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
 
     def release(self) -> None:
         fcntl.flock(self._handle, fcntl.LOCK_UN)
@@ -49,10 +49,11 @@ class FileLock:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path``; another holder waits until the first is done."""
+def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``; another holder waits until the first is done.
+    ``shared``: many holders at once, none while an exclusive one holds it."""
     lock = FileLock(path)
-    lock.acquire()
+    lock.acquire(shared=shared)
     try:
         yield
     finally:

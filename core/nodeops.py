@@ -41,7 +41,7 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     parallel; {name: "destroyed" | "absent" | why not}. A named domain vnode did not make is
     a UsageError, raised before anything is destroyed."""
     from vnode.locks import file_lock, node_lock_path
-    from vnode.nodes import leftover_dirs, remove_leftovers, remove_node
+    from vnode.nodes import leftover_dirs, leftover_host_keys, remove_leftovers, remove_node
 
     if all_nodes and specs:
         raise UsageError("give node names or --all, not both")
@@ -51,7 +51,10 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     if all_nodes:
         names = sorted(mark.name for view in views.values() for _, mark in view.domains)
         # What a vnode killed while making or removing a node left in the state directory.
-        names += leftover_dirs(config.paths.nodes, set(names))
+        domains = set(names)
+        names += leftover_dirs(config.paths.nodes, domains)
+        if not lab.problems(views):  # a host that did not answer may hold the domain
+            names += leftover_host_keys(session.known_hosts, config.paths.nodes, domains)
     else:
         names = [ref.name for ref in chosen]
     # Ownership first, for all of them: a domain vnode did not make stops everything.
@@ -95,7 +98,28 @@ def destroy(session: Session, specs: list[str], *, all_nodes: bool = False) -> d
     # Each removal mostly waits on libvirt (QEMU's exit, dnsmasq's reload): all at once.
     workers = min(32, len(names) or 1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(names, pool.map(destroy_one, names), strict=True))
+        outcome = dict(zip(names, pool.map(destroy_one, names), strict=True))
+    if any(state == "destroyed" for state in outcome.values()):
+        prune_images(session, stores.made())
+    return outcome
+
+
+def prune_images(session: Session, stores: list[NodeStore]) -> list[str]:
+    """The image versions nothing uses any more removed, here and in the given hosts'
+    pools; one line per removal. A failure is logged: the versions stay for `images prune`."""
+    from vnode import imagestore
+
+    removed = []
+    try:
+        removed += [f"version {d}" for d in imagestore.prune_local(session.config)]
+        keep = imagestore.current_digests(session.config.paths.images)
+        for store in stores:
+            if store.pool is not None:
+                gone = imagestore.prune_pool(store.pool, keep)
+                removed += [f"volume {v} on {store.host}" for v in gone]
+    except (VnodeError, OSError) as exc:
+        log.warning("unused image versions not removed", error=str(exc), fix="vnode images prune")
+    return removed
 
 
 class _Stores:
@@ -107,6 +131,10 @@ class _Stores:
         self._session = session
         self._stores: dict[str, NodeStore] = {}
         self._lock = threading.Lock()
+
+    def made(self) -> list[NodeStore]:
+        with self._lock:
+            return list(self._stores.values())
 
     def of(self, view: lab.HostView) -> NodeStore:
         with self._lock:

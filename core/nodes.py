@@ -9,10 +9,10 @@ from typing import Any
 
 import attrs
 
-from vnode import hypervisor
+from vnode import hypervisor, imagestore
 from vnode.cloudinit import render_seed, seed_iso, write_seed_iso
 from vnode.disks import GIB, MAX_EXTRA_DISKS, create_blank, create_overlay
-from vnode.errors import UsageError
+from vnode.errors import EnvironmentProblem, UsageError
 from vnode.hosts import LOCAL
 from vnode.keys import ClientKey, KnownHosts, generate_keypair
 from vnode.logs import get_logger
@@ -33,10 +33,19 @@ class NodeStore:
     known_hosts: KnownHosts
     host: str = LOCAL
     # vnode's storage pool on the host (libvirt's storage API) and the base images' volumes
-    # there, by image file name; None: node files are made locally (no [[hosts]]).
+    # there, by image version (sha256); None: node files are made locally (no [[hosts]]).
     pool: Any = None
     base_volumes: dict[str, Any] = attrs.field(factory=dict)
     base_sizes: dict[str, int] = attrs.field(factory=dict)  # virtual sizes, bytes
+
+    def base_version(self, plan: NodePlan) -> str:
+        """The image version a node is made from: the one planned, else the name's now."""
+        digest = plan.image_sha256 or imagestore.current(
+            self.images_dir, plan.distro.image_filename
+        )
+        if digest is None:
+            raise EnvironmentProblem(f"no image for {plan.distro.name} in {self.images_dir}")
+        return digest
 
     def owned(self, name: str) -> tuple[Any, hypervisor.DomainMark] | None:
         """The domain named ``name`` if this vnode made it; UsageError if someone else did."""
@@ -96,8 +105,7 @@ def _build(
         _build_volumes(store, plan, seed)
     else:
         _fresh_dir(plan.node_dir)
-        base = store.images_dir / plan.distro.image_filename
-        create_overlay(base, plan.disk_path, plan.disk_gb)
+        _overlay_on_version(store, plan)
         for path, size_gb in zip(plan.extra_disk_paths, plan.extra_disks, strict=True):
             create_blank(path, size_gb)
         write_seed_iso(plan.seed_path, seed)
@@ -110,12 +118,27 @@ def _build(
     return CreatedNode(plan=plan, domain=domain, host_key=host_key.public_openssh)
 
 
+def _overlay_on_version(store: NodeStore, plan: NodePlan) -> None:
+    """The node's disk backed by its image version's file (not by the distro's name, which
+    moves on when the image is replaced); the version cannot go while this is made."""
+    digest = store.base_version(plan)
+    base = imagestore.version_path(store.images_dir, digest)
+    with imagestore.store_lock(store.images_dir, shared=True):
+        if not base.is_file():
+            raise EnvironmentProblem(
+                f"image version {digest[:12]} of {plan.distro.name} is no longer in the store "
+                "(replaced and pruned since this was planned); run again"
+            )
+        create_overlay(base, plan.disk_path, plan.disk_gb)
+
+
 def _build_volumes(store: NodeStore, plan: NodePlan, seed: Any) -> None:
     """Disk and seed as volumes in the host's vnode pool, through libvirt alone."""
-    image = plan.distro.image_filename
-    base = store.base_volumes[image]
-    size = max(plan.disk_gb * GIB, store.base_sizes.get(image, 0))
-    hypervisor.create_overlay_volume(store.pool, plan.disk_volume, base, size)
+    digest = store.base_version(plan)
+    base = store.base_volumes[digest]
+    size = max(plan.disk_gb * GIB, store.base_sizes.get(digest, 0))
+    with imagestore.store_lock(store.images_dir, shared=True):
+        hypervisor.create_overlay_volume(store.pool, plan.disk_volume, base, size)
     for volume, size_gb in zip(plan.extra_disk_volumes, plan.extra_disks, strict=True):
         hypervisor.create_blank_volume(store.pool, volume, size_gb * GIB)
     hypervisor.upload_bytes(store.conn, store.pool, plan.seed_volume, seed_iso(seed), mode="0600")
@@ -209,6 +232,16 @@ def leftover_dirs(nodes_dir: Path, domains: set[str]) -> list[str]:
         path.name
         for path in nodes_dir.iterdir()
         if path.is_dir() and not path.is_symlink() and path.name not in domains
+    )
+
+
+def leftover_host_keys(known_hosts: KnownHosts, nodes_dir: Path, domains: set[str]) -> list[str]:
+    """known_hosts entries of nodes with neither a domain nor a directory (a vnode killed
+    after removing a node's files, before its entry)."""
+    return sorted(
+        name
+        for name in set(known_hosts.names())
+        if name not in domains and not (nodes_dir / name).exists()
     )
 
 

@@ -17,7 +17,7 @@ from vnode.config import Defaults
 from vnode.domainxml import domain_xml, plugin_adjusted
 from vnode.errors import EnvironmentProblem, UsageError, VnodeError
 from vnode.hosts import LOCAL, Request, capacity_of, place
-from vnode.model import ConsoleSetup, Interface, Nic, NodeIdentity, NodePlan
+from vnode.model import ConsoleSetup, Distro, Interface, Nic, NodeIdentity, NodePlan
 from vnode.network import NetworkBackend
 from vnode.spec import NodeRef, parse_specs
 
@@ -459,6 +459,11 @@ def check_images(
             raise EnvironmentProblem(images.missing_message(distro, image, session))
         if distro in in_place and (problem := unreadable_by_qemu(image)):
             raise EnvironmentProblem(f"image for {distro.name}: {problem}")
+    # An older vnode's plain image file becomes a version before anything is made on it.
+    images.migrate_store(session, {node.distro.image_filename for node in nodes})
+    for node in nodes:
+        if node.image_sha256:
+            images.planned_version(session, node.distro, node.image_sha256)
 
 
 def _stub(ref: NodeRef, distro: Any, session: Session) -> NodePlan:
@@ -582,7 +587,7 @@ def plan_node(
         lab=extras.lab,
         tpm=extras.tpm,
         firmware=extras.firmware,
-        image_sha256=images.recorded_sha256(images.image_path(distro, session.config)),
+        image_sha256=_image_version(session, distro),
         nics=nics,
         networks=networks,
     )
@@ -654,6 +659,15 @@ def _further_nics(
     return tuple(nics)
 
 
+def _image_version(session: Session, distro: Distro) -> str:
+    """The digest of the image version the node is made from (an older vnode's plain image
+    file is made a version first, hashed: from now on the node's disk is backed by it)."""
+    from vnode import images
+
+    images.migrate_store(session, [distro.image_filename])
+    return images.recorded_sha256(images.image_path(distro, session.config))
+
+
 def _plan_warm(
     session: Session,
     nodes: tuple[NodePlan, ...],
@@ -677,11 +691,12 @@ def _plan_warm(
         if reason := _cold_only(node):
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
-        image = images.image_path(node.distro, config)
-        if not image.is_file():
+        if not images.image_path(node.distro, config).is_file():
             reason = "its image is fetched by this command; a template can be made next time"
             choices.append(warmstore.WarmChoice(node.name, None, reason))
             continue
+        # The template's disk is backed by the version, which stays while it does.
+        image = images.planned_version(session, node.distro, node.image_sha256)
         shape = warmstore.Shape(node.memory_mib, node.vcpus, node.virt_type, node.disk_gb)
         where = (node.host, node.distro.name, shape)
         if where not in specs:
@@ -809,6 +824,7 @@ def plan_template(
         raise EnvironmentProblem(images.missing_message(resolved, image, session))
     if view.host.pool is None and (problem := unreadable_by_qemu(image)):
         raise EnvironmentProblem(f"image for {resolved.name}: {problem}")
+    image = images.current_version(session, resolved)
     shape = warmstore.Shape(
         memory_mib=defaults.memory,
         vcpus=defaults.vcpus,

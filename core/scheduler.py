@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import attrs
 
 from vnode import hypervisor
 from vnode.console import tail, tail_text
+from vnode.errors import EnvironmentProblem
 from vnode.keys import ClientKey
 from vnode.locks import FileLock, node_lock_path
 from vnode.logs import get_logger
@@ -217,7 +219,8 @@ class _Scheduler:
             return create_node(store, plan, backend, self.client, paused=True)
         from vnode.warm import create_clone
 
-        return create_clone(store, plan, source, backend, self.client, paused=True)
+        with held_template(self.locks_dir, source, plan.name):
+            return create_clone(store, plan, source, backend, self.client, paused=True)
 
     def _result(
         self, plan: NodePlan, ip: str | None, state: str, detail: str | None, **extra: Any
@@ -271,6 +274,24 @@ def _record_address(created: CreatedNode, ip: str) -> None:
         hypervisor.record_address(created.domain, ip)
     except hypervisor.HypervisorError as exc:  # list and ssh will learn it again
         log.bind(node=created.plan.name).warning("could not record the address", error=str(exc))
+
+
+@contextlib.contextmanager
+def held_template(locks_dir: Path, source: WarmSource, node: str) -> Iterator[None]:
+    """The template's lock, shared with the other clones and exclusive for `template
+    remove`: the template cannot go from under a clone until its overlay exists (from then
+    on the clone is one of its users). A template removed before is one line."""
+    from vnode.locks import file_lock
+
+    template, storage = source.template, source.storage
+    with file_lock(locks_dir / storage.lock_name(template.key), shared=True):
+        still = storage.read(template.key)
+        if still is None or still.damage is not None:
+            raise EnvironmentProblem(
+                f"template {template.key} was removed before {node} could be cloned from it; "
+                "run again"
+            )
+        yield
 
 
 def _resume_clone(created: CreatedNode) -> None:

@@ -263,7 +263,7 @@ def clone_volume(node: str, what: str) -> str:
 class PoolVolumes:
     """Templates and clones' files as volumes of the host's vnode pool. ``pool`` is None
     while the host has no pool yet (planning makes nothing): it then holds no template.
-    ``base_volumes``: the base images' volumes there, by image file name (vnode.execute
+    ``base_volumes``: the base images' volumes there, by image version (digest) (vnode.execute
     uploads them before any template is made)."""
 
     conn: Any
@@ -371,11 +371,13 @@ class PoolVolumes:
         )
 
     def lay_down(self, spec: TemplateSpec, plan: NodePlan, seed: bytes) -> None:
-        image = spec.distro.image_filename
-        if self.pool is None or image not in self.base_volumes:
-            raise EnvironmentProblem(f"{self.host}: image {image} is not in its pool")
+        from vnode import imagestore
+
+        digest = imagestore.digest_of(spec.image)
+        if self.pool is None or digest not in self.base_volumes:
+            raise EnvironmentProblem(f"{self.host}: image {spec.image.name} is not in its pool")
         hypervisor.create_overlay_volume(
-            self.pool, plan.disk_volume, self.base_volumes[image], spec.shape.disk_gb * GIB
+            self.pool, plan.disk_volume, self.base_volumes[digest], spec.shape.disk_gb * GIB
         )
         hypervisor.upload_bytes(self.conn, self.pool, plan.seed_volume, seed, mode="0600")
         hypervisor.delete_volume(self.pool, plan.console_volume)

@@ -68,7 +68,7 @@ class Store:
         return self.images / f"{name}.qcow2"
 
     def record(self, name: str) -> dict:
-        return json.loads((self.images / f"{name}.qcow2.json").read_text())
+        return json.loads(images.record_path(self.images / f"{name}.qcow2").read_text())
 
 
 def _write_config(path: Path, state: Path, images: Path, mirror: Mirror, extra: str = "") -> None:
@@ -764,9 +764,9 @@ def test_building_as_a_user_without_root_is_one_line_and_builds_nothing(
         1,
         "vnode: building an image needs root (loop devices, mount): run as root",
     )
-    # No image nor part of one; the image's lock file stays (as fetch's: removing a lock
-    # file another process may hold is a race).
-    assert [p.name for p in images.iterdir()] in ([], [".d13.qcow2.lock"])
+    # No image nor part of one; the lock files stay (as fetch's: removing a lock file
+    # another process may hold is a race), and the store knows this state directory uses it.
+    assert {p.name for p in images.iterdir()} <= {".d13.qcow2.lock", ".store.lock", ".states"}
 
 
 # --- up ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -410,6 +411,66 @@ def test_kill_9_during_up_leaves_nothing_later_commands_trip_over(rlab: Lab) -> 
     # The node's lock died with the process: the node can be made again at once.
     assert rlab.run("up", "8", "--no-wait").returncode == 0
     assert rlab.run("destroy", "8").returncode == 0
+
+
+def _domstate(name: str) -> str:
+    result = subprocess.run(
+        ["virsh", "-q", "-c", "qemu:///system", "domstate", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else "gone"
+
+
+def test_kill_9_during_destroy_leaves_what_doctor_reports_and_destroy_removes(
+    rlab: Lab,
+) -> None:
+    """`destroy` killed at several points: while its guest is being stopped (a real kill,
+    as soon as the domain stops running), after the domain went and before the files did,
+    and after the files went and before the known_hosts entry did (the last two are the
+    states those kills leave, made by hand: the windows are too short to hit)."""
+    killed, files_left, entry_left = rlab.name(10), rlab.name(11), rlab.name(12)
+    code, made = rlab.run_json("up", "10", "11", "12", "--no-wait")
+    assert code == 0 and {m["state"] for m in made} == {"started"}, made
+    destroy = subprocess.Popen(
+        [*VNODE, "destroy", "10"],
+        env=rlab.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while destroy.poll() is None and _domstate(killed) == "running":
+        time.sleep(0.02)
+    destroy.send_signal(signal.SIGKILL)
+    destroy.wait(timeout=30)
+    for name in (files_left, entry_left):
+        subprocess.run(["virsh", "-q", "destroy", name], capture_output=True, check=False)
+        subprocess.run(["virsh", "-q", "undefine", name], capture_output=True, check=True)
+    shutil.rmtree(rlab.state / "nodes" / entry_left)
+
+    # Every command still works, and what is left is reported.
+    code, listed = rlab.run_json("list")
+    assert code == 0, listed
+    assert not {files_left, entry_left} & {n["name"] for n in listed}
+    doctor = json.loads(rlab.run("doctor", "--json").stdout)
+    leftovers = " ".join(v["message"] for v in doctor if v["check"] == "leftovers")
+    assert f"{files_left} (a directory, no domain)" in leftovers, leftovers
+    assert f"{entry_left} (a known_hosts entry, no node)" in leftovers, leftovers
+    if _domstate(killed) == "gone" and (rlab.state / "nodes" / killed).exists():
+        assert f"{killed} (a directory, no domain)" in leftovers, leftovers
+
+    destroyed = rlab.run("destroy", "--all")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert f"{files_left}: removed what was left without a domain" in destroyed.stdout
+    assert f"{entry_left}: removed what was left without a domain" in destroyed.stdout
+    for name in (killed, files_left, entry_left):
+        assert name not in domain_names(rlab.stem)
+        assert not (rlab.state / "nodes" / name).exists()
+        assert name not in rlab.known_hosts.read_text()
+    doctor = json.loads(rlab.run("doctor", "--json").stdout)
+    assert [v["status"] for v in doctor if v["check"] == "leftovers"] == ["ok"]
+    assert rlab.run("up", "10", "--no-wait").returncode == 0
+    assert rlab.run("destroy", "10").returncode == 0
 
 
 def test_two_first_ups_make_vnodes_network_once(host_ready: None, store: Path) -> None:

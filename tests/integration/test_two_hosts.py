@@ -26,7 +26,7 @@ from tests.conftest import (
 from tests.harness.hypervisor_host import HypervisorHost
 from tests.harness.pools import remove_pool
 from tests.integration.clones import DISTINCT, check_own_identity, probe
-from vnode import hypervisor
+from vnode import hypervisor, images, imagestore
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +116,12 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     # The local host takes the listed hosts' path: the node's disk, seed and console are
     # volumes in its pool, beside the image and the sha256 record of what was uploaded.
     local_volumes = {v.split()[0] for v in _virsh("qemu:///system", "vol-list", pool).splitlines()}
-    assert {f"{local}-disk.qcow2", f"{local}-seed.iso", f"{TEST_DISTRO}.qcow2"} <= local_volumes
+    image_sha = images.read_record(IMAGE_STORE / f"{TEST_DISTRO}.qcow2").sha256
+    # The image's version is a volume named by its digest (a newer one would be another).
+    version = imagestore.volume_name(image_sha)
+    assert {f"{local}-disk.qcow2", f"{local}-seed.iso", version} <= local_volumes
     _private_volumes("qemu:///system", local, pool)
-    image_sha = json.loads((IMAGE_STORE / f"{TEST_DISTRO}.qcow2.json").read_text())["sha256"]
-    record = (lab.state / "pool" / f"{TEST_DISTRO}.qcow2.sha256").read_text()
+    record = (lab.state / "pool" / f"{version}.sha256").read_text()
     assert record.split()[0] == image_sha
     destroyed = lab.run("destroy", "3")
     assert destroyed.returncode == 0, destroyed.stderr
@@ -137,7 +139,7 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
     assert remote in _virsh(second.uri, "list", "--all", "--name").split()
     volumes = _virsh(second.uri, "vol-list", "vnode")
-    assert f"{TEST_DISTRO}.qcow2" in volumes and f"{remote}-disk.qcow2" in volumes
+    assert version in volumes and f"{remote}-disk.qcow2" in volumes
     _private_volumes(second.uri, remote, "vnode", extra=f"{remote}-data1.qcow2")
     # Its extra disk is a volume of the remote host's pool too, the guest's vdb by serial.
     assert f"{remote}-data1.qcow2" in volumes
@@ -194,7 +196,8 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
         assert name not in _virsh("qemu:///system", "list", "--all", "--name").split()
     assert not (lab.state / "nodes" / first).exists()
     left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
-    assert left == {f"{TEST_DISTRO}.qcow2", f"{TEST_DISTRO}.qcow2.sha256"}
+    # The current version's volume stays for the next node; nothing else of vnode's.
+    assert left == {version, f"{version}.sha256"}
 
 
 def _private_volumes(

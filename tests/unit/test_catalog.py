@@ -237,7 +237,7 @@ def test_a_release_moved_to_the_archive_is_fetched_verified_and_the_place_rememb
     [outcome] = images.fetch_images(["fedora"], session)
     assert (outcome.distro, outcome.state, outcome.detail) == ("f46", "fetched", None)
     assert (tmp_path / "images/f46.qcow2").read_bytes() == blobs["a"]
-    record = json.loads((tmp_path / "images/f46.qcow2.json").read_text())
+    record = json.loads(images.record_path(tmp_path / "images/f46.qcow2").read_text())
     assert record["status"] == "verified" and record["source"] == site.url + image
     archive_checksum = (
         "https://archives.fedoraproject.org/pub/archive/fedora/linux/releases/46/"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from pathlib import Path
+
+import pytest
 
 from vnode.scheduler import _StartingGate
 
@@ -40,3 +44,42 @@ def test_a_node_that_failed_to_be_made_still_lets_the_others_go() -> None:
 
 def test_an_empty_gate_is_open() -> None:
     asyncio.run(asyncio.wait_for(_StartingGate(0).opened(), 1))
+
+
+def test_template_remove_waits_for_a_clone_being_made_and_the_clone_then_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_warmstore import _record
+    from vnode import api
+    from vnode.errors import EnvironmentProblem
+    from vnode.scheduler import held_template
+    from vnode.warmstore import read_template
+
+    state = tmp_path / "state"
+    directory = _record(state, "abcd1234")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[defaults]\nuri = "test:///default"\n[paths]\nstate = "{state}"\n'
+        f'image_store = "{tmp_path / "images"}"\n[images]\nauto_refresh = false\n'
+    )
+    monkeypatch.setenv("VNODE_CONFIG", str(config))
+    template = read_template(directory)
+    assert template is not None and template.damage is None
+
+    removed: list[object] = []
+    removing = threading.Thread(target=lambda: removed.extend(api.remove_templates("abcd1234")))
+    with held_template(state / "locks", template, "n1"):
+        removing.start()
+        removing.join(timeout=2)
+        # A clone is being made from it: remove waits for its overlay to exist.
+        assert removing.is_alive() and directory.is_dir()
+    removing.join(timeout=60)
+    assert not removing.is_alive() and not directory.exists()
+    assert [r.key for r in removed] == ["abcd1234"]  # type: ignore[attr-defined]
+
+    # A clone that comes after the removal says so instead of booting from nothing.
+    with (
+        pytest.raises(EnvironmentProblem, match="was removed before n2"),
+        held_template(state / "locks", template, "n2"),
+    ):
+        pass
