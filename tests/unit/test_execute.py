@@ -1,29 +1,28 @@
-"""Executing a plan: what is uploaded to a host is hashed once, from the record that vouches
-for the image where there is one."""
+"""Executing a plan: what is uploaded to a host is an image version of the store, by digest."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
+import pytest
+
 from vnode import execute
+from vnode.config import Config
+from vnode.errors import VnodeError
+from vnode.keys import KnownHosts
+from vnode.nodes import NodeStore
+from vnode.session import Session
 
 
-def test_an_images_digest_comes_from_its_record_while_it_describes_it(tmp_path: Path) -> None:
-    image = tmp_path / "d12.qcow2"
-    image.write_bytes(b"QFI\xfb image")
-    assert execute._sha256(image) == hashlib.sha256(b"QFI\xfb image").hexdigest()
-    stat = image.stat()
-    record = {
-        "status": "built",
-        "source": "x",
-        "sha256": "cd" * 32,
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "recorded": "now",
-    }
-    (tmp_path / "d12.qcow2.json").write_text(json.dumps(record))
-    assert execute._sha256(image) == "cd" * 32  # not read again: 500 MiB
-    image.write_bytes(b"QFI\xfb other")
-    assert execute._sha256(image) == hashlib.sha256(b"QFI\xfb other").hexdigest()
+def test_a_version_gone_from_the_store_is_not_uploaded(tmp_path: Path) -> None:
+    store = NodeStore(
+        conn=None,
+        nodes_dir=tmp_path / "nodes",
+        images_dir=tmp_path / "images",
+        known_hosts=KnownHosts(tmp_path / "known_hosts"),
+        host="hv2",
+        pool=object(),
+    )
+    with pytest.raises(VnodeError, match=r"image version abababababab is no longer in"):
+        execute.upload_images(Session.for_config(Config()), store, {"ab" * 32})
+    assert store.base_volumes == {}

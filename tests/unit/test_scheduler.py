@@ -53,6 +53,8 @@ def test_template_remove_waits_for_a_clone_being_made_and_the_clone_then_refuses
     from vnode import api
     from vnode.errors import EnvironmentProblem
     from vnode.scheduler import held_template
+    from vnode.warm import WarmSource
+    from vnode.warmstorage import StateFiles
     from vnode.warmstore import read_template
 
     state = tmp_path / "state"
@@ -63,8 +65,12 @@ def test_template_remove_waits_for_a_clone_being_made_and_the_clone_then_refuses
         f'image_store = "{tmp_path / "images"}"\n[images]\nauto_refresh = false\n'
     )
     monkeypatch.setenv("VNODE_CONFIG", str(config))
-    template = read_template(directory)
-    assert template is not None and template.damage is None
+    record = read_template(directory)
+    assert record is not None and record.damage is None
+    storage = StateFiles(
+        conn=None, root=state / "templates", nodes_dir=state / "nodes", host="local"
+    )
+    template = WarmSource(record, storage)
 
     removed: list[object] = []
     removing = threading.Thread(target=lambda: removed.extend(api.remove_templates("abcd1234")))
