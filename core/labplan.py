@@ -137,10 +137,16 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
             firmware=node.shape.firmware,
         )
         action = _compare(views, node, want, wanted)
-        if action.action != "keep" and wanted and wanted != current:
+        # The store keeps a pinned version while the lock exists (vnode.imagestore): a node
+        # is then made from it even after the distro's image was replaced.
+        kept = (
+            wanted == current
+            or imagestore.version_path(session.config.paths.images, wanted).is_file()
+        )
+        if action.action != "keep" and wanted and not kept:
             raise UsageError(
                 f"{labfile.lock_path}: {distro.name} is pinned to image sha256 {wanted[:12]}, "
-                f"the store has {current[:12] or 'none'}; {node.name} cannot be made from the "
+                f"which the image store no longer has; {node.name} cannot be made from the "
                 "pinned image: `vnode apply --update` takes the current one"
             )
         actions.append(action)
@@ -239,7 +245,12 @@ def apply_lab(
     if made:
         nodes = {node.name: node for node in plan.lab.nodes}
         specs = [_spec(nodes[a.node]) for a in made]
-        shapes = {a.node: _shape(nodes[a.node], plan.lab) for a in made}
+        shapes = {
+            a.node: attrs.evolve(
+                _shape(nodes[a.node], plan.lab), image_sha256=plan.lock.get(a.distro, "")
+            )
+            for a in made
+        }
         up = planning.plan_up(specs, UpOptions(timeout=timeout), session=session, shapes=shapes)
         results = execute.execute_up(up, session=session, reporter=reporter)
         results = _run_steps(session, results, nodes, timeout, reporter)

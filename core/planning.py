@@ -97,6 +97,8 @@ class NodeShape:
     # Every NIC's network, the node's own first; None: as the command says.
     networks: tuple[str, ...] | None = None
     firmware: str | None = None
+    # The image version (sha256) to make the node from: a lab.lock's pin; "" for the current.
+    image_sha256: str = ""
 
 
 @attrs.frozen
@@ -587,7 +589,7 @@ def plan_node(
         lab=extras.lab,
         tpm=extras.tpm,
         firmware=extras.firmware,
-        image_sha256=_image_version(session, distro),
+        image_sha256=_image_version(session, distro, extras.image_sha256),
         nics=nics,
         networks=networks,
     )
@@ -659,11 +661,15 @@ def _further_nics(
     return tuple(nics)
 
 
-def _image_version(session: Session, distro: Distro) -> str:
-    """The digest of the image version the node is made from (an older vnode's plain image
-    file is made a version first, hashed: from now on the node's disk is backed by it)."""
+def _image_version(session: Session, distro: Distro, pinned: str = "") -> str:
+    """The digest of the image version the node is made from: ``pinned`` (a lab.lock's),
+    checked present, else the current one (an older vnode's plain image file is made a
+    version first, hashed: from now on the node's disk is backed by it)."""
     from vnode import images
 
+    if pinned:
+        images.planned_version(session, distro, pinned)
+        return pinned
     images.migrate_store(session, [distro.image_filename])
     return images.recorded_sha256(images.image_path(distro, session.config))
 
@@ -737,6 +743,7 @@ class Extras:
     lab: str = ""
     tpm: bool = False
     firmware: str = "bios"
+    image_sha256: str = ""  # a pinned image version; "": the distro's current one
 
 
 def _extras(options: UpOptions, shape: NodeShape | None) -> Extras:
@@ -752,6 +759,7 @@ def _extras(options: UpOptions, shape: NodeShape | None) -> Extras:
         lab=shape.lab,
         tpm=options.tpm if shape.tpm is None else shape.tpm,
         firmware=firmware if shape.firmware is None else checked(shape.firmware, "firmware"),
+        image_sha256=shape.image_sha256,
     )
 
 

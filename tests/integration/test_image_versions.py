@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import IMAGE_STORE, TEST_DISTRO, Lab, cleanup_lab, make_lab
 from vnode import imagestore
+from vnode.labplan import write_lock
 
 pytestmark = pytest.mark.integration
 
@@ -85,9 +86,32 @@ def test_a_replaced_image_leaves_its_nodes_working(versioned: tuple[Lab, Path]) 
     shapes = {n["name"]: n["shape"]["image_sha256"] for n in lab.run_json("list")[1]}
     assert shapes == {first: old, lab.name(2): new}, (old, new)
 
-    # The old version goes with its last node; the current one stays.
-    destroyed = lab.run("destroy", "1")
+    # A lab whose lab.lock pins the old version makes its nodes from it, though the name
+    # has moved on; `plan --update` would replace them with the current one.
+    labdir = lab.state / "lab"
+    labdir.mkdir()
+    labfile = labdir / "lab.toml"
+    labfile.write_text('[lab]\nname = "pinned"\n[[nodes]]\nspec = "3"\n')
+    write_lock(labdir / "lab.lock", "pinned", {"d12": old})
+    applied = lab.run("apply", str(labfile), "--yes", "--timeout", "600", timeout=900)
+    assert applied.returncode == 0, applied.stderr
+    third = lab.state / "nodes" / lab.name(3) / "disk.qcow2"
+    assert imagestore.backing_file(third) == str(imagestore.version_path(store, old))
+    ssh = lab.ssh("3", "cat /etc/hostname")
+    assert ssh.returncode == 0 and ssh.stdout.strip() == lab.name(3), ssh.stderr
+    planned = lab.run("plan", str(labfile), "--update", "--json")
+    assert planned.returncode == 0, planned.stderr
+    (node,) = json.loads(planned.stdout)["nodes"]
+    assert node["action"] == "replace", node
+    assert f"image {old[:12]} -> {new[:12]}" in node["reasons"], node
+
+    # The old version stays while the lock pins it, and goes with its last user.
+    destroyed = lab.run("destroy", "1", "3")
     assert destroyed.returncode == 0, destroyed.stderr
+    assert imagestore.version_path(store, old).exists()
+    (labdir / "lab.lock").unlink()
+    pruned = lab.run("images", "prune")
+    assert pruned.returncode == 0, pruned.stderr
     assert not imagestore.version_path(store, old).exists()
     assert set(_versions(lab)) == {new}
     destroyed = lab.run("destroy", "2")
