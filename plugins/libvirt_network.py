@@ -230,18 +230,27 @@ class LibvirtNetwork(NetworkBackend):
         return f"{KIND}:{self.name}"
 
     @property
+    def _lock_path(self) -> Path:
+        return self.marker.with_name(self.marker.name + ".lock")
+
+    @property
     def is_ours(self) -> bool:
         """vnode manages the network named in [libvirt_network] (or one of its networks
         tables), and only once it created it."""
         return self.name == self.settings.name
 
     def diagnose(self, nodes: Sequence[NodeIdentity]) -> list[Verdict]:
-        network = self._lookup()
+        # Another first `up` may be between defining the network and writing its marker
+        # (prepare holds this lock over both): its outcome is waited for, never judged
+        # half-made as a network someone else created.
+        with file_lock(self._lock_path, shared=True):
+            network = self._lookup()
+            created = network is not None and self._created_by_vnode(network)
         if not self.is_ours and network is None:
             return [
                 Verdict("network input", "fail", f"libvirt network {self.name!r} does not exist")
             ]
-        if self.is_ours and network is not None and not self._created_by_vnode(network):
+        if self.is_ours and network is not None and not created:
             return [
                 Verdict(
                     "network input",
@@ -270,8 +279,7 @@ class LibvirtNetwork(NetworkBackend):
     def prepare(self, nodes: Sequence[NodePlan]) -> None:
         # Threads of this process, and other vnode processes: two first `up`s must not both
         # find no network and both define it.
-        lock = self.marker.with_name(self.marker.name + ".lock")
-        with _prepare_lock, file_lock(lock):
+        with _prepare_lock, file_lock(self._lock_path):
             self._libvirt_call(lambda: self._prepare(nodes), "preparing")
 
     def _prepare(self, nodes: Sequence[NodePlan]) -> None:

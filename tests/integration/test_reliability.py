@@ -33,7 +33,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
         (path / "d11.qcow2").chmod(0o644)
         private = path / "u24.04.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(private), "1G"], check=True)
+        # Another size than d11's: the store keeps images by content, and two blank disks of
+        # one size are one version (with one mode).
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(private), "2G"], check=True)
         private.chmod(0o600)
         yield path
     finally:
