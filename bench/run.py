@@ -265,20 +265,10 @@ def vnode_run(
     if warm and any(node.get("boot") != "warm" for node in json.loads(result.stdout)):
         raise RuntimeError(f"vnode up --warm booted cold: {result.stdout}{result.stderr}")
     if memory is not None:
-        memory.append(_resident_mib([node["name"] for node in json.loads(result.stdout)]))
+        # The QEMU processes' resident set, summed: what the nodes cost the host.
+        memory.append(_memory_mib([node["name"] for node in json.loads(result.stdout)])[1])
     subprocess.run([*VNODE, "destroy", "--all"], env=env, capture_output=True, check=True)
     return seconds
-
-
-def _resident_mib(names: list[str]) -> float:
-    """The QEMU processes' resident memory, summed: what the nodes cost the host."""
-    total = 0
-    for name in names:
-        pid = Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip()
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return round(total / 1024, 1)
 
 
 _PHASE = re.compile(r"^\[\s*([\d.]+)s\] (\S+): (.*)$")
