@@ -203,8 +203,6 @@ LONGEST_FIRST = (
     "test_reliability.py",
     "test_lab_day.py",
     "test_two_hosts.py",
-    "test_guest_stacks_dhcp.py",
-    "test_guest_stacks.py",
     "test_core.py",
     "test_lab_file.py",
     "test_nics.py",
