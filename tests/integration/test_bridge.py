@@ -151,8 +151,8 @@ def test_list_shows_the_learned_addresses_and_ssh_uses_them(bridge_site: Site, p
 
 def test_the_guest_reports_its_address_or_the_host_saw_it(bridge_site: Site, pair: dict) -> None:
     # The fallbacks for names the site's DNS lacks. networkd has its lease by the time
-    # cloud-init prints its device table on the serial console; NetworkManager takes its
-    # lease later (the row has no address), and the host's neighbour table has the node.
+    # cloud-init prints its device table on the serial console; NetworkManager may take its
+    # lease later, and the host's neighbour table has the node.
     netplan, nm = bridge_site.reservation(NETPLAN), bridge_site.reservation(NM)
     console = Path(f"/var/log/libvirt/qemu/{netplan.name}-console.log")
     assert guest_reported_address(console, netplan.mac) == netplan.ip
