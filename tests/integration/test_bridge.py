@@ -277,28 +277,6 @@ def test_bridge_create_refuses_bad_input(bridge_site: Site, veth: tuple[str, str
         ip("link", "set", nic, "nomaster")
 
 
-def test_warm_clones_are_distinct_dhcp_clients_to_the_site(bridge_site: Site) -> None:
-    """Two clones of one template ask the site's DHCP server as two clients: networkd's
-    client id is a DUID derived from the machine-id, which each clone has of its own (a clone
-    keeping the template's would send the template's client id, and the server would take
-    the two for one). Nodes 1 and 2 are made again as d13 clones (d13: systemd-networkd)."""
-    lab = bridge_site.lab
-    if not (IMAGE_STORE / "d13.qcow2").exists():
-        pytest.skip("no d13 image: `vnode images build d13`")
-    code, nodes = lab.run_json("up", "1:d13", "2:d13", "--warm", "--timeout", "900", timeout=1800)
-    assert code == 0, nodes
-    assert [(n["state"], n["boot"]) for n in nodes] == [("ready", "warm")] * 2, nodes
-    # dnsmasq's lease file: expiry, MAC, address, name, client id.
-    leases = {
-        fields[1]: fields[4]
-        for line in bridge_site.leases.read_text().splitlines()
-        if len(fields := line.split()) >= 5
-    }
-    clients = [leases.get(host.mac) for host in bridge_site.reservations]
-    assert None not in clients and "*" not in clients, (clients, leases)
-    assert clients[0] != clients[1], clients
-
-
 def test_destroy_leaves_the_site_alone(bridge_site: Site, pair: dict) -> None:
     result = bridge_site.lab.run("destroy", "1", "2")
     assert result.returncode == 0, result.stderr
