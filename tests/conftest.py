@@ -206,7 +206,6 @@ LONGEST_FIRST = (
     "test_core.py",
     "test_lab_file.py",
     "test_nics.py",
-    "test_uefi.py",
     "test_direct.py",
     "test_warm.py",
     "test_bridge.py",
