@@ -252,8 +252,9 @@ def test_a_changed_shape_grows_one_node_in_place_and_replaces_the_other(
         "replace",
         ["memory 1280 -> 1024 MiB", "firmware bios -> uefi"],
     )
-    # Past the domain's maximum a node is made anew, and the plan says why.
-    _write(lab_file, name, second, FIRST + "memory = 1280\n")
+    # Past the domain's maximum a node is made anew, and the plan says why (a max_memory
+    # below memory is a mistake in the file: left out here, the maximum is not compared).
+    _write(lab_file, name, second, FIRST.replace("max_memory = 1024\n", "memory = 1280\n"))
     assert _plan(lab, lab_file)[lab.name(1)]["reasons"] == [
         "memory 768 -> 1280 MiB (above the domain's maximum 1024 MiB)"
     ]
@@ -357,6 +358,10 @@ def test_up_firmware_on_the_command_line(lab: Lab) -> None:
         ('[[nodes]]\nspec = "1"\ndisks = [0]\n', "disks: a disk must be from 1 to"),
         ('[[nodes]]\nspec = "1-3"\n[[nodes]]\nspec = "2"\n', "is named by [[nodes]] #1"),
         ('[[nodes]]\nspec = "1"\nvcpus = 400\n', "is more than the host's"),
+        (
+            '[[nodes]]\nspec = "1"\nmemory = 1024\nmax_memory = 512\n',
+            "max_memory 512 is less than memory 1024",
+        ),
     ],
 )
 def test_a_bad_lab_file_is_one_line_and_changes_nothing(
