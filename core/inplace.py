@@ -129,7 +129,9 @@ def growth(
     grow_memory = _grow(
         found, "memory", recorded.memory_mib, want.memory_mib, maxima.memory_mib, " MiB"
     )
-    grow_vcpus = _grow(found, "vcpus", recorded.vcpus, want.vcpus, maxima.vcpus, "")
+    # QEMU stops a Secure Boot guest (SMM) at a vCPU hot-plug its OVMF did not negotiate.
+    vcpu_room = recorded.vcpus if recorded.firmware == "uefi-secure" else maxima.vcpus
+    grow_vcpus = _grow(found, "vcpus", recorded.vcpus, want.vcpus, vcpu_room, "")
     old, new = recorded.extra_disks, want.extra_disks
     added: list[AddedDisk] = []
     if new[: len(old)] != old:

@@ -227,6 +227,9 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
         raise UsageError(
             f"{where}: firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}"
         )
+    if firmware == "uefi-secure" and fields.get("max_vcpus") is not None:
+        # QEMU stops a Secure Boot guest (SMM) at a vCPU hot-plug its OVMF did not negotiate.
+        raise UsageError(f"{where}: max_vcpus: a uefi-secure node cannot take vCPUs in place (SMM)")
     _check_networks(fields.get("networks", ()), where)
     for path in fields.get("cloud_config", ()):
         if not path.is_file():

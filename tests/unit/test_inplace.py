@@ -104,3 +104,13 @@ def test_an_added_disk_is_defined_as_extra_disks_are_at_creation() -> None:
     assert (disk.find("target").get("dev"), disk.find("target").get("bus")) == ("vdc", "virtio")
     assert disk.findtext("serial") == "vnode-data1"
     assert disk.find("driver").attrib == {"name": "qemu", "type": "qcow2", "discard": "unmap"}
+
+
+def test_a_secure_boot_node_takes_no_vcpus_in_place() -> None:
+    recorded = AppliedShape(768, 1, 10, (), "", "k8s", firmware="uefi-secure")
+    found, change = _growth(Wanted(1024, 2, ()), recorded=recorded)
+    assert found == [
+        ("memory 768 -> 1024 MiB (in place)", True),
+        ("vcpus 1 -> 2 (above the domain's maximum 1)", False),
+    ]
+    assert not change.grow_vcpus

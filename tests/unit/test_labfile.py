@@ -132,6 +132,9 @@ def test_the_maxima_are_read_and_bounded(tmp_path: Path) -> None:
     assert (shape.max_memory, shape.max_vcpus) == (4096, 4)
     with pytest.raises(UsageError, match="max_vcpus 4 is more than the host's 2"):
         _lab(tmp_path, text, host_cpus=2)
+    secure = '[[nodes]]\nspec = "1"\nfirmware = "uefi-secure"\nmax_vcpus = 2\n'
+    with pytest.raises(UsageError, match="a uefi-secure node cannot take vCPUs in place"):
+        _lab(tmp_path, secure)
     with pytest.raises(UsageError, match="max_memory must be from 64 to"):
         _lab(tmp_path, '[[nodes]]\nspec = "1"\nmax_memory = 0\n')
 
