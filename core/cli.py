@@ -281,7 +281,7 @@ def apply(
     with Session.open() as session:
         planned = api.plan_lab(Path(lab_file), prune=prune, update=update, session=session)
         print(planned.summary(), file=sys.stderr)
-        changes = planned.of("create", "replace", "remove")
+        changes = planned.of("create", "update", "replace", "remove")
         for action in changes:
             print(f"  {action.describe()}", file=sys.stderr)
         if not changes:

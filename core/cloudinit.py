@@ -44,6 +44,11 @@ class SeedFiles:
         ]
 
 
+CPU_HOTPLUG_RULE = (
+    'SUBSYSTEM=="cpu", ACTION=="add", TEST=="online", ATTR{online}=="0", ATTR{online}="1"\n'
+)
+
+
 def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> SeedFiles:
     """The node's NoCloud files, from its plan (address, DNS domain) and its new host key."""
     fqdn = f"{node.name}.{node.dns_domain}" if node.dns_domain else node.name
@@ -54,6 +59,7 @@ def render_seed(node: NodePlan, *, authorized_key: str, host_key: KeyPair) -> Se
         authorized_keys=[authorized_key],
         host_key_private=host_key.private_openssh,
         host_key_public=host_key.public_openssh,
+        cpu_hotplug_rule=CPU_HOTPLUG_RULE if node.max_vcpu_count > node.vcpus else "",
     )
     user_data = merge_user_data(user_data, node.user_cloud_config, node.cloud_config_overrides)
     # A new instance-id per creation makes cloud-init treat a re-created node as new.

@@ -340,6 +340,73 @@ def _whole(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 9 and int(text) > 0
 
 
+def record_grown_shape(
+    domain: Any, *, memory_mib: int, vcpus: int, extra_disks: tuple[int, ...]
+) -> None:
+    """Rewrite the shape recorded on a domain after it grew in place (``vnode apply``): one
+    metadata write, live and persistent at once, so a later plan compares with what runs."""
+    libvirt = _libvirt()
+    with libvirt_errors(f"reading {domain.name()}'s metadata"):
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
+    node = ET.fromstring(text)
+    shape = node.find("shape")
+    if shape is None:
+        raise HypervisorError(f"{domain.name()} has no recorded shape to update")
+    for tag, value in (
+        ("memory", str(memory_mib)),
+        ("vcpus", str(vcpus)),
+        ("disks", ",".join(str(size) for size in extra_disks)),
+    ):
+        field = shape.find(tag)
+        if field is None:
+            field = ET.SubElement(shape, tag)
+        field.text = value
+    _write_metadata(domain, node, "recording the shape of")
+
+
+def _write_metadata(domain: Any, node: ET.Element, doing: str) -> None:
+    libvirt = _libvirt()
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if domain.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    with libvirt_errors(f"{doing} {domain.name()}"):
+        domain.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            ET.tostring(node, encoding="unicode"),
+            "vnode",
+            NAMESPACE,
+            flags,
+        )
+
+
+def _live_flags(domain: Any) -> int:
+    """Change the persistent definition, and the running guest too when it runs."""
+    libvirt = _libvirt()
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if domain.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    return flags
+
+
+def grow_memory(domain: Any, memory_mib: int) -> None:
+    """Let the guest have ``memory_mib`` (up to the domain's maximum: the balloon gives back
+    what it held), running and persistent."""
+    with libvirt_errors(f"growing {domain.name()}'s memory to {memory_mib} MiB"):
+        domain.setMemoryFlags(memory_mib * 1024, _live_flags(domain))
+
+
+def grow_vcpus(domain: Any, vcpus: int) -> None:
+    """Plug vCPUs in up to ``vcpus`` (at most the domain's maximum), running and persistent."""
+    with libvirt_errors(f"growing {domain.name()} to {vcpus} vCPUs"):
+        domain.setVcpusFlags(vcpus, _live_flags(domain))
+
+
+def attach_disk(domain: Any, xml: str) -> None:
+    """Plug a disk in, running and persistent."""
+    with libvirt_errors(f"attaching a disk to {domain.name()}"):
+        domain.attachDeviceFlags(xml, _live_flags(domain))
+
+
 def record_address(domain: Any, ip: str) -> None:
     """Keep the address the wait learned on the domain itself, so `list` and `ssh` need not
     learn it again."""
@@ -371,6 +438,12 @@ def lookup(conn: Any, name: str) -> Any | None:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None
         raise HypervisorError(f"looking up {name}: {exc.get_error_message()}") from None
+
+
+def domain_xml(domain: Any) -> str:
+    """The domain's definition as libvirt holds it (the running one while it runs)."""
+    with libvirt_errors(f"reading {domain.name()}'s definition"):
+        return domain.XMLDesc(0)
 
 
 def define(conn: Any, xml: str, name: str) -> Any:

@@ -55,6 +55,9 @@ class Shape:
     tpm: bool = False
     cloud_config: tuple[Path, ...] = ()  # absolute: relative to the lab file when written
     run: tuple[str, ...] = ()
+    # The domain's maxima, up to which `apply` grows memory and vCPUs in place; None: none.
+    max_memory: int | None = None  # MiB
+    max_vcpus: int | None = None
 
 
 @attrs.frozen
@@ -96,6 +99,8 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "tpm": bool,
     "cloud_config": list,
     "run": list,
+    "max_memory": int,
+    "max_vcpus": int,
 }
 
 
@@ -199,13 +204,16 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
     for key, low, high in (
         ("memory", 64, 1024 * 1024),
         ("vcpus", 1, 512),
+        ("max_memory", 64, 1024 * 1024),
+        ("max_vcpus", 1, 512),
         ("disk", 1, MAX_DISK_GB),
     ):
         value = fields.get(key)
         if value is not None and not low <= value <= high:
             raise UsageError(f"{where}: {key} must be from {low} to {high}, not {value}")
-    if host_cpus is not None and fields.get("vcpus", 0) > host_cpus:
-        raise UsageError(f"{where}: vcpus {fields['vcpus']} is more than the host's {host_cpus}")
+    for key in ("vcpus", "max_vcpus"):
+        if host_cpus is not None and fields.get(key, 0) > host_cpus:
+            raise UsageError(f"{where}: {key} {fields[key]} is more than the host's {host_cpus}")
     disks = fields.get("disks", ())
     if len(disks) > MAX_EXTRA_DISKS:
         raise UsageError(f"{where}: disks: at most {MAX_EXTRA_DISKS} extra disks, not {len(disks)}")
@@ -219,6 +227,9 @@ def _shape(fields: dict[str, Any], where: str, host_cpus: int | None) -> Shape:
         raise UsageError(
             f"{where}: firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}"
         )
+    if firmware == "uefi-secure" and fields.get("max_vcpus") is not None:
+        # QEMU stops a Secure Boot guest (SMM) at a vCPU hot-plug its OVMF did not negotiate.
+        raise UsageError(f"{where}: max_vcpus: a uefi-secure node cannot take vCPUs in place (SMM)")
     _check_networks(fields.get("networks", ()), where)
     for path in fields.get("cloud_config", ()):
         if not path.is_file():

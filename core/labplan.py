@@ -2,10 +2,12 @@
 runs, then converge.
 
 Each node of the file is ``create`` (absent), ``keep`` (it runs in the shape asked for: its
-recorded shape, distro and image match) or ``replace`` (with the reasons: which attributes
-differ); with ``prune``, nodes that the same lab made and the file no longer names are
-``remove``. The comparison reads what vnode recorded in each domain's metadata when it made
-it, so it holds from any machine that reaches the hosts. ``apply`` leaves kept nodes
+recorded shape, distro and image match), ``update`` (it grows in place, without a reboot:
+more memory or vCPUs within the domain's maxima, extra disks added; :mod:`vnode.inplace`)
+or ``replace`` (with the reasons: which attributes differ); with ``prune``, nodes that the
+same lab made and the file no longer names are ``remove``. The comparison reads what vnode
+recorded in each domain's metadata when it made it, so it holds from any machine that
+reaches the hosts. ``apply`` leaves kept nodes
 untouched (not even rebooted) and makes the others in one ``up``: the same starting gate,
 wait, timeout and per-node results.
 
@@ -28,6 +30,7 @@ from vnode import hypervisor, lab
 from vnode.errors import UsageError
 from vnode.files import write_atomic
 from vnode.firmware import label as firmware_label
+from vnode.inplace import Growth, Wanted, domain_maxima, growth
 from vnode.labfile import LabFile, LabNode, read_lab
 from vnode.planning import NodeShape, UpOptions, node_defaults
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from vnode.progress import Reporter
     from vnode.session import Session
 
-Action = Literal["create", "replace", "keep", "remove"]
+Action = Literal["create", "update", "replace", "keep", "remove"]
 LOCK_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -58,6 +61,11 @@ class LabAction:
     # Every NIC's network, the node's own first, as planned (KIND[:ARG] or a bare kind).
     networks: tuple[str, ...] = ()
     firmware: str = "bios"
+    # The domain's maxima as the file asks for them (0: not asked: the node's own size).
+    max_memory: int = 0
+    max_vcpus: int = 0
+    # What `apply` changes in place on an `update` (decided here; None otherwise).
+    growth: Growth | None = None
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -87,7 +95,8 @@ class LabPlan:
 
     def summary(self) -> str:
         counts = {
-            action: len(self.of(action)) for action in ("create", "replace", "keep", "remove")
+            action: len(self.of(action))
+            for action in ("create", "update", "replace", "keep", "remove")
         }
         listed = ", ".join(f"{n} to {action}" for action, n in counts.items())
         return f"lab {self.lab.name} ({self.lab.path}): {listed}"
@@ -135,7 +144,10 @@ def plan_lab(path: Path, session: Session, *, prune: bool = False, update: bool 
             tpm=node.shape.tpm,
             networks=_networks(session, node, labfile, default_network),
             firmware=node.shape.firmware,
+            max_memory=node.shape.max_memory or 0,
+            max_vcpus=node.shape.max_vcpus or 0,
         )
+        _check_maxima(labfile, node, want)
         action = _compare(views, node, want, wanted)
         # The store keeps a pinned version while the lock exists (vnode.imagestore): a node
         # is then made from it even after the distro's image was replaced.
@@ -176,18 +188,24 @@ def _compare(
         reasons.append(f"distro {mark.distro} -> {want.distro}")
     if want.host and want.host != view.name:
         reasons.append(f"host {view.name} -> {want.host}")
+    in_place: list[str] = []
+    change = None
     if shape is None:
         reasons.append("made without a recorded shape")
     else:
-        for label, old, new, unit in (
-            ("memory", shape.memory_mib, want.memory_mib, " MiB"),
-            ("vcpus", shape.vcpus, want.vcpus, ""),
-            ("disk", shape.disk_gb, want.disk_gb, " GiB"),
-        ):
-            if old != new:
-                reasons.append(f"{label} {old} -> {new}{unit}")
-        if shape.extra_disks != want.extra_disks:
-            reasons.append(f"disks {list(shape.extra_disks)} -> {list(want.extra_disks)}")
+        found, change = growth(
+            shape,
+            domain_maxima(hypervisor.domain_xml(domain)),
+            Wanted(want.memory_mib, want.vcpus, want.extra_disks, want.max_memory, want.max_vcpus),
+            node=node.name,
+            pool=view.host.pool or "",
+            volume_dir=lab.volume_dir(view),
+            node_dir=Path(mark.node_dir) if mark.node_dir else None,
+        )
+        for difference in found:
+            (in_place if difference.in_place else reasons).append(difference.text)
+        if shape.disk_gb != want.disk_gb:
+            reasons.append(f"disk {shape.disk_gb} -> {want.disk_gb} GiB")
         # A node made before vnode recorded its NICs has none recorded: not compared.
         if shape.networks and shape.networks != want.networks:
             reasons.append(f"networks {list(shape.networks)} -> {list(want.networks)}")
@@ -197,8 +215,28 @@ def _compare(
             reasons.append(f"firmware {shape.firmware} -> {want.firmware}")
         if image and shape.image_sha256 and shape.image_sha256 != image:
             reasons.append(f"image {shape.image_sha256[:12]} -> {image[:12]}")
-    action: Action = "replace" if reasons else "keep"
-    return attrs.evolve(want, action=action, reasons=tuple(reasons), host=view.name)
+    if reasons:
+        # Made anew, the node takes every change: none of them is made in place then.
+        said = [text.removesuffix(" (in place)") for text in in_place]
+        return attrs.evolve(want, action="replace", reasons=(*said, *reasons), host=view.name)
+    if in_place:
+        return attrs.evolve(
+            want, action="update", reasons=tuple(in_place), host=view.name, growth=change
+        )
+    return attrs.evolve(want, action="keep", host=view.name)
+
+
+def _check_maxima(labfile: LabFile, node: LabNode, want: LabAction) -> None:
+    """A maximum below the node's own size is a mistake in the file."""
+    for key, maximum, size in (
+        ("max_memory", want.max_memory, want.memory_mib),
+        ("max_vcpus", want.max_vcpus, want.vcpus),
+    ):
+        if maximum and maximum < size:
+            what = key.removeprefix("max_")
+            raise UsageError(
+                f"{labfile.path}: {node.table}: {key} {maximum} is less than {what} {size}"
+            )
 
 
 def _networks(session: Session, node: LabNode, labfile: LabFile, default: str) -> tuple[str, ...]:
@@ -230,13 +268,16 @@ def apply_lab(
     timeout: float | None = None,
     reporter: Reporter | None = None,
 ) -> list[NodeResult]:
-    """Carry the plan out: remove what it removes, make what it creates or replaces (one
-    ``up``), run each node's ``run`` commands on the nodes made, write the lock. Kept nodes
-    are not touched. Returns the results of the nodes made."""
+    """Carry the plan out: grow what it updates in place, remove what it removes, make
+    what it creates or replaces (one ``up``), run each node's ``run`` commands on the nodes
+    made, write the lock. Kept nodes are not touched. Returns the results of the nodes
+    grown, then of those made."""
     from vnode import execute, nodeops, planning
+    from vnode.inplace import apply_growth
     from vnode.progress import SilentReporter
 
     reporter = reporter or SilentReporter()
+    grown = apply_growth(session, [(a.node, a.growth) for a in plan.of("update") if a.growth])
     removed = [a.node for a in plan.of("remove")]
     if removed:
         nodeops.destroy(session, removed)
@@ -254,6 +295,7 @@ def apply_lab(
         up = planning.plan_up(specs, UpOptions(timeout=timeout), session=session, shapes=shapes)
         results = execute.execute_up(up, session=session, reporter=reporter)
         results = _run_steps(session, results, nodes, timeout, reporter)
+    results = [*grown, *results]
     if all(result.state == "ready" for result in results):
         write_lock(plan.lab.lock_path, plan.lab.name, plan.lock)
         from vnode import imagestore
@@ -308,6 +350,8 @@ def _shape(node: LabNode, labfile: LabFile) -> NodeShape:
         tpm=shape.tpm,
         networks=shape.networks or None,
         firmware=shape.firmware,
+        max_memory=shape.max_memory,
+        max_vcpus=shape.max_vcpus,
     )
 
 

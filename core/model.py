@@ -202,6 +202,18 @@ class NodePlan(NodeIdentity):
 
     # "bios", "uefi" or "uefi-secure" (vnode.firmware); UEFI nodes have their own NVRAM.
     firmware: str = "bios"
+    # The domain's maxima, up to which `vnode apply` grows memory and vCPUs in place; 0: the
+    # node's own size (no headroom). Memory above the current size is a virtio balloon's.
+    max_memory: int = 0
+    max_vcpus: int = 0
+
+    @property
+    def max_memory_mib(self) -> int:
+        return max(self.max_memory, self.memory_mib)
+
+    @property
+    def max_vcpu_count(self) -> int:
+        return max(self.max_vcpus, self.vcpus)
 
     @property
     def extra_disk_paths(self) -> tuple[Path, ...]:

@@ -99,6 +99,9 @@ class NodeShape:
     firmware: str | None = None
     # The image version (sha256) to make the node from: a lab.lock's pin; "" for the current.
     image_sha256: str = ""
+    # The domain's maximum memory (MiB) and vCPUs, for growth in place; None: its own size.
+    max_memory: int | None = None
+    max_vcpus: int | None = None
 
 
 @attrs.frozen
@@ -589,6 +592,8 @@ def plan_node(
         lab=extras.lab,
         tpm=extras.tpm,
         firmware=extras.firmware,
+        max_memory=extras.max_memory,
+        max_vcpus=extras.max_vcpus,
         image_sha256=_image_version(session, distro, extras.image_sha256),
         nics=nics,
         networks=networks,
@@ -744,6 +749,8 @@ class Extras:
     tpm: bool = False
     firmware: str = "bios"
     image_sha256: str = ""  # a pinned image version; "": the distro's current one
+    max_memory: int = 0  # MiB; 0: the node's own memory
+    max_vcpus: int = 0
 
 
 def _extras(options: UpOptions, shape: NodeShape | None) -> Extras:
@@ -760,6 +767,8 @@ def _extras(options: UpOptions, shape: NodeShape | None) -> Extras:
         tpm=options.tpm if shape.tpm is None else shape.tpm,
         firmware=firmware if shape.firmware is None else checked(shape.firmware, "firmware"),
         image_sha256=shape.image_sha256,
+        max_memory=shape.max_memory or 0,
+        max_vcpus=shape.max_vcpus or 0,
     )
 
 
@@ -791,6 +800,8 @@ def _cold_only(node: NodePlan) -> str | None:
         return "templates are saved from BIOS nodes; a UEFI node (its own NVRAM) boots cold"
     if node.address is not None and node.address.ip6:
         return "a warm clone takes its IPv4 address only; IPv6 nodes boot cold"
+    if node.max_memory_mib > node.memory_mib or node.max_vcpu_count > node.vcpus:
+        return "a template is saved at its own size: a node with room to grow boots cold"
     return None
 
 

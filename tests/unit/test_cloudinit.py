@@ -340,3 +340,30 @@ def test_netplan_matches_every_nic_by_mac(three: str) -> None:
     assert ethernets["vnode1"]["addresses"] == ["10.8.0.103/24"]
     assert "routes" not in ethernets["vnode1"] and "nameservers" not in ethernets["vnode1"]
     assert ethernets["vnode2"]["dhcp4"] is True
+
+
+def test_a_node_with_room_for_vcpus_onlines_those_plugged_in_later() -> None:
+    node = NodePlan(
+        name="vnode01",
+        number=1,
+        pool="vnode",
+        mac="52:54:00:00:00:01",
+        distro=Distro(name="d12", family="debian", release="12", title="Debian 12", osinfo="x"),
+        memory_mib=1024,
+        vcpus=1,
+        disk_gb=10,
+        network="libvirt:vnode",
+        virt_type="qemu",
+        node_dir=Path("/nonexistent"),
+    )
+    key = generate_keypair("test")
+
+    def files(plan: NodePlan) -> list[dict]:
+        seed = render_seed(plan, authorized_key="ssh-ed25519 AAAA test", host_key=key)
+        return yaml.safe_load(seed.user_data).get("write_files", [])
+
+    assert files(node) == []
+    (rule,) = files(attrs.evolve(node, max_vcpus=4))
+    assert rule["path"] == "/etc/udev/rules.d/80-vnode-cpu-hotplug.rules"
+    assert 'SUBSYSTEM=="cpu", ACTION=="add"' in rule["content"]
+    assert 'ATTR{online}="1"' in rule["content"]

@@ -62,3 +62,14 @@ def test_a_plugins_change_is_in_the_domain_and_is_seen_as_one() -> None:
     assert ET.fromstring(changed.domain_xml).find("devices/watchdog") is not None
     assert not plugin_adjusted(plain, unchanged)
     assert plugin_adjusted(plain, changed)
+
+
+def test_a_node_with_room_to_grow_has_its_maxima_and_a_balloon() -> None:
+    roomy = core_domain(attrs.evolve(PLAN, max_memory=4096, max_vcpus=4), "now")
+    assert (roomy.findtext("memory"), roomy.findtext("currentMemory")) == ("4096", "1024")
+    assert (roomy.findtext("vcpu"), roomy.find("vcpu").get("current")) == ("4", "2")
+    assert roomy.find("devices/memballoon").get("model") == "virtio"
+    plain = core_domain(PLAN, "now")  # no headroom: no balloon, nothing reserved
+    assert (plain.findtext("memory"), plain.findtext("currentMemory")) == ("1024", "1024")
+    assert (plain.findtext("vcpu"), plain.find("vcpu").get("current")) == ("2", "2")
+    assert plain.find("devices/memballoon").get("model") == "none"

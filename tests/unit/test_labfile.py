@@ -126,6 +126,19 @@ def test_vcpus_are_bounded_by_the_host(tmp_path: Path) -> None:
         _lab(tmp_path, text, host_cpus=2)
 
 
+def test_the_maxima_are_read_and_bounded(tmp_path: Path) -> None:
+    text = '[[nodes]]\nspec = "1"\nmax_memory = 4096\nmax_vcpus = 4\n'
+    shape = _lab(tmp_path, text, host_cpus=8).nodes[0].shape
+    assert (shape.max_memory, shape.max_vcpus) == (4096, 4)
+    with pytest.raises(UsageError, match="max_vcpus 4 is more than the host's 2"):
+        _lab(tmp_path, text, host_cpus=2)
+    secure = '[[nodes]]\nspec = "1"\nfirmware = "uefi-secure"\nmax_vcpus = 2\n'
+    with pytest.raises(UsageError, match="a uefi-secure node cannot take vCPUs in place"):
+        _lab(tmp_path, secure)
+    with pytest.raises(UsageError, match="max_memory must be from 64 to"):
+        _lab(tmp_path, '[[nodes]]\nspec = "1"\nmax_memory = 0\n')
+
+
 def test_a_missing_file_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         read_lab(tmp_path / "none.toml", POOLS)

@@ -105,6 +105,23 @@ def test_an_action_describes_itself_in_one_line() -> None:
     )
 
 
+def test_an_update_says_what_changes_in_place() -> None:
+    action = LabAction(
+        node="vnode01",
+        action="update",
+        reasons=("vcpus 1 -> 2 (in place)", "extra disk 5 GiB added (in place)"),
+        distro="d12",
+        memory_mib=768,
+        vcpus=2,
+        disk_gb=10,
+        extra_disks=(5,),
+    )
+    assert action.describe() == (
+        "update   vnode01      d12 768 MiB 2 vCPU 10 GiB +5 GiB: "
+        "vcpus 1 -> 2 (in place); extra disk 5 GiB added (in place)"
+    )
+
+
 def test_an_action_with_several_nics_names_their_networks() -> None:
     action = LabAction(
         node="vnode03",
