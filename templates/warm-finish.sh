@@ -27,8 +27,10 @@ echo 3 > /proc/sys/vm/drop_caches
 # costs a few MB of state (docs/warm-clones.md, "At the limit").
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 programs=
+# (resolvconf's hooks run sed, flock, head, tail and readlink.)
 for program in sh bash rm mkdir tar date perl ln mount mv udevadm ip systemctl systemd-run \
-    sshd hostname run-parts uname env resolvconf ifup cat; do
+    sshd hostname run-parts uname env resolvconf ifup cat sed flock head tail readlink \
+    sleep; do
     path=$(command -v "$program") && programs="$programs $path"
 done
 # One ldd for all of them (each start of it costs as much as the reading): the shared
