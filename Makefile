@@ -49,8 +49,8 @@ image: venv
 	$(VNODE) images build $(DEMO_DISTRO)
 
 # Debian 13 with Ubuntu's network stack (netplan + systemd-networkd, as Debian's own cloud
-# images) and with Fedora's (NetworkManager), for tests/integration/test_guest_stacks.py
-# (and test_nics.py, whose netplan guest is d13).
+# images) and with Fedora's (NetworkManager), for tests/integration/test_nics.py
+# and test_bridge.py (their netplan and NetworkManager guests).
 # Built once, then kept in the image store.
 STACK_IMAGES := d13 d13-nm
 

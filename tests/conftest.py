@@ -200,18 +200,16 @@ def lab(host_ready: None) -> Iterator[Lab]:
 # would run it while the others sit idle; the rest keep their order. (`make test` passes
 # --no-loadscope-reorder: by default pytest-xdist hands out the files with most tests first.)
 LONGEST_FIRST = (
-    "test_reliability.py",
-    "test_lab_day.py",
     "test_two_hosts.py",
-    "test_guest_stacks_dhcp.py",
-    "test_guest_stacks.py",
-    "test_core.py",
     "test_lab_file.py",
+    "test_reliability.py",
     "test_nics.py",
-    "test_uefi.py",
-    "test_direct.py",
-    "test_warm.py",
     "test_bridge.py",
+    "test_lab_day.py",
+    "test_warm.py",
+    "test_core.py",
+    "test_image_versions.py",
+    "test_direct.py",
     "test_bridge_create_nm.py",
 )
 

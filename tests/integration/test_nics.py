@@ -1,13 +1,15 @@
-"""Several NICs per node, booted: three nodes, each with a NIC on the lab's network and one on a
-second vnode-managed, isolated libvirt network ("storage"), made by one `up` with a repeated
---network. The guests are Debian 12 (ifupdown), Debian 13 with netplan + systemd-networkd
-(Ubuntu's stack) and Debian 13 with NetworkManager (Fedora's).
+"""Several NICs per node on each guest network stack, booted: three nodes, each with a NIC on
+the lab's network and one on a second vnode-managed, isolated libvirt network ("storage"),
+made by one `up` with a repeated --network. The guests are Debian 12 (ifupdown), Debian 13
+with netplan + systemd-networkd (Ubuntu's stack, as Ubuntu's and Debian's own cloud images)
+and Debian 13 with NetworkManager (Fedora's), the last two with cloud-init 25.x.
 
 Over SSH: each NIC has its MAC (the node's own on vnode0, the derived one on vnode1) and its
-address from the node's number on its network, only vnode0 has the resolver; the nodes reach
-each other on the storage network. Then `vnode list --json` shows the NICs, `vnode plan` of a
-lab file keeps the node whose networks match and replaces the one whose do not, and bad input
-is one line that makes nothing.
+address from the node's number on its network, only vnode0 has the resolver and the lab's
+DNS; the intended renderer wrote the configuration (and no other), and cloud-init 25.x itself
+accepts what vnode rendered; the nodes reach each other on the storage network. Then `vnode
+list --json` shows the NICs, `vnode plan` of a lab file keeps the node whose networks match
+and replaces the one whose do not, and bad input is one line that makes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import (
     IMAGE_STORE,
@@ -112,6 +115,67 @@ def test_each_nic_has_its_mac_and_its_address(
         assert f"{storage_prefix}.1" not in _ssh(made, number, "cat /etc/resolv.conf")
     else:
         assert f"{storage_prefix}.1" not in _ssh(made, number, "cat /etc/resolv.conf")
+
+
+@pytest.mark.parametrize("number", [NETPLAN, NM])
+def test_hostname_route_and_dns_are_the_planned_ones(
+    lab: tuple[Lab, str, str], nodes: dict, number: int
+) -> None:
+    made, _, _ = lab
+    assert _ssh(made, number, "hostname").strip() == made.name(number)
+    dns = f"{made.subnet_prefix}.1"
+    if number == NETPLAN:  # systemd-resolved holds the per-link DNS
+        link = _ssh(made, number, "resolvectl dns vnode0; resolvectl domain vnode0")
+        assert dns in link and "lab" in link
+    else:  # NetworkManager writes resolv.conf itself
+        resolv = _ssh(made, number, "cat /etc/resolv.conf")
+        assert f"nameserver {dns}" in resolv and "search lab" in resolv
+
+
+def test_netplan_guest_is_configured_by_netplan_and_networkd_only(
+    lab: tuple[Lab, str, str], nodes: dict
+) -> None:
+    made, _, storage_prefix = lab
+    plan = yaml.safe_load(_ssh(made, NETPLAN, "cat /etc/netplan/50-cloud-init.yaml"))
+    nics = plan["network"]["ethernets"]
+    assert nics["vnode0"]["set-name"] == "vnode0"
+    assert nics["vnode0"]["addresses"] == [f"{made.ip_of(NETPLAN)}/24"]
+    assert nics["vnode1"]["addresses"] == [f"{storage_prefix}.{100 + NETPLAN}/24"]
+    generated = _ssh(made, NETPLAN, "ls /run/systemd/network").split()
+    assert {"10-netplan-vnode0.network", "10-netplan-vnode1.network"} <= set(generated)
+    for nic in ("vnode0", "vnode1"):
+        state = _ssh(made, NETPLAN, f"networkctl status {nic} --no-pager | sed -n 's/ *State: //p'")
+        assert state.startswith("routable") or state.startswith("configured"), (nic, state)
+    leftovers = "ls /etc/network/interfaces.d /etc/NetworkManager/system-connections 2>/dev/null"
+    assert _ssh(made, NETPLAN, f"{leftovers}; true").strip() == ""
+
+
+def test_networkmanager_guest_is_configured_by_keyfiles_only(
+    lab: tuple[Lab, str, str], nodes: dict
+) -> None:
+    made, _, _ = lab
+    keyfile = _ssh(
+        made, NM, "cat /etc/NetworkManager/system-connections/cloud-init-vnode0.nmconnection"
+    )
+    assert "method=manual" in keyfile and f"address1={made.ip_of(NM)}/24" in keyfile
+    assert _ssh(made, NM, "nmcli -g GENERAL.STATE device show vnode0").startswith("100")
+    leftovers = "ls /etc/netplan /etc/network/interfaces.d 2>/dev/null; true"
+    assert _ssh(made, NM, leftovers).strip() == ""
+
+
+@pytest.mark.parametrize("number", [NETPLAN, NM])
+def test_cloud_init_25_accepts_what_vnode_rendered(
+    lab: tuple[Lab, str, str], nodes: dict, number: int
+) -> None:
+    made, _, _ = lab
+    version = _ssh(made, number, "cloud-init --version 2>&1").split()[-1]
+    assert int(version.split(".")[0]) >= 25, version
+    status = made.ssh(str(number), "cloud-init status --wait --long")
+    assert "status: done" in status.stdout and "errors: []" in status.stdout, status.stdout
+    schema = made.ssh(str(number), "cloud-init schema --system 2>&1")
+    assert schema.returncode == 0, schema.stdout
+    assert "Valid schema user-data" in schema.stdout
+    assert "Valid schema network-config" in schema.stdout
 
 
 def test_the_nodes_reach_each_other_on_the_second_network(

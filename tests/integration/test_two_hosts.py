@@ -89,10 +89,15 @@ def _virsh(uri: str, *args: str) -> str:
     ).stdout
 
 
+# The second host's nodes are warm clones of one template of this shape.
+WARM_SHAPE = ("--memory", "512", "--vcpus", "1", "--virt-type", "qemu")
+
+
 def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     """A new user's way: one host (no [[hosts]]), then that same host named in [[hosts]],
     then a second host added. What was made at each step keeps working at the next (reached
-    over SSH). Two guests boot: one on the lone host, one on the second host."""
+    over SSH). One guest boots on the lone host; the second host's node is a warm clone, so
+    the template test below finds its template made (one boot on the second host for both)."""
     grown = two_hosts
     lab, second, pool = grown.lab, grown.second, grown.pool
     first, local, remote = lab.name(1), lab.name(3), lab.name(2)
@@ -130,21 +135,18 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
     grown.hosts("hv1", "hv2")
     started = time.monotonic()
     code, results = lab.run_json(
-        "up", "2@hv2", "--disk-extra", "1", "--timeout", "600", timeout=900
+        "up", "2@hv2", "--warm", *WARM_SHAPE, "--timeout", "900", timeout=1800
     )
     print(f"up on the second host: {time.monotonic() - started:.1f}s")
     assert code == 0 and results[0]["state"] == "ready", results
+    assert results[0]["boot"] == "warm", results
     assert results[0]["ip"].startswith("10.233.")
     # The main libvirtd sees nothing of the remote node; the second host holds it.
     assert remote not in _virsh("qemu:///system", "list", "--all", "--name").split()
     assert remote in _virsh(second.uri, "list", "--all", "--name").split()
     volumes = _virsh(second.uri, "vol-list", "vnode")
     assert version in volumes and f"{remote}-disk.qcow2" in volumes
-    _private_volumes(second.uri, remote, "vnode", extra=f"{remote}-data1.qcow2")
-    # Its extra disk is a volume of the remote host's pool too, the guest's vdb by serial.
-    assert f"{remote}-data1.qcow2" in volumes
-    extra = lab.ssh("2", "readlink /dev/disk/by-id/virtio-vnode-data1")
-    assert extra.stdout.strip() == "../../vdb", extra.stderr
+    _private_volumes(second.uri, remote, "vnode", seed=False)
 
     listed = lab.run("list")
     assert listed.returncode == 0, listed.stderr
@@ -196,8 +198,9 @@ def test_growing_from_one_host_to_two(two_hosts: Grown) -> None:
         assert name not in _virsh("qemu:///system", "list", "--all", "--name").split()
     assert not (lab.state / "nodes" / first).exists()
     left = {v.split()[0] for v in _virsh(second.uri, "vol-list", "vnode").splitlines() if v}
-    # The current version's volume stays for the next node; nothing else of vnode's.
-    assert left == {version, f"{version}.sha256"}
+    # The current version's volume stays for the next node, the template for the next
+    # clone (removed by the test below); nothing else of vnode's.
+    assert {v for v in left if not v.startswith("template.")} == {version, f"{version}.sha256"}
 
 
 def _private_volumes(
@@ -211,14 +214,11 @@ def _private_volumes(
         assert "<mode>0600</mode>" in xml, (uri, volume, xml)
 
 
-WARM_SHAPE = ("--memory", "512", "--vcpus", "1", "--virt-type", "qemu")
-
-
 def test_warm_clones_on_the_second_host(two_hosts: Grown) -> None:
-    """`up --warm` on a remote host: the template is made there (its volumes in that host's
-    pool, nothing of it on this machine), the clones are restored there, and each is a
-    machine of its own, checked over SSH through the host; the template is listed and
-    removed per host."""
+    """`up --warm` on a remote host: the template is made there (by the test above, or here
+    when this test runs alone; its volumes in that host's pool, nothing of it on this
+    machine), the clones are restored there, and each is a machine of its own, checked over
+    SSH through the host; the template is listed and removed per host."""
     grown = two_hosts
     grown.hosts("hv1", "hv2")
     lab, second = grown.lab, grown.second
@@ -283,7 +283,9 @@ def test_warm_clones_on_the_second_host(two_hosts: Grown) -> None:
 
 
 def test_second_host_lost_during_up(two_hosts: Grown) -> None:
-    """Last in the module: the second host stays down afterwards."""
+    """Last in the module: the second host stays down afterwards. The nodes have an extra
+    disk each: the remote node's is a volume of the remote host's pool, private like its
+    disk, and the local node's is its vdb by serial."""
     import re
 
     two_hosts.hosts("hv1", "hv2")
@@ -291,7 +293,7 @@ def test_second_host_lost_during_up(two_hosts: Grown) -> None:
     local, remote = lab.name(3), lab.name(4)
     began = time.monotonic()
     proc = subprocess.Popen(
-        [*VNODE, "up", "3@hv1", "4@hv2", "--timeout", "600", "--json"],
+        [*VNODE, "up", "3@hv1", "4@hv2", "--disk-extra", "1", "--timeout", "600", "--json"],
         env=lab.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -302,6 +304,8 @@ def test_second_host_lost_during_up(two_hosts: Grown) -> None:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() - began < 300, "the remote node never started"
             time.sleep(1)
+        assert f"{remote}-data1.qcow2" in _virsh(second.uri, "vol-list", "vnode")
+        _private_volumes(second.uri, remote, "vnode", extra=f"{remote}-data1.qcow2")
         second.stop_libvirtd()
         stopped = time.monotonic() - began
         out, err = proc.communicate(timeout=900)
@@ -310,6 +314,8 @@ def test_second_host_lost_during_up(two_hosts: Grown) -> None:
             proc.kill()
     results = {r["name"]: r for r in json.loads(out)}
     assert results[local]["state"] == "ready", results[local]
+    extra = lab.ssh("3", "readlink /dev/disk/by-id/virtio-vnode-data1")
+    assert extra.stdout.strip() == "../../vdb", extra.stderr
     assert results[remote]["state"] == "failed", results[remote]
     assert "could not be removed" in results[remote]["detail"]  # the lost host is named
     failed_at = [float(m.group(1)) for m in re.finditer(rf"\[\s*([\d.]+)s\] {remote}: failed", err)]

@@ -1,10 +1,11 @@
 """Warm clones end to end: one template made once, nodes cloned from it by `up --warm`.
 
-Booting is the expensive part under TCG: the module boots one template (512 MiB, 1 vCPU) and
-restores two clones on the lab's isolated libvirt network (static addresses) and one on the
-site's bridge (an address from the site's DHCP, unknown to its DNS); every test then checks
-what a clone must be (a machine of its own, as strict as a cold node) over SSH with vnode's
-known_hosts.
+Booting is the expensive part under TCG: the module boots one template (Debian 13, whose
+network stack is Ubuntu's: netplan + systemd-networkd; 512 MiB, 1 vCPU) and restores two
+clones on the lab's isolated libvirt network (static addresses) and two on the site's bridge
+(addresses from the site's DHCP, one of them unknown to its DNS); every test then checks what
+a clone must be (a machine of its own, as strict as a cold node) over SSH with vnode's
+known_hosts. Debian 12 clones are checked the same way on a second host (test_two_hosts.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration
 
-# Two clones on the libvirt network; one on the bridge, with the site's DHCP reservation but
-# no DNS name (bridge_site's node 2), so vnode learns its address from the console.
-A, B, D = 3, 4, 2
+# Two clones on the libvirt network; two on the bridge with the site's DHCP reservations,
+# node 1 in the site's DNS, node 2 not (vnode learns its address another way).
+A, B = 3, 4
+ON_THE_BRIDGE = (1, 2)
+DISTRO = "d13"
 SHAPE = ("--memory", "512", "--vcpus", "1", "--virt-type", "qemu")
 
 
@@ -41,7 +44,7 @@ def template(wlab: Lab) -> dict:
     # First a make killed with kill -9 once its guest runs: its directory stays without a
     # record and its transient domain keeps running. The make after it clears both.
     killed = subprocess.Popen(
-        [*VNODE, "template", "make", "d12", *SHAPE],
+        [*VNODE, "template", "make", DISTRO, *SHAPE],
         env=wlab.env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -52,7 +55,7 @@ def template(wlab: Lab) -> dict:
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
     assert _template_domains(wlab), "the killed make's guest should still be running"
-    result = wlab.run("template", "make", "d12", *SHAPE, "--json", timeout=900)
+    result = wlab.run("template", "make", DISTRO, *SHAPE, "--json", timeout=1200)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -65,7 +68,14 @@ def _template_domains(lab: Lab) -> list[str]:
 def clones(wlab: Lab, template: dict) -> dict[str, dict]:
     started = time.monotonic()
     code, nodes = wlab.run_json(
-        "up", "--warm", str(A), str(B), "--network", "libvirt", *SHAPE, timeout=600
+        "up",
+        "--warm",
+        f"{A}:{DISTRO}",
+        f"{B}:{DISTRO}",
+        "--network",
+        "libvirt",
+        *SHAPE,
+        timeout=600,
     )
     assert code == 0, nodes
     return {"seconds": time.monotonic() - started, **{node["name"]: node for node in nodes}}
@@ -95,7 +105,7 @@ def test_template_is_listed(wlab: Lab, template: dict) -> None:
     assert result.returncode == 0, result.stderr
     [listed] = json.loads(result.stdout)
     assert listed["key"] == template["key"]
-    assert (listed["distro"], listed["memory_mib"], listed["vcpus"]) == ("d12", 512, 1)
+    assert (listed["distro"], listed["memory_mib"], listed["vcpus"]) == (DISTRO, 512, 1)
     assert listed["virt_type"] == "qemu"
     directory = Path(listed["directory"])
     assert (directory / "disk.qcow2").stat().st_mode & 0o777 == 0o444
@@ -203,52 +213,71 @@ def test_plan_says_which_nodes_boot_cold_and_why(
     lab_config = tmp_path / "lab.yaml"
     lab_config.write_text("#cloud-config\nruncmd: [[true]]\n")
     shape = {"memory": 512, "vcpus": 1, "virt_type": "qemu"}
+    node = f"5:{DISTRO}"
     with Session.open() as session:
-        warm_plan = api.plan_up(["5", "6:d13"], api.UpOptions(warm=True, **shape), session=session)
+        warm_plan = api.plan_up([node, "6:d12"], api.UpOptions(warm=True, **shape), session=session)
         by_node = {c.node: c for c in warm_plan.warm}
         assert by_node[wlab.name(5)].warm
         assert by_node[wlab.name(5)].template.key == template["key"]
         assert (
-            by_node[wlab.name(6)].warm and "no template of d13 yet" in by_node[wlab.name(6)].reason
+            by_node[wlab.name(6)].warm and "no template of d12 yet" in by_node[wlab.name(6)].reason
         )
-        bigger = api.plan_up(["5"], api.UpOptions(warm=True, memory=1024), session=session)
+        bigger = api.plan_up([node], api.UpOptions(warm=True, memory=1024), session=session)
         assert "no template of this shape" in bigger.warm[0].reason
         for options, words in (
             (api.UpOptions(warm=True, cloud_config=(str(lab_config),), **shape), "cloud-config"),
             (api.UpOptions(warm=True, wait_cloud_init=True, **shape), "--wait-cloud-init"),
         ):
-            [choice] = api.plan_up(["5"], options, session=session).warm
+            [choice] = api.plan_up([node], options, session=session).warm
             assert not choice.warm and words in choice.reason
-        assert api.plan_up(["5"], api.UpOptions(**shape), session=session).warm == ()
+        assert api.plan_up([node], api.UpOptions(**shape), session=session).warm == ()
     # [defaults] warm = true: up clones without --warm; --cold (warm=False) boots.
     warm_by_default = tmp_path / "warm.toml"
     warm_by_default.write_text(
         wlab.config_path.read_text().replace("[defaults]\n", "[defaults]\nwarm = true\n", 1)
     )
     with Session.open([warm_by_default]) as session:
-        [choice] = api.plan_up(["5"], api.UpOptions(**shape), session=session).warm
+        [choice] = api.plan_up([node], api.UpOptions(**shape), session=session).warm
         assert choice.warm and choice.template.key == template["key"]
-        assert api.plan_up(["5"], api.UpOptions(warm=False, **shape), session=session).warm == ()
+        assert api.plan_up([node], api.UpOptions(warm=False, **shape), session=session).warm == ()
     assert wlab.name(5) not in domain_names(wlab.stem)
 
 
 @pytest.fixture(scope="module")
-def dhcp_clone(wlab: Lab, clones: dict) -> dict:
-    code, nodes = wlab.run_json("up", "--warm", str(D), *SHAPE, timeout=600)
+def dhcp_clones(wlab: Lab, clones: dict) -> dict[int, dict]:
+    specs = (f"{n}:{DISTRO}" for n in ON_THE_BRIDGE)
+    code, nodes = wlab.run_json("up", "--warm", *specs, *SHAPE, timeout=600)
     assert code == 0, nodes
-    return nodes[0]
+    return {int(node["name"][-2:]): node for node in nodes}
 
 
-def test_a_clone_on_the_bridge_takes_the_sites_dhcp_address(
-    bridge_site: Site, dhcp_clone: dict
+def test_clones_on_the_bridge_take_the_sites_dhcp_addresses(
+    bridge_site: Site, dhcp_clones: dict
 ) -> None:
-    reserved = bridge_site.reservation(D)
-    assert dhcp_clone["boot"] == "warm" and dhcp_clone["state"] == "ready", dhcp_clone
-    assert dhcp_clone["ip"] == reserved.ip and dhcp_clone["mac"] == reserved.mac
-    result = bridge_site.lab.ssh(str(D), "hostname; ip -4 -o addr show scope global")
-    assert result.returncode == 0, result.stderr
-    hostname, addresses = result.stdout.split("\n", 1)
-    assert hostname == reserved.name and f"inet {reserved.ip}/24" in addresses
+    for number, clone in dhcp_clones.items():
+        reserved = bridge_site.reservation(number)
+        assert clone["boot"] == "warm" and clone["state"] == "ready", clone
+        assert clone["ip"] == reserved.ip and clone["mac"] == reserved.mac
+        result = bridge_site.lab.ssh(str(number), "hostname; ip -4 -o addr show scope global")
+        assert result.returncode == 0, result.stderr
+        hostname, addresses = result.stdout.split("\n", 1)
+        assert hostname == reserved.name and f"inet {reserved.ip}/24" in addresses
+
+
+def test_clones_are_distinct_dhcp_clients_to_the_site(bridge_site: Site, dhcp_clones: dict) -> None:
+    """Two clones of one template ask the site's DHCP server as two clients: networkd's
+    client id is a DUID derived from the machine-id, which each clone has of its own (a clone
+    keeping the template's would send the template's client id, and the server would take
+    the two for one)."""
+    # dnsmasq's lease file: expiry, MAC, address, name, client id.
+    leases = {
+        fields[1]: fields[4]
+        for line in bridge_site.leases.read_text().splitlines()
+        if len(fields := line.split()) >= 5
+    }
+    clients = [leases.get(bridge_site.reservation(n).mac) for n in ON_THE_BRIDGE]
+    assert None not in clients and "*" not in clients, (clients, leases)
+    assert clients[0] != clients[1], clients
 
 
 def test_template_in_use_is_not_removed(wlab: Lab, template: dict, clones: dict) -> None:
@@ -259,7 +288,7 @@ def test_template_in_use_is_not_removed(wlab: Lab, template: dict, clones: dict)
 
 
 def test_destroy_leaves_nothing(wlab: Lab, clones: dict, probed: dict) -> None:
-    result = wlab.run("destroy", str(A), str(B), str(D))
+    result = wlab.run("destroy", str(A), str(B), *map(str, ON_THE_BRIDGE))
     assert result.returncode == 0, result.stderr
     assert not domain_names(wlab.stem)
     assert not list((wlab.state / "nodes").iterdir())
@@ -268,7 +297,7 @@ def test_destroy_leaves_nothing(wlab: Lab, clones: dict, probed: dict) -> None:
 
 
 def test_template_remove_removes_it(wlab: Lab, template: dict) -> None:
-    result = wlab.run("template", "remove", "d12")
+    result = wlab.run("template", "remove", DISTRO)
     assert result.returncode == 0, result.stderr
     assert template["key"] in result.stdout
     assert not Path(template["directory"]).exists()
