@@ -60,17 +60,10 @@ printf '%s\n' "$new_id" >/etc/machine-id
 if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then
     printf '%s\n' "$new_id" >/var/lib/dbus/machine-id
 fi
-# journald keeps writing under the template's machine-id directory until it restarts, and
-# restarting it stalls every process that logs (sshd's handshakes too) for seconds; a link
-# lets journalctl find the journal under the new id meanwhile.
-for journal in /var/log/journal /run/log/journal; do
-    if [ -n "$old_id" ] && [ -d "$journal/$old_id" ] && [ ! -e "$journal/$new_id" ]; then
-        ln -s "$old_id" "$journal/$new_id"
-    fi
-done
-[ -d /run/vnode ] || mkdir /run/vnode
-copy "$d/boot-id" /run/vnode/boot_id
-mount --bind /run/vnode/boot_id /proc/sys/kernel/random/boot_id
+# The agent's directory holds the bind mount's source (readable through the mount: the
+# file's own mode counts, not its directory's), so no directory is made for it.
+copy "$d/boot-id" "$d/boot_id.mounted"
+mount --bind "$d/boot_id.mounted" /proc/sys/kernel/random/boot_id
 
 step='name'
 # Name.
@@ -135,9 +128,13 @@ get gateway net/gateway
 # connection) may have got the same address by DHCP from the reservation meanwhile, and
 # "add" would then fail with "File exists" and leave the clone without sshd.
 if [ "$mode" = static ]; then
+    # The address first, then the link up with arp_notify: the kernel then announces the
+    # address (a gratuitous ARP), and the host's first connection attempts, whose ARP
+    # requests went unanswered so far, need not wait for the next retry (~1-2 s).
+    echo 1 2>/dev/null >"/proc/sys/net/ipv4/conf/$nic/arp_notify" || true
     {
-        echo "link set dev $nic up"
         echo "address replace $addr dev $nic"
+        echo "link set dev $nic up"
         [ -z "$gateway" ] || echo "route replace default via $gateway dev $nic"
     } | ip -batch -
 fi
@@ -147,6 +144,16 @@ step='starting sshd'
 systemctl start ssh.service 2>/dev/null || systemctl start sshd.service
 read -r now _ </proc/uptime
 say "ready as $name (identity applied and sshd started: uptime $began -> $now)"
+
+step='the journal link'
+# journald keeps writing under the template's machine-id directory until it restarts, and
+# restarting it stalls every process that logs (sshd's handshakes too) for seconds; a link
+# lets journalctl find the journal under the new id meanwhile (after sshd: SSH needs none).
+for journal in /var/log/journal /run/log/journal; do
+    if [ -n "$old_id" ] && [ -d "$journal/$old_id" ] && [ ! -e "$journal/$new_id" ]; then
+        ln -s "$old_id" "$journal/$new_id"
+    fi
+done
 
 step='persisting the network configuration'
 # For later boots, in the guest's own network stack, DHCP started there and the resolver

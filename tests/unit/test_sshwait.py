@@ -14,7 +14,9 @@ from vnode.keys import generate_keypair, write_private
 from vnode.sshwait import WaitOutcome, WaitTarget, wait_ready
 
 
-async def _serve(name: str, host_key: str, client_public: str) -> asyncssh.SSHAcceptor:
+async def _serve(
+    name: str, host_key: str, client_public: str, connections: list[object] | None = None
+) -> asyncssh.SSHAcceptor:
     authorized = asyncssh.import_authorized_keys(client_public + "\n")
 
     async def hostname(process: asyncssh.SSHServerProcess) -> None:
@@ -25,9 +27,16 @@ async def _serve(name: str, host_key: str, client_public: str) -> asyncssh.SSHAc
         "127.0.0.1",
         0,
         server_host_keys=[asyncssh.import_private_key(host_key)],
-        server_factory=lambda: RootKeyServer(authorized),
+        server_factory=lambda: _counted(RootKeyServer(authorized), connections),
         process_factory=hostname,
     )
+
+
+def _counted(server: RootKeyServer, connections: list[object] | None) -> RootKeyServer:
+    """asyncssh makes one server object per TCP connection it accepts."""
+    if connections is not None:
+        connections.append(server)
+    return server
 
 
 def _wait(
@@ -39,6 +48,7 @@ def _wait(
     address_after: float = 0.0,
     timeout: float = 20.0,
     serve: bool = True,
+    connections: list[object] | None = None,
 ) -> WaitOutcome:
     host = generate_keypair("host")
     client = generate_keypair("client")
@@ -47,7 +57,7 @@ def _wait(
     started = time.monotonic()
 
     async def run() -> WaitOutcome:
-        server = await _serve(served_name, host.private_openssh, client.public_openssh)
+        server = await _serve(served_name, host.private_openssh, client.public_openssh, connections)
         port = server.sockets[0].getsockname()[1]
         if not serve:
             server.close()
@@ -71,6 +81,14 @@ def _wait(
 def test_ready_once_root_logs_in_with_the_expected_host_key_and_name(tmp_path: Path) -> None:
     outcome = _wait(tmp_path, address_after=1.5)
     assert outcome == WaitOutcome(state="ready", ip="127.0.0.1")
+
+
+def test_the_probe_connection_is_the_one_the_handshake_uses(tmp_path: Path) -> None:
+    # A probe closed at once costs a guest's sshd a fork and re-exec (seconds under TCG).
+    connections: list[object] = []
+    outcome = _wait(tmp_path, connections=connections)
+    assert outcome.state == "ready"
+    assert len(connections) == 1
 
 
 def test_a_different_host_key_is_never_ready(tmp_path: Path) -> None:
