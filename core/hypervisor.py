@@ -361,21 +361,18 @@ def record_grown_shape(
         if field is None:
             field = ET.SubElement(shape, tag)
         field.text = value
-    _write_metadata(domain, node, "recording the shape of")
+    _write_metadata(domain, node, f"recording the shape of {domain.name()}")
 
 
 def _write_metadata(domain: Any, node: ET.Element, doing: str) -> None:
     libvirt = _libvirt()
-    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    if domain.isActive():
-        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-    with libvirt_errors(f"{doing} {domain.name()}"):
+    with libvirt_errors(doing):
         domain.setMetadata(
             libvirt.VIR_DOMAIN_METADATA_ELEMENT,
             ET.tostring(node, encoding="unicode"),
             "vnode",
             NAMESPACE,
-            flags,
+            _live_flags(domain),
         )
 
 
@@ -417,17 +414,7 @@ def record_address(domain: Any, ip: str) -> None:
     if field is None:
         field = ET.SubElement(node, "ip")
     field.text = ip
-    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    if domain.isActive():
-        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-    with libvirt_errors(f"recording {domain.name()}'s address"):
-        domain.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-            ET.tostring(node, encoding="unicode"),
-            "vnode",
-            NAMESPACE,
-            flags,
-        )
+    _write_metadata(domain, node, f"recording {domain.name()}'s address")
 
 
 def lookup(conn: Any, name: str) -> Any | None:

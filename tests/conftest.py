@@ -92,6 +92,14 @@ def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def domain_xml(name: str) -> str:
+    """A domain's live XML, as libvirt has it now."""
+    result = _virsh("dumpxml", name)
+    if result.returncode != 0:
+        raise AssertionError(f"no domain {name}: {result.stderr.strip()}")
+    return result.stdout
+
+
 def cleanup_lab(lab: Lab) -> None:
     """Remove everything the lab made, whatever state the tests left it in."""
     lab.run("destroy", "--all", timeout=300)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_DISTRO, Lab, cleanup_lab, domain_names, make_lab
+from tests.conftest import TEST_DISTRO, Lab, cleanup_lab, domain_names, domain_xml, make_lab
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +63,7 @@ spec = "1"
 
 
 def _live(name: str) -> ET.Element:
-    xml = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "dumpxml", name],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return ET.fromstring(xml)
+    return ET.fromstring(domain_xml(name))
 
 
 def _nvram(lab: Lab, number: int) -> Path:

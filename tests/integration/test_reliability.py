@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IMAGE_STORE, TEST_DISTRO, VNODE, Lab, cleanup_lab, domain_names, make_lab
+from tests.conftest import (
+    IMAGE_STORE,
+    TEST_DISTRO,
+    VNODE,
+    Lab,
+    cleanup_lab,
+    domain_names,
+    domain_xml,
+    make_lab,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -370,13 +379,7 @@ def test_two_ups_of_one_node_take_turns(rlab: Lab) -> None:
     assert json.loads(out2)[0]["state"] == "started"
     assert "waiting for another vnode" in err2
     assert [d for d in domain_names(rlab.stem) if d == name] == [name]
-    xml = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "dumpxml", name],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert str(rlab.state / "nodes" / name / "disk.qcow2") in xml
+    assert str(rlab.state / "nodes" / name / "disk.qcow2") in domain_xml(name)
     assert rlab.run("destroy", "7").returncode == 0
 
 
