@@ -11,10 +11,6 @@ DEMO_DISTRO ?= d12
 # worker). Guests under plain emulation are CPU-bound: one worker per core, at most four
 # (a file may boot three guests at once).
 TEST_WORKERS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
-# These pip-install third-party plugins into the venv for a while: every vnode the other
-# workers ran meanwhile would load them too. They run after the others, on their own.
-ALONE_TESTS := tests/integration/test_third_party_plugins.py tests/integration/test_third_party_network.py
-
 # cloud-init's own validator, for the tests: Debian's package unpacked (never installed: that
 # would enable cloud-init's boot services on this host) and run by Debian's python3 with the
 # libraries it imports. Kept in the venv, so later runs need no network.
@@ -88,9 +84,7 @@ test unit: export VNODE_TEST_REQUIRE_CLOUD_INIT = 1
 test: setup cloud-init host-ns stack-images
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest -v --durations=40 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-	  $(foreach f,$(ALONE_TESTS),--ignore=$(f)) tests
-	$(VENV)/bin/python -m pytest -v --durations=10 $(ALONE_TESTS)
+	$(VENV)/bin/python -m pytest -v --durations=40 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 unit: venv cloud-init
 	$(VENV)/bin/python -m pytest -v tests/unit

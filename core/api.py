@@ -51,6 +51,7 @@ __all__ = [
     "UpPlan",
     "apply_lab",
     "build_image",
+    "check_apply",
     "console_log",
     "destroy",
     "distro_names",
@@ -216,18 +217,27 @@ def plan_lab(
         return plan(path, own, prune=prune, update=update)
 
 
+def check_apply(plan: LabPlan, *, wait: bool = True) -> None:
+    """Raise :class:`UsageError` for what :func:`apply_lab` would refuse (``run`` commands
+    without the wait), before anything is changed or printed."""
+    from vnode.labplan import check_apply as check
+
+    check(plan, wait=wait)
+
+
 def apply_lab(
     plan: LabPlan,
     *,
     session: Session,
     timeout: float | None = None,
     reporter: Reporter | None = None,
+    wait: bool = True,
 ) -> list[NodeResult]:
     """Carry out a lab plan (:func:`plan_lab`): kept nodes untouched, the rest made in one
-    ``up``; the lab's lock written when every node is ready."""
+    ``up``; the lab's lock written when every node is ready (without ``wait``: started)."""
     from vnode.labplan import apply_lab as apply
 
-    return apply(plan, session, timeout=timeout, reporter=reporter)
+    return apply(plan, session, timeout=timeout, reporter=reporter, wait=wait)
 
 
 def ssh_config(specs: list[str] | None = None, session: Session | None = None) -> str:

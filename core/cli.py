@@ -249,6 +249,7 @@ def apply(
     update: bool = False,
     yes: bool = False,
     timeout: float | None = None,
+    wait: bool = True,
     json: bool = False,
 ) -> int:
     """Make the lab what LAB_FILE says: create and replace nodes in parallel as `up` does,
@@ -268,6 +269,8 @@ def apply(
         Replace and remove without asking.
     timeout
         Seconds to wait for SSH, counted from the start of the nodes' creation.
+    wait
+        Wait for SSH (--no-wait returns once the domains run; not with `run` commands).
     json
         Print one JSON object per node made instead of the table.
     """
@@ -280,6 +283,7 @@ def apply(
     logs.configure(False)
     with Session.open() as session:
         planned = api.plan_lab(Path(lab_file), prune=prune, update=update, session=session)
+        api.check_apply(planned, wait=wait)
         print(planned.summary(), file=sys.stderr)
         changes = planned.of("create", "update", "replace", "remove")
         for action in changes:
@@ -298,7 +302,7 @@ def apply(
         try:
             with LiveReporter(made) as reporter:
                 results = api.apply_lab(
-                    planned, session=session, timeout=timeout, reporter=reporter
+                    planned, session=session, timeout=timeout, reporter=reporter, wait=wait
                 )
         except KeyboardInterrupt:
             print(f"vnode: interrupted; {_left_behind(made, session)}", file=sys.stderr)
@@ -307,7 +311,7 @@ def apply(
         _emit_json([r.to_dict() for r in results])
     elif results:
         print(results_table(results))
-    return 0 if all(r.state == "ready" for r in results) else 1
+    return 0 if all(r.state in ("ready", "started") for r in results) else 1
 
 
 def _confirmed(count: int) -> bool:

@@ -261,30 +261,46 @@ def _networks(session: Session, node: LabNode, labfile: LabFile, default: str) -
     return tuple(chosen)
 
 
+def check_apply(plan: LabPlan, *, wait: bool) -> None:
+    """What :func:`apply_lab` refuses before it changes anything: ``run`` commands on a node
+    it would make, without the wait that must come before them."""
+    if wait:
+        return
+    nodes = {node.name: node for node in plan.lab.nodes}
+    needing = [a.node for a in plan.of("create", "replace") if nodes[a.node].shape.run]
+    if needing:
+        raise UsageError(
+            f"{plan.lab.path}: {', '.join(needing)}: run commands need the wait (not --no-wait)"
+        )
+
+
 def apply_lab(
     plan: LabPlan,
     session: Session,
     *,
     timeout: float | None = None,
     reporter: Reporter | None = None,
+    wait: bool = True,
 ) -> list[NodeResult]:
     """Carry the plan out: grow what it updates in place, remove what it removes, make
     what it creates or replaces (one ``up``), run each node's ``run`` commands on the nodes
     made, write the lock. Kept nodes are not touched. Returns the results of the nodes
-    grown, then of those made."""
+    grown, then of those made. Without ``wait`` (``up --no-wait``) the nodes made are
+    "started" once their domains run; a node with ``run`` commands needs the wait."""
     from vnode import execute, nodeops, planning
     from vnode.inplace import apply_growth
     from vnode.progress import SilentReporter
 
     reporter = reporter or SilentReporter()
+    check_apply(plan, wait=wait)
+    nodes = {node.name: node for node in plan.lab.nodes}
+    made = plan.of("create", "replace")
     grown = apply_growth(session, [(a.node, a.growth) for a in plan.of("update") if a.growth])
     removed = [a.node for a in plan.of("remove")]
     if removed:
         nodeops.destroy(session, removed)
-    made = plan.of("create", "replace")
     results: list[NodeResult] = []
     if made:
-        nodes = {node.name: node for node in plan.lab.nodes}
         specs = [_spec(nodes[a.node]) for a in made]
         shapes = {
             a.node: attrs.evolve(
@@ -292,11 +308,12 @@ def apply_lab(
             )
             for a in made
         }
-        up = planning.plan_up(specs, UpOptions(timeout=timeout), session=session, shapes=shapes)
+        options = UpOptions(timeout=timeout, wait=wait)
+        up = planning.plan_up(specs, options, session=session, shapes=shapes)
         results = execute.execute_up(up, session=session, reporter=reporter)
         results = _run_steps(session, results, nodes, timeout, reporter)
     results = [*grown, *results]
-    if all(result.state == "ready" for result in results):
+    if all(result.state in ("ready", "started") for result in results):
         write_lock(plan.lab.lock_path, plan.lab.name, plan.lock)
         from vnode import imagestore
 

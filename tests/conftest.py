@@ -34,13 +34,16 @@ class Lab:
     network: str
     subnet_prefix: str  # "10.231.N"
     stem: str
+    # The interpreter running vnode: a module's own environment where it installs plugins
+    # (tests/harness/pluginenv.py).
+    python: str = sys.executable
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "VNODE_CONFIG": str(self.config_path)}
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*VNODE, *args],
+            [self.python, "-m", "vnode.cli", *args],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -209,16 +212,18 @@ def lab(host_ready: None) -> Iterator[Lab]:
 # --no-loadscope-reorder: by default pytest-xdist hands out the files with most tests first.)
 LONGEST_FIRST = (
     "test_two_hosts.py",
-    "test_lab_file.py",
     "test_reliability.py",
+    "test_lab_file.py",
     "test_nics.py",
-    "test_bridge.py",
-    "test_lab_day.py",
-    "test_warm.py",
-    "test_core.py",
     "test_image_versions.py",
-    "test_direct.py",
+    "test_warm.py",
+    "test_lab_day.py",
+    "test_core.py",
+    "test_bridge.py",
     "test_bridge_create_nm.py",
+    "test_direct.py",
+    "test_third_party_network.py",
+    "test_third_party_plugins.py",
 )
 
 

@@ -387,6 +387,16 @@ def test_a_bad_lab_file_is_one_line_and_changes_nothing(
     assert domain_names(lab.stem) == before
 
 
+def test_run_commands_without_the_wait_are_bad_input(lab: Lab, tmp_path: Path) -> None:
+    path = tmp_path / "lab.toml"
+    path.write_text('[[nodes]]\nspec = "8"\nrun = ["true"]\n')
+    before = domain_names(lab.stem)
+    result = lab.run("apply", str(path), "--no-wait")
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    assert str(path) in result.stderr and "not --no-wait" in result.stderr, result.stderr
+    assert domain_names(lab.stem) == before
+
+
 def test_a_domain_vnode_did_not_make_is_never_planned_for(lab: Lab, tmp_path: Path) -> None:
     name = lab.name(9)
     xml = tmp_path / "foreign.xml"

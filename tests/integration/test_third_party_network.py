@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Lab, free_octet
+from tests.harness.pluginenv import make_plugin_env, pip
 
 pytestmark = pytest.mark.integration
 
 LABNET = REPO / "tests" / "fixtures" / "labnet"
-
-
-def _pip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,8 +54,10 @@ def lab_network(lab: Lab) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def labnet(lab: Lab, lab_network: str) -> Iterator[Lab]:
-    """The lab with the plugin installed and a [labnet] section naming the network."""
-    result = _pip("install", "--no-deps", str(LABNET))
+    """The lab with the plugin installed (in an environment of this module's own: the other
+    workers' vnode never sees it) and a [labnet] section naming the network."""
+    python = make_plugin_env(lab.state / "python")
+    result = pip(python, "install", "--no-deps", str(LABNET))
     assert result.returncode == 0, result.stderr
     config = lab.state / "labnet.toml"
     config.write_text(lab.config_path.read_text() + f'\n[labnet]\nnetwork = "{lab_network}"\n')
@@ -76,9 +68,10 @@ def labnet(lab: Lab, lab_network: str) -> Iterator[Lab]:
             network=lab.network,
             subnet_prefix=lab.subnet_prefix,
             stem=lab.stem,
+            python=python,
         )
     finally:
-        _pip("uninstall", "-y", "vnode-labnet")
+        pip(python, "uninstall", "-y", "vnode-labnet")
 
 
 def _with_config(lab: Lab, extra: str) -> dict[str, str]:
@@ -111,7 +104,7 @@ def test_its_doctor_check_fails_for_a_network_that_is_not_there(labnet: Lab) -> 
         text.replace("[labnet]\nnetwork = ", '[labnet]\nnetwork = "vtln-absent"\n# was ')
     )
     result = subprocess.run(
-        [sys.executable, "-m", "vnode.cli", "doctor"],
+        [labnet.python, "-m", "vnode.cli", "doctor"],
         env=env,
         capture_output=True,
         text=True,
@@ -138,7 +131,7 @@ def test_the_core_checks_the_plugins_section(labnet: Lab, extra: str, words: str
     # A second [labnet] table would be invalid TOML: replace the one the fixture wrote.
     path.write_text(path.read_text().split("\n[labnet]")[0] + extra)
     result = subprocess.run(
-        [sys.executable, "-m", "vnode.cli", "up", "9", "--network", "labnet"],
+        [labnet.python, "-m", "vnode.cli", "up", "9", "--network", "labnet"],
         env=env,
         capture_output=True,
         text=True,
